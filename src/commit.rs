@@ -1,0 +1,222 @@
+//! Group commit: many appenders, one fdatasync.
+//!
+//! Appenders write their frames under the stream's writer lock, then wait
+//! here without it. The first waiter to find no sync in flight becomes the
+//! leader: it notes how far the file is written, syncs without holding any
+//! lock, and on return marks everything up to that point durable and wakes
+//! everyone. Waiters whose frames were written after the leader looked wait
+//! for the next round, led by one of them. A failed sync fails every waiter
+//! of that round with its errno, and all later ones: the stream then
+//! refuses writes until reopened (the kernel may have dropped the pages).
+//!
+//! The same state publishes progress to followers (`wait_visible`).
+
+use crate::storage::StorageFile;
+use parking_lot::{Condvar, Mutex};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct CommitState {
+    /// One past the last id handed to the kernel.
+    pub written: u64,
+    /// Bytes of the active segment handed to the kernel.
+    pub written_len: u64,
+    /// One past the last id known to be on disk.
+    pub durable: u64,
+    /// Bytes of the active segment known to be on disk.
+    pub durable_len: u64,
+    /// Start id of the active segment the lengths refer to.
+    pub segment: u64,
+    /// The active segment's write descriptor, when open.
+    pub file: Option<Arc<dyn StorageFile>>,
+    syncing: bool,
+    /// errno and message of the sync failure that poisoned the stream.
+    pub failed: Option<(i32, String)>,
+    pub closed: bool,
+}
+
+pub struct Commit {
+    pub state: Mutex<CommitState>,
+    synced: Condvar,
+    published: Condvar,
+    visible: AtomicU64,
+    /// Readers see only durable entries (Strict mode), else written ones.
+    visible_when_durable: bool,
+}
+
+/// How a wait for durability failed.
+pub struct SyncFailure {
+    pub errno: i32,
+    pub message: String,
+    /// This waiter ran the failed sync and must roll the stream back.
+    pub leader: bool,
+}
+
+impl SyncFailure {
+    pub fn io_error(&self) -> io::Error {
+        io::Error::from_raw_os_error(self.errno)
+    }
+}
+
+impl Commit {
+    pub fn new(next_id: u64, len: u64, segment: u64, visible_when_durable: bool) -> Commit {
+        Commit {
+            state: Mutex::new(CommitState {
+                written: next_id,
+                written_len: len,
+                durable: next_id,
+                durable_len: len,
+                segment,
+                file: None,
+                syncing: false,
+                failed: None,
+                closed: false,
+            }),
+            synced: Condvar::new(),
+            published: Condvar::new(),
+            visible: AtomicU64::new(next_id),
+            visible_when_durable,
+        }
+    }
+
+    /// One past the last id readers may see.
+    pub fn visible(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, st: &CommitState) {
+        let v = if self.visible_when_durable { st.durable } else { st.written };
+        if v > self.visible.swap(v, Ordering::AcqRel) {
+            self.published.notify_all();
+        }
+    }
+
+    /// Called by the writer (holding its lock) after a frame is written.
+    pub fn wrote(&self, end_id: u64, len: u64) {
+        let mut st = self.state.lock();
+        st.written = end_id;
+        st.written_len = len;
+        self.publish(&st);
+    }
+
+    /// Called by the writer after sealing the old segment (synced) and
+    /// opening `file` as the new, empty, active segment.
+    pub fn rotated(&self, segment: u64, file: Option<Arc<dyn StorageFile>>) {
+        let mut st = self.state.lock();
+        st.durable = st.written;
+        st.segment = segment;
+        st.written_len = 0;
+        st.durable_len = 0;
+        st.file = file;
+        self.publish(&st);
+        self.synced.notify_all();
+    }
+
+    pub fn set_file(&self, file: Option<Arc<dyn StorageFile>>) {
+        self.state.lock().file = file;
+    }
+
+    pub fn failed(&self) -> Option<(i32, String)> {
+        self.state.lock().failed.clone()
+    }
+
+    /// Marks everything written as durable (after a sync done by the writer).
+    pub fn all_durable(&self) {
+        let mut st = self.state.lock();
+        st.durable = st.written;
+        st.durable_len = st.written_len;
+        self.publish(&st);
+        self.synced.notify_all();
+    }
+
+    /// Returns once ids below `target` are durable, syncing as the leader
+    /// when no sync is in flight. `open` reopens the active segment when its
+    /// descriptor was evicted.
+    pub fn wait_durable(
+        &self,
+        target: u64,
+        open: impl Fn() -> io::Result<Arc<dyn StorageFile>>,
+    ) -> Result<(), SyncFailure> {
+        let mut st = self.state.lock();
+        loop {
+            if st.durable >= target {
+                return Ok(());
+            }
+            if let Some((errno, message)) = &st.failed {
+                return Err(SyncFailure {
+                    errno: *errno,
+                    message: message.clone(),
+                    leader: false,
+                });
+            }
+            if st.syncing {
+                self.synced.wait(&mut st);
+                continue;
+            }
+            st.syncing = true;
+            let (written, written_len, segment) = (st.written, st.written_len, st.segment);
+            let file = st.file.clone();
+            let result = parking_lot::MutexGuard::unlocked(&mut st, || match file {
+                Some(f) => f.sync_data(),
+                None => open().and_then(|f| f.sync_data()),
+            });
+            st.syncing = false;
+            match result {
+                Ok(()) => {
+                    st.durable = st.durable.max(written);
+                    if st.segment == segment {
+                        st.durable_len = st.durable_len.max(written_len);
+                    }
+                    self.publish(&st);
+                    self.synced.notify_all();
+                }
+                Err(e) => {
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    let message = format!("fdatasync failed: {e}");
+                    st.failed = Some((errno, message.clone()));
+                    self.synced.notify_all();
+                    return Err(SyncFailure {
+                        errno,
+                        message,
+                        leader: true,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Marks the stream failed without a sync (a write could not be undone).
+    pub fn poison(&self, errno: i32, message: String) {
+        let mut st = self.state.lock();
+        if st.failed.is_none() {
+            st.failed = Some((errno, message));
+        }
+        self.synced.notify_all();
+    }
+
+    /// Blocks until an id at or past `after` is visible, the stream is
+    /// closed, or `timeout` passes; returns the visible end.
+    pub fn wait_visible(&self, after: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.state.lock();
+        loop {
+            let v = self.visible();
+            if v > after || st.closed {
+                return v;
+            }
+            if self.published.wait_until(&mut st, deadline).timed_out() {
+                return self.visible();
+            }
+        }
+    }
+
+    /// Wakes every follower for good (the stream was deleted or the log closed).
+    pub fn close(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        self.published.notify_all();
+        self.synced.notify_all();
+    }
+}

@@ -1,0 +1,31 @@
+//! The only code that knows the bytes of the on-disk format (ironwal 0.6).
+//!
+//! A segment is a sequence of frames; a frame is one atomic batch:
+//!
+//! ```text
+//! offset size field
+//! 0      4    magic 0x4C57414C, u32 LE
+//! 4      4    crc32 (IEEE) of: start_id, entry_count, frame_type, disk_size,
+//!             then the payload (uncompressed_size is not covered)
+//! 8      8    start_id, u64 LE: id of the first entry
+//! 16     4    entry_count, u32 LE
+//! 20     1    frame_type: 0 raw, 1 LZ4 frame format
+//! 21     4    disk_size, u32 LE: payload bytes on disk
+//! 25     4    uncompressed_size, u32 LE
+//! 29     3    zero padding
+//! 32     ...  payload
+//! ```
+//!
+//! The uncompressed payload is, for each entry, `[len u32 LE][bytes]`.
+
+pub mod frame;
+pub mod names;
+
+pub use frame::{
+    decode_batch, encode_frame, DecodedFrame, EncodedFrame, FrameHeader, FrameType, HeaderError, HEADER_SIZE,
+    MAGIC, MAX_BATCH_BYTES,
+};
+pub use names::{
+    head_state_decode, head_state_encode, parse_segment_name, segment_name, segments_idx_decode,
+    segments_idx_encode, validate_stream_name, DELETE_MARKER_SUFFIX, HEAD_STATE, SEGMENTS_IDX,
+};

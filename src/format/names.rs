@@ -1,0 +1,108 @@
+//! File names and the two small metadata files of a stream directory.
+//!
+//! ```text
+//! <stream>/segments.idx   start id of every segment, u64 LE each, ascending
+//! <stream>/head.state     [version u8 = 1][name_len u8][active segment file name]
+//! <stream>/NNNNNNNNNNNNNNNNNNNN.wal   a segment, named by its first id (20 digits)
+//! ```
+
+pub const SEGMENTS_IDX: &str = "segments.idx";
+pub const HEAD_STATE: &str = "head.state";
+const HEAD_STATE_VERSION: u8 = 1;
+/// A stream directory renamed to `<name>#deleted` is being deleted; `#` is
+/// outside the stream-name alphabet, so it never collides with a stream.
+pub const DELETE_MARKER_SUFFIX: &str = "#deleted";
+const SEGMENT_EXT: &str = ".wal";
+const SEGMENT_DIGITS: usize = 20;
+
+pub fn segment_name(start_id: u64) -> String {
+    format!("{start_id:0SEGMENT_DIGITS$}{SEGMENT_EXT}")
+}
+
+/// The start id of a segment file name, in canonical form only (exactly 20
+/// digits): `12.wal` or `+0000000000000000001.wal` are not segments.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_EXT)?;
+    if digits.len() != SEGMENT_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub fn validate_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+pub fn segments_idx_encode(ids: &[u64]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.to_le_bytes()).collect()
+}
+
+/// None when the file is not a whole number of ascending ids.
+pub fn segments_idx_decode(b: &[u8]) -> Option<Vec<u64>> {
+    if b.len() % 8 != 0 {
+        return None;
+    }
+    let ids: Vec<u64> = b
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("chunk of 8")))
+        .collect();
+    ids.windows(2).all(|w| w[0] < w[1]).then_some(ids)
+}
+
+pub fn head_state_encode(active_start_id: u64) -> Vec<u8> {
+    let name = segment_name(active_start_id);
+    let mut b = vec![HEAD_STATE_VERSION, name.len() as u8];
+    b.extend_from_slice(name.as_bytes());
+    b
+}
+
+/// The active segment's start id named by head.state, if it is well formed.
+pub fn head_state_decode(b: &[u8]) -> Option<u64> {
+    let (&version, rest) = b.split_first()?;
+    let (&len, name) = rest.split_first()?;
+    if version != HEAD_STATE_VERSION || name.len() != len as usize {
+        return None;
+    }
+    parse_segment_name(std::str::from_utf8(name).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_are_canonical() {
+        assert_eq!(segment_name(4096), "00000000000000004096.wal");
+        assert_eq!(parse_segment_name("00000000000000004096.wal"), Some(4096));
+        assert_eq!(parse_segment_name(&segment_name(u64::MAX)), Some(u64::MAX));
+        for bad in ["4096.wal", "+0000000000000004096.wal", "00000000000000004096.wa", "0000000000000000409a.wal", "99999999999999999999.wal"] {
+            assert_eq!(parse_segment_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(validate_stream_name("orders-2024.v1_x"));
+        for bad in ["", ".", "..", "a/b", "a b", "é", "a#deleted", &"x".repeat(256)] {
+            assert!(!validate_stream_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips() {
+        let b = head_state_encode(4096);
+        assert_eq!(b[0], 1);
+        assert_eq!(b[1], 24);
+        assert_eq!(head_state_decode(&b), Some(4096));
+        assert_eq!(head_state_decode(&b[..10]), None);
+        assert_eq!(segments_idx_decode(&segments_idx_encode(&[0, 10, 20])), Some(vec![0, 10, 20]));
+        assert_eq!(segments_idx_decode(&[0; 7]), None);
+        assert_eq!(segments_idx_decode(&segments_idx_encode(&[10, 0])), None);
+    }
+}

@@ -1,0 +1,34 @@
+//! walfs: a durable, checksummed write-ahead log, byte-compatible with the
+//! data directories of ironwal 0.6, with group commit, indexed reads, a
+//! follow API and a verifier.
+//!
+//! ```no_run
+//! use walfs::{Wal, WalOptions};
+//! let wal = Wal::new(WalOptions::new("./data"))?;
+//! let id = wal.append("orders", b"order 42 created")?; // durable on return
+//! assert_eq!(wal.get("orders", id)?.as_deref(), Some(&b"order 42 created"[..]));
+//! # Ok::<(), walfs::Error>(())
+//! ```
+
+pub mod cache;
+mod commit;
+mod error;
+pub mod format;
+pub mod index;
+mod iter;
+mod options;
+pub mod recovery;
+pub mod segment;
+pub mod storage;
+mod stream;
+mod verify;
+mod wal;
+
+pub use error::{Error, Location, Result};
+pub use iter::{WalIdIterator, WalIterator};
+pub use options::{CompressionType, CorruptionPolicy, ReadStrategy, SyncMode, WalOptions};
+pub use storage::sim::{CrashMode, SimDisk};
+pub use storage::{RealStorage, Storage};
+pub use stream::StreamInfo;
+pub use verify::{verify, FaultKind, VerifyFault, VerifyReport};
+pub use wal::{SegmentInfo, TxnWriter, Wal};

@@ -1,0 +1,107 @@
+//! Options and their defaults (the same names and defaults as ironwal 0.6).
+
+use std::path::PathBuf;
+
+/// When an append is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every `append` and `append_batch` returns only once its entries are
+    /// on disk. Concurrent appenders share one fdatasync (group commit).
+    Strict,
+    /// `append_batch` (and a committed transaction) is durable on return;
+    /// single `append`s are handed to the kernel only.
+    BatchOnly,
+    /// Nothing is synced automatically; `Wal::sync` forces it.
+    Async,
+}
+
+/// How sealed segments are read. The growing active segment is always read
+/// with pread, never mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStrategy {
+    StandardIo,
+    Mmap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionType {
+    None,
+    /// LZ4 frame format; batches under `min_compression_size`, or that do not
+    /// shrink, are stored raw.
+    Lz4,
+}
+
+/// What opening does with damage in the active segment that is followed by
+/// valid frames (a torn tail is always cut, under both policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorruptionPolicy {
+    /// Cut the segment at the first bad frame and log exactly what was
+    /// dropped.
+    Truncate,
+    /// Refuse to open; `walfs verify` names the fault, `walfs repair` cuts it.
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// The data directory; one subdirectory per stream.
+    pub root_path: PathBuf,
+    /// A segment is sealed once a batch would take it past this size.
+    pub max_segment_size: u64,
+    /// A segment is sealed once it holds this many entries.
+    pub max_entries_per_segment: u64,
+    /// Open write descriptors kept across streams (LRU).
+    pub max_open_segments: usize,
+    /// Open read descriptors of sealed segments kept (LRU).
+    pub max_open_read_segments: usize,
+    /// Kept for ironwal parity; walfs hands each frame to the kernel in one
+    /// pwrite, so it has no user-space write buffer.
+    pub write_buffer_size: usize,
+    /// Size of the reads used by iterators and scans.
+    pub read_buffer_size: usize,
+    /// Bytes of decoded frames to keep (LRU); None disables the cache.
+    pub block_cache_size: Option<u64>,
+    pub sync_mode: SyncMode,
+    pub compression: CompressionType,
+    pub read_strategy: ReadStrategy,
+    pub on_corruption: CorruptionPolicy,
+    /// Batches smaller than this are stored raw even with `Lz4`.
+    pub min_compression_size: usize,
+    /// Where `truncate` moves freed segments (`{archive_path}/{stream}/`)
+    /// instead of deleting them; `restore_archived` moves them back.
+    pub archive_path: Option<PathBuf>,
+    /// Open without the directory lock and never write: recovery reports
+    /// but does not cut, appends fail with `Error::ReadOnly`.
+    pub read_only: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            root_path: PathBuf::from("./wal_data"),
+            max_segment_size: 64 * 1024 * 1024,
+            max_entries_per_segment: u64::MAX,
+            max_open_segments: 128,
+            max_open_read_segments: 128,
+            write_buffer_size: 64 * 1024,
+            read_buffer_size: 128 * 1024,
+            block_cache_size: None,
+            sync_mode: SyncMode::Strict,
+            compression: CompressionType::None,
+            read_strategy: ReadStrategy::StandardIo,
+            on_corruption: CorruptionPolicy::Truncate,
+            min_compression_size: 1024,
+            archive_path: None,
+            read_only: false,
+        }
+    }
+}
+
+impl WalOptions {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        WalOptions {
+            root_path: root.into(),
+            ..Default::default()
+        }
+    }
+}

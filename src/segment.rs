@@ -1,0 +1,263 @@
+//! One segment file: how its frames are read (pread or mmap) and found.
+//!
+//! Readers see a segment through a [`Window`], which hands out byte slices
+//! of the file whether they come from a mapping or from pread, so frames
+//! are decoded once, over `&[u8]`.
+
+use crate::format::{decode_batch, DecodedFrame, FrameHeader, HEADER_SIZE, MAGIC};
+use crate::index::{SparseIndex, SPARSE_BYTES};
+use crate::storage::StorageFile;
+use parking_lot::{Mutex, RwLock};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// An open segment for reading.
+pub enum ReadHandle {
+    File(Arc<dyn StorageFile>),
+    /// Sealed segments only: a mapping never grows under its reader.
+    Map(memmap2::Mmap),
+}
+
+/// A frame-level fault: the byte offset and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl Fault {
+    pub fn new(offset: u64, reason: impl Into<String>) -> Fault {
+        Fault {
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+pub enum ReadError {
+    Io(io::Error),
+    Bad(Fault),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// Byte access to `[0, limit)` of a segment, in reads of at least `chunk`
+/// bytes when it has to read.
+pub struct Window {
+    handle: Arc<ReadHandle>,
+    limit: u64,
+    chunk: usize,
+    buf: Vec<u8>,
+    buf_off: u64,
+}
+
+impl Window {
+    pub fn new(handle: Arc<ReadHandle>, limit: u64, chunk: usize) -> Window {
+        let limit = match &*handle {
+            ReadHandle::Map(m) => limit.min(m.len() as u64),
+            ReadHandle::File(_) => limit,
+        };
+        Window {
+            handle,
+            limit,
+            chunk,
+            buf: Vec::new(),
+            buf_off: 0,
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes `[off, off + len)`, which the caller has checked lie below the
+    /// limit. A short file (shrunk under us) is an UnexpectedEof error.
+    pub fn bytes(&mut self, off: u64, len: usize) -> io::Result<&[u8]> {
+        let end = off
+            .checked_add(len as u64)
+            .filter(|&e| e <= self.limit)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        match &*self.handle {
+            ReadHandle::Map(m) => Ok(&m[off as usize..end as usize]),
+            ReadHandle::File(f) => {
+                let have = off >= self.buf_off && end <= self.buf_off + self.buf.len() as u64;
+                if !have {
+                    let want = (len.max(self.chunk) as u64).min(self.limit - off) as usize;
+                    self.buf.clear();
+                    self.buf.resize(want, 0);
+                    f.read_exact_at(&mut self.buf, off)?;
+                    self.buf_off = off;
+                }
+                let at = (off - self.buf_off) as usize;
+                Ok(&self.buf[at..at + len])
+            }
+        }
+    }
+
+    /// The header at `off`, checked to describe a frame that fits below the
+    /// limit.
+    pub fn header(&mut self, off: u64) -> Result<FrameHeader, ReadError> {
+        if off + HEADER_SIZE as u64 > self.limit {
+            return Err(ReadError::Bad(Fault::new(
+                off,
+                format!("truncated frame header ({} of {HEADER_SIZE} bytes)", self.limit - off),
+            )));
+        }
+        let h = FrameHeader::decode(self.bytes(off, HEADER_SIZE)?).map_err(|e| ReadError::Bad(Fault::new(off, e.to_string())))?;
+        if off + h.frame_len() > self.limit {
+            return Err(ReadError::Bad(Fault::new(
+                off,
+                format!(
+                    "frame payload of {} bytes runs past the end of the segment ({} bytes left)",
+                    h.disk_size,
+                    self.limit - off - HEADER_SIZE as u64
+                ),
+            )));
+        }
+        Ok(h)
+    }
+
+    /// The payload of the frame at `off` passes its crc.
+    pub fn crc_ok(&mut self, off: u64, h: &FrameHeader) -> io::Result<bool> {
+        let p = self.bytes(off + HEADER_SIZE as u64, h.disk_size as usize)?;
+        Ok(h.expected_crc(p) == h.crc)
+    }
+
+    /// Reads, checks and decodes the frame at `off`.
+    pub fn frame(&mut self, off: u64, h: &FrameHeader) -> Result<DecodedFrame, ReadError> {
+        let p = self.bytes(off + HEADER_SIZE as u64, h.disk_size as usize)?;
+        decode_batch(h, p).map_err(|r| ReadError::Bad(Fault::new(off, r)))
+    }
+
+    /// The next offset at or after `from` holding a whole, crc-valid frame
+    /// whose ids start at `min_start` or later: where valid data resumes
+    /// after damage.
+    pub fn resync(&mut self, from: u64, min_start: u64) -> io::Result<Option<(u64, FrameHeader)>> {
+        let magic = MAGIC.to_le_bytes();
+        let mut at = from;
+        while at + HEADER_SIZE as u64 <= self.limit {
+            let n = ((self.limit - at) as usize).min(self.chunk.max(1 << 16));
+            let hit = self.bytes(at, n)?.windows(4).position(|w| w == magic);
+            let Some(i) = hit else {
+                // Keep 3 bytes: a magic may straddle the boundary.
+                at += (n as u64).saturating_sub(3).max(1);
+                continue;
+            };
+            let cand = at + i as u64;
+            if let Ok(h) = self.header(cand) {
+                if h.start_id >= min_start && self.crc_ok(cand, &h)? {
+                    return Ok(Some((cand, h)));
+                }
+            }
+            at = cand + 1;
+        }
+        Ok(None)
+    }
+}
+
+/// Mutable facts of a segment, changed by the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct Extent {
+    /// Bytes holding whole frames (what readers may read).
+    pub len: u64,
+    /// One past the last id the segment holds.
+    pub end_id: u64,
+    pub sealed: bool,
+}
+
+pub struct Segment {
+    pub start_id: u64,
+    pub path: PathBuf,
+    pub name: String,
+    extent: RwLock<Extent>,
+    /// Built on first read for segments found sealed at open.
+    index: RwLock<Option<SparseIndex>>,
+    reader: Mutex<Option<Arc<ReadHandle>>>,
+    /// Lookups served, for tests that prove lookups do not scan.
+    pub(crate) walked_bytes: AtomicU64,
+}
+
+impl Segment {
+    pub fn new(start_id: u64, path: PathBuf, extent: Extent, index: Option<SparseIndex>) -> Segment {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        Segment {
+            start_id,
+            path,
+            name,
+            extent: RwLock::new(extent),
+            index: RwLock::new(index),
+            reader: Mutex::new(None),
+            walked_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn extent(&self) -> Extent {
+        *self.extent.read()
+    }
+
+    pub fn set_extent(&self, e: Extent) {
+        *self.extent.write() = e;
+    }
+
+    /// Records a frame the writer appended.
+    pub fn note_frame(&self, start_id: u64, offset: u64, frame_len: u64, end_id: u64) {
+        if let Some(ix) = self.index.write().as_mut() {
+            ix.note(start_id, offset);
+        }
+        let mut e = self.extent.write();
+        e.len = offset + frame_len;
+        e.end_id = end_id;
+    }
+
+    pub fn has_index(&self) -> bool {
+        self.index.read().is_some()
+    }
+
+    pub fn set_index(&self, ix: SparseIndex) {
+        *self.index.write() = Some(ix);
+    }
+
+    pub(crate) fn cached_reader(&self) -> Option<Arc<ReadHandle>> {
+        self.reader.lock().clone()
+    }
+
+    pub(crate) fn set_reader(&self, h: Option<Arc<ReadHandle>>) {
+        *self.reader.lock() = h;
+    }
+
+    /// Finds the frame holding `id`: a binary search in the sparse index,
+    /// then a walk over at most `SPARSE_BYTES` of headers.
+    pub fn locate(&self, win: &mut Window, id: u64) -> Result<(u64, FrameHeader), ReadError> {
+        let (point_id, mut off) = {
+            let ix = self.index.read();
+            let ix = ix.as_ref().expect("index built before locate");
+            ix.floor(id).unwrap_or((self.start_id, 0))
+        };
+        let from = off;
+        let _ = point_id;
+        loop {
+            let h = win.header(off)?;
+            if h.contains(id) {
+                self.walked_bytes.fetch_add(off - from, Ordering::Relaxed);
+                return Ok((off, h));
+            }
+            if h.start_id > id {
+                return Err(ReadError::Bad(Fault::new(
+                    off,
+                    format!("entry {id} is missing: frame at this offset starts at id {}", h.start_id),
+                )));
+            }
+            off += h.frame_len();
+            if off - from > SPARSE_BYTES + h.frame_len() && self.extent().sealed {
+                // Only reachable if the index and file disagree.
+                log::debug!("long walk in {} for id {id}", self.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! A simulated disk for crash and fault tests: it keeps the bytes written
+//! apart from the bytes made durable, for file contents and for directory
+//! entries alike, and can fail the Nth write or sync.
+//!
+//! * `write_all_at` / `set_len` change the written image only.
+//! * `sync_data` on a file makes its written bytes durable.
+//! * creating, renaming and removing names change the written namespace;
+//!   `sync_dir(d)` makes the names directly in `d` durable.
+//! * [`SimDisk::crash`] returns a new disk holding what survives a power
+//!   loss: the durable image, optionally with a torn or reordered part of
+//!   the unsynced bytes of each file (as a real disk may persist them).
+
+use super::{DirEntry, DirLock, Storage, StorageFile};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File(u64),
+}
+
+#[derive(Debug, Default, Clone)]
+struct FileData {
+    written: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+/// What survives of unsynced file bytes in a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Nothing that was not synced.
+    DropUnsynced,
+    /// A prefix of the unsynced bytes, cut at a 512-byte sector boundary
+    /// chosen by the seed (a torn write).
+    TornPrefix(u64),
+    /// Any subset of the unsynced 512-byte sectors, chosen by the seed,
+    /// the others reading back as what was durable (or zeros).
+    Reordered(u64),
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// (n, errno): the n-th write from now fails after storing half its bytes.
+    write: Option<(u64, i32)>,
+    /// (n, errno): the n-th file or directory sync from now fails.
+    sync: Option<(u64, i32)>,
+    /// The n-th sync from now never happens: the machine dies just before
+    /// it, and every later operation fails with EIO.
+    crash_at_sync: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    names: BTreeMap<PathBuf, Node>,
+    durable_names: BTreeMap<PathBuf, Node>,
+    files: HashMap<u64, FileData>,
+    next_file: u64,
+    faults: Faults,
+    writes: u64,
+    syncs: u64,
+    dead: bool,
+    locked: bool,
+}
+
+/// An in-memory disk. Cheap to clone (a shared handle).
+#[derive(Clone, Default)]
+pub struct SimDisk {
+    state: Arc<Mutex<State>>,
+}
+
+fn dead() -> io::Error {
+    io::Error::from_raw_os_error(libc::EIO)
+}
+
+fn not_found() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
+}
+
+/// A tiny deterministic generator (splitmix64), enough to pick torn points.
+fn mix(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl SimDisk {
+    pub fn new() -> SimDisk {
+        SimDisk::default()
+    }
+
+    /// A disk on which `root` and its ancestors already exist, durably (as
+    /// the directory a test starts from).
+    pub fn with_root(root: &Path) -> SimDisk {
+        let d = SimDisk::default();
+        {
+            let mut st = d.state.lock();
+            for a in root.ancestors().filter(|a| !a.as_os_str().is_empty() && *a != Path::new("/")) {
+                st.names.insert(a.to_path_buf(), Node::Dir);
+                st.durable_names.insert(a.to_path_buf(), Node::Dir);
+            }
+        }
+        d
+    }
+
+    /// The n-th write from now (1-based) stores half its bytes and fails.
+    pub fn fail_write(&self, n: u64, errno: i32) {
+        self.state.lock().faults.write = Some((n, errno));
+    }
+
+    /// The n-th sync from now (1-based) fails with `errno`.
+    pub fn fail_sync(&self, n: u64, errno: i32) {
+        self.state.lock().faults.sync = Some((n, errno));
+    }
+
+    /// The machine dies just before the n-th sync from now (1-based).
+    pub fn crash_at_sync(&self, n: u64) {
+        self.state.lock().faults.crash_at_sync = Some(n);
+    }
+
+    /// Syncs performed so far (file and directory).
+    pub fn sync_count(&self) -> u64 {
+        self.state.lock().syncs
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.state.lock().dead
+    }
+
+    /// A new disk with what a power loss leaves of this one.
+    pub fn crash(&self, mode: CrashMode) -> SimDisk {
+        let st = self.state.lock();
+        let mut seed = match mode {
+            CrashMode::DropUnsynced => 0,
+            CrashMode::TornPrefix(s) | CrashMode::Reordered(s) => s,
+        };
+        let mut out = State::default();
+        // A name survives if every directory above it is durable too.
+        for (path, node) in &st.durable_names {
+            let parent_ok = path
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty() && *a != Path::new("/"))
+                .all(|a| st.durable_names.get(a) == Some(&Node::Dir));
+            if !parent_ok {
+                continue;
+            }
+            out.names.insert(path.clone(), *node);
+            if let Node::File(id) = node {
+                if let Some(f) = st.files.get(id) {
+                    let bytes = survive(f, mode, &mut seed);
+                    out.files.insert(
+                        *id,
+                        FileData {
+                            written: bytes.clone(),
+                            durable: bytes,
+                        },
+                    );
+                }
+            }
+        }
+        out.durable_names = out.names.clone();
+        out.next_file = st.next_file;
+        SimDisk {
+            state: Arc::new(Mutex::new(out)),
+        }
+    }
+
+    /// Flips one bit of a file's written and durable bytes (for corruption
+    /// tests on the simulated disk).
+    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let Some(Node::File(id)) = st.names.get(path).copied() else {
+            return Err(not_found());
+        };
+        let f = st.files.get_mut(&id).ok_or_else(not_found)?;
+        for v in [&mut f.written, &mut f.durable] {
+            if let Some(b) = v.get_mut(offset as usize) {
+                *b ^= 1 << bit;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file path with its written length, for inspection.
+    pub fn files(&self) -> Vec<(PathBuf, u64)> {
+        let st = self.state.lock();
+        st.names
+            .iter()
+            .filter_map(|(p, n)| match n {
+                Node::File(id) => Some((p.clone(), st.files.get(id).map_or(0, |f| f.written.len() as u64))),
+                Node::Dir => None,
+            })
+            .collect()
+    }
+}
+
+fn survive(f: &FileData, mode: CrashMode, seed: &mut u64) -> Vec<u8> {
+    let durable = &f.durable;
+    let written = &f.written;
+    const SECTOR: usize = 512;
+    match mode {
+        CrashMode::DropUnsynced => durable.clone(),
+        CrashMode::TornPrefix(_) => {
+            if written.len() <= durable.len() || written[..durable.len()] != durable[..] {
+                return durable.clone();
+            }
+            let extra = written.len() - durable.len();
+            let keep = (mix(seed) as usize) % (extra + 1);
+            let keep = if keep == extra { extra } else { (keep / SECTOR) * SECTOR };
+            written[..durable.len() + keep].to_vec()
+        }
+        CrashMode::Reordered(_) => {
+            let len = if mix(seed) % 2 == 0 { written.len() } else { durable.len() };
+            let mut out = durable.clone();
+            out.resize(len, 0);
+            for start in (0..len).step_by(SECTOR) {
+                let end = (start + SECTOR).min(len);
+                if mix(seed) % 2 == 0 && end <= written.len() {
+                    out[start..end].copy_from_slice(&written[start..end]);
+                }
+            }
+            out
+        }
+    }
+}
+
+impl State {
+    fn check(&self) -> io::Result<()> {
+        if self.dead {
+            Err(dead())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn sync_point(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.syncs += 1;
+        if let Some(n) = self.faults.crash_at_sync.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.faults.crash_at_sync = None;
+                self.dead = true;
+                return Err(dead());
+            }
+        }
+        if let Some((n, errno)) = self.faults.sync.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                let e = *errno;
+                self.faults.sync = None;
+                return Err(io::Error::from_raw_os_error(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, id: u64) -> io::Result<&mut FileData> {
+        self.check()?;
+        self.files.get_mut(&id).ok_or_else(not_found)
+    }
+}
+
+struct SimFile {
+    disk: SimDisk,
+    id: u64,
+}
+
+impl StorageFile for SimFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut st = self.disk.state.lock();
+        let f = st.file(self.id)?;
+        let Some(avail) = f.written.get(offset as usize..) else {
+            return Ok(0);
+        };
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        Ok(n)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut st = self.disk.state.lock();
+        st.check()?;
+        st.writes += 1;
+        let mut fail = None;
+        if let Some((n, errno)) = st.faults.write.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                fail = Some(*errno);
+                st.faults.write = None;
+            }
+        }
+        let take = if fail.is_some() { buf.len() / 2 } else { buf.len() };
+        let f = st.file(self.id)?;
+        let end = offset as usize + take;
+        if f.written.len() < end {
+            f.written.resize(end, 0);
+        }
+        f.written[offset as usize..end].copy_from_slice(&buf[..take]);
+        match fail {
+            Some(e) => Err(io::Error::from_raw_os_error(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        let mut st = self.disk.state.lock();
+        Ok(st.file(self.id)?.written.len() as u64)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut st = self.disk.state.lock();
+        st.file(self.id)?.written.resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut st = self.disk.state.lock();
+        st.sync_point()?;
+        let f = st.file(self.id)?;
+        f.durable = f.written.clone();
+        Ok(())
+    }
+}
+
+impl Storage for SimDisk {
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let mut st = self.state.lock();
+        st.check()?;
+        let id = match st.names.get(path) {
+            Some(Node::File(id)) => *id,
+            Some(Node::Dir) => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
+            None if write => {
+                match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() && st.names.get(p) != Some(&Node::Dir) && st.names.contains_key(p) => {
+                        return Err(io::Error::from_raw_os_error(libc::ENOTDIR))
+                    }
+                    _ => {}
+                }
+                let id = st.next_file;
+                st.next_file += 1;
+                st.files.insert(id, FileData::default());
+                st.names.insert(path.to_path_buf(), Node::File(id));
+                id
+            }
+            None => return Err(not_found()),
+        };
+        Ok(Arc::new(SimFile {
+            disk: self.clone(),
+            id,
+        }))
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+        let st = self.state.lock();
+        st.check()?;
+        if st.names.get(path) != Some(&Node::Dir) && !st.names.keys().any(|k| k.parent() == Some(path)) {
+            return Err(not_found());
+        }
+        Ok(st
+            .names
+            .iter()
+            .filter(|(k, _)| k.parent() == Some(path))
+            .map(|(k, n)| DirEntry {
+                name: k.file_name().and_then(|s| s.to_str()).map(str::to_owned),
+                is_dir: *n == Node::Dir,
+            })
+            .collect())
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check()?;
+        for a in path.ancestors() {
+            if a.as_os_str().is_empty() {
+                continue;
+            }
+            match st.names.get(a) {
+                Some(Node::Dir) => {}
+                Some(Node::File(_)) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+                None => {
+                    st.names.insert(a.to_path_buf(), Node::Dir);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check()?;
+        let node = st.names.remove(from).ok_or_else(not_found)?;
+        // Everything below a renamed directory moves with it.
+        let below: Vec<(PathBuf, Node)> = st
+            .names
+            .range(from.to_path_buf()..)
+            .take_while(|(k, _)| k.starts_with(from))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for (k, v) in below {
+            st.names.remove(&k);
+            st.names.insert(to.join(k.strip_prefix(from).expect("prefix")), v);
+        }
+        st.names.insert(to.to_path_buf(), node);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check()?;
+        match st.names.get(path) {
+            Some(Node::File(_)) => {
+                st.names.remove(path);
+                Ok(())
+            }
+            Some(Node::Dir) => Err(io::Error::from_raw_os_error(libc::EISDIR)),
+            None => Err(not_found()),
+        }
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check()?;
+        if !st.names.contains_key(path) {
+            return Err(not_found());
+        }
+        st.names.retain(|k, _| !k.starts_with(path));
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.sync_point()?;
+        let durable: Vec<PathBuf> = st.durable_names.keys().filter(|k| k.parent() == Some(path)).cloned().collect();
+        for k in durable {
+            st.durable_names.remove(&k);
+        }
+        let now: Vec<(PathBuf, Node)> = st
+            .names
+            .iter()
+            .filter(|(k, _)| k.parent() == Some(path))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        st.durable_names.extend(now);
+        Ok(())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.state.lock().names.contains_key(path)
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        let mut st = self.state.lock();
+        let Some(Node::File(id)) = st.names.get(path).copied() else {
+            return Err(not_found());
+        };
+        Ok(st.file(id)?.written.len() as u64)
+    }
+
+    fn lock_dir(&self, _root: &Path) -> io::Result<Result<DirLock, Option<u32>>> {
+        let mut st = self.state.lock();
+        st.check()?;
+        if st.locked {
+            return Ok(Err(None));
+        }
+        st.locked = true;
+        Ok(Ok(Box::new(SimLock(self.clone()))))
+    }
+}
+
+struct SimLock(SimDisk);
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        self.0.state.lock().locked = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsynced_names_and_bytes_are_lost() {
+        let d = SimDisk::with_root(Path::new("/r"));
+        d.create_dir(Path::new("/r/s")).unwrap();
+        let f = d.open(Path::new("/r/s/a"), true).unwrap();
+        f.write_all_at(b"hello", 0).unwrap();
+        f.sync_data().unwrap();
+        // File synced but its name is not: lost.
+        assert!(!d.crash(CrashMode::DropUnsynced).exists(Path::new("/r/s/a")));
+        d.sync_dir(Path::new("/r/s")).unwrap();
+        assert!(!d.crash(CrashMode::DropUnsynced).exists(Path::new("/r/s/a")), "dir s not durable");
+        d.sync_dir(Path::new("/r")).unwrap();
+        f.write_all_at(b" world", 5).unwrap();
+        let c = d.crash(CrashMode::DropUnsynced);
+        assert_eq!(c.read_file(Path::new("/r/s/a")).unwrap(), b"hello");
+        let torn = d.crash(CrashMode::TornPrefix(3));
+        let got = torn.read_file(Path::new("/r/s/a")).unwrap();
+        assert!(got == b"hello" || got == b"hello world");
+    }
+
+    #[test]
+    fn faults_fire_once() {
+        let d = SimDisk::new();
+        d.create_dir(Path::new("/r")).unwrap();
+        let f = d.open(Path::new("/r/a"), true).unwrap();
+        d.fail_write(2, libc::ENOSPC);
+        f.write_all_at(b"abcd", 0).unwrap();
+        let e = f.write_all_at(b"efgh", 4).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(f.len().unwrap(), 6, "half of the failed write landed");
+        d.crash_at_sync(1);
+        assert!(f.sync_data().is_err());
+        assert!(d.is_dead());
+        assert!(f.write_all_at(b"x", 0).is_err());
+    }
+}

@@ -1,0 +1,429 @@
+//! The handle that wires streams, storage and caches together. No byte
+//! math lives here.
+
+use crate::cache::{BlockCache, Lru};
+use crate::error::{Error, Result};
+use crate::format::{self, encode_frame, MAX_BATCH_BYTES};
+use crate::iter::{WalIdIterator, WalIterator};
+use crate::options::{CompressionType, SyncMode, WalOptions};
+use crate::storage::{DirLock, RealStorage, Storage};
+use crate::stream::{Ctx, Stream, StreamInfo};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) struct Shared {
+    pub ctx: Ctx,
+    streams: RwLock<HashMap<String, Arc<Stream>>>,
+    /// Serializes stream creation and deletion.
+    lifecycle: Mutex<()>,
+    _lock: Option<DirLock>,
+}
+
+/// A write-ahead log: a directory of streams. Cheap to clone; all methods
+/// take `&self` and are safe to call from many threads.
+#[derive(Clone)]
+pub struct Wal {
+    pub(crate) inner: Arc<Shared>,
+}
+
+impl Wal {
+    /// Opens (recovering every stream) or creates the log at
+    /// `options.root_path`, on the machine's filesystem.
+    pub fn new(options: WalOptions) -> Result<Wal> {
+        Wal::with_storage(options, Arc::new(RealStorage))
+    }
+
+    /// Like [`Wal::new`], on any storage (the simulated disk in tests).
+    pub fn with_storage(options: WalOptions, storage: Arc<dyn Storage>) -> Result<Wal> {
+        if options.max_segment_size == 0 || options.max_entries_per_segment == 0 {
+            return Err(Error::Config("max_segment_size and max_entries_per_segment must be positive".into()));
+        }
+        let root = options.root_path.clone();
+        let lock = if options.read_only {
+            if !storage.exists(&root) {
+                return Err(Error::Io(std::io::Error::from_raw_os_error(libc::ENOENT)));
+            }
+            None
+        } else {
+            let fresh = !storage.exists(&root);
+            storage.create_dir(&root)?;
+            if fresh {
+                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    storage.sync_dir(parent)?;
+                }
+            }
+            match storage.lock_dir(&root)? {
+                Ok(l) => Some(l),
+                Err(holder) => return Err(Error::Locked { path: root, holder }),
+            }
+        };
+        let ctx = Ctx {
+            blocks: options.block_cache_size.map(BlockCache::new),
+            readers: Mutex::new(Lru::new(options.max_open_read_segments.max(1) as u64)),
+            writers: Mutex::new(Lru::new(options.max_open_segments.max(1) as u64)),
+            storage,
+            opts: options,
+        };
+        let mut streams = HashMap::new();
+        for e in ctx.storage.read_dir(&root)? {
+            let (Some(name), true) = (e.name, e.is_dir) else { continue };
+            if name.ends_with(format::DELETE_MARKER_SUFFIX) {
+                // A delete_stream interrupted by a crash: finish it.
+                if !ctx.opts.read_only {
+                    log::info!("finishing the deletion of {name}");
+                    ctx.storage.remove_dir_all(&root.join(&name))?;
+                }
+                continue;
+            }
+            if !format::validate_stream_name(&name) {
+                log::debug!("ignoring {name:?}: not a stream name");
+                continue;
+            }
+            let s = Stream::open(&ctx, &name, root.join(&name), false)?;
+            streams.insert(name, s);
+        }
+        Ok(Wal {
+            inner: Arc::new(Shared {
+                ctx,
+                streams: RwLock::new(streams),
+                lifecycle: Mutex::new(()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &WalOptions {
+        &self.inner.ctx.opts
+    }
+
+    pub(crate) fn ctx(&self) -> &Ctx {
+        &self.inner.ctx
+    }
+
+    fn dir_of(&self, stream: &str) -> Result<PathBuf> {
+        if !format::validate_stream_name(stream) {
+            return Err(Error::InvalidStreamName(stream.to_owned()));
+        }
+        Ok(self.inner.ctx.opts.root_path.join(stream))
+    }
+
+    pub(crate) fn stream(&self, name: &str) -> Option<Arc<Stream>> {
+        self.inner.streams.read().get(name).cloned()
+    }
+
+    fn stream_or_create(&self, name: &str) -> Result<Arc<Stream>> {
+        if let Some(s) = self.stream(name) {
+            return Ok(s);
+        }
+        let dir = self.dir_of(name)?;
+        let _g = self.inner.lifecycle.lock();
+        if let Some(s) = self.stream(name) {
+            return Ok(s);
+        }
+        let s = Stream::open(&self.inner.ctx, name, dir, true)?;
+        self.inner.streams.write().insert(name.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    /// Creates an empty stream; fails if it exists.
+    pub fn create_stream(&self, name: &str) -> Result<()> {
+        if self.stream(name).is_some() {
+            return Err(Error::StreamExists(name.to_owned()));
+        }
+        self.stream_or_create(name).map(|_| ())
+    }
+
+    /// The names of all streams, sorted.
+    pub fn streams(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.streams.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn lz4_min(&self) -> Option<usize> {
+        let o = &self.inner.ctx.opts;
+        (o.compression == CompressionType::Lz4).then_some(o.min_compression_size)
+    }
+
+    fn write(&self, stream: &str, entries: &[&[u8]], sync: bool) -> Result<Range<u64>> {
+        if self.inner.ctx.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let frame = encode_frame(entries, self.lz4_min()).map_err(|size| Error::TooLarge {
+            size,
+            limit: MAX_BATCH_BYTES as u64,
+        })?;
+        let s = self.stream_or_create(stream)?;
+        match s.append(&self.inner.ctx, frame, sync) {
+            // Deleted between lookup and append: append to the new one.
+            Err(Error::NoSuchStream(_)) => self.write(stream, entries, sync),
+            r => r,
+        }
+    }
+
+    /// Appends one entry and returns its id. Durable on return in Strict mode.
+    pub fn append(&self, stream: &str, entry: &[u8]) -> Result<u64> {
+        let sync = self.inner.ctx.opts.sync_mode == SyncMode::Strict;
+        self.write(stream, &[entry], sync).map(|r| r.start)
+    }
+
+    /// Appends entries atomically, as one frame, and returns their ids.
+    /// Durable on return in Strict and BatchOnly modes.
+    pub fn append_batch(&self, stream: &str, entries: &[&[u8]]) -> Result<Range<u64>> {
+        if entries.is_empty() {
+            let next = self.stream(stream).map_or(0, |s| s.commit.visible());
+            return Ok(next..next);
+        }
+        let sync = self.inner.ctx.opts.sync_mode != SyncMode::Async;
+        self.write(stream, entries, sync)
+    }
+
+    /// A buffer of entries committed together by [`TxnWriter::commit`].
+    pub fn writer(&self, stream: &str) -> TxnWriter {
+        TxnWriter {
+            wal: self.clone(),
+            stream: stream.to_owned(),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Makes every entry appended to `stream` so far durable.
+    pub fn sync(&self, stream: &str) -> Result<()> {
+        match self.stream(stream) {
+            Some(s) => s.sync(&self.inner.ctx),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes every stream durable.
+    pub fn sync_all(&self) -> Result<()> {
+        let all: Vec<Arc<Stream>> = self.inner.streams.read().values().cloned().collect();
+        for s in all {
+            if s.writer.lock().poisoned.is_none() {
+                s.sync(&self.inner.ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry with id `id`, or None if it does not exist (not yet
+    /// written, truncated away, or no such stream). A damaged frame is an
+    /// error naming its segment and offset.
+    pub fn get(&self, stream: &str, id: u64) -> Result<Option<Vec<u8>>> {
+        self.get_with(stream, id, |b| b.to_vec())
+    }
+
+    /// Like [`Wal::get`], handing the entry's bytes to `f` without a copy.
+    pub fn get_with<T>(&self, stream: &str, id: u64, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        let Some(s) = self.stream(stream) else { return Ok(None) };
+        if id >= s.commit.visible() {
+            return Ok(None);
+        }
+        let Some(frame) = s.frame_of(&self.inner.ctx, id)? else { return Ok(None) };
+        Ok(frame.entry(id).map(f))
+    }
+
+    /// Several entries at once; frames shared by neighbouring ids are read
+    /// and decoded once.
+    pub fn get_batch(&self, stream: &str, ids: &[u64]) -> Result<Vec<Option<Vec<u8>>>> {
+        let Some(s) = self.stream(stream) else { return Ok(vec![None; ids.len()]) };
+        let visible = s.commit.visible();
+        let mut last: Option<Arc<crate::format::DecodedFrame>> = None;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if id >= visible {
+                out.push(None);
+                continue;
+            }
+            if let Some(e) = last.as_ref().and_then(|f| f.entry(id)) {
+                out.push(Some(e.to_vec()));
+                continue;
+            }
+            last = s.frame_of(&self.inner.ctx, id)?;
+            out.push(last.as_ref().and_then(|f| f.entry(id)).map(<[u8]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    /// Entries from `start` on, in id order. A start below the first
+    /// retained id begins at the first retained id.
+    pub fn iter(&self, stream: &str, start: u64) -> Result<WalIterator> {
+        Ok(WalIterator::new(self.clone(), self.stream(stream), start))
+    }
+
+    /// Like [`Wal::iter`], with ids.
+    pub fn iter_with_ids(&self, stream: &str, start: u64) -> Result<WalIdIterator> {
+        Ok(WalIdIterator::new(self.clone(), self.stream(stream), start))
+    }
+
+    /// Blocks until an entry with id `after` or later exists in `stream`,
+    /// or `timeout` passes, and returns one past the last visible id. Wakes
+    /// on append, without polling.
+    pub fn wait_for(&self, stream: &str, after: u64, timeout: Duration) -> Result<u64> {
+        match self.stream(stream) {
+            Some(s) => Ok(s.commit.wait_visible(after, timeout)),
+            None => Err(Error::NoSuchStream(stream.to_owned())),
+        }
+    }
+
+    /// Frees the sealed segments that hold only ids below the segment of
+    /// `safe_id` (never the active one). Returns how many were freed.
+    pub fn truncate(&self, stream: &str, safe_id: u64) -> Result<usize> {
+        self.check_writable()?;
+        let Some(s) = self.stream(stream) else { return Ok(0) };
+        let archive = self.archive_dir(stream)?;
+        s.truncate(&self.inner.ctx, safe_id, archive.as_deref())
+    }
+
+    fn archive_dir(&self, stream: &str) -> Result<Option<PathBuf>> {
+        self.dir_of(stream)?;
+        Ok(self.inner.ctx.opts.archive_path.as_ref().map(|p| p.join(stream)))
+    }
+
+    /// Moves the segments `truncate` archived back into the stream.
+    pub fn restore_archived(&self, stream: &str) -> Result<usize> {
+        self.check_writable()?;
+        let Some(archive) = self.archive_dir(stream)? else { return Ok(0) };
+        let s = self.stream_or_create(stream)?;
+        s.restore(&self.inner.ctx, &archive)
+    }
+
+    /// Removes a stream and all its entries, crash-safely: the directory is
+    /// renamed to `<name>#deleted` (durably) before it is removed, and an
+    /// interrupted removal is finished at the next open.
+    pub fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.check_writable()?;
+        let dir = self.dir_of(stream)?;
+        let _g = self.inner.lifecycle.lock();
+        let Some(s) = self.inner.streams.write().remove(stream) else { return Ok(()) };
+        s.mark_deleted();
+        let ctx = &self.inner.ctx;
+        if let Some(b) = &ctx.blocks {
+            b.forget(s.uid, u64::MAX);
+        }
+        ctx.readers.lock().retain(|(uid, _)| *uid != s.uid);
+        ctx.writers.lock().remove(&s.uid);
+        let mut marker = dir.as_os_str().to_owned();
+        marker.push(format::DELETE_MARKER_SUFFIX);
+        let marker = PathBuf::from(marker);
+        if ctx.storage.exists(&marker) {
+            ctx.storage.remove_dir_all(&marker)?;
+        }
+        ctx.storage.rename(&dir, &marker)?;
+        ctx.storage.sync_dir(&ctx.opts.root_path)?;
+        ctx.storage.remove_dir_all(&marker)?;
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.inner.ctx.opts.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A summary of `stream`.
+    pub fn stream_info(&self, stream: &str) -> Option<StreamInfo> {
+        self.stream(stream).map(|s| s.info(&self.inner.ctx))
+    }
+
+    /// One past the last visible id of `stream` (0 if it does not exist).
+    pub fn next_id(&self, stream: &str) -> u64 {
+        self.stream(stream).map_or(0, |s| s.commit.visible())
+    }
+
+    /// The start id of the segment being appended to.
+    pub fn current_segment_start_id(&self, stream: &str) -> Option<u64> {
+        self.stream(stream).map(|s| s.writer.lock().active.start_id)
+    }
+
+    /// The segments of `stream`: start id, file path, readable bytes, sealed.
+    pub fn segments(&self, stream: &str) -> Vec<SegmentInfo> {
+        self.stream(stream)
+            .map(|s| {
+                s.segments()
+                    .iter()
+                    .map(|seg| {
+                        let e = seg.extent();
+                        SegmentInfo {
+                            start_id: seg.start_id,
+                            end_id: e.end_id,
+                            path: seg.path.clone(),
+                            len: e.len,
+                            sealed: e.sealed,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.ctx.opts.root_path
+    }
+
+    /// Syncs everything and releases the directory lock (when the last
+    /// clone is dropped). Dropping does the same, logging failures instead.
+    pub fn close(self) -> Result<()> {
+        self.sync_all()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if self.ctx.opts.read_only {
+            return;
+        }
+        for s in self.streams.read().values() {
+            if s.writer.lock().poisoned.is_some() {
+                continue;
+            }
+            if let Err(e) = s.sync(&self.ctx) {
+                log::error!("stream {}: sync at close failed: {e}", s.name);
+            }
+            s.commit.close();
+        }
+    }
+}
+
+/// A segment as [`Wal::segments`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub start_id: u64,
+    pub end_id: u64,
+    pub path: PathBuf,
+    pub len: u64,
+    pub sealed: bool,
+}
+
+/// Entries gathered in memory and appended as one atomic batch.
+pub struct TxnWriter {
+    wal: Wal,
+    stream: String,
+    buffer: Vec<Vec<u8>>,
+}
+
+impl TxnWriter {
+    pub fn add(&mut self, entry: impl Into<Vec<u8>>) {
+        self.buffer.push(entry.into());
+    }
+
+    pub fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
+    /// Appends the buffered entries as one frame and returns their ids.
+    pub fn commit(self) -> Result<Range<u64>> {
+        let refs: Vec<&[u8]> = self.buffer.iter().map(Vec::as_slice).collect();
+        self.wal.append_batch(&self.stream, &refs)
+    }
+}
