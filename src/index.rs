@@ -27,6 +27,14 @@ impl SparseIndex {
         }
     }
 
+    /// Records a frame as a point whatever its distance from the last one
+    /// (where valid data resumes after damage: walks must not cross it).
+    pub fn note_forced(&mut self, start_id: u64, offset: u64) {
+        if self.points.last().is_none_or(|&(_, last)| offset > last) {
+            self.points.push((start_id, offset));
+        }
+    }
+
     /// The indexed frame at or before `id`: where a walk for `id` starts.
     pub fn floor(&self, id: u64) -> Option<(u64, u64)> {
         let i = self.points.partition_point(|&(start, _)| start <= id);

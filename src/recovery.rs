@@ -94,9 +94,10 @@ pub fn build_index(win: &mut Window, start_id: u64) -> io::Result<SparseIndex> {
     loop {
         let stop = scan_from(win, off, expected, Depth::Headers, |o, h| ix.note(h.start_id, o))?;
         let Some(fault) = stop.fault else { break };
-        log::warn!("damaged frame at byte {} of {}: {}", fault.offset, "segment", fault.reason);
+        log::warn!("damaged frame at byte {}: {}", fault.offset, fault.reason);
         match win.resync(fault.offset + 1, stop.end_id)? {
             Some((o, h)) => {
+                ix.note_forced(h.start_id, o);
                 off = o;
                 expected = h.start_id;
             }

@@ -342,7 +342,9 @@ impl Stream {
         let idx = st.open(&self.dir.join(format::SEGMENTS_IDX), true)?;
         idx.write_all_at(&start.to_le_bytes(), 8 * w.idx.len() as u64)?;
         idx.sync_data()?;
-        st.sync_dir(&self.dir)?;
+        // head.state's atomic write syncs the directory, making the new
+        // segment's name durable; before that, recovery recreates a segment
+        // that segments.idx names but the directory lacks.
         st.write_atomic(&self.dir.join(format::HEAD_STATE), &format::head_state_encode(start))?;
         w.idx.push(start);
 

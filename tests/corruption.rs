@@ -1,0 +1,258 @@
+//! Torn tails, corruption in the middle, damaged sealed segments, and a
+//! matrix of every byte flipped and every truncation point.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use walfs::{CompressionType, CorruptionPolicy, Error, FaultKind, RealStorage, Wal, WalOptions};
+
+fn opts(root: &Path, policy: CorruptionPolicy) -> WalOptions {
+    let mut o = WalOptions::new(root);
+    o.on_corruption = policy;
+    o
+}
+
+/// Writes `n` single-entry frames and returns the active segment's path
+/// and the offsets of its frames.
+fn build(root: &Path, n: u64) -> (PathBuf, Vec<u64>) {
+    let wal = Wal::new(WalOptions::new(root)).unwrap();
+    for i in 0..n {
+        wal.append("s", format!("entry-{i}").as_bytes()).unwrap();
+    }
+    let seg = wal.segments("s").pop().unwrap().path;
+    drop(wal);
+    (seg.clone(), frame_offsets(&std::fs::read(&seg).unwrap()))
+}
+
+fn frame_offsets(b: &[u8]) -> Vec<u64> {
+    let mut v = Vec::new();
+    let mut at = 0usize;
+    while at + 32 <= b.len() {
+        v.push(at as u64);
+        at += 32 + u32::from_le_bytes(b[at + 21..at + 25].try_into().unwrap()) as usize;
+    }
+    v
+}
+
+fn ids(w: &Wal) -> Vec<Vec<u8>> {
+    w.iter("s", 0).unwrap().map(Result::unwrap).collect()
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at as usize] ^= 0x40;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn torn_tails_are_cut_under_both_policies() {
+    type Damage = fn(&Path, &[u64]);
+    let cases: [(&str, Damage); 5] = [
+        ("partial header", |p, _| {
+            OpenOptions::new().append(true).open(p).unwrap().write_all(&0x4C57_414Cu32.to_le_bytes()).unwrap();
+        }),
+        ("partial payload", |p, offs| {
+            let len = std::fs::metadata(p).unwrap().len();
+            let last = *offs.last().unwrap();
+            // Keep the header and half the payload of the last frame.
+            OpenOptions::new().write(true).open(p).unwrap().set_len(last + 32 + (len - last - 32) / 2).unwrap();
+        }),
+        ("bad crc on the last frame", |p, offs| flip(p, offs.last().unwrap() + 34)),
+        ("zeros past the end", |p, _| {
+            OpenOptions::new().append(true).open(p).unwrap().write_all(&[0u8; 4096]).unwrap();
+        }),
+        ("header only", |p, offs| {
+            OpenOptions::new().write(true).open(p).unwrap().set_len(offs.last().unwrap() + 32).unwrap();
+        }),
+    ];
+    for (name, damage) in cases {
+        for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
+            let t = tempfile::tempdir().unwrap();
+            let (seg, offs) = build(t.path(), 5);
+            damage(&seg, &offs);
+            let wal = Wal::new(opts(t.path(), policy)).unwrap_or_else(|e| panic!("{name} {policy:?}: {e}"));
+            let got = ids(&wal);
+            let survivors = if name == "partial header" || name == "zeros past the end" { 5 } else { 4 };
+            assert_eq!(got.len(), survivors, "{name} {policy:?}");
+            assert_eq!(wal.append("s", b"next").unwrap(), survivors as u64, "{name}: ids dense after the cut");
+            drop(wal);
+            let report = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
+            assert!(report.is_sound(), "{name}: after the cut the log verifies: {:?}", report.faults);
+        }
+    }
+}
+
+#[test]
+fn corruption_followed_by_valid_frames_is_not_silently_dropped() {
+    let t = tempfile::tempdir().unwrap();
+    let (seg, offs) = build(t.path(), 5);
+    flip(&seg, offs[2] + 35);
+    match Wal::new(opts(t.path(), CorruptionPolicy::Error)) {
+        Err(Error::Corruption { location, reason }) => {
+            assert_eq!(location.stream, "s");
+            assert_eq!(location.segment, "00000000000000000000.wal");
+            assert_eq!(location.offset, offs[2]);
+            assert!(reason.contains("crc") && reason.contains("valid frames follow"), "{reason}");
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("Error policy opened a corrupt log"),
+    }
+    let report = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
+    assert_eq!(report.faults.len(), 1);
+    assert_eq!(report.faults[0].kind, FaultKind::Corruption);
+    assert_eq!(report.faults[0].location.offset, offs[2]);
+    // Truncate keeps what precedes the damage and says so in the log.
+    let wal = Wal::new(opts(t.path(), CorruptionPolicy::Truncate)).unwrap();
+    assert_eq!(ids(&wal), vec![b"entry-0".to_vec(), b"entry-1".to_vec()]);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), offs[2]);
+}
+
+#[test]
+fn damaged_sealed_frame_fails_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let mut o = WalOptions::new(t.path());
+    o.max_entries_per_segment = 10;
+    let wal = Wal::new(o.clone()).unwrap();
+    for i in 0..25u64 {
+        wal.append("s", format!("entry-{i}").as_bytes()).unwrap();
+    }
+    let sealed = wal.segments("s")[0].path.clone();
+    drop(wal);
+    let offs = frame_offsets(&std::fs::read(&sealed).unwrap());
+    // Damage frame 3's payload and frame 6's magic.
+    flip(&sealed, offs[3] + 36);
+    flip(&sealed, offs[6]);
+    let wal = Wal::new(o).unwrap();
+    for id in 0..25u64 {
+        let r = wal.get("s", id);
+        match id {
+            3 | 6 => match r {
+                Err(Error::Corruption { location, .. }) => {
+                    assert_eq!(location.segment, "00000000000000000000.wal");
+                    assert_eq!(location.offset, offs[id as usize], "id {id}");
+                }
+                other => panic!("id {id}: {other:?}"),
+            },
+            _ => assert_eq!(r.unwrap().unwrap(), format!("entry-{id}").as_bytes(), "id {id}"),
+        }
+    }
+    let mut it = wal.iter("s", 0).unwrap();
+    for _ in 0..3 {
+        it.next().unwrap().unwrap();
+    }
+    assert!(it.next().unwrap().is_err(), "iteration stops with an error at the damage");
+    let report = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
+    let at: Vec<u64> = report.faults.iter().map(|f| f.location.offset).collect();
+    assert_eq!(at, vec![offs[3], offs[6]], "{:?}", report.faults);
+}
+
+/// A small log with two sealed segments, raw and LZ4 frames.
+fn matrix_log(root: &Path) -> Vec<(PathBuf, Vec<u64>)> {
+    let mut o = WalOptions::new(root);
+    o.max_segment_size = 300;
+    o.compression = CompressionType::Lz4;
+    o.min_compression_size = 64;
+    let wal = Wal::new(o).unwrap();
+    for i in 0..24u64 {
+        if i % 3 == 0 {
+            let long = format!("repetitive {i} ").repeat(12);
+            wal.append_batch("s", &[long.as_bytes(), b"x"]).unwrap();
+        } else {
+            wal.append("s", format!("e{i}").as_bytes()).unwrap();
+        }
+    }
+    let segs: Vec<PathBuf> = wal.segments("s").into_iter().map(|s| s.path).collect();
+    assert!(segs.len() >= 3);
+    segs.into_iter()
+        .map(|p| {
+            let offs = frame_offsets(&std::fs::read(&p).unwrap());
+            (p, offs)
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_byte_flipped_is_found_where_it_is() {
+    let t = tempfile::tempdir().unwrap();
+    let pristine = t.path().join("pristine");
+    let segs = matrix_log(&pristine);
+    let mut cases = 0;
+    for (si, (seg, offs)) in segs.iter().enumerate() {
+        let bytes = std::fs::read(seg).unwrap();
+        let name = seg.file_name().unwrap().to_str().unwrap().to_owned();
+        for at in 0..bytes.len() as u64 {
+            let frame = *offs.iter().rev().find(|&&o| o <= at).unwrap();
+            let in_header = at - frame;
+            // uncompressed_size and padding are outside the crc and unused.
+            let covered = !(25..32).contains(&in_header);
+            let work = t.path().join(format!("case-{si}-{at}"));
+            copy_dir(&pristine, &work);
+            flip(&work.join("s").join(&name), at);
+            let report = walfs::verify(&RealStorage, &work, &mut |_, _| {}).unwrap();
+            if covered {
+                let f = report.faults.first().unwrap_or_else(|| panic!("{name} byte {at}: flip not found"));
+                assert_eq!((f.location.segment.as_str(), f.location.offset), (name.as_str(), frame), "{name} byte {at}: {f}");
+            } else {
+                assert!(report.is_sound(), "{name} byte {at}");
+            }
+            for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
+                // Opening never panics; it either refuses with a location
+                // or serves every undamaged entry.
+                let mut o = opts(&work, policy);
+                o.read_only = true;
+                if let Ok(wal) = Wal::new(o) {
+                    let next = wal.next_id("s");
+                    for id in 0..next {
+                        let _ = wal.get("s", id);
+                    }
+                }
+            }
+            std::fs::remove_dir_all(&work).unwrap();
+            cases += 1;
+        }
+    }
+    println!("{cases} flips");
+}
+
+#[test]
+fn every_truncation_point_of_the_active_segment_recovers() {
+    let t = tempfile::tempdir().unwrap();
+    let pristine = t.path().join("pristine");
+    let segs = matrix_log(&pristine);
+    let (seg, offs) = segs.last().unwrap();
+    let len = std::fs::metadata(seg).unwrap().len();
+    let name = seg.file_name().unwrap().to_owned();
+    let first_id = Wal::new(WalOptions::new(&pristine)).unwrap().segments("s").last().unwrap().start_id;
+    for cut in 0..len {
+        for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
+            let work = t.path().join("work");
+            copy_dir(&pristine, &work);
+            OpenOptions::new().write(true).open(work.join("s").join(&name)).unwrap().set_len(cut).unwrap();
+            let wal = Wal::new(opts(&work, policy)).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let next = wal.next_id("s");
+            assert!(next >= first_id, "cut at {cut}");
+            let segs_now = wal.segments("s");
+            let active = segs_now.last().unwrap();
+            assert!(offs.contains(&active.len) || active.len == 0, "cut at {cut}: cut on a frame boundary");
+            assert!(active.len <= cut);
+            // The cut lands at the last frame boundary at or before it:
+            // every whole frame survives.
+            let boundary = offs.iter().copied().chain([len]).filter(|&o| o <= cut).max().unwrap();
+            assert_eq!(active.len, boundary, "cut at {cut}");
+            drop(wal);
+            std::fs::remove_dir_all(&work).unwrap();
+        }
+    }
+}

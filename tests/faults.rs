@@ -1,0 +1,127 @@
+//! I/O faults through the storage seam: failed writes and syncs, ENOSPC and
+//! EIO. A failed append is reported, never persisted later, does not burn
+//! its id; after a failed sync the stream refuses writes until reopened.
+
+use std::path::Path;
+use std::sync::Arc;
+use walfs::{CrashMode, Error, SimDisk, SyncMode, Wal, WalOptions};
+
+const ROOT: &str = "/sim/data";
+
+fn disk() -> SimDisk {
+    SimDisk::with_root(Path::new("/sim"))
+}
+
+fn open(d: &SimDisk, mode: SyncMode) -> Wal {
+    let mut o = WalOptions::new(ROOT);
+    o.sync_mode = mode;
+    Wal::with_storage(o, Arc::new(d.clone())).unwrap()
+}
+
+fn errno(e: &Error) -> Option<i32> {
+    match e {
+        Error::Io(io) => io.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn entries(w: &Wal) -> Vec<Vec<u8>> {
+    w.iter("s", 0).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn failed_write_is_reported_undone_and_its_id_reused() {
+    for (mode, code) in [(SyncMode::Strict, libc::ENOSPC), (SyncMode::Async, libc::EIO)] {
+        let d = disk();
+        let wal = open(&d, mode);
+        wal.append("s", b"one").unwrap();
+        d.fail_write(1, code);
+        let e = wal.append("s", b"two-that-fails").unwrap_err();
+        assert_eq!(errno(&e), Some(code), "{e}");
+        // Not poisoned: the half-written frame was cut, the id is free.
+        assert_eq!(wal.append("s", b"three").unwrap(), 1);
+        wal.sync("s").unwrap();
+        assert_eq!(entries(&wal), vec![b"one".to_vec(), b"three".to_vec()]);
+        drop(wal);
+        let after = d.crash(CrashMode::TornPrefix(5));
+        let wal = open(&after, mode);
+        assert_eq!(entries(&wal), vec![b"one".to_vec(), b"three".to_vec()]);
+    }
+}
+
+#[test]
+fn failed_sync_poisons_until_reopen_and_never_acknowledges() {
+    for code in [libc::EIO, libc::ENOSPC] {
+        let d = disk();
+        let wal = open(&d, SyncMode::Strict);
+        wal.append("s", b"durable").unwrap();
+        d.fail_sync(1, code);
+        let e = wal.append("s", b"lost").unwrap_err();
+        assert_eq!(errno(&e), Some(code), "the writer sees the sync's errno: {e}");
+        // Refused, not retried: the kernel may have dropped the pages.
+        assert!(matches!(wal.append("s", b"later"), Err(Error::Poisoned { .. })));
+        assert!(matches!(wal.append_batch("s", &[b"x"]), Err(Error::Poisoned { .. })));
+        // Readers never saw the unacknowledged entry.
+        assert_eq!(wal.get("s", 1).unwrap(), None);
+        drop(wal);
+        // Reopened without a crash (process restart): the failed entry is
+        // gone, the stream takes writes again at the same id.
+        let wal = open(&d, SyncMode::Strict);
+        assert_eq!(entries(&wal), vec![b"durable".to_vec()]);
+        assert_eq!(wal.append("s", b"again").unwrap(), 1);
+    }
+}
+
+#[test]
+fn group_commit_failure_fails_every_waiter() {
+    let d = disk();
+    let wal = open(&d, SyncMode::Strict);
+    wal.append("s", b"base").unwrap();
+    d.fail_sync(1, libc::EIO);
+    let results: Vec<_> = (0..8)
+        .map(|i| {
+            let wal = wal.clone();
+            std::thread::spawn(move || wal.append("s", format!("w{i}").as_bytes()))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let ok: Vec<u64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    assert!(results.iter().any(|r| r.is_err()));
+    drop(wal);
+    let wal = open(&d.crash(CrashMode::DropUnsynced), SyncMode::Strict);
+    let got = entries(&wal);
+    // Whatever was acknowledged before the failure is there; nothing else.
+    for id in ok {
+        assert!(wal.get("s", id).unwrap().is_some(), "acknowledged {id} lost");
+    }
+    assert!(got.len() <= 1 + results.iter().filter(|r| r.is_ok()).count());
+}
+
+#[test]
+fn failed_rotation_poisons_and_recovers() {
+    let d = disk();
+    let mut o = WalOptions::new(ROOT);
+    o.max_entries_per_segment = 2;
+    let wal = Wal::with_storage(o.clone(), Arc::new(d.clone())).unwrap();
+    wal.append("s", b"a").unwrap();
+    wal.append("s", b"b").unwrap();
+    // The next append rotates: its first sync (sealing the old segment) fails.
+    d.fail_sync(1, libc::EIO);
+    assert!(wal.append("s", b"c").is_err());
+    assert!(matches!(wal.append("s", b"d"), Err(Error::Poisoned { .. })));
+    drop(wal);
+    let wal = Wal::with_storage(o, Arc::new(d.crash(CrashMode::DropUnsynced))).unwrap();
+    assert_eq!(entries(&wal), vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(wal.append("s", b"c").unwrap(), 2);
+}
+
+#[test]
+fn too_large_batches_are_refused() {
+    let d = disk();
+    let wal = open(&d, SyncMode::Async);
+    let big = vec![0u8; walfs::format::MAX_BATCH_BYTES];
+    assert!(matches!(wal.append("s", &big), Err(Error::TooLarge { .. })));
+    assert_eq!(wal.append("s", b"fine").unwrap(), 0);
+}
