@@ -134,7 +134,9 @@ impl BlockCache {
         inner.order.insert(tick, key);
         inner.used += w;
         while inner.used > inner.cap {
-            let Some((_, k)) = inner.order.pop_first() else { break };
+            let Some((_, k)) = inner.order.pop_first() else {
+                break;
+            };
             if let Some((f, _)) = inner.frames.remove(&k) {
                 inner.used -= f.weight();
             }
@@ -145,7 +147,11 @@ impl BlockCache {
     pub fn forget(&self, uid: u64, before: u64) {
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        let keys: Vec<(u64, u64)> = inner.frames.range((uid, 0)..(uid, before)).map(|(k, _)| *k).collect();
+        let keys: Vec<(u64, u64)> = inner
+            .frames
+            .range((uid, 0)..(uid, before))
+            .map(|(k, _)| *k)
+            .collect();
         for k in keys {
             if let Some((f, t)) = inner.frames.remove(&k) {
                 inner.order.remove(&t);

@@ -87,7 +87,11 @@ impl Commit {
     }
 
     fn publish(&self, st: &CommitState) {
-        let v = if self.visible_when_durable { st.durable } else { st.written };
+        let v = if self.visible_when_durable {
+            st.durable
+        } else {
+            st.written
+        };
         if v > self.visible.swap(v, Ordering::AcqRel) {
             self.published.notify_all();
         }

@@ -16,7 +16,11 @@ pub struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} at byte {}", self.stream, self.segment, self.offset)
+        write!(
+            f,
+            "{}/{} at byte {}",
+            self.stream, self.segment, self.offset
+        )
     }
 }
 
@@ -51,7 +55,9 @@ pub enum Error {
 
     /// A write or fsync failed earlier: the stream refuses writes until the
     /// log is reopened, because the kernel may have dropped the dirty pages.
-    #[error("stream {stream} refuses writes after an earlier I/O failure ({cause}); reopen the log")]
+    #[error(
+        "stream {stream} refuses writes after an earlier I/O failure ({cause}); reopen the log"
+    )]
     Poisoned { stream: String, cause: String },
 
     #[error("the log is open read-only")]

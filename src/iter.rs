@@ -62,7 +62,10 @@ impl WalIdIterator {
                     if !h.contains(self.next) {
                         return Err(ReadError::Bad(crate::segment::Fault::new(
                             c.off,
-                            format!("frame starts at id {} where id {} was expected", h.start_id, self.next),
+                            format!(
+                                "frame starts at id {} where id {} was expected",
+                                h.start_id, self.next
+                            ),
                         )));
                     }
                     c.win.frame(c.off, &h).map(|f| (h, f))
@@ -91,7 +94,9 @@ impl WalIdIterator {
             },
             None => {
                 // Below the first retained id: start at the first one.
-                let Some(first) = s.segment_after(self.next) else { return Ok(false) };
+                let Some(first) = s.segment_after(self.next) else {
+                    return Ok(false);
+                };
                 self.next = first.start_id;
                 first
             }

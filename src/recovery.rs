@@ -59,7 +59,13 @@ pub fn scan_from(
             Err(ReadError::Bad(f)) => break Some(f),
         };
         if h.start_id != expected {
-            break Some(Fault::new(off, format!("frame starts at id {} where id {expected} was expected", h.start_id)));
+            break Some(Fault::new(
+                off,
+                format!(
+                    "frame starts at id {} where id {expected} was expected",
+                    h.start_id
+                ),
+            ));
         }
         let bad = match depth {
             Depth::Headers => None,
@@ -92,7 +98,9 @@ pub fn build_index(win: &mut Window, start_id: u64) -> io::Result<SparseIndex> {
     let mut ix = SparseIndex::new();
     let (mut off, mut expected) = (0, start_id);
     loop {
-        let stop = scan_from(win, off, expected, Depth::Headers, |o, h| ix.note(h.start_id, o))?;
+        let stop = scan_from(win, off, expected, Depth::Headers, |o, h| {
+            ix.note(h.start_id, o)
+        })?;
         let Some(fault) = stop.fault else { break };
         log::warn!("damaged frame at byte {}: {}", fault.offset, fault.reason);
         match win.resync(fault.offset + 1, stop.end_id)? {
@@ -125,7 +133,9 @@ pub fn recover_active(
     policy: CorruptionPolicy,
 ) -> Result<Recovered> {
     let mut index = SparseIndex::new();
-    let stop = scan_from(win, 0, start_id, Depth::Crc, |o, h| index.note(h.start_id, o))?;
+    let stop = scan_from(win, 0, start_id, Depth::Crc, |o, h| {
+        index.note(h.start_id, o)
+    })?;
     let cut = match stop.fault {
         None => None,
         Some(fault) => {
@@ -240,10 +250,16 @@ pub fn plan_layout(storage: &dyn Storage, dir: &Path, stream: &str) -> Result<La
         // ones is lost data, not an interrupted operation.
         let lo = out.segments[0];
         let hi = *out.segments.last().expect("nonempty");
-        if let Some(gap) = ids.iter().find(|&&i| i > lo && i < hi && !out.segments.contains(&i)) {
+        if let Some(gap) = ids
+            .iter()
+            .find(|&&i| i > lo && i < hi && !out.segments.contains(&i))
+        {
             return Err(Error::Damaged {
                 stream: stream.to_owned(),
-                reason: format!("segment {} is named by segments.idx but missing", format::segment_name(*gap)),
+                reason: format!(
+                    "segment {} is named by segments.idx but missing",
+                    format::segment_name(*gap)
+                ),
             });
         }
     }

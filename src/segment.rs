@@ -106,10 +106,14 @@ impl Window {
         if off + HEADER_SIZE as u64 > self.limit {
             return Err(ReadError::Bad(Fault::new(
                 off,
-                format!("truncated frame header ({} of {HEADER_SIZE} bytes)", self.limit - off),
+                format!(
+                    "truncated frame header ({} of {HEADER_SIZE} bytes)",
+                    self.limit - off
+                ),
             )));
         }
-        let h = FrameHeader::decode(self.bytes(off, HEADER_SIZE)?).map_err(|e| ReadError::Bad(Fault::new(off, e.to_string())))?;
+        let h = FrameHeader::decode(self.bytes(off, HEADER_SIZE)?)
+            .map_err(|e| ReadError::Bad(Fault::new(off, e.to_string())))?;
         if off + h.frame_len() > self.limit {
             return Err(ReadError::Bad(Fault::new(
                 off,
@@ -184,8 +188,17 @@ pub struct Segment {
 }
 
 impl Segment {
-    pub fn new(start_id: u64, path: PathBuf, extent: Extent, index: Option<SparseIndex>) -> Segment {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    pub fn new(
+        start_id: u64,
+        path: PathBuf,
+        extent: Extent,
+        index: Option<SparseIndex>,
+    ) -> Segment {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         Segment {
             start_id,
             path,
@@ -250,7 +263,10 @@ impl Segment {
             if h.start_id > id {
                 return Err(ReadError::Bad(Fault::new(
                     off,
-                    format!("entry {id} is missing: frame at this offset starts at id {}", h.start_id),
+                    format!(
+                        "entry {id} is missing: frame at this offset starts at id {}",
+                        h.start_id
+                    ),
                 )));
             }
             off += h.frame_len();

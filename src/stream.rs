@@ -77,6 +77,37 @@ pub struct StreamInfo {
     pub active_segment: u64,
 }
 
+impl StreamInfo {
+    /// The `key: value` text of `walfs stat` and the mount's `stat` file;
+    /// `modes` adds the sync mode and compression of the process writing.
+    pub fn to_text(&self, modes: Option<(SyncMode, crate::options::CompressionType)>) -> String {
+        let mut t = format!(
+            "stream: {}\nfirst_id: {}\nnext_id: {}\ndurable_id: {}\nentries: {}\nsegments: {}\nbytes: {}\nactive_segment: {}\n",
+            self.name,
+            self.first_id,
+            self.next_id,
+            self.durable_id,
+            self.next_id - self.first_id.min(self.next_id),
+            self.segments,
+            self.bytes,
+            format::segment_name(self.active_segment),
+        );
+        if let Some((sync, compression)) = modes {
+            let sync = match sync {
+                SyncMode::Strict => "strict",
+                SyncMode::BatchOnly => "batch",
+                SyncMode::Async => "async",
+            };
+            let compression = match compression {
+                crate::options::CompressionType::None => "none",
+                crate::options::CompressionType::Lz4 => "lz4",
+            };
+            t.push_str(&format!("sync_mode: {sync}\ncompression: {compression}\n"));
+        }
+        t
+    }
+}
+
 impl Stream {
     /// Opens (recovering) or creates the stream in `dir`.
     pub fn open(ctx: &Ctx, name: &str, dir: PathBuf, create: bool) -> Result<Arc<Stream>> {
@@ -96,10 +127,16 @@ impl Stream {
                 st.open(&active_path, true)?;
             }
             if layout.rewrite_idx {
-                st.write_atomic(&dir.join(format::SEGMENTS_IDX), &format::segments_idx_encode(&layout.segments))?;
+                st.write_atomic(
+                    &dir.join(format::SEGMENTS_IDX),
+                    &format::segments_idx_encode(&layout.segments),
+                )?;
             }
             if layout.rewrite_head {
-                st.write_atomic(&dir.join(format::HEAD_STATE), &format::head_state_encode(active_start))?;
+                st.write_atomic(
+                    &dir.join(format::HEAD_STATE),
+                    &format::head_state_encode(active_start),
+                )?;
             }
             if layout.create_active || layout.rewrite_idx || layout.rewrite_head {
                 st.sync_dir(&dir)?;
@@ -114,8 +151,18 @@ impl Stream {
         let (file, rec) = match st.open(&active_path, !ro) {
             Ok(f) => {
                 let len = f.len()?;
-                let mut win = Window::new(Arc::new(ReadHandle::File(f.clone())), len, ctx.opts.read_buffer_size.max(1 << 16));
-                let rec = recovery::recover_active(&mut win, name, &format::segment_name(active_start), active_start, ctx.opts.on_corruption)?;
+                let mut win = Window::new(
+                    Arc::new(ReadHandle::File(f.clone())),
+                    len,
+                    ctx.opts.read_buffer_size.max(1 << 16),
+                );
+                let rec = recovery::recover_active(
+                    &mut win,
+                    name,
+                    &format::segment_name(active_start),
+                    active_start,
+                    ctx.opts.on_corruption,
+                )?;
                 if rec.cut.is_some() && !ro {
                     f.set_len(rec.valid_len)?;
                 }
@@ -155,7 +202,16 @@ impl Stream {
             } else {
                 let len = st.file_len(&path)?;
                 let end_id = layout.segments[i + 1];
-                Segment::new(start, path, Extent { len, end_id, sealed: true }, None)
+                Segment::new(
+                    start,
+                    path,
+                    Extent {
+                        len,
+                        end_id,
+                        sealed: true,
+                    },
+                    None,
+                )
             };
             segs.insert(start, Arc::new(seg));
         }
@@ -174,7 +230,12 @@ impl Stream {
                 deleted: false,
             }),
             segs: RwLock::new(segs),
-            commit: Commit::new(rec.end_id, rec.valid_len, active_start, ctx.opts.sync_mode == SyncMode::Strict),
+            commit: Commit::new(
+                rec.end_id,
+                rec.valid_len,
+                active_start,
+                ctx.opts.sync_mode == SyncMode::Strict,
+            ),
         });
         if let (Some(f), false) = (file, ro) {
             let mut w = stream.writer.lock();
@@ -196,7 +257,9 @@ impl Stream {
         self.commit.set_file(Some(f));
         let evicted = ctx.writers.lock().insert(self.uid, Arc::downgrade(self), 1);
         for (_, other) in evicted {
-            let Some(other) = other.upgrade() else { continue };
+            let Some(other) = other.upgrade() else {
+                continue;
+            };
             if Arc::ptr_eq(&other, self) {
                 continue;
             }
@@ -236,13 +299,21 @@ impl Stream {
     }
 
     fn poison(&self, w: &mut Writer, errno: i32, cause: String) {
-        log::error!("stream {}: {cause}; refusing writes until reopened", self.name);
+        log::error!(
+            "stream {}: {cause}; refusing writes until reopened",
+            self.name
+        );
         self.commit.poison(errno, cause.clone());
         w.poisoned = Some((errno, cause));
     }
 
     /// Appends one frame; with `sync`, returns once it is durable.
-    pub fn append(self: &Arc<Self>, ctx: &Ctx, mut frame: EncodedFrame, sync: bool) -> Result<Range<u64>> {
+    pub fn append(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        mut frame: EncodedFrame,
+        sync: bool,
+    ) -> Result<Range<u64>> {
         let n = frame.entry_count as u64;
         let range = {
             let mut w = self.writer.lock();
@@ -262,7 +333,11 @@ impl Stream {
                 // later append can make it durable; if even that fails, the
                 // file's tail is unknown and the stream stops taking writes.
                 if let Err(e2) = file.set_len(off) {
-                    self.poison(&mut w, e2.raw_os_error().unwrap_or(libc::EIO), format!("could not undo a failed write ({e}): {e2}"));
+                    self.poison(
+                        &mut w,
+                        e2.raw_os_error().unwrap_or(libc::EIO),
+                        format!("could not undo a failed write ({e}): {e2}"),
+                    );
                 }
                 return Err(e.into());
             }
@@ -281,7 +356,9 @@ impl Stream {
     /// Returns once ids below `target` are durable.
     pub fn sync_to(self: &Arc<Self>, ctx: &Ctx, target: u64) -> Result<()> {
         let path = { self.writer.lock().active.path.clone() };
-        let r = self.commit.wait_durable(target, || ctx.storage.open(&path, true));
+        let r = self
+            .commit
+            .wait_durable(target, || ctx.storage.open(&path, true));
         match r {
             Ok(()) => Ok(()),
             Err(f) => {
@@ -309,8 +386,15 @@ impl Stream {
         if segment == w.active.start_id && w.len > durable_len {
             if let Some(file) = &w.file {
                 match file.set_len(durable_len) {
-                    Ok(()) => log::warn!("stream {}: dropped {} unacknowledged bytes after the failed sync", self.name, w.len - durable_len),
-                    Err(e) => log::error!("stream {}: could not drop unacknowledged bytes: {e}", self.name),
+                    Ok(()) => log::warn!(
+                        "stream {}: dropped {} unacknowledged bytes after the failed sync",
+                        self.name,
+                        w.len - durable_len
+                    ),
+                    Err(e) => log::error!(
+                        "stream {}: could not drop unacknowledged bytes: {e}",
+                        self.name
+                    ),
                 }
             }
         }
@@ -345,7 +429,10 @@ impl Stream {
         // head.state's atomic write syncs the directory, making the new
         // segment's name durable; before that, recovery recreates a segment
         // that segments.idx names but the directory lacks.
-        st.write_atomic(&self.dir.join(format::HEAD_STATE), &format::head_state_encode(start))?;
+        st.write_atomic(
+            &self.dir.join(format::HEAD_STATE),
+            &format::head_state_encode(start),
+        )?;
         w.idx.push(start);
 
         let mut e = w.active.extent();
@@ -380,13 +467,21 @@ impl Stream {
 
     /// The segment that holds `id`, if it is retained.
     pub fn segment_for(&self, id: u64) -> Option<Arc<Segment>> {
-        self.segs.read().range(..=id).next_back().map(|(_, s)| s.clone())
+        self.segs
+            .read()
+            .range(..=id)
+            .next_back()
+            .map(|(_, s)| s.clone())
     }
 
     /// The first retained segment starting after `id`.
     pub fn segment_after(&self, id: u64) -> Option<Arc<Segment>> {
         use std::ops::Bound::{Excluded, Unbounded};
-        self.segs.read().range((Excluded(id), Unbounded)).next().map(|(_, s)| s.clone())
+        self.segs
+            .read()
+            .range((Excluded(id), Unbounded))
+            .next()
+            .map(|(_, s)| s.clone())
     }
 
     pub fn segments(&self) -> Vec<Arc<Segment>> {
@@ -404,13 +499,19 @@ impl Stream {
         }
         let file = ctx.storage.open(&seg.path, false)?;
         let sealed = seg.extent().sealed;
-        let handle = match (sealed && ctx.opts.read_strategy == ReadStrategy::Mmap).then(|| file.map()).flatten() {
+        let handle = match (sealed && ctx.opts.read_strategy == ReadStrategy::Mmap)
+            .then(|| file.map())
+            .flatten()
+        {
             Some(m) => ReadHandle::Map(m),
             None => ReadHandle::File(file),
         };
         let handle = Arc::new(handle);
         seg.set_reader(Some(handle.clone()));
-        let evicted = ctx.readers.lock().insert((self.uid, seg.start_id), Arc::downgrade(seg), 1);
+        let evicted = ctx
+            .readers
+            .lock()
+            .insert((self.uid, seg.start_id), Arc::downgrade(seg), 1);
         for (_, s) in evicted {
             if let Some(s) = s.upgrade() {
                 s.set_reader(None);
@@ -436,19 +537,25 @@ impl Stream {
         if let Some(f) = ctx.blocks.as_ref().and_then(|b| b.get(self.uid, id)) {
             return Ok(Some(f));
         }
-        let Some(seg) = self.segment_for(id) else { return Ok(None) };
+        let Some(seg) = self.segment_for(id) else {
+            return Ok(None);
+        };
         let mut win = match self.window(ctx, &seg, LOOKUP_READ) {
             Ok(w) => w,
-            Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound && !self.is_retained(&seg) => return Ok(None),
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound && !self.is_retained(&seg) => {
+                return Ok(None)
+            }
             Err(e) => return Err(e),
         };
-        let read = seg.locate(&mut win, id).and_then(|(off, h)| win.frame(off, &h).map_err(|e| match e {
-            ReadError::Bad(mut f) => {
-                f.offset = off;
-                ReadError::Bad(f)
-            }
-            other => other,
-        }));
+        let read = seg.locate(&mut win, id).and_then(|(off, h)| {
+            win.frame(off, &h).map_err(|e| match e {
+                ReadError::Bad(mut f) => {
+                    f.offset = off;
+                    ReadError::Bad(f)
+                }
+                other => other,
+            })
+        });
         let frame = match read {
             Ok(f) => Arc::new(f),
             Err(ReadError::Io(e)) => return Err(e.into()),
@@ -483,11 +590,19 @@ impl Stream {
     // --- maintenance ---
 
     /// Frees whole sealed segments below the one holding `safe_id`.
-    pub fn truncate(self: &Arc<Self>, ctx: &Ctx, safe_id: u64, archive: Option<&Path>) -> Result<usize> {
+    pub fn truncate(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        safe_id: u64,
+        archive: Option<&Path>,
+    ) -> Result<usize> {
         let st = &*ctx.storage;
         let mut w = self.writer.lock();
         self.check_writable(&mut w)?;
-        let keep_from = self.segment_for(safe_id).map_or_else(|| self.first_id(), |s| s.start_id).min(w.active.start_id);
+        let keep_from = self
+            .segment_for(safe_id)
+            .map_or_else(|| self.first_id(), |s| s.start_id)
+            .min(w.active.start_id);
         let doomed: Vec<u64> = w.idx.iter().copied().filter(|&s| s < keep_from).collect();
         let strays: Vec<u64> = recovery::plan_layout(st, &self.dir, &self.name)?.strays;
         if doomed.is_empty() && strays.is_empty() {
@@ -496,7 +611,10 @@ impl Stream {
         let keep: Vec<u64> = w.idx.iter().copied().filter(|&s| s >= keep_from).collect();
         // The index moves first: a crash after it leaves files that the
         // next open ignores and the next truncate removes.
-        st.write_atomic(&self.dir.join(format::SEGMENTS_IDX), &format::segments_idx_encode(&keep))?;
+        st.write_atomic(
+            &self.dir.join(format::SEGMENTS_IDX),
+            &format::segments_idx_encode(&keep),
+        )?;
         w.idx = keep;
         {
             let mut segs = self.segs.write();
@@ -517,7 +635,10 @@ impl Stream {
             match r {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!("stream {}: could not free {name}: {e} (it is no longer part of the stream)", self.name),
+                Err(e) => log::warn!(
+                    "stream {}: could not free {name}: {e} (it is no longer part of the stream)",
+                    self.name
+                ),
             }
             ctx.readers.lock().remove(&(self.uid, s));
         }
@@ -537,7 +658,10 @@ impl Stream {
         let mut w = self.writer.lock();
         self.check_writable(&mut w)?;
         let mut found: Vec<u64> = match st.read_dir(archive) {
-            Ok(v) => v.into_iter().filter_map(|e| e.name.as_deref().and_then(format::parse_segment_name)).collect(),
+            Ok(v) => v
+                .into_iter()
+                .filter_map(|e| e.name.as_deref().and_then(format::parse_segment_name))
+                .collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e.into()),
         };
@@ -552,7 +676,10 @@ impl Stream {
         st.sync_dir(&self.dir)?;
         let mut ids: Vec<u64> = w.idx.iter().copied().chain(found.iter().copied()).collect();
         ids.sort_unstable();
-        st.write_atomic(&self.dir.join(format::SEGMENTS_IDX), &format::segments_idx_encode(&ids))?;
+        st.write_atomic(
+            &self.dir.join(format::SEGMENTS_IDX),
+            &format::segments_idx_encode(&ids),
+        )?;
         {
             let mut segs = self.segs.write();
             for (i, &s) in ids.iter().enumerate() {
@@ -562,7 +689,19 @@ impl Stream {
                 let path = self.dir.join(format::segment_name(s));
                 let len = st.file_len(&path)?;
                 let end_id = ids[i + 1];
-                segs.insert(s, Arc::new(Segment::new(s, path, Extent { len, end_id, sealed: true }, None)));
+                segs.insert(
+                    s,
+                    Arc::new(Segment::new(
+                        s,
+                        path,
+                        Extent {
+                            len,
+                            end_id,
+                            sealed: true,
+                        },
+                        None,
+                    )),
+                );
             }
         }
         w.idx = ids;
@@ -598,4 +737,3 @@ fn move_file(st: &dyn Storage, from: &Path, to: &Path) -> io::Result<()> {
         r => r,
     }
 }
-

@@ -57,7 +57,11 @@ impl VerifyReport {
 
 /// Checks the log at `root`. `progress(done, total)` is called as bytes are
 /// checked.
-pub fn verify(storage: &dyn Storage, root: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
+pub fn verify(
+    storage: &dyn Storage,
+    root: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut names: Vec<String> = storage
         .read_dir(root)?
@@ -74,7 +78,9 @@ pub fn verify(storage: &dyn Storage, root: &Path, progress: &mut dyn FnMut(u64, 
         match plan_layout(storage, &dir, name) {
             Ok(layout) => {
                 for &s in &layout.segments {
-                    total += storage.file_len(&dir.join(format::segment_name(s))).unwrap_or(0);
+                    total += storage
+                        .file_len(&dir.join(format::segment_name(s)))
+                        .unwrap_or(0);
                 }
                 plans.push((name, dir, layout.segments));
             }
@@ -105,7 +111,9 @@ pub fn verify(storage: &dyn Storage, root: &Path, progress: &mut dyn FnMut(u64, 
             let file = match storage.open(&dir.join(&seg_name), false) {
                 Ok(f) => f,
                 // The active segment named by segments.idx, not yet created.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && i + 1 == segments.len() => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && i + 1 == segments.len() => {
+                    continue
+                }
                 Err(e) => return Err(e.into()),
             };
             let len = file.len()?;
@@ -132,10 +140,21 @@ pub fn verify(storage: &dyn Storage, root: &Path, progress: &mut dyn FnMut(u64, 
                     break;
                 };
                 let resume = win.resync(fault.offset + 1, stop.end_id)?;
-                let kind = if last && resume.is_none() { FaultKind::TornTail } else { FaultKind::Corruption };
+                let kind = if last && resume.is_none() {
+                    FaultKind::TornTail
+                } else {
+                    FaultKind::Corruption
+                };
                 let reason = match resume {
-                    Some((o, h)) => format!("{}; valid frames resume at byte {o} (id {})", fault.reason, h.start_id),
-                    None => format!("{}; {} bytes to the end of the segment are unreadable", fault.reason, len - fault.offset),
+                    Some((o, h)) => format!(
+                        "{}; valid frames resume at byte {o} (id {})",
+                        fault.reason, h.start_id
+                    ),
+                    None => format!(
+                        "{}; {} bytes to the end of the segment are unreadable",
+                        fault.reason,
+                        len - fault.offset
+                    ),
                 };
                 report.faults.push(VerifyFault {
                     kind,
@@ -154,7 +173,8 @@ pub fn verify(storage: &dyn Storage, root: &Path, progress: &mut dyn FnMut(u64, 
                 }
             }
             if let Some(&next) = segments.get(i + 1) {
-                if expected != next && !report.faults.iter().any(|f| f.location.segment == seg_name) {
+                if expected != next && !report.faults.iter().any(|f| f.location.segment == seg_name)
+                {
                     report.faults.push(VerifyFault {
                         kind: FaultKind::Corruption,
                         location: at(len),

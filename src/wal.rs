@@ -40,7 +40,9 @@ impl Wal {
     /// Like [`Wal::new`], on any storage (the simulated disk in tests).
     pub fn with_storage(options: WalOptions, storage: Arc<dyn Storage>) -> Result<Wal> {
         if options.max_segment_size == 0 || options.max_entries_per_segment == 0 {
-            return Err(Error::Config("max_segment_size and max_entries_per_segment must be positive".into()));
+            return Err(Error::Config(
+                "max_segment_size and max_entries_per_segment must be positive".into(),
+            ));
         }
         let root = options.root_path.clone();
         let lock = if options.read_only {
@@ -70,7 +72,9 @@ impl Wal {
         };
         let mut streams = HashMap::new();
         for e in ctx.storage.read_dir(&root)? {
-            let (Some(name), true) = (e.name, e.is_dir) else { continue };
+            let (Some(name), true) = (e.name, e.is_dir) else {
+                continue;
+            };
             if name.ends_with(format::DELETE_MARKER_SUFFIX) {
                 // A delete_stream interrupted by a crash: finish it.
                 if !ctx.opts.read_only {
@@ -125,7 +129,10 @@ impl Wal {
             return Ok(s);
         }
         let s = Stream::open(&self.inner.ctx, name, dir, true)?;
-        self.inner.streams.write().insert(name.to_owned(), s.clone());
+        self.inner
+            .streams
+            .write()
+            .insert(name.to_owned(), s.clone());
         Ok(s)
     }
 
@@ -218,19 +225,30 @@ impl Wal {
     }
 
     /// Like [`Wal::get`], handing the entry's bytes to `f` without a copy.
-    pub fn get_with<T>(&self, stream: &str, id: u64, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
-        let Some(s) = self.stream(stream) else { return Ok(None) };
+    pub fn get_with<T>(
+        &self,
+        stream: &str,
+        id: u64,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>> {
+        let Some(s) = self.stream(stream) else {
+            return Ok(None);
+        };
         if id >= s.commit.visible() {
             return Ok(None);
         }
-        let Some(frame) = s.frame_of(&self.inner.ctx, id)? else { return Ok(None) };
+        let Some(frame) = s.frame_of(&self.inner.ctx, id)? else {
+            return Ok(None);
+        };
         Ok(frame.entry(id).map(f))
     }
 
     /// Several entries at once; frames shared by neighbouring ids are read
     /// and decoded once.
     pub fn get_batch(&self, stream: &str, ids: &[u64]) -> Result<Vec<Option<Vec<u8>>>> {
-        let Some(s) = self.stream(stream) else { return Ok(vec![None; ids.len()]) };
+        let Some(s) = self.stream(stream) else {
+            return Ok(vec![None; ids.len()]);
+        };
         let visible = s.commit.visible();
         let mut last: Option<Arc<crate::format::DecodedFrame>> = None;
         let mut out = Vec::with_capacity(ids.len());
@@ -274,20 +292,30 @@ impl Wal {
     /// `safe_id` (never the active one). Returns how many were freed.
     pub fn truncate(&self, stream: &str, safe_id: u64) -> Result<usize> {
         self.check_writable()?;
-        let Some(s) = self.stream(stream) else { return Ok(0) };
+        let Some(s) = self.stream(stream) else {
+            return Ok(0);
+        };
         let archive = self.archive_dir(stream)?;
         s.truncate(&self.inner.ctx, safe_id, archive.as_deref())
     }
 
     fn archive_dir(&self, stream: &str) -> Result<Option<PathBuf>> {
         self.dir_of(stream)?;
-        Ok(self.inner.ctx.opts.archive_path.as_ref().map(|p| p.join(stream)))
+        Ok(self
+            .inner
+            .ctx
+            .opts
+            .archive_path
+            .as_ref()
+            .map(|p| p.join(stream)))
     }
 
     /// Moves the segments `truncate` archived back into the stream.
     pub fn restore_archived(&self, stream: &str) -> Result<usize> {
         self.check_writable()?;
-        let Some(archive) = self.archive_dir(stream)? else { return Ok(0) };
+        let Some(archive) = self.archive_dir(stream)? else {
+            return Ok(0);
+        };
         let s = self.stream_or_create(stream)?;
         s.restore(&self.inner.ctx, &archive)
     }
@@ -299,7 +327,9 @@ impl Wal {
         self.check_writable()?;
         let dir = self.dir_of(stream)?;
         let _g = self.inner.lifecycle.lock();
-        let Some(s) = self.inner.streams.write().remove(stream) else { return Ok(()) };
+        let Some(s) = self.inner.streams.write().remove(stream) else {
+            return Ok(());
+        };
         s.mark_deleted();
         let ctx = &self.inner.ctx;
         if let Some(b) = &ctx.blocks {

@@ -49,20 +49,42 @@ fn torn_tails_are_cut_under_both_policies() {
     type Damage = fn(&Path, &[u64]);
     let cases: [(&str, Damage); 5] = [
         ("partial header", |p, _| {
-            OpenOptions::new().append(true).open(p).unwrap().write_all(&0x4C57_414Cu32.to_le_bytes()).unwrap();
+            OpenOptions::new()
+                .append(true)
+                .open(p)
+                .unwrap()
+                .write_all(&0x4C57_414Cu32.to_le_bytes())
+                .unwrap();
         }),
         ("partial payload", |p, offs| {
             let len = std::fs::metadata(p).unwrap().len();
             let last = *offs.last().unwrap();
             // Keep the header and half the payload of the last frame.
-            OpenOptions::new().write(true).open(p).unwrap().set_len(last + 32 + (len - last - 32) / 2).unwrap();
+            OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(last + 32 + (len - last - 32) / 2)
+                .unwrap();
         }),
-        ("bad crc on the last frame", |p, offs| flip(p, offs.last().unwrap() + 34)),
+        ("bad crc on the last frame", |p, offs| {
+            flip(p, offs.last().unwrap() + 34)
+        }),
         ("zeros past the end", |p, _| {
-            OpenOptions::new().append(true).open(p).unwrap().write_all(&[0u8; 4096]).unwrap();
+            OpenOptions::new()
+                .append(true)
+                .open(p)
+                .unwrap()
+                .write_all(&[0u8; 4096])
+                .unwrap();
         }),
         ("header only", |p, offs| {
-            OpenOptions::new().write(true).open(p).unwrap().set_len(offs.last().unwrap() + 32).unwrap();
+            OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(offs.last().unwrap() + 32)
+                .unwrap();
         }),
     ];
     for (name, damage) in cases {
@@ -70,14 +92,27 @@ fn torn_tails_are_cut_under_both_policies() {
             let t = tempfile::tempdir().unwrap();
             let (seg, offs) = build(t.path(), 5);
             damage(&seg, &offs);
-            let wal = Wal::new(opts(t.path(), policy)).unwrap_or_else(|e| panic!("{name} {policy:?}: {e}"));
+            let wal = Wal::new(opts(t.path(), policy))
+                .unwrap_or_else(|e| panic!("{name} {policy:?}: {e}"));
             let got = ids(&wal);
-            let survivors = if name == "partial header" || name == "zeros past the end" { 5 } else { 4 };
+            let survivors = if name == "partial header" || name == "zeros past the end" {
+                5
+            } else {
+                4
+            };
             assert_eq!(got.len(), survivors, "{name} {policy:?}");
-            assert_eq!(wal.append("s", b"next").unwrap(), survivors as u64, "{name}: ids dense after the cut");
+            assert_eq!(
+                wal.append("s", b"next").unwrap(),
+                survivors as u64,
+                "{name}: ids dense after the cut"
+            );
             drop(wal);
             let report = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
-            assert!(report.is_sound(), "{name}: after the cut the log verifies: {:?}", report.faults);
+            assert!(
+                report.is_sound(),
+                "{name}: after the cut the log verifies: {:?}",
+                report.faults
+            );
         }
     }
 }
@@ -92,7 +127,10 @@ fn corruption_followed_by_valid_frames_is_not_silently_dropped() {
             assert_eq!(location.stream, "s");
             assert_eq!(location.segment, "00000000000000000000.wal");
             assert_eq!(location.offset, offs[2]);
-            assert!(reason.contains("crc") && reason.contains("valid frames follow"), "{reason}");
+            assert!(
+                reason.contains("crc") && reason.contains("valid frames follow"),
+                "{reason}"
+            );
         }
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("Error policy opened a corrupt log"),
@@ -133,14 +171,21 @@ fn damaged_sealed_frame_fails_alone() {
                 }
                 other => panic!("id {id}: {other:?}"),
             },
-            _ => assert_eq!(r.unwrap().unwrap(), format!("entry-{id}").as_bytes(), "id {id}"),
+            _ => assert_eq!(
+                r.unwrap().unwrap(),
+                format!("entry-{id}").as_bytes(),
+                "id {id}"
+            ),
         }
     }
     let mut it = wal.iter("s", 0).unwrap();
     for _ in 0..3 {
         it.next().unwrap().unwrap();
     }
-    assert!(it.next().unwrap().is_err(), "iteration stops with an error at the damage");
+    assert!(
+        it.next().unwrap().is_err(),
+        "iteration stops with an error at the damage"
+    );
     let report = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
     let at: Vec<u64> = report.faults.iter().map(|f| f.location.offset).collect();
     assert_eq!(at, vec![offs[3], offs[6]], "{:?}", report.faults);
@@ -202,8 +247,15 @@ fn every_byte_flipped_is_found_where_it_is() {
             flip(&work.join("s").join(&name), at);
             let report = walfs::verify(&RealStorage, &work, &mut |_, _| {}).unwrap();
             if covered {
-                let f = report.faults.first().unwrap_or_else(|| panic!("{name} byte {at}: flip not found"));
-                assert_eq!((f.location.segment.as_str(), f.location.offset), (name.as_str(), frame), "{name} byte {at}: {f}");
+                let f = report
+                    .faults
+                    .first()
+                    .unwrap_or_else(|| panic!("{name} byte {at}: flip not found"));
+                assert_eq!(
+                    (f.location.segment.as_str(), f.location.offset),
+                    (name.as_str(), frame),
+                    "{name} byte {at}: {f}"
+                );
             } else {
                 assert!(report.is_sound(), "{name} byte {at}");
             }
@@ -234,22 +286,41 @@ fn every_truncation_point_of_the_active_segment_recovers() {
     let (seg, offs) = segs.last().unwrap();
     let len = std::fs::metadata(seg).unwrap().len();
     let name = seg.file_name().unwrap().to_owned();
-    let first_id = Wal::new(WalOptions::new(&pristine)).unwrap().segments("s").last().unwrap().start_id;
+    let first_id = Wal::new(WalOptions::new(&pristine))
+        .unwrap()
+        .segments("s")
+        .last()
+        .unwrap()
+        .start_id;
     for cut in 0..len {
         for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
             let work = t.path().join("work");
             copy_dir(&pristine, &work);
-            OpenOptions::new().write(true).open(work.join("s").join(&name)).unwrap().set_len(cut).unwrap();
+            OpenOptions::new()
+                .write(true)
+                .open(work.join("s").join(&name))
+                .unwrap()
+                .set_len(cut)
+                .unwrap();
             let wal = Wal::new(opts(&work, policy)).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
             let next = wal.next_id("s");
             assert!(next >= first_id, "cut at {cut}");
             let segs_now = wal.segments("s");
             let active = segs_now.last().unwrap();
-            assert!(offs.contains(&active.len) || active.len == 0, "cut at {cut}: cut on a frame boundary");
+            assert!(
+                offs.contains(&active.len) || active.len == 0,
+                "cut at {cut}: cut on a frame boundary"
+            );
             assert!(active.len <= cut);
             // The cut lands at the last frame boundary at or before it:
             // every whole frame survives.
-            let boundary = offs.iter().copied().chain([len]).filter(|&o| o <= cut).max().unwrap();
+            let boundary = offs
+                .iter()
+                .copied()
+                .chain([len])
+                .filter(|&o| o <= cut)
+                .max()
+                .unwrap();
             assert_eq!(active.len, boundary, "cut at {cut}");
             drop(wal);
             std::fs::remove_dir_all(&work).unwrap();

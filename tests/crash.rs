@@ -55,7 +55,8 @@ fn run(disk: &SimDisk, mode: SyncMode, lz4: bool, seed: u64, ops: usize) -> Outc
                 let batch: Vec<Vec<u8>> = (0..1 + rng.below(5)).map(|_| rng.bytes(150)).collect();
                 out.attempted.extend(batch.iter().cloned());
                 let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-                wal.append_batch("s", &refs).map(|_| mode != SyncMode::Async)
+                wal.append_batch("s", &refs)
+                    .map(|_| mode != SyncMode::Async)
             }
             8 => wal.sync("s").map(|_| true),
             _ => {
@@ -81,7 +82,8 @@ fn run(disk: &SimDisk, mode: SyncMode, lz4: bool, seed: u64, ops: usize) -> Outc
 fn check_recovery(disk: &SimDisk, mode: SyncMode, lz4: bool, out: &Outcome, what: &str) {
     let mut o = options(mode, lz4);
     o.on_corruption = CorruptionPolicy::Truncate;
-    let wal = Wal::with_storage(o, Arc::new(disk.clone())).unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
+    let wal = Wal::with_storage(o, Arc::new(disk.clone()))
+        .unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
     let got: Vec<(u64, Vec<u8>)> = wal
         .iter_with_ids("s", 0)
         .unwrap()
@@ -92,7 +94,10 @@ fn check_recovery(disk: &SimDisk, mode: SyncMode, lz4: bool, out: &Outcome, what
     assert!(first <= out.truncated_below.max(first), "{what}");
     for (k, (id, e)) in got.iter().enumerate() {
         assert_eq!(*id, first + k as u64, "{what}: ids dense");
-        let want = out.attempted.get(*id as usize).unwrap_or_else(|| panic!("{what}: id {id} was never appended"));
+        let want = out
+            .attempted
+            .get(*id as usize)
+            .unwrap_or_else(|| panic!("{what}: id {id} was never appended"));
         assert_eq!(e, want, "{what}: entry {id} intact");
     }
     assert_eq!(next, first + got.len() as u64, "{what}");
@@ -114,7 +119,14 @@ fn crash_everywhere(mode: SyncMode, lz4: bool, seed: u64, ops: usize) -> usize {
     };
     let mut cases = 0;
     for k in 1..=total {
-        for (i, crash) in [CrashMode::DropUnsynced, CrashMode::TornPrefix(k * 31 + seed), CrashMode::Reordered(k * 17 + seed)].into_iter().enumerate() {
+        for (i, crash) in [
+            CrashMode::DropUnsynced,
+            CrashMode::TornPrefix(k * 31 + seed),
+            CrashMode::Reordered(k * 17 + seed),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let d = SimDisk::with_root(root.parent().unwrap());
             d.crash_at_sync(k);
             let out = run(&d, mode, lz4, seed, ops);
@@ -150,7 +162,10 @@ fn batch_only_and_async_recover_a_clean_prefix() {
 #[test]
 fn long_soak_when_asked() {
     // WALFS_SOAK=N runs N more seeds with longer workloads.
-    let n: u64 = std::env::var("WALFS_SOAK").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let n: u64 = std::env::var("WALFS_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     for seed in 100..100 + n {
         for mode in [SyncMode::Strict, SyncMode::BatchOnly, SyncMode::Async] {
             crash_everywhere(mode, seed % 2 == 0, seed, if n > 1 { 300 } else { 40 });

@@ -23,15 +23,30 @@ fn append_get_iter_round_trip() {
     assert_eq!(wal.get("s", 6).unwrap(), None);
     assert_eq!(wal.get("nope", 0).unwrap(), None);
     let all: Vec<Vec<u8>> = wal.iter("s", 0).unwrap().map(Result::unwrap).collect();
-    assert_eq!(all, vec![&b"zero"[..], b"one", b"two", b"", b"four", b"five"]);
-    let tail: Vec<(u64, Vec<u8>)> = wal.iter_with_ids("s", 4).unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        all,
+        vec![&b"zero"[..], b"one", b"two", b"", b"four", b"five"]
+    );
+    let tail: Vec<(u64, Vec<u8>)> = wal
+        .iter_with_ids("s", 4)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(tail, vec![(4, b"four".to_vec()), (5, b"five".to_vec())]);
     assert_eq!(
         wal.get_batch("s", &[5, 0, 9, 1]).unwrap(),
-        vec![Some(b"five".to_vec()), Some(b"zero".to_vec()), None, Some(b"one".to_vec())]
+        vec![
+            Some(b"five".to_vec()),
+            Some(b"zero".to_vec()),
+            None,
+            Some(b"one".to_vec())
+        ]
     );
     let info = wal.stream_info("s").unwrap();
-    assert_eq!((info.first_id, info.next_id, info.durable_id, info.segments), (0, 6, 6, 1));
+    assert_eq!(
+        (info.first_id, info.next_id, info.durable_id, info.segments),
+        (0, 6, 6, 1)
+    );
 }
 
 #[test]
@@ -39,7 +54,10 @@ fn invalid_stream_names_are_refused() {
     let t = tempfile::tempdir().unwrap();
     let wal = Wal::new(opts(t.path())).unwrap();
     for bad in ["", "..", "a/b", "x y"] {
-        assert!(matches!(wal.append(bad, b"x"), Err(Error::InvalidStreamName(_))), "{bad:?}");
+        assert!(
+            matches!(wal.append(bad, b"x"), Err(Error::InvalidStreamName(_))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -108,8 +126,16 @@ fn truncate_frees_whole_sealed_segments_only() {
     assert_eq!(wal.truncate("s", 25).unwrap(), 2);
     assert_eq!(wal.get("s", 19).unwrap(), None);
     assert_eq!(wal.get("s", 20).unwrap().unwrap(), 20u64.to_le_bytes());
-    let first: Vec<(u64, Vec<u8>)> = wal.iter_with_ids("s", 0).unwrap().take(1).map(Result::unwrap).collect();
-    assert_eq!(first[0].0, 20, "iterating from a freed id starts at the first retained one");
+    let first: Vec<(u64, Vec<u8>)> = wal
+        .iter_with_ids("s", 0)
+        .unwrap()
+        .take(1)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        first[0].0, 20,
+        "iterating from a freed id starts at the first retained one"
+    );
     // Never the active segment.
     assert_eq!(wal.truncate("s", 1000).unwrap(), 1);
     assert_eq!(wal.stream_info("s").unwrap().first_id, 30);
@@ -153,7 +179,11 @@ fn delete_stream_then_recreate() {
     assert!(!t.path().join("data/s").exists());
     assert_eq!(wal.get("s", 0).unwrap(), None);
     assert_eq!(wal.append("s", b"new").unwrap(), 0);
-    assert_eq!(wal.get("s", 0).unwrap().unwrap(), b"new", "no stale cached frame");
+    assert_eq!(
+        wal.get("s", 0).unwrap().unwrap(),
+        b"new",
+        "no stale cached frame"
+    );
     // An interrupted delete is finished at the next open.
     drop(wal);
     std::fs::create_dir_all(t.path().join("data/gone#deleted")).unwrap();
@@ -184,7 +214,11 @@ fn follow_wakes_on_append_without_polling() {
     let t = tempfile::tempdir().unwrap();
     let wal = Wal::new(opts(t.path())).unwrap();
     wal.append("s", b"first").unwrap();
-    assert_eq!(wal.wait_for("s", 1, Duration::from_millis(20)).unwrap(), 1, "times out");
+    assert_eq!(
+        wal.wait_for("s", 1, Duration::from_millis(20)).unwrap(),
+        1,
+        "times out"
+    );
     let w2 = wal.clone();
     let h = std::thread::spawn(move || {
         let start = Instant::now();
@@ -207,12 +241,27 @@ fn concurrent_strict_writers_get_dense_ids() {
     let threads: Vec<_> = (0..8)
         .map(|w| {
             let wal = wal.clone();
-            std::thread::spawn(move || (0..100).map(|i| (wal.append("s", format!("{w}:{i}").as_bytes()).unwrap(), format!("{w}:{i}"))).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..100)
+                    .map(|i| {
+                        (
+                            wal.append("s", format!("{w}:{i}").as_bytes()).unwrap(),
+                            format!("{w}:{i}"),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
-    let mut got: Vec<(u64, String)> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut got: Vec<(u64, String)> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     got.sort();
-    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), (0..800).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        (0..800).collect::<Vec<_>>()
+    );
     drop(wal);
     let wal = Wal::new(o).unwrap();
     for (id, v) in got {
@@ -259,7 +308,10 @@ fn bounded_descriptor_caches_still_serve_everything() {
     }
     for s in 0..6 {
         for round in 0..20u64 {
-            assert_eq!(wal.get(&format!("s{s}"), round).unwrap().unwrap(), round.to_le_bytes());
+            assert_eq!(
+                wal.get(&format!("s{s}"), round).unwrap().unwrap(),
+                round.to_le_bytes()
+            );
         }
     }
 }

@@ -31,7 +31,10 @@ fn entries(w: &Wal) -> Vec<Vec<u8>> {
 
 #[test]
 fn failed_write_is_reported_undone_and_its_id_reused() {
-    for (mode, code) in [(SyncMode::Strict, libc::ENOSPC), (SyncMode::Async, libc::EIO)] {
+    for (mode, code) in [
+        (SyncMode::Strict, libc::ENOSPC),
+        (SyncMode::Async, libc::EIO),
+    ] {
         let d = disk();
         let wal = open(&d, mode);
         wal.append("s", b"one").unwrap();
@@ -57,10 +60,20 @@ fn failed_sync_poisons_until_reopen_and_never_acknowledges() {
         wal.append("s", b"durable").unwrap();
         d.fail_sync(1, code);
         let e = wal.append("s", b"lost").unwrap_err();
-        assert_eq!(errno(&e), Some(code), "the writer sees the sync's errno: {e}");
+        assert_eq!(
+            errno(&e),
+            Some(code),
+            "the writer sees the sync's errno: {e}"
+        );
         // Refused, not retried: the kernel may have dropped the pages.
-        assert!(matches!(wal.append("s", b"later"), Err(Error::Poisoned { .. })));
-        assert!(matches!(wal.append_batch("s", &[b"x"]), Err(Error::Poisoned { .. })));
+        assert!(matches!(
+            wal.append("s", b"later"),
+            Err(Error::Poisoned { .. })
+        ));
+        assert!(matches!(
+            wal.append_batch("s", &[b"x"]),
+            Err(Error::Poisoned { .. })
+        ));
         // Readers never saw the unacknowledged entry.
         assert_eq!(wal.get("s", 1).unwrap(), None);
         drop(wal);
@@ -87,14 +100,20 @@ fn group_commit_failure_fails_every_waiter() {
         .into_iter()
         .map(|h| h.join().unwrap())
         .collect();
-    let ok: Vec<u64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    let ok: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
     assert!(results.iter().any(|r| r.is_err()));
     drop(wal);
     let wal = open(&d.crash(CrashMode::DropUnsynced), SyncMode::Strict);
     let got = entries(&wal);
     // Whatever was acknowledged before the failure is there; nothing else.
     for id in ok {
-        assert!(wal.get("s", id).unwrap().is_some(), "acknowledged {id} lost");
+        assert!(
+            wal.get("s", id).unwrap().is_some(),
+            "acknowledged {id} lost"
+        );
     }
     assert!(got.len() <= 1 + results.iter().filter(|r| r.is_ok()).count());
 }

@@ -9,7 +9,9 @@ type Expected = BTreeMap<String, Vec<(u64, Vec<u8>)>>;
 fn entry(stream: &str, i: u64) -> Vec<u8> {
     // Varied sizes; every fifth is long and repetitive (LZ4 shrinks it).
     if i % 5 == 0 {
-        format!("{stream}:{i}:").repeat(1 + (i as usize % 97)).into_bytes()
+        format!("{stream}:{i}:")
+            .repeat(1 + (i as usize % 97))
+            .into_bytes()
     } else {
         format!("{stream} entry {i} {}", "x".repeat(i as usize % 13)).into_bytes()
     }
@@ -18,7 +20,10 @@ fn entry(stream: &str, i: u64) -> Vec<u8> {
 /// Writes the same workload through either engine: three streams, small
 /// segments (rotation), single appends and batches, LZ4 with raw fallback,
 /// and a truncation of one stream. Returns what should be readable.
-fn workload(mut append: impl FnMut(&str, &[Vec<u8>]) -> u64, mut truncate: impl FnMut(&str, u64)) -> Expected {
+fn workload(
+    mut append: impl FnMut(&str, &[Vec<u8>]) -> u64,
+    mut truncate: impl FnMut(&str, u64),
+) -> Expected {
     let mut exp = Expected::new();
     for s in ["alpha", "beta", "gamma.v2"] {
         let mut i = 0u64;
@@ -28,7 +33,9 @@ fn workload(mut append: impl FnMut(&str, &[Vec<u8>]) -> u64, mut truncate: impl 
             let start = append(s, &batch);
             assert_eq!(start, i);
             for (k, e) in batch.into_iter().enumerate() {
-                exp.entry(s.to_string()).or_default().push((i + k as u64, e));
+                exp.entry(s.to_string())
+                    .or_default()
+                    .push((i + k as u64, e));
             }
             i += n;
         }
@@ -80,14 +87,22 @@ fn check_with_walfs(root: &Path, exp: &Expected) {
         let wal = walfs::Wal::new(o).unwrap();
         for (s, entries) in exp {
             let first = wal.stream_info(s).unwrap().first_id;
-            let retained: Vec<&(u64, Vec<u8>)> = entries.iter().filter(|(id, _)| *id >= first).collect();
+            let retained: Vec<&(u64, Vec<u8>)> =
+                entries.iter().filter(|(id, _)| *id >= first).collect();
             if s == "beta" {
-                assert!(first > 0 && first <= 150, "beta was truncated (first id {first})");
+                assert!(
+                    first > 0 && first <= 150,
+                    "beta was truncated (first id {first})"
+                );
             }
             for (id, e) in &retained {
                 assert_eq!(wal.get(s, *id).unwrap().as_ref(), Some(e), "{s} {id}");
             }
-            let got: Vec<(u64, Vec<u8>)> = wal.iter_with_ids(s, 0).unwrap().map(Result::unwrap).collect();
+            let got: Vec<(u64, Vec<u8>)> = wal
+                .iter_with_ids(s, 0)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
             let want: Vec<(u64, Vec<u8>)> = retained.into_iter().cloned().collect();
             assert_eq!(got, want, "{s}");
         }
@@ -98,7 +113,11 @@ fn check_with_walfs(root: &Path, exp: &Expected) {
 
 fn frame_types(root: &Path) -> (usize, usize) {
     let (mut raw, mut lz4) = (0, 0);
-    for s in std::fs::read_dir(root).unwrap().flatten().filter(|e| e.path().is_dir()) {
+    for s in std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+    {
         for f in std::fs::read_dir(s.path()).unwrap().flatten() {
             if f.path().extension().is_some_and(|e| e == "wal") {
                 let b = std::fs::read(f.path()).unwrap();
@@ -122,7 +141,10 @@ fn walfs_reads_what_ironwal_wrote() {
     let root = t.path().join("data");
     let exp = write_with_ironwal(&root);
     let (raw, lz4) = frame_types(&root);
-    assert!(raw > 10 && lz4 > 10, "workload has both frame types ({raw} raw, {lz4} lz4)");
+    assert!(
+        raw > 10 && lz4 > 10,
+        "workload has both frame types ({raw} raw, {lz4} lz4)"
+    );
     check_with_walfs(&root, &exp);
     // And walfs appends after ironwal's tail, densely.
     let wal = walfs::Wal::new(walfs_opts(&root)).unwrap();
@@ -147,15 +169,30 @@ fn ironwal_reads_what_walfs_wrote() {
         )
     };
     let (raw, lz4) = frame_types(&root);
-    assert!(raw > 10 && lz4 > 10, "workload has both frame types ({raw} raw, {lz4} lz4)");
+    assert!(
+        raw > 10 && lz4 > 10,
+        "workload has both frame types ({raw} raw, {lz4} lz4)"
+    );
     let wal = ironwal::Wal::new(ironwal_opts(&root)).unwrap();
     for (s, entries) in &exp {
-        let walfs_first = entries.iter().map(|e| e.0).find(|&id| wal.get(s, id).unwrap().is_some()).unwrap();
+        let walfs_first = entries
+            .iter()
+            .map(|e| e.0)
+            .find(|&id| wal.get(s, id).unwrap().is_some())
+            .unwrap();
         for (id, e) in entries.iter().filter(|(id, _)| *id >= walfs_first) {
             assert_eq!(wal.get(s, *id).unwrap().as_ref(), Some(e), "{s} {id}");
         }
-        let got: Vec<Vec<u8>> = wal.iter(s, walfs_first).unwrap().map(Result::unwrap).collect();
-        let want: Vec<Vec<u8>> = entries.iter().filter(|(id, _)| *id >= walfs_first).map(|e| e.1.clone()).collect();
+        let got: Vec<Vec<u8>> = wal
+            .iter(s, walfs_first)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want: Vec<Vec<u8>> = entries
+            .iter()
+            .filter(|(id, _)| *id >= walfs_first)
+            .map(|e| e.1.clone())
+            .collect();
         assert_eq!(got, want, "{s}");
     }
     // ironwal continues the ids walfs left.

@@ -56,11 +56,16 @@ pub enum HeaderError {
 impl std::fmt::Display for HeaderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HeaderError::Short(n) => write!(f, "truncated frame header ({n} of {HEADER_SIZE} bytes)"),
+            HeaderError::Short(n) => {
+                write!(f, "truncated frame header ({n} of {HEADER_SIZE} bytes)")
+            }
             HeaderError::Magic(m) => write!(f, "bad frame magic {m:#010x}"),
             HeaderError::FrameType(t) => write!(f, "unknown frame type {t}"),
             HeaderError::EmptyFrame => write!(f, "frame with zero entries"),
-            HeaderError::TooLarge(n) => write!(f, "frame length {n} exceeds the {MAX_BATCH_BYTES}-byte bound"),
+            HeaderError::TooLarge(n) => write!(
+                f,
+                "frame length {n} exceeds the {MAX_BATCH_BYTES}-byte bound"
+            ),
         }
     }
 }
@@ -135,7 +140,12 @@ impl FrameHeader {
 
     /// The crc this header should carry for `payload`.
     pub fn expected_crc(&self, payload: &[u8]) -> u32 {
-        let mut h = crc_prefix(self.start_id, self.entry_count, self.frame_type, self.disk_size);
+        let mut h = crc_prefix(
+            self.start_id,
+            self.entry_count,
+            self.frame_type,
+            self.disk_size,
+        );
         h.update(payload);
         h.finalize()
     }
@@ -199,7 +209,8 @@ pub fn encode_frame(entries: &[&[u8]], lz4_min: Option<usize>) -> Result<Encoded
         if raw_len >= min {
             let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(raw_len / 2 + 64));
             // Writing into a Vec cannot fail.
-            enc.write_all(&bytes[HEADER_SIZE..]).expect("lz4 into memory");
+            enc.write_all(&bytes[HEADER_SIZE..])
+                .expect("lz4 into memory");
             let packed = enc.finish().expect("lz4 into memory");
             if packed.len() < raw_len {
                 bytes.truncate(HEADER_SIZE);
@@ -274,7 +285,10 @@ pub fn decode_batch(h: &FrameHeader, payload: &[u8]) -> Result<DecodedFrame, Str
     debug_assert_eq!(payload.len(), h.disk_size as usize);
     let crc = h.expected_crc(payload);
     if crc != h.crc {
-        return Err(format!("crc mismatch: header says {:#010x}, payload has {crc:#010x}", h.crc));
+        return Err(format!(
+            "crc mismatch: header says {:#010x}, payload has {crc:#010x}",
+            h.crc
+        ));
     }
     let data = match h.frame_type {
         FrameType::Raw => payload.to_vec(),
@@ -314,7 +328,9 @@ fn split_entries(data: &[u8], count: u32) -> Result<Vec<Range<u32>>, String> {
     let mut at = 0usize;
     while at < data.len() {
         if spans.len() == count as usize {
-            return Err(format!("payload holds more than the {count} entries the header says"));
+            return Err(format!(
+                "payload holds more than the {count} entries the header says"
+            ));
         }
         let Some(len_bytes) = data.get(at..at + 4) else {
             return Err(format!("entry length cut off at payload byte {at}"));
@@ -324,12 +340,17 @@ fn split_entries(data: &[u8], count: u32) -> Result<Vec<Range<u32>>, String> {
         let end = start
             .checked_add(len)
             .filter(|&e| e <= data.len())
-            .ok_or_else(|| format!("entry of {len} bytes at payload byte {at} runs past the payload"))?;
+            .ok_or_else(|| {
+                format!("entry of {len} bytes at payload byte {at} runs past the payload")
+            })?;
         spans.push(start as u32..end as u32);
         at = end;
     }
     if spans.len() != count as usize {
-        return Err(format!("payload holds {} entries, header says {count}", spans.len()));
+        return Err(format!(
+            "payload holds {} entries, header says {count}",
+            spans.len()
+        ));
     }
     Ok(spans)
 }
@@ -354,10 +375,16 @@ mod tests {
     fn raw_round_trip() {
         let b = sealed(&[b"a", b"", b"hello"], None, 7);
         let h = FrameHeader::decode(&b).unwrap();
-        assert_eq!((h.start_id, h.entry_count, h.frame_type), (7, 3, FrameType::Raw));
+        assert_eq!(
+            (h.start_id, h.entry_count, h.frame_type),
+            (7, 3, FrameType::Raw)
+        );
         assert_eq!(h.disk_size as usize, b.len() - HEADER_SIZE);
         let d = decode_batch(&h, &b[HEADER_SIZE..]).unwrap();
-        assert_eq!(d.entries().collect::<Vec<_>>(), vec![&b"a"[..], b"", b"hello"]);
+        assert_eq!(
+            d.entries().collect::<Vec<_>>(),
+            vec![&b"a"[..], b"", b"hello"]
+        );
         assert_eq!(d.entry(9), Some(&b"hello"[..]));
         assert_eq!(d.entry(10), None);
         assert_eq!(d.entry(6), None);
@@ -420,7 +447,10 @@ mod tests {
         // Header claims a huge payload.
         let mut hb = h.encode();
         hb[DISK_SIZE_AT..RAW_SIZE_AT].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(FrameHeader::decode(&hb), Err(HeaderError::TooLarge(_))));
+        assert!(matches!(
+            FrameHeader::decode(&hb),
+            Err(HeaderError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -81,7 +81,13 @@ mod tests {
         assert_eq!(segment_name(4096), "00000000000000004096.wal");
         assert_eq!(parse_segment_name("00000000000000004096.wal"), Some(4096));
         assert_eq!(parse_segment_name(&segment_name(u64::MAX)), Some(u64::MAX));
-        for bad in ["4096.wal", "+0000000000000004096.wal", "00000000000000004096.wa", "0000000000000000409a.wal", "99999999999999999999.wal"] {
+        for bad in [
+            "4096.wal",
+            "+0000000000000004096.wal",
+            "00000000000000004096.wa",
+            "0000000000000000409a.wal",
+            "99999999999999999999.wal",
+        ] {
             assert_eq!(parse_segment_name(bad), None, "{bad}");
         }
     }
@@ -89,7 +95,16 @@ mod tests {
     #[test]
     fn stream_names() {
         assert!(validate_stream_name("orders-2024.v1_x"));
-        for bad in ["", ".", "..", "a/b", "a b", "é", "a#deleted", &"x".repeat(256)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "é",
+            "a#deleted",
+            &"x".repeat(256),
+        ] {
             assert!(!validate_stream_name(bad), "{bad:?}");
         }
     }
@@ -101,7 +116,10 @@ mod tests {
         assert_eq!(b[1], 24);
         assert_eq!(head_state_decode(&b), Some(4096));
         assert_eq!(head_state_decode(&b[..10]), None);
-        assert_eq!(segments_idx_decode(&segments_idx_encode(&[0, 10, 20])), Some(vec![0, 10, 20]));
+        assert_eq!(
+            segments_idx_decode(&segments_idx_encode(&[0, 10, 20])),
+            Some(vec![0, 10, 20])
+        );
         assert_eq!(segments_idx_decode(&[0; 7]), None);
         assert_eq!(segments_idx_decode(&segments_idx_encode(&[10, 0])), None);
     }

@@ -23,6 +23,7 @@ pub struct DirEntry {
 pub type DirLock = Box<dyn Any + Send + Sync>;
 
 /// One open file. Writes are positional: the engine owns the offsets.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
@@ -129,7 +130,12 @@ impl StorageFile for RealFile {
 impl Storage for RealStorage {
     fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
         let f = if write {
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?
         } else {
             File::open(path)?
         };
@@ -179,13 +185,20 @@ impl Storage for RealStorage {
 
     fn lock_dir(&self, root: &Path) -> io::Result<Result<DirLock, Option<u32>>> {
         let path = root.join(LOCK_FILE);
-        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let holder = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
+                let holder = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
                 return Ok(Err(holder));
             }
             return Err(err);

@@ -100,7 +100,10 @@ impl SimDisk {
         let d = SimDisk::default();
         {
             let mut st = d.state.lock();
-            for a in root.ancestors().filter(|a| !a.as_os_str().is_empty() && *a != Path::new("/")) {
+            for a in root
+                .ancestors()
+                .filter(|a| !a.as_os_str().is_empty() && *a != Path::new("/"))
+            {
                 st.names.insert(a.to_path_buf(), Node::Dir);
                 st.durable_names.insert(a.to_path_buf(), Node::Dir);
             }
@@ -193,7 +196,10 @@ impl SimDisk {
         st.names
             .iter()
             .filter_map(|(p, n)| match n {
-                Node::File(id) => Some((p.clone(), st.files.get(id).map_or(0, |f| f.written.len() as u64))),
+                Node::File(id) => Some((
+                    p.clone(),
+                    st.files.get(id).map_or(0, |f| f.written.len() as u64),
+                )),
                 Node::Dir => None,
             })
             .collect()
@@ -212,11 +218,19 @@ fn survive(f: &FileData, mode: CrashMode, seed: &mut u64) -> Vec<u8> {
             }
             let extra = written.len() - durable.len();
             let keep = (mix(seed) as usize) % (extra + 1);
-            let keep = if keep == extra { extra } else { (keep / SECTOR) * SECTOR };
+            let keep = if keep == extra {
+                extra
+            } else {
+                (keep / SECTOR) * SECTOR
+            };
             written[..durable.len() + keep].to_vec()
         }
         CrashMode::Reordered(_) => {
-            let len = if mix(seed) % 2 == 0 { written.len() } else { durable.len() };
+            let len = if mix(seed) % 2 == 0 {
+                written.len()
+            } else {
+                durable.len()
+            };
             let mut out = durable.clone();
             out.resize(len, 0);
             for start in (0..len).step_by(SECTOR) {
@@ -296,7 +310,11 @@ impl StorageFile for SimFile {
                 st.faults.write = None;
             }
         }
-        let take = if fail.is_some() { buf.len() / 2 } else { buf.len() };
+        let take = if fail.is_some() {
+            buf.len() / 2
+        } else {
+            buf.len()
+        };
         let f = st.file(self.id)?;
         let end = offset as usize + take;
         if f.written.len() < end {
@@ -338,7 +356,11 @@ impl Storage for SimDisk {
             Some(Node::Dir) => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
             None if write => {
                 match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() && st.names.get(p) != Some(&Node::Dir) && st.names.contains_key(p) => {
+                    Some(p)
+                        if !p.as_os_str().is_empty()
+                            && st.names.get(p) != Some(&Node::Dir)
+                            && st.names.contains_key(p) =>
+                    {
                         return Err(io::Error::from_raw_os_error(libc::ENOTDIR))
                     }
                     _ => {}
@@ -360,7 +382,9 @@ impl Storage for SimDisk {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
         let st = self.state.lock();
         st.check()?;
-        if st.names.get(path) != Some(&Node::Dir) && !st.names.keys().any(|k| k.parent() == Some(path)) {
+        if st.names.get(path) != Some(&Node::Dir)
+            && !st.names.keys().any(|k| k.parent() == Some(path))
+        {
             return Err(not_found());
         }
         Ok(st
@@ -405,7 +429,8 @@ impl Storage for SimDisk {
             .collect();
         for (k, v) in below {
             st.names.remove(&k);
-            st.names.insert(to.join(k.strip_prefix(from).expect("prefix")), v);
+            st.names
+                .insert(to.join(k.strip_prefix(from).expect("prefix")), v);
         }
         st.names.insert(to.to_path_buf(), node);
         Ok(())
@@ -437,7 +462,12 @@ impl Storage for SimDisk {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         st.sync_point()?;
-        let durable: Vec<PathBuf> = st.durable_names.keys().filter(|k| k.parent() == Some(path)).cloned().collect();
+        let durable: Vec<PathBuf> = st
+            .durable_names
+            .keys()
+            .filter(|k| k.parent() == Some(path))
+            .cloned()
+            .collect();
         for k in durable {
             st.durable_names.remove(&k);
         }
@@ -496,7 +526,10 @@ mod tests {
         // File synced but its name is not: lost.
         assert!(!d.crash(CrashMode::DropUnsynced).exists(Path::new("/r/s/a")));
         d.sync_dir(Path::new("/r/s")).unwrap();
-        assert!(!d.crash(CrashMode::DropUnsynced).exists(Path::new("/r/s/a")), "dir s not durable");
+        assert!(
+            !d.crash(CrashMode::DropUnsynced).exists(Path::new("/r/s/a")),
+            "dir s not durable"
+        );
         d.sync_dir(Path::new("/r")).unwrap();
         f.write_all_at(b" world", 5).unwrap();
         let c = d.crash(CrashMode::DropUnsynced);

@@ -20,6 +20,8 @@ impl Rng {
     pub fn bytes(&mut self, max: usize) -> Vec<u8> {
         let len = self.below(max as u64 + 1) as usize;
         let seed = self.next();
-        (0..len).map(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8).collect()
+        (0..len)
+            .map(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8)
+            .collect()
     }
 }
