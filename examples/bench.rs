@@ -1,0 +1,456 @@
+//! The engine benchmark: walfs against the machine's physical limits and
+//! ironwal 0.6.9 doing the same work, in one run, on one filesystem.
+//!
+//!     cargo run --release --example bench            # full run
+//!     WALFS_BENCH_DIR=/path cargo run --release --example bench
+//!     WALFS_BENCH_OPEN_GIB=10 ...                     # the spec's 10 GiB open
+//!     WALFS_BENCH_ONLY=strict,async,get,iter,open ...  # some rows only
+//!
+//! Every row prints walfs, its baseline and the ratio; the machine is
+//! noisy, so read the ratios, not the absolute figures.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const RUN: Duration = Duration::from_secs(3);
+
+struct Row {
+    name: String,
+    unit: &'static str,
+    walfs: f64,
+    baseline_name: &'static str,
+    baseline: f64,
+    /// walfs / baseline must reach this (or, when `lower_is_better`, stay under).
+    target: f64,
+    lower_is_better: bool,
+}
+
+fn dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("WALFS_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let d = base.join(format!("walfs-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `op` on `threads` threads for RUN; returns operations per second.
+fn rate(threads: usize, op: impl Fn(usize, u64) + Sync) -> f64 {
+    let stop = AtomicBool::new(false);
+    let count = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (stop, count, op) = (&stop, &count, &op);
+            s.spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    op(t, i);
+                    i += 1;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(RUN);
+        stop.store(true, Ordering::Relaxed);
+    });
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn fdatasync_rate() -> f64 {
+    let d = dir("fsync");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(d.join("f"))
+        .unwrap();
+    let off = AtomicU64::new(0);
+    let r = rate(1, |_, _| {
+        let o = off.fetch_add(64, Ordering::Relaxed);
+        f.write_all_at(&[7u8; 64], o).unwrap();
+        f.sync_data().unwrap();
+    });
+    let _ = std::fs::remove_dir_all(d);
+    r
+}
+
+fn write_bandwidth() -> f64 {
+    let d = dir("bw");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(d.join("f"))
+        .unwrap();
+    let block = vec![3u8; 1 << 20];
+    let total = 512u64 << 20;
+    let start = Instant::now();
+    let mut off = 0;
+    while off < total {
+        f.write_all_at(&block, off).unwrap();
+        off += block.len() as u64;
+    }
+    f.sync_data().unwrap();
+    let mbs = total as f64 / 1e6 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(d);
+    mbs
+}
+
+fn walfs_opts(root: &Path, mode: walfs::SyncMode) -> walfs::WalOptions {
+    let mut o = walfs::WalOptions::new(root);
+    o.sync_mode = mode;
+    o
+}
+
+fn ironwal_opts(root: &Path, mode: ironwal::SyncMode) -> ironwal::WalOptions {
+    let mut o = ironwal::WalOptions::new(root);
+    o.sync_mode = mode;
+    o
+}
+
+fn strict_appends(threads: usize) -> (f64, f64) {
+    let entry = [5u8; 100];
+    let d = dir("strict-w");
+    let w = walfs::Wal::new(walfs_opts(&d, walfs::SyncMode::Strict)).unwrap();
+    let walfs_rate = rate(threads, |_, _| {
+        w.append("s", &entry).unwrap();
+    });
+    drop(w);
+    let d2 = dir("strict-i");
+    let i = ironwal::Wal::new(ironwal_opts(&d2, ironwal::SyncMode::Strict)).unwrap();
+    let iron_rate = rate(threads, |_, _| {
+        i.append("s", &entry).unwrap();
+    });
+    drop(i);
+    let _ = std::fs::remove_dir_all(d);
+    let _ = std::fs::remove_dir_all(d2);
+    (walfs_rate, iron_rate)
+}
+
+fn async_4k() -> (f64, f64) {
+    let entry = vec![9u8; 4096];
+    let d = dir("async-w");
+    let w = walfs::Wal::new(walfs_opts(&d, walfs::SyncMode::Async)).unwrap();
+    let walfs_rate = rate(1, |_, _| {
+        w.append("s", &entry).unwrap();
+    });
+    drop(w);
+    let _ = std::fs::remove_dir_all(&d);
+    let d2 = dir("async-i");
+    let i = ironwal::Wal::new(ironwal_opts(&d2, ironwal::SyncMode::Async)).unwrap();
+    let iron_rate = rate(1, |_, _| {
+        i.append("s", &entry).unwrap();
+    });
+    drop(i);
+    let _ = std::fs::remove_dir_all(d2);
+    (walfs_rate * 4096.0 / 1e6, iron_rate * 4096.0 / 1e6)
+}
+
+const MILLION: u64 = 1_000_000;
+
+/// One directory with a 1,000,000-entry stream of 16-byte entries, one
+/// frame each (52 MB: it all sits in the active 64 MiB segment), written by
+/// ironwal, read by both.
+fn million_dir() -> PathBuf {
+    let d = dir("million");
+    let i = ironwal::Wal::new(ironwal_opts(&d, ironwal::SyncMode::Async)).unwrap();
+    let mut e = [0u8; 16];
+    for id in 0..MILLION {
+        e[..8].copy_from_slice(&id.to_le_bytes());
+        i.append("s", &e).unwrap();
+    }
+    drop(i);
+    d
+}
+
+fn random_ids(n: usize, seed: u64) -> Vec<u64> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % MILLION
+        })
+        .collect()
+}
+
+fn per_second(n: usize, f: impl FnMut(usize)) -> f64 {
+    let start = Instant::now();
+    (0..n).for_each(f);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn random_gets(d: &Path, mmap: bool) -> (f64, f64) {
+    let mut wo = walfs::WalOptions::new(d);
+    wo.read_only = true;
+    if mmap {
+        wo.read_strategy = walfs::ReadStrategy::Mmap;
+    }
+    let w = walfs::Wal::new(wo).unwrap();
+    let ids = random_ids(300_000, 42);
+    let walfs_rate = per_second(ids.len(), |k| {
+        let e = w.get("s", ids[k]).unwrap().unwrap();
+        assert_eq!(e[..8], ids[k].to_le_bytes());
+    });
+    drop(w);
+    let mut io = ironwal::WalOptions::new(d);
+    if mmap {
+        io.read_strategy = ironwal::ReadStrategy::Mmap;
+    }
+    let i = ironwal::Wal::new(io).unwrap();
+    // ironwal scans the active segment's headers on every get (one read
+    // syscall per header with StandardIo): a few samples take seconds.
+    let ids = random_ids(if mmap { 200 } else { 10 }, 43);
+    let iron_rate = per_second(ids.len(), |k| {
+        let e = i.get("s", ids[k]).unwrap().unwrap();
+        assert_eq!(e[..8], ids[k].to_le_bytes());
+    });
+    (walfs_rate, iron_rate)
+}
+
+/// Sequential iteration over a stream of 1 KiB entries in 64 MiB segments.
+fn iteration() -> (f64, f64) {
+    let d = dir("iter");
+    let total: u64 = 1 << 30;
+    {
+        let w = walfs::Wal::new(walfs_opts(&d, walfs::SyncMode::Async)).unwrap();
+        let e = vec![1u8; 1024];
+        let batch: Vec<&[u8]> = (0..64).map(|_| &e[..]).collect();
+        for _ in 0..total / (1024 * 64) {
+            w.append_batch("s", &batch).unwrap();
+        }
+        w.close().unwrap();
+    }
+    let mut wo = walfs::WalOptions::new(&d);
+    wo.read_only = true;
+    let w = walfs::Wal::new(wo).unwrap();
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    for e in w.iter("s", 0).unwrap() {
+        bytes += e.unwrap().len() as u64;
+    }
+    let walfs_mbs = bytes as f64 / 1e6 / start.elapsed().as_secs_f64();
+    drop(w);
+    let i = ironwal::Wal::new(ironwal::WalOptions::new(&d)).unwrap();
+    let start = Instant::now();
+    let mut ibytes = 0u64;
+    for e in i.iter("s", 0).unwrap() {
+        ibytes += e.unwrap().len() as u64;
+    }
+    let iron_mbs = ibytes as f64 / 1e6 / start.elapsed().as_secs_f64();
+    assert_eq!(bytes, ibytes);
+    let _ = std::fs::remove_dir_all(d);
+    (walfs_mbs, iron_mbs)
+}
+
+/// Open time of a large stream: (walfs clean, ironwal clean, walfs after
+/// a crash, ironwal after a crash), in milliseconds.
+fn open_times(gib: u64) -> [f64; 4] {
+    let d = dir("open");
+    {
+        let w = walfs::Wal::new(walfs_opts(&d, walfs::SyncMode::Async)).unwrap();
+        let e = vec![2u8; 4096];
+        let batch: Vec<&[u8]> = (0..256).map(|_| &e[..]).collect();
+        // Leave the active segment nearly full: the worst case for a scan.
+        let frames = (gib << 30) / (4100 * 256);
+        for _ in 0..frames {
+            w.append_batch("s", &batch).unwrap();
+        }
+        w.close().unwrap();
+    }
+    let time = |f: &dyn Fn()| {
+        let start = Instant::now();
+        f();
+        start.elapsed().as_secs_f64() * 1e3
+    };
+    let walfs_open = || drop(walfs::Wal::new(walfs::WalOptions::new(&d)).unwrap());
+    let iron_open = || drop(ironwal::Wal::new(ironwal::WalOptions::new(&d)).unwrap());
+    walfs_open();
+    let wc = time(&walfs_open);
+    let ic = time(&iron_open);
+    // A crash: a torn frame at the end of the active segment.
+    let active = std::fs::read_dir(d.join("s"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .max()
+        .unwrap();
+    let tear = || {
+        let f = OpenOptions::new().append(true).open(&active).unwrap();
+        let mut junk = 0x4C57_414Cu32.to_le_bytes().to_vec();
+        junk.extend_from_slice(&[0xAB; 40]);
+        std::io::Write::write_all(&mut &f, &junk).unwrap();
+    };
+    tear();
+    let wx = time(&walfs_open);
+    tear();
+    let ix = time(&iron_open);
+    let _ = std::fs::remove_dir_all(d);
+    [wc, ic, wx, ix]
+}
+
+fn wanted(group: &str) -> bool {
+    std::env::var("WALFS_BENCH_ONLY").map_or(true, |v| v.split(',').any(|g| g == group))
+}
+
+fn main() {
+    let gib: u64 = std::env::var("WALFS_BENCH_OPEN_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    eprintln!("measuring the machine...");
+    let fsyncs = fdatasync_rate();
+    let bw = write_bandwidth();
+    let mut rows = Vec::new();
+    if wanted("strict") {
+        eprintln!("strict appends...");
+        let (w1, i1) = strict_appends(1);
+        rows.push(Row {
+            name: "strict append, 1 writer".into(),
+            unit: "ops/s",
+            walfs: w1,
+            baseline_name: "fdatasync/s",
+            baseline: fsyncs,
+            target: 0.8,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: "strict append, 1 writer".into(),
+            unit: "ops/s",
+            walfs: w1,
+            baseline_name: "ironwal",
+            baseline: i1,
+            target: 0.0,
+            lower_is_better: false,
+        });
+        let (w8, i8) = strict_appends(8);
+        rows.push(Row {
+            name: "strict append, 8 writers, 1 stream".into(),
+            unit: "ops/s",
+            walfs: w8,
+            baseline_name: "ironwal",
+            baseline: i8,
+            target: 20.0,
+            lower_is_better: false,
+        });
+    }
+    if wanted("async") {
+        eprintln!("async appends...");
+        let (wa, ia) = async_4k();
+        rows.push(Row {
+            name: "async append, 4 KiB entries".into(),
+            unit: "MB/s",
+            walfs: wa,
+            baseline_name: "ironwal",
+            baseline: ia,
+            target: 3.0,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: "async append, 4 KiB entries".into(),
+            unit: "MB/s",
+            walfs: wa,
+            baseline_name: "write bandwidth",
+            baseline: bw,
+            target: 0.0,
+            lower_is_better: false,
+        });
+    }
+    if wanted("get") {
+        eprintln!("random gets on 1,000,000 entries...");
+        let m = million_dir();
+        let (wg, ig) = random_gets(&m, false);
+        rows.push(Row {
+            name: "random get, 1M entries, StandardIo".into(),
+            unit: "gets/s",
+            walfs: wg,
+            baseline_name: "ironwal",
+            baseline: ig,
+            target: 200.0,
+            lower_is_better: false,
+        });
+        let (wm, im) = random_gets(&m, true);
+        rows.push(Row {
+            name: "random get, 1M entries, Mmap".into(),
+            unit: "gets/s",
+            walfs: wm,
+            baseline_name: "ironwal mmap",
+            baseline: im,
+            target: 200.0,
+            lower_is_better: false,
+        });
+        let _ = std::fs::remove_dir_all(m);
+    }
+    if wanted("iter") {
+        eprintln!("sequential iteration...");
+        let (wi, ii) = iteration();
+        rows.push(Row {
+            name: "sequential iteration, 1 KiB entries".into(),
+            unit: "MB/s",
+            walfs: wi,
+            baseline_name: "ironwal",
+            baseline: ii,
+            target: 2.0,
+            lower_is_better: false,
+        });
+    }
+    let mut open_ms = None;
+    if wanted("open") {
+        eprintln!("open times ({gib} GiB stream)...");
+        let [wc, ic, wx, ix] = open_times(gib);
+        rows.push(Row {
+            name: format!("open {gib} GiB stream, clean"),
+            unit: "ms",
+            walfs: wc,
+            baseline_name: "ironwal",
+            baseline: ic,
+            target: 0.0,
+            lower_is_better: true,
+        });
+        rows.push(Row {
+            name: format!("open {gib} GiB stream, after crash"),
+            unit: "ms",
+            walfs: wx,
+            baseline_name: "ironwal",
+            baseline: ix,
+            target: 0.0,
+            lower_is_better: true,
+        });
+        open_ms = Some(wc);
+    }
+
+    println!("machine: fdatasync {fsyncs:.0}/s, sequential write {bw:.0} MB/s\n");
+    println!("| measurement | unit | walfs | baseline | baseline value | walfs/baseline | target | met |");
+    println!("|---|---|---:|---|---:|---:|---:|---|");
+    for r in rows {
+        let ratio = r.walfs / r.baseline;
+        let (target, met) = if r.target == 0.0 {
+            ("-".to_string(), "-")
+        } else if r.lower_is_better {
+            (
+                format!("<= {:.2}x", r.target),
+                if ratio <= r.target { "yes" } else { "NO" },
+            )
+        } else {
+            (
+                format!(">= {:.2}x", r.target),
+                if ratio >= r.target { "yes" } else { "NO" },
+            )
+        };
+        println!(
+            "| {} | {} | {:.1} | {} | {:.1} | {:.2}x | {} | {} |",
+            r.name, r.unit, r.walfs, r.baseline_name, r.baseline, ratio, target, met
+        );
+    }
+    if let Some(wc) = open_ms {
+        println!("\nopen after a clean close must take under 50 ms (spec, for 10 GiB): walfs took {wc:.1} ms for {gib} GiB");
+    }
+}
