@@ -102,7 +102,13 @@ impl WalIdIterator {
             }
         };
         if self.next >= s.commit.visible() {
-            return Ok(false);
+            if self.next >= s.appended() {
+                return Ok(false);
+            }
+            s.flush(ctx)?;
+            if self.next >= s.commit.visible() {
+                return Ok(false);
+            }
         }
         let mut win = s.window(ctx, &seg, ctx.opts.read_buffer_size.max(64 << 10))?;
         let off = match seg.locate(&mut win, self.next) {
@@ -130,7 +136,13 @@ impl Iterator for WalIdIterator {
                 return Some(Ok((id, e.to_vec())));
             }
             if self.next >= s.commit.visible() {
-                return None;
+                if self.next >= s.appended() {
+                    return None;
+                }
+                if let Err(e) = s.flush(self.wal.ctx()) {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
             }
             match self.load(&s) {
                 Ok(true) => {}

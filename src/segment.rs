@@ -218,13 +218,17 @@ impl Segment {
         *self.extent.write() = e;
     }
 
-    /// Records a frame the writer appended.
-    pub fn note_frame(&self, start_id: u64, offset: u64, frame_len: u64, end_id: u64) {
+    /// Indexes a frame the writer appended (before it is readable).
+    pub fn note_frame(&self, start_id: u64, offset: u64) {
         if let Some(ix) = self.index.write().as_mut() {
             ix.note(start_id, offset);
         }
+    }
+
+    /// Frames up to `len` bytes and `end_id` are in the file.
+    pub fn set_written(&self, len: u64, end_id: u64) {
         let mut e = self.extent.write();
-        e.len = offset + frame_len;
+        e.len = len;
         e.end_id = end_id;
     }
 

@@ -50,6 +50,9 @@ pub struct Writer {
     idx: Vec<u64>,
     pub poisoned: Option<(i32, String)>,
     pub deleted: bool,
+    /// Async mode: frames appended but not yet handed to the kernel; they
+    /// start at byte `len - pending.len()` of the active segment.
+    pending: Vec<u8>,
 }
 
 pub struct Stream {
@@ -60,6 +63,9 @@ pub struct Stream {
     pub writer: Mutex<Writer>,
     segs: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub commit: Commit,
+    /// One past the last id appended, buffered or not: a reader asking for
+    /// an id below it but not yet visible flushes the buffer first.
+    appended: AtomicU64,
 }
 
 /// A summary of a stream.
@@ -228,8 +234,10 @@ impl Stream {
                 idx: layout.segments.clone(),
                 poisoned: None,
                 deleted: false,
+                pending: Vec::new(),
             }),
             segs: RwLock::new(segs),
+            appended: AtomicU64::new(rec.end_id),
             commit: Commit::new(
                 rec.end_id,
                 rec.valid_len,
@@ -307,13 +315,9 @@ impl Stream {
         w.poisoned = Some((errno, cause));
     }
 
-    /// Appends one frame; with `sync`, returns once it is durable.
-    pub fn append(
-        self: &Arc<Self>,
-        ctx: &Ctx,
-        mut frame: EncodedFrame,
-        sync: bool,
-    ) -> Result<Range<u64>> {
+    /// Appends one frame; with `sync`, returns once it is durable. In
+    /// Async mode (`buffer`), the frame may wait in memory for a flush.
+    pub fn append(self: &Arc<Self>, ctx: &Ctx, mut frame: EncodedFrame, sync: bool, buffer: bool) -> Result<Range<u64>> {
         let n = frame.entry_count as u64;
         let range = {
             let mut w = self.writer.lock();
@@ -327,24 +331,31 @@ impl Stream {
             }
             let (off, start) = (w.len, w.next_id);
             frame.seal(start);
-            let file = self.write_file(ctx, &mut w)?;
-            if let Err(e) = file.write_all_at(&frame.bytes, off) {
-                // Undo whatever part of the frame reached the file, so no
-                // later append can make it durable; if even that fails, the
-                // file's tail is unknown and the stream stops taking writes.
-                if let Err(e2) = file.set_len(off) {
-                    self.poison(
-                        &mut w,
-                        e2.raw_os_error().unwrap_or(libc::EIO),
-                        format!("could not undo a failed write ({e}): {e2}"),
-                    );
+            if buffer {
+                w.pending.extend_from_slice(&frame.bytes);
+            } else {
+                self.flush_locked(ctx, &mut w)?;
+                let file = self.write_file(ctx, &mut w)?;
+                if let Err(e) = file.write_all_at(&frame.bytes, off) {
+                    // Undo whatever part of the frame reached the file, so no
+                    // later append can make it durable; if even that fails,
+                    // the file's tail is unknown and the stream stops.
+                    if let Err(e2) = file.set_len(off) {
+                        self.poison(&mut w, e2.raw_os_error().unwrap_or(libc::EIO), format!("could not undo a failed write ({e}): {e2}"));
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
             }
             w.len += frame.len();
             w.next_id += n;
-            w.active.note_frame(start, off, frame.len(), w.next_id);
-            self.commit.wrote(w.next_id, w.len);
+            w.active.note_frame(start, off);
+            self.appended.store(w.next_id, Ordering::Release);
+            if !buffer {
+                w.active.set_written(w.len, w.next_id);
+                self.commit.wrote(w.next_id, w.len);
+            } else if w.pending.len() >= ctx.opts.write_buffer_size {
+                self.flush_locked(ctx, &mut w)?;
+            }
             start..w.next_id
         };
         if sync {
@@ -353,8 +364,48 @@ impl Stream {
         Ok(range)
     }
 
+    /// Hands buffered frames to the kernel. Their ids were already given
+    /// out, so a failure poisons the stream rather than reuse them.
+    fn flush_locked(self: &Arc<Self>, ctx: &Ctx, w: &mut Writer) -> Result<()> {
+        if w.pending.is_empty() {
+            return Ok(());
+        }
+        let from = w.len - w.pending.len() as u64;
+        let r = self.write_file(ctx, w).and_then(|f| f.write_all_at(&w.pending, from));
+        w.pending.clear();
+        match r {
+            Ok(()) => {
+                w.active.set_written(w.len, w.next_id);
+                self.commit.wrote(w.next_id, w.len);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(f) = &w.file {
+                    let _ = f.set_len(from);
+                }
+                self.poison(w, e.raw_os_error().unwrap_or(libc::EIO), format!("writing buffered entries failed: {e}"));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes buffered entries readable (no-op when nothing is buffered).
+    pub fn flush(self: &Arc<Self>, ctx: &Ctx) -> Result<()> {
+        if self.appended.load(Ordering::Acquire) <= self.commit.visible() {
+            return Ok(());
+        }
+        let mut w = self.writer.lock();
+        self.flush_locked(ctx, &mut w)
+    }
+
+    /// One past the last id appended, buffered or not.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Acquire)
+    }
+
     /// Returns once ids below `target` are durable.
     pub fn sync_to(self: &Arc<Self>, ctx: &Ctx, target: u64) -> Result<()> {
+        self.flush(ctx)?;
         let path = { self.writer.lock().active.path.clone() };
         let r = self
             .commit
@@ -416,6 +467,10 @@ impl Stream {
 
     fn try_rotate(self: &Arc<Self>, ctx: &Ctx, w: &mut Writer) -> io::Result<()> {
         let st = &*ctx.storage;
+        self.flush_locked(ctx, w).map_err(|e| match e {
+            Error::Io(e) => e,
+            other => io::Error::other(other.to_string()),
+        })?;
         let old = self.write_file(ctx, w)?;
         old.sync_data()?;
         self.commit.all_durable();
@@ -710,6 +765,7 @@ impl Stream {
 
     /// Syncs the active segment (for `Wal::sync` and a clean close).
     pub fn sync(self: &Arc<Self>, ctx: &Ctx) -> Result<()> {
+        self.flush(ctx)?;
         let target = self.commit.state.lock().written;
         self.sync_to(ctx, target)
     }

@@ -12,15 +12,59 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) struct Shared {
+/// How long an Async-mode append may wait in memory before a background
+/// flush hands it to the kernel.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
+pub(crate) struct Core {
     pub ctx: Ctx,
     streams: RwLock<HashMap<String, Arc<Stream>>>,
     /// Serializes stream creation and deletion.
     lifecycle: Mutex<()>,
+}
+
+pub(crate) struct Shared {
+    core: Arc<Core>,
+    flusher: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
     _lock: Option<DirLock>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Core {
+    fn flush_all(&self) {
+        let all: Vec<Arc<Stream>> = self.streams.read().values().cloned().collect();
+        for s in all {
+            if let Err(e) = s.flush(&self.ctx) {
+                log::error!("stream {}: background flush failed: {e}", s.name);
+            }
+        }
+    }
+}
+
+/// Flushes Async-mode buffers every FLUSH_INTERVAL until told to stop.
+fn spawn_flusher(core: Arc<Core>) -> (std::thread::JoinHandle<()>, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let h = std::thread::Builder::new()
+        .name("walfs-flush".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Acquire) {
+                std::thread::park_timeout(FLUSH_INTERVAL);
+                core.flush_all();
+            }
+        })
+        .expect("spawn the flush thread");
+    (h, stop)
 }
 
 /// A write-ahead log: a directory of streams. Cheap to clone; all methods
@@ -90,11 +134,16 @@ impl Wal {
             let s = Stream::open(&ctx, &name, root.join(&name), false)?;
             streams.insert(name, s);
         }
+        let core = Arc::new(Core {
+            ctx,
+            streams: RwLock::new(streams),
+            lifecycle: Mutex::new(()),
+        });
+        let flusher = (core.ctx.opts.sync_mode == SyncMode::Async && !core.ctx.opts.read_only).then(|| spawn_flusher(core.clone()));
         Ok(Wal {
             inner: Arc::new(Shared {
-                ctx,
-                streams: RwLock::new(streams),
-                lifecycle: Mutex::new(()),
+                core,
+                flusher,
                 _lock: lock,
             }),
         })
@@ -165,7 +214,8 @@ impl Wal {
             limit: MAX_BATCH_BYTES as u64,
         })?;
         let s = self.stream_or_create(stream)?;
-        match s.append(&self.inner.ctx, frame, sync) {
+        let buffer = !sync && self.inner.ctx.opts.sync_mode == SyncMode::Async;
+        match s.append(&self.inner.ctx, frame, sync, buffer) {
             // Deleted between lookup and append: append to the new one.
             Err(Error::NoSuchStream(_)) => self.write(stream, entries, sync),
             r => r,
@@ -235,7 +285,15 @@ impl Wal {
             return Ok(None);
         };
         if id >= s.commit.visible() {
-            return Ok(None);
+            // Buffered (Async) entries are made readable on demand; in
+            // Strict mode an entry is visible only once durable.
+            if id >= s.appended() {
+                return Ok(None);
+            }
+            s.flush(&self.inner.ctx)?;
+            if id >= s.commit.visible() {
+                return Ok(None);
+            }
         }
         let Some(frame) = s.frame_of(&self.inner.ctx, id)? else {
             return Ok(None);
@@ -249,6 +307,7 @@ impl Wal {
         let Some(s) = self.stream(stream) else {
             return Ok(vec![None; ids.len()]);
         };
+        s.flush(&self.inner.ctx)?;
         let visible = s.commit.visible();
         let mut last: Option<Arc<crate::format::DecodedFrame>> = None;
         let mut out = Vec::with_capacity(ids.len());
@@ -283,7 +342,10 @@ impl Wal {
     /// on append, without polling.
     pub fn wait_for(&self, stream: &str, after: u64, timeout: Duration) -> Result<u64> {
         match self.stream(stream) {
-            Some(s) => Ok(s.commit.wait_visible(after, timeout)),
+            Some(s) => {
+                s.flush(&self.inner.ctx)?;
+                Ok(s.commit.wait_visible(after, timeout))
+            }
             None => Err(Error::NoSuchStream(stream.to_owned())),
         }
     }
@@ -406,6 +468,11 @@ impl Wal {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        if let Some((h, stop)) = self.flusher.take() {
+            stop.store(true, Ordering::Release);
+            h.thread().unpark();
+            let _ = h.join();
+        }
         if self.ctx.opts.read_only {
             return;
         }

@@ -31,10 +31,7 @@ fn entries(w: &Wal) -> Vec<Vec<u8>> {
 
 #[test]
 fn failed_write_is_reported_undone_and_its_id_reused() {
-    for (mode, code) in [
-        (SyncMode::Strict, libc::ENOSPC),
-        (SyncMode::Async, libc::EIO),
-    ] {
+    for (mode, code) in [(SyncMode::Strict, libc::ENOSPC), (SyncMode::BatchOnly, libc::EIO)] {
         let d = disk();
         let wal = open(&d, mode);
         wal.append("s", b"one").unwrap();
@@ -49,6 +46,40 @@ fn failed_write_is_reported_undone_and_its_id_reused() {
         let after = d.crash(CrashMode::TornPrefix(5));
         let wal = open(&after, mode);
         assert_eq!(entries(&wal), vec![b"one".to_vec(), b"three".to_vec()]);
+    }
+}
+
+#[test]
+fn failed_async_flush_is_reported_and_poisons() {
+    let d = disk();
+    let wal = open(&d, SyncMode::Async);
+    wal.append("s", b"one").unwrap();
+    wal.sync("s").unwrap();
+    d.fail_write(1, libc::ENOSPC);
+    // Buffered: acknowledged without I/O; its id is given out.
+    assert_eq!(wal.append("s", b"two").unwrap(), 1);
+    let e = wal.sync("s").unwrap_err();
+    assert_eq!(errno(&e), Some(libc::ENOSPC), "{e}");
+    // Ids already given out are never reused for other entries.
+    assert!(matches!(wal.append("s", b"three"), Err(Error::Poisoned { .. })));
+    drop(wal);
+    let wal = open(&d, SyncMode::Async);
+    assert_eq!(entries(&wal), vec![b"one".to_vec()]);
+}
+
+#[test]
+fn async_appends_are_readable_at_once_and_flushed_in_the_background() {
+    let d = disk();
+    let wal = open(&d, SyncMode::Async);
+    let id = wal.append("s", b"buffered").unwrap();
+    assert_eq!(wal.get("s", id).unwrap().unwrap(), b"buffered", "read your writes");
+    wal.append("s", b"second").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let seg = Path::new(ROOT).join("s/00000000000000000000.wal");
+    // Nobody reads or syncs: the background flush alone must write it.
+    while d.files().iter().find(|(p, _)| *p == seg).map_or(0, |f| f.1) < 2 * (32 + 4) + 14 {
+        assert!(std::time::Instant::now() < deadline, "not flushed in time");
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
