@@ -2,7 +2,7 @@
 //! whether the bytes come from a mapping or from pread.
 
 use crate::error::{Error, Location, Result};
-use crate::format::DecodedFrame;
+use crate::format::{DecodedFrame, FrameType, HEADER_SIZE};
 use crate::segment::{ReadError, Segment, Window};
 use crate::stream::Stream;
 use crate::wal::Wal;
@@ -14,6 +14,20 @@ struct Cursor {
     off: u64,
 }
 
+/// The frame being yielded from.
+enum Current {
+    None,
+    /// Decoded into memory (LZ4).
+    Owned(DecodedFrame),
+    /// Raw, read in place: entries are slices of the cursor's window at
+    /// `base + span` (the window is not refilled until the frame is done).
+    InWindow {
+        start_id: u64,
+        base: u64,
+        spans: Vec<std::ops::Range<u32>>,
+    },
+}
+
 /// Yields `(id, entry)` from a start id to the end of what is visible when
 /// each call is made; after `None`, later calls pick up new entries.
 pub struct WalIdIterator {
@@ -21,7 +35,7 @@ pub struct WalIdIterator {
     stream: Option<Arc<Stream>>,
     next: u64,
     cursor: Option<Cursor>,
-    frame: Option<DecodedFrame>,
+    frame: Current,
     failed: bool,
 }
 
@@ -32,7 +46,7 @@ impl WalIdIterator {
             stream,
             next: start,
             cursor: None,
-            frame: None,
+            frame: Current::None,
             failed: false,
         }
     }
@@ -53,6 +67,72 @@ impl WalIdIterator {
         }
     }
 
+    /// The current frame holds `self.next`.
+    fn holds_next(&self) -> bool {
+        match &self.frame {
+            Current::None => false,
+            Current::Owned(f) => f.entry(self.next).is_some(),
+            Current::InWindow {
+                start_id, spans, ..
+            } => self
+                .next
+                .checked_sub(*start_id)
+                .is_some_and(|i| (i as usize) < spans.len()),
+        }
+    }
+
+    /// Entry `id`, which the current frame holds. A raw frame's payload
+    /// was read into the window whole and stays there until the frame is
+    /// done, so this needs no I/O.
+    fn entry_at(&self, id: u64) -> &[u8] {
+        match &self.frame {
+            Current::None => unreachable!("checked by holds_next"),
+            Current::Owned(f) => f.entry(id).expect("checked by holds_next"),
+            Current::InWindow {
+                start_id,
+                base,
+                spans,
+            } => {
+                let span = &spans[(id - start_id) as usize];
+                let c = self.cursor.as_ref().expect("in-window frame has a cursor");
+                c.win
+                    .cached(base + span.start as u64, (span.end - span.start) as usize)
+                    .expect("frame payload stays in the window")
+            }
+        }
+    }
+
+    /// Like `next`, lending the entry's bytes instead of copying them: the
+    /// fastest way through a log.
+    pub fn next_ref(&mut self) -> Option<Result<(u64, &[u8])>> {
+        if self.failed {
+            return None;
+        }
+        let s = self.stream.clone()?;
+        while !self.holds_next() {
+            if self.next >= s.commit.visible() {
+                if self.next >= s.appended() {
+                    return None;
+                }
+                if let Err(e) = s.flush(self.wal.ctx()) {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+            match self.load(&s) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        Some(Ok((id, self.entry_at(id))))
+    }
+
     /// Loads the frame holding `self.next`. Ok(false): nothing to load.
     fn load(&mut self, s: &Arc<Stream>) -> Result<bool> {
         let ctx = self.wal.ctx();
@@ -68,12 +148,20 @@ impl WalIdIterator {
                             ),
                         )));
                     }
-                    c.win.frame(c.off, &h).map(|f| (h, f))
+                    let frame = match h.frame_type {
+                        FrameType::Raw => Current::InWindow {
+                            start_id: h.start_id,
+                            base: c.off + HEADER_SIZE as u64,
+                            spans: c.win.raw_spans(c.off, &h)?,
+                        },
+                        FrameType::Lz4 => Current::Owned(c.win.frame(c.off, &h)?),
+                    };
+                    Ok((h, frame))
                 });
                 return match read {
                     Ok((h, f)) => {
                         c.off += h.frame_len();
-                        self.frame = Some(f);
+                        self.frame = f;
                         Ok(true)
                     }
                     Err(ReadError::Io(e)) => Err(e.into()),
@@ -82,6 +170,7 @@ impl WalIdIterator {
             }
             // This window is used up: the segment ended or grew past it.
             self.cursor = None;
+            self.frame = Current::None;
         }
         let seg = match s.segment_for(self.next) {
             Some(seg) if self.next < seg.extent().end_id || !seg.extent().sealed => seg,
@@ -125,34 +214,7 @@ impl Iterator for WalIdIterator {
     type Item = Result<(u64, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let s = self.stream.clone()?;
-        loop {
-            if let Some(e) = self.frame.as_ref().and_then(|f| f.entry(self.next)) {
-                let id = self.next;
-                self.next += 1;
-                return Some(Ok((id, e.to_vec())));
-            }
-            if self.next >= s.commit.visible() {
-                if self.next >= s.appended() {
-                    return None;
-                }
-                if let Err(e) = s.flush(self.wal.ctx()) {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-            match self.load(&s) {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }
+        self.next_ref().map(|r| r.map(|(id, e)| (id, e.to_vec())))
     }
 }
 

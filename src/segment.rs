@@ -53,9 +53,17 @@ pub struct Window {
     handle: Arc<ReadHandle>,
     limit: u64,
     chunk: usize,
+    /// Read buffer; `buf[base..base + buf_len]` holds the file bytes from
+    /// `buf_off`. `base` puts them at a page-aligned address and `buf_off`
+    /// is page aligned: the kernel copies aligned reads several times
+    /// faster than unaligned ones.
     buf: Vec<u8>,
+    base: usize,
+    buf_len: usize,
     buf_off: u64,
 }
+
+const PAGE: u64 = 4096;
 
 impl Window {
     pub fn new(handle: Arc<ReadHandle>, limit: u64, chunk: usize) -> Window {
@@ -68,6 +76,8 @@ impl Window {
             limit,
             chunk,
             buf: Vec::new(),
+            base: 0,
+            buf_len: 0,
             buf_off: 0,
         }
     }
@@ -86,16 +96,50 @@ impl Window {
         match &*self.handle {
             ReadHandle::Map(m) => Ok(&m[off as usize..end as usize]),
             ReadHandle::File(f) => {
-                let have = off >= self.buf_off && end <= self.buf_off + self.buf.len() as u64;
-                if !have {
-                    let want = (len.max(self.chunk) as u64).min(self.limit - off) as usize;
-                    self.buf.clear();
-                    self.buf.resize(want, 0);
-                    f.read_exact_at(&mut self.buf, off)?;
-                    self.buf_off = off;
+                let buf_end = self.buf_off + self.buf_len as u64;
+                if !(off >= self.buf_off && end <= buf_end) {
+                    let start = off / PAGE * PAGE;
+                    let stop =
+                        (end.max(off + self.chunk as u64).div_ceil(PAGE) * PAGE).min(self.limit);
+                    let size = (stop - start) as usize;
+                    if self.buf.len() < size + PAGE as usize {
+                        self.buf = vec![0u8; size + PAGE as usize];
+                        self.base = self.buf.as_ptr().align_offset(PAGE as usize);
+                        self.buf_len = 0;
+                    }
+                    // Keep the part of the window that is still wanted
+                    // (sequential readers ask for the rest of a frame).
+                    let keep = if start >= self.buf_off && start < buf_end && self.buf_len > 0 {
+                        let from = self.base + (start - self.buf_off) as usize;
+                        let keep = (buf_end - start) as usize;
+                        self.buf.copy_within(from..from + keep, self.base);
+                        keep
+                    } else {
+                        0
+                    };
+                    let b = self.base;
+                    f.read_exact_at(&mut self.buf[b + keep..b + size], start + keep as u64)?;
+                    self.buf_off = start;
+                    self.buf_len = size;
                 }
-                let at = (off - self.buf_off) as usize;
+                let at = self.base + (off - self.buf_off) as usize;
                 Ok(&self.buf[at..at + len])
+            }
+        }
+    }
+
+    /// Bytes `[off, off + len)` if the window already holds them (always,
+    /// for a mapping): no I/O.
+    pub fn cached(&self, off: u64, len: usize) -> Option<&[u8]> {
+        let end = off.checked_add(len as u64)?;
+        match &*self.handle {
+            ReadHandle::Map(m) => m.get(off as usize..end as usize),
+            ReadHandle::File(_) => {
+                if off < self.buf_off || end > self.buf_off + self.buf_len as u64 {
+                    return None;
+                }
+                let at = self.base + (off - self.buf_off) as usize;
+                Some(&self.buf[at..at + len])
             }
         }
     }
@@ -131,6 +175,17 @@ impl Window {
     pub fn crc_ok(&mut self, off: u64, h: &FrameHeader) -> io::Result<bool> {
         let p = self.bytes(off + HEADER_SIZE as u64, h.disk_size as usize)?;
         Ok(h.expected_crc(p) == h.crc)
+    }
+
+    /// Checks the crc of the raw frame at `off` and returns where its
+    /// entries sit, relative to its payload, without copying them.
+    pub fn raw_spans(
+        &mut self,
+        off: u64,
+        h: &FrameHeader,
+    ) -> Result<Vec<std::ops::Range<u32>>, ReadError> {
+        let p = self.bytes(off + HEADER_SIZE as u64, h.disk_size as usize)?;
+        crate::format::frame::raw_spans(h, p).map_err(|r| ReadError::Bad(Fault::new(off, r)))
     }
 
     /// Reads, checks and decodes the frame at `off`.

@@ -317,7 +317,13 @@ impl Stream {
 
     /// Appends one frame; with `sync`, returns once it is durable. In
     /// Async mode (`buffer`), the frame may wait in memory for a flush.
-    pub fn append(self: &Arc<Self>, ctx: &Ctx, mut frame: EncodedFrame, sync: bool, buffer: bool) -> Result<Range<u64>> {
+    pub fn append(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        mut frame: EncodedFrame,
+        sync: bool,
+        buffer: bool,
+    ) -> Result<Range<u64>> {
         let n = frame.entry_count as u64;
         let range = {
             let mut w = self.writer.lock();
@@ -341,7 +347,11 @@ impl Stream {
                     // later append can make it durable; if even that fails,
                     // the file's tail is unknown and the stream stops.
                     if let Err(e2) = file.set_len(off) {
-                        self.poison(&mut w, e2.raw_os_error().unwrap_or(libc::EIO), format!("could not undo a failed write ({e}): {e2}"));
+                        self.poison(
+                            &mut w,
+                            e2.raw_os_error().unwrap_or(libc::EIO),
+                            format!("could not undo a failed write ({e}): {e2}"),
+                        );
                     }
                     return Err(e.into());
                 }
@@ -371,7 +381,9 @@ impl Stream {
             return Ok(());
         }
         let from = w.len - w.pending.len() as u64;
-        let r = self.write_file(ctx, w).and_then(|f| f.write_all_at(&w.pending, from));
+        let r = self
+            .write_file(ctx, w)
+            .and_then(|f| f.write_all_at(&w.pending, from));
         w.pending.clear();
         match r {
             Ok(()) => {
@@ -383,7 +395,11 @@ impl Stream {
                 if let Some(f) = &w.file {
                     let _ = f.set_len(from);
                 }
-                self.poison(w, e.raw_os_error().unwrap_or(libc::EIO), format!("writing buffered entries failed: {e}"));
+                self.poison(
+                    w,
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                    format!("writing buffered entries failed: {e}"),
+                );
                 Err(e.into())
             }
         }

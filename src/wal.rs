@@ -139,7 +139,8 @@ impl Wal {
             streams: RwLock::new(streams),
             lifecycle: Mutex::new(()),
         });
-        let flusher = (core.ctx.opts.sync_mode == SyncMode::Async && !core.ctx.opts.read_only).then(|| spawn_flusher(core.clone()));
+        let flusher = (core.ctx.opts.sync_mode == SyncMode::Async && !core.ctx.opts.read_only)
+            .then(|| spawn_flusher(core.clone()));
         Ok(Wal {
             inner: Arc::new(Shared {
                 core,

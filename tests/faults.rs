@@ -31,7 +31,10 @@ fn entries(w: &Wal) -> Vec<Vec<u8>> {
 
 #[test]
 fn failed_write_is_reported_undone_and_its_id_reused() {
-    for (mode, code) in [(SyncMode::Strict, libc::ENOSPC), (SyncMode::BatchOnly, libc::EIO)] {
+    for (mode, code) in [
+        (SyncMode::Strict, libc::ENOSPC),
+        (SyncMode::BatchOnly, libc::EIO),
+    ] {
         let d = disk();
         let wal = open(&d, mode);
         wal.append("s", b"one").unwrap();
@@ -61,7 +64,10 @@ fn failed_async_flush_is_reported_and_poisons() {
     let e = wal.sync("s").unwrap_err();
     assert_eq!(errno(&e), Some(libc::ENOSPC), "{e}");
     // Ids already given out are never reused for other entries.
-    assert!(matches!(wal.append("s", b"three"), Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        wal.append("s", b"three"),
+        Err(Error::Poisoned { .. })
+    ));
     drop(wal);
     let wal = open(&d, SyncMode::Async);
     assert_eq!(entries(&wal), vec![b"one".to_vec()]);
@@ -72,7 +78,11 @@ fn async_appends_are_readable_at_once_and_flushed_in_the_background() {
     let d = disk();
     let wal = open(&d, SyncMode::Async);
     let id = wal.append("s", b"buffered").unwrap();
-    assert_eq!(wal.get("s", id).unwrap().unwrap(), b"buffered", "read your writes");
+    assert_eq!(
+        wal.get("s", id).unwrap().unwrap(),
+        b"buffered",
+        "read your writes"
+    );
     wal.append("s", b"second").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let seg = Path::new(ROOT).join("s/00000000000000000000.wal");

@@ -302,6 +302,19 @@ pub fn decode_batch(h: &FrameHeader, payload: &[u8]) -> Result<DecodedFrame, Str
     })
 }
 
+/// Checks a raw frame's crc and splits its payload into entries in place.
+pub fn raw_spans(h: &FrameHeader, payload: &[u8]) -> Result<Vec<Range<u32>>, String> {
+    debug_assert_eq!(h.frame_type, FrameType::Raw);
+    let crc = h.expected_crc(payload);
+    if crc != h.crc {
+        return Err(format!(
+            "crc mismatch: header says {:#010x}, payload has {crc:#010x}",
+            h.crc
+        ));
+    }
+    split_entries(payload, h.entry_count)
+}
+
 /// Decodes an LZ4 frame without trusting any length it or the header
 /// claims: output stops at the format's maximum ratio and at the fixed bound.
 fn lz4_decode(payload: &[u8]) -> Result<Vec<u8>, String> {
