@@ -18,6 +18,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A log-wide counter bumped whenever any stream publishes entries, for one
+/// thread to follow every stream at once (the mount's cache invalidation).
+#[derive(Default)]
+pub struct Epoch {
+    n: AtomicU64,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Epoch {
+    pub fn bump(&self) {
+        self.n.fetch_add(1, Ordering::AcqRel);
+        let _g = self.lock.lock();
+        self.cv.notify_all();
+    }
+
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock.lock();
+        loop {
+            let n = self.n.load(Ordering::Acquire);
+            if n != seen || self.cv.wait_until(&mut g, deadline).timed_out() {
+                return self.n.load(Ordering::Acquire);
+            }
+        }
+    }
+}
+
 pub struct CommitState {
     /// One past the last id handed to the kernel.
     pub written: u64,
@@ -44,6 +72,7 @@ pub struct Commit {
     visible: AtomicU64,
     /// Readers see only durable entries (Strict mode), else written ones.
     visible_when_durable: bool,
+    epoch: Arc<Epoch>,
 }
 
 /// How a wait for durability failed.
@@ -61,7 +90,7 @@ impl SyncFailure {
 }
 
 impl Commit {
-    pub fn new(next_id: u64, len: u64, segment: u64, visible_when_durable: bool) -> Commit {
+    pub fn new(next_id: u64, len: u64, segment: u64, visible_when_durable: bool, epoch: Arc<Epoch>) -> Commit {
         Commit {
             state: Mutex::new(CommitState {
                 written: next_id,
@@ -78,6 +107,7 @@ impl Commit {
             published: Condvar::new(),
             visible: AtomicU64::new(next_id),
             visible_when_durable,
+            epoch,
         }
     }
 
@@ -94,6 +124,7 @@ impl Commit {
         };
         if v > self.visible.swap(v, Ordering::AcqRel) {
             self.published.notify_all();
+            self.epoch.bump();
         }
     }
 
@@ -222,5 +253,6 @@ impl Commit {
         st.closed = true;
         self.published.notify_all();
         self.synced.notify_all();
+        self.epoch.bump();
     }
 }

@@ -99,13 +99,13 @@ pub fn build_index(win: &mut Window, start_id: u64) -> io::Result<SparseIndex> {
     let (mut off, mut expected) = (0, start_id);
     loop {
         let stop = scan_from(win, off, expected, Depth::Headers, |o, h| {
-            ix.note(h.start_id, o)
+            ix.note(h.start_id, o, h.payload_len())
         })?;
         let Some(fault) = stop.fault else { break };
         log::warn!("damaged frame at byte {}: {}", fault.offset, fault.reason);
         match win.resync(fault.offset + 1, stop.end_id)? {
             Some((o, h)) => {
-                ix.note_forced(h.start_id, o);
+                ix.point_at(h.start_id, o);
                 off = o;
                 expected = h.start_id;
             }
@@ -134,7 +134,7 @@ pub fn recover_active(
 ) -> Result<Recovered> {
     let mut index = SparseIndex::new();
     let stop = scan_from(win, 0, start_id, Depth::Crc, |o, h| {
-        index.note(h.start_id, o)
+        index.note(h.start_id, o, h.payload_len())
     })?;
     let cut = match stop.fault {
         None => None,

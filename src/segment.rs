@@ -5,12 +5,11 @@
 //! are decoded once, over `&[u8]`.
 
 use crate::format::{decode_batch, DecodedFrame, FrameHeader, HEADER_SIZE, MAGIC};
-use crate::index::{SparseIndex, SPARSE_BYTES};
+use crate::index::{Point, SparseIndex};
 use crate::storage::StorageFile;
 use parking_lot::{Mutex, RwLock};
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An open segment for reading.
@@ -228,6 +227,8 @@ pub struct Extent {
     /// One past the last id the segment holds.
     pub end_id: u64,
     pub sealed: bool,
+    /// Entry bytes in `len` (None for sealed segments: see the index).
+    pub payload: Option<u64>,
 }
 
 pub struct Segment {
@@ -238,8 +239,6 @@ pub struct Segment {
     /// Built on first read for segments found sealed at open.
     index: RwLock<Option<SparseIndex>>,
     reader: Mutex<Option<Arc<ReadHandle>>>,
-    /// Lookups served, for tests that prove lookups do not scan.
-    pub(crate) walked_bytes: AtomicU64,
 }
 
 impl Segment {
@@ -261,7 +260,6 @@ impl Segment {
             extent: RwLock::new(extent),
             index: RwLock::new(index),
             reader: Mutex::new(None),
-            walked_bytes: AtomicU64::new(0),
         }
     }
 
@@ -274,17 +272,29 @@ impl Segment {
     }
 
     /// Indexes a frame the writer appended (before it is readable).
-    pub fn note_frame(&self, start_id: u64, offset: u64) {
+    pub fn note_frame(&self, start_id: u64, offset: u64, payload: u64) {
         if let Some(ix) = self.index.write().as_mut() {
-            ix.note(start_id, offset);
+            ix.note(start_id, offset, payload);
         }
     }
 
-    /// Frames up to `len` bytes and `end_id` are in the file.
-    pub fn set_written(&self, len: u64, end_id: u64) {
+    /// Frames up to `len` bytes, `end_id` and `payload` entry bytes are in
+    /// the file.
+    pub fn set_written(&self, len: u64, end_id: u64, payload: u64) {
         let mut e = self.extent.write();
         e.len = len;
         e.end_id = end_id;
+        e.payload = Some(payload);
+    }
+
+    /// Entry bytes of the readable frames (known once indexed).
+    pub fn payload(&self) -> Option<u64> {
+        let e = self.extent();
+        if e.sealed {
+            self.index.read().as_ref().map(SparseIndex::payload)
+        } else {
+            e.payload
+        }
     }
 
     pub fn has_index(&self) -> bool {
@@ -306,33 +316,45 @@ impl Segment {
     /// Finds the frame holding `id`: a binary search in the sparse index,
     /// then a walk over at most `SPARSE_BYTES` of headers.
     pub fn locate(&self, win: &mut Window, id: u64) -> Result<(u64, FrameHeader), ReadError> {
-        let (point_id, mut off) = {
-            let ix = self.index.read();
-            let ix = ix.as_ref().expect("index built before locate");
-            ix.floor(id).unwrap_or((self.start_id, 0))
-        };
-        let from = off;
-        let _ = point_id;
+        let mut off = self.floor(|ix| ix.floor(id)).offset;
         loop {
             let h = win.header(off)?;
             if h.contains(id) {
-                self.walked_bytes.fetch_add(off - from, Ordering::Relaxed);
                 return Ok((off, h));
             }
             if h.start_id > id {
                 return Err(ReadError::Bad(Fault::new(
                     off,
-                    format!(
-                        "entry {id} is missing: frame at this offset starts at id {}",
-                        h.start_id
-                    ),
+                    format!("entry {id} is missing: frame at this offset starts at id {}", h.start_id),
                 )));
             }
             off += h.frame_len();
-            if off - from > SPARSE_BYTES + h.frame_len() && self.extent().sealed {
-                // Only reachable if the index and file disagree.
-                log::debug!("long walk in {} for id {id}", self.name);
-            }
         }
+    }
+
+    /// Finds the frame holding entry byte `payload` of the segment: returns
+    /// its offset, header and the entry bytes before it. None past the end.
+    pub fn locate_payload(&self, win: &mut Window, payload: u64) -> Result<Option<(u64, FrameHeader, u64)>, ReadError> {
+        let p = self.floor(|ix| ix.floor_payload(payload));
+        let (mut off, mut before) = (p.offset, p.payload_before);
+        while off < win.limit() {
+            let h = win.header(off)?;
+            if payload < before + h.payload_len() {
+                return Ok(Some((off, h, before)));
+            }
+            before += h.payload_len();
+            off += h.frame_len();
+        }
+        Ok(None)
+    }
+
+    fn floor(&self, f: impl FnOnce(&SparseIndex) -> Option<Point>) -> Point {
+        let ix = self.index.read();
+        let ix = ix.as_ref().expect("index built before a lookup");
+        f(ix).unwrap_or(Point {
+            start_id: self.start_id,
+            offset: 0,
+            payload_before: 0,
+        })
     }
 }

@@ -36,6 +36,8 @@ pub struct Ctx {
     pub readers: Mutex<Lru<(u64, u64), Weak<Segment>>>,
     /// Open write descriptors, across streams.
     pub writers: Mutex<Lru<u64, Weak<Stream>>>,
+    /// Bumped on every publication in any stream.
+    pub epoch: Arc<crate::commit::Epoch>,
 }
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
@@ -46,6 +48,8 @@ pub struct Writer {
     /// Bytes of the active segment written.
     pub len: u64,
     pub next_id: u64,
+    /// Entry bytes of the active segment, buffered or not.
+    payload: u64,
     /// Start ids in segments.idx, in order (mirrors the file).
     idx: Vec<u64>,
     pub poisoned: Option<(i32, String)>,
@@ -190,6 +194,7 @@ impl Stream {
             Err(e) => return Err(e.into()),
         };
 
+        let active_payload = rec.index.payload();
         let mut active_index = Some(rec.index);
         let mut segs = BTreeMap::new();
         for (i, &start) in layout.segments.iter().enumerate() {
@@ -202,6 +207,7 @@ impl Stream {
                         len: rec.valid_len,
                         end_id: rec.end_id,
                         sealed: false,
+                        payload: Some(active_payload),
                     },
                     active_index.take(),
                 )
@@ -215,6 +221,7 @@ impl Stream {
                         len,
                         end_id,
                         sealed: true,
+                        payload: None,
                     },
                     None,
                 )
@@ -231,6 +238,7 @@ impl Stream {
                 file: None,
                 len: rec.valid_len,
                 next_id: rec.end_id,
+                payload: active_payload,
                 idx: layout.segments.clone(),
                 poisoned: None,
                 deleted: false,
@@ -243,6 +251,7 @@ impl Stream {
                 rec.valid_len,
                 active_start,
                 ctx.opts.sync_mode == SyncMode::Strict,
+                ctx.epoch.clone(),
             ),
         });
         if let (Some(f), false) = (file, ro) {
@@ -358,10 +367,11 @@ impl Stream {
             }
             w.len += frame.len();
             w.next_id += n;
-            w.active.note_frame(start, off);
+            w.payload += frame.payload;
+            w.active.note_frame(start, off, frame.payload);
             self.appended.store(w.next_id, Ordering::Release);
             if !buffer {
-                w.active.set_written(w.len, w.next_id);
+                w.active.set_written(w.len, w.next_id, w.payload);
                 self.commit.wrote(w.next_id, w.len);
             } else if w.pending.len() >= ctx.opts.write_buffer_size {
                 self.flush_locked(ctx, &mut w)?;
@@ -387,7 +397,7 @@ impl Stream {
         w.pending.clear();
         match r {
             Ok(()) => {
-                w.active.set_written(w.len, w.next_id);
+                w.active.set_written(w.len, w.next_id, w.payload);
                 self.commit.wrote(w.next_id, w.len);
                 Ok(())
             }
@@ -518,12 +528,14 @@ impl Stream {
                 len: 0,
                 end_id: start,
                 sealed: false,
+                payload: Some(0),
             },
             Some(SparseIndex::new()),
         ));
         self.segs.write().insert(start, seg.clone());
         w.active = seg;
         w.len = 0;
+        w.payload = 0;
         w.file = None;
         self.adopt_write_file(ctx, w, file.clone());
         self.commit.rotated(start, Some(file));
@@ -641,6 +653,63 @@ impl Stream {
             b.insert(self.uid, frame.clone());
         }
         Ok(Some(frame))
+    }
+
+    /// Entry bytes held by `seg` (indexing it if needed).
+    pub fn segment_payload(&self, ctx: &Ctx, seg: &Arc<Segment>) -> Result<u64> {
+        if let Some(p) = seg.payload() {
+            return Ok(p);
+        }
+        self.window(ctx, seg, 1 << 20)?;
+        Ok(seg.payload().unwrap_or(0))
+    }
+
+    /// Appends to `out`, up to `max` bytes, the entry bytes of `seg` from
+    /// its entry byte `from` on: the concatenation of its visible entries.
+    pub fn read_payload(&self, ctx: &Ctx, seg: &Arc<Segment>, from: u64, max: usize, out: &mut Vec<u8>) -> Result<()> {
+        let visible = self.commit.visible();
+        let mut win = self.window(ctx, seg, 1 << 17)?;
+        let bad = |f: crate::segment::Fault| Error::Corruption {
+            location: self.location(seg, f.offset),
+            reason: f.reason,
+        };
+        let found = seg.locate_payload(&mut win, from).map_err(|e| match e {
+            ReadError::Io(e) => Error::Io(e),
+            ReadError::Bad(f) => bad(f),
+        })?;
+        let Some((mut off, mut h, before)) = found else { return Ok(()) };
+        let mut skip = from - before;
+        let limit = win.limit();
+        loop {
+            if h.start_id >= visible || out.len() >= max {
+                return Ok(());
+            }
+            let frame = win.frame(off, &h).map_err(|e| match e {
+                ReadError::Io(e) => Error::Io(e),
+                ReadError::Bad(f) => bad(f),
+            })?;
+            for e in frame.entries() {
+                if (skip as usize) >= e.len() {
+                    skip -= e.len() as u64;
+                    continue;
+                }
+                let part = &e[skip as usize..];
+                skip = 0;
+                let room = max - out.len();
+                out.extend_from_slice(&part[..part.len().min(room)]);
+                if out.len() >= max {
+                    return Ok(());
+                }
+            }
+            off += h.frame_len();
+            if off >= limit {
+                return Ok(());
+            }
+            h = win.header(off).map_err(|e| match e {
+                ReadError::Io(e) => Error::Io(e),
+                ReadError::Bad(f) => bad(f),
+            })?;
+        }
     }
 
     pub fn info(&self, ctx: &Ctx) -> StreamInfo {
@@ -769,6 +838,7 @@ impl Stream {
                             len,
                             end_id,
                             sealed: true,
+                            payload: None,
                         },
                         None,
                     )),

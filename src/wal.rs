@@ -111,6 +111,7 @@ impl Wal {
             blocks: options.block_cache_size.map(BlockCache::new),
             readers: Mutex::new(Lru::new(options.max_open_read_segments.max(1) as u64)),
             writers: Mutex::new(Lru::new(options.max_open_segments.max(1) as u64)),
+            epoch: Arc::default(),
             storage,
             opts: options,
         };
@@ -454,6 +455,33 @@ impl Wal {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Entry bytes held by each retained segment of `stream`, as
+    /// (start id, bytes): the concatenated entries (the mount's `log`)
+    /// laid out segment by segment. Indexes sealed segments on first use.
+    pub fn segment_payloads(&self, stream: &str) -> Result<Vec<(u64, u64)>> {
+        let Some(s) = self.stream(stream) else { return Ok(Vec::new()) };
+        s.flush(&self.inner.ctx)?;
+        s.segments()
+            .iter()
+            .map(|seg| Ok((seg.start_id, s.segment_payload(&self.inner.ctx, seg)?)))
+            .collect()
+    }
+
+    /// Appends to `out`, up to `max` bytes, the concatenated visible entries
+    /// of the segment starting at `segment`, from its entry byte `from` on.
+    /// Reads nothing if the segment is no longer retained.
+    pub fn read_payload(&self, stream: &str, segment: u64, from: u64, max: usize, out: &mut Vec<u8>) -> Result<()> {
+        let Some(s) = self.stream(stream) else { return Ok(()) };
+        let Some(seg) = s.segment_for(segment).filter(|g| g.start_id == segment) else { return Ok(()) };
+        s.read_payload(&self.inner.ctx, &seg, from, max, out)
+    }
+
+    /// Blocks until anything is appended to any stream or `timeout` passes;
+    /// returns a counter that changes with every publication.
+    pub fn wait_any(&self, seen: u64, timeout: Duration) -> u64 {
+        self.inner.ctx.epoch.wait(seen, timeout)
     }
 
     pub fn root(&self) -> &Path {

@@ -134,6 +134,16 @@ impl FrameHeader {
         self.start_id.saturating_add(self.entry_count as u64)
     }
 
+    /// Entry bytes the frame holds, without their length prefixes (for LZ4
+    /// frames as the header claims; decoding checks it).
+    pub fn payload_len(&self) -> u64 {
+        let raw = match self.frame_type {
+            FrameType::Raw => self.disk_size,
+            FrameType::Lz4 => self.uncompressed_size,
+        };
+        (raw as u64).saturating_sub(4 * self.entry_count as u64)
+    }
+
     pub fn contains(&self, id: u64) -> bool {
         id >= self.start_id && id < self.end_id()
     }
@@ -166,6 +176,8 @@ pub struct EncodedFrame {
     /// Header bytes followed by the payload.
     pub bytes: Vec<u8>,
     pub entry_count: u32,
+    /// Entry bytes, without length prefixes.
+    pub payload: u64,
     frame_type: FrameType,
     payload_crc: crc32fast::Hasher,
 }
@@ -233,6 +245,7 @@ pub fn encode_frame(entries: &[&[u8]], lz4_min: Option<usize>) -> Result<Encoded
     Ok(EncodedFrame {
         bytes,
         entry_count: entries.len() as u32,
+        payload: (raw_len - 4 * entries.len()) as u64,
         frame_type,
         payload_crc,
     })
