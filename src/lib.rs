@@ -11,6 +11,7 @@
 //! ```
 
 pub mod cache;
+pub mod mount;
 mod commit;
 mod error;
 pub mod format;

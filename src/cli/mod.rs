@@ -17,6 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show the log in DATA as files under MOUNTPOINT (foreground; Ctrl-C,
+    /// SIGTERM or `umount MOUNTPOINT` unmounts cleanly).
+    Mount(MountArgs),
     /// Append entries: each ARG, or each line of standard input
     /// (with its newline), becomes one entry.
     Append(AppendArgs),
@@ -80,6 +83,31 @@ struct WriteOpts {
     /// Size at which a segment is sealed and a new one started (bytes).
     #[arg(long, default_value_t = 64 << 20)]
     segment_size: u64,
+}
+
+#[derive(Args)]
+struct MountArgs {
+    /// The data directory (created if missing).
+    data: PathBuf,
+    /// An empty directory to mount on.
+    mountpoint: PathBuf,
+    /// The stream shown at the root of the mount.
+    #[arg(long, short = 's', default_value = "default")]
+    stream: String,
+    #[command(flatten)]
+    write: WriteOpts,
+    /// Serve reads only.
+    #[arg(long)]
+    read_only: bool,
+    /// FUSE worker threads (concurrent writers are group-committed).
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+    /// Let other users use the mount (kernel permission checks apply).
+    #[arg(long)]
+    allow_other: bool,
+    /// Bytes of decoded frames cached for reads.
+    #[arg(long, default_value_t = 64 << 20)]
+    block_cache: u64,
 }
 
 #[derive(Args)]
@@ -187,6 +215,7 @@ fn fail(message: impl Into<String>) -> Failure {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let (name, result) = match cli.command {
+        Command::Mount(a) => ("mount", mount(a)),
         Command::Append(a) => ("append", append(a)),
         Command::Cat(a) => ("cat", cat(a)),
         Command::Get(a) => ("get", get(a)),
@@ -203,6 +232,26 @@ pub fn main() -> i32 {
             f.code
         }
     }
+}
+
+fn mount(a: MountArgs) -> Result<i32, Failure> {
+    let cfg = walfs::mount::MountConfig {
+        data: a.data,
+        mountpoint: a.mountpoint,
+        stream: a.stream,
+        sync: a.write.sync.into(),
+        compression: match a.write.compression {
+            CompressionArg::None => CompressionType::None,
+            CompressionArg::Lz4 => CompressionType::Lz4,
+        },
+        segment_size: a.write.segment_size,
+        read_only: a.read_only,
+        threads: a.threads,
+        allow_other: a.allow_other,
+        block_cache: a.block_cache,
+    };
+    walfs::mount::mount(cfg).map_err(|e| fail(e.0))?;
+    Ok(0)
 }
 
 fn write_options(data: &std::path::Path, w: &WriteOpts) -> WalOptions {

@@ -1,0 +1,228 @@
+//! `walfs mount`: the foreground daemon around the view.
+//!
+//! SIGINT, SIGTERM and SIGHUP are blocked in every thread and taken by one
+//! thread with sigwait, which unmounts; `umount`/`fusermount3 -u` end the
+//! session the same way. Either way the log is synced and closed before the
+//! process exits. Kernel caches of growing files are invalidated after
+//! commits from a thread of their own: invalidating from a request handler
+//! can deadlock against the kernel.
+
+use super::fuse::WalFs;
+use super::view::View;
+use crate::{CompressionType, Error, SyncMode, Wal, WalOptions};
+use fuser::{Config, INodeNo, MountOption, SessionACL};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub data: PathBuf,
+    pub mountpoint: PathBuf,
+    /// The stream shown at the root.
+    pub stream: String,
+    pub sync: SyncMode,
+    pub compression: CompressionType,
+    pub segment_size: u64,
+    pub read_only: bool,
+    /// FUSE worker threads: concurrent writers are group-committed only if
+    /// their requests reach the engine together.
+    pub threads: usize,
+    /// Let other users in; turns on the kernel's permission checks.
+    pub allow_other: bool,
+    /// Bytes of decoded frames kept for reads of `entries/`.
+    pub block_cache: u64,
+}
+
+/// Why the mount could not start, as one line that names the fix.
+#[derive(Debug)]
+pub struct MountError(pub String);
+
+impl std::fmt::Display for MountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn fail<T>(msg: String) -> Result<T, MountError> {
+    Err(MountError(msg))
+}
+
+/// Blocks the termination signals in this thread and every thread it
+/// starts afterwards, so only the signal thread receives them.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a sigset_t we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn umount_detach(path: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    // SAFETY: a valid C string; umount2 touches no memory of ours.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    // Not root: the setuid helper can do it for the user who mounted.
+    for helper in ["fusermount3", "fusermount"] {
+        if let Ok(s) = std::process::Command::new(helper).arg("-uz").arg(path).status() {
+            if s.success() {
+                return Ok(());
+            }
+        }
+    }
+    Err(e)
+}
+
+/// Checks the mountpoint, cleaning a stale mount left by a killed daemon.
+fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
+    match std::fs::metadata(mp) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            log::warn!("{} is a stale mount left by a walfs that was killed; unmounting it", mp.display());
+            if let Err(e) = umount_detach(mp) {
+                return fail(format!(
+                    "{} is a stale mount (transport endpoint is not connected) and could not be unmounted ({e}): run `umount -l {0}` or `fusermount3 -uz {0}`",
+                    mp.display()
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return fail(format!("mountpoint {} does not exist: create it with `mkdir -p {0}`", mp.display()))
+        }
+        Err(e) => return fail(format!("cannot use mountpoint {}: {e}", mp.display())),
+        Ok(m) if !m.is_dir() => return fail(format!("mountpoint {} is not a directory", mp.display())),
+        Ok(_) => {}
+    }
+    let mp = mp.canonicalize().map_err(|e| MountError(format!("cannot use mountpoint {}: {e}", mp.display())))?;
+    match std::fs::read_dir(&mp) {
+        Ok(mut d) => {
+            if d.next().is_some() {
+                return fail(format!("mountpoint {} is not empty: mount on an empty directory", mp.display()));
+            }
+        }
+        Err(e) => return fail(format!("cannot read mountpoint {}: {e}", mp.display())),
+    }
+    Ok(mp)
+}
+
+/// Mounts and serves until unmounted or signalled; returns once the log is
+/// closed with everything acknowledged on disk.
+pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
+    let signals = block_signals();
+    let mp = check_mountpoint(&cfg.mountpoint)?;
+    if let Err(e) = std::fs::create_dir_all(&cfg.data) {
+        return fail(format!("cannot create data directory {}: {e}", cfg.data.display()));
+    }
+    let data = cfg.data.canonicalize().map_err(|e| MountError(format!("cannot use data directory {}: {e}", cfg.data.display())))?;
+    if data.starts_with(&mp) {
+        return fail(format!(
+            "data directory {} is inside the mountpoint {}: keep the data outside the mount",
+            data.display(),
+            mp.display()
+        ));
+    }
+    let mut o = WalOptions::new(&data);
+    o.sync_mode = cfg.sync;
+    o.compression = cfg.compression;
+    o.max_segment_size = cfg.segment_size;
+    o.read_only = cfg.read_only;
+    o.block_cache_size = Some(cfg.block_cache);
+    let wal = match Wal::new(o) {
+        Ok(w) => w,
+        Err(Error::Locked { path, holder }) => {
+            return fail(format!(
+                "data directory {} is in use by another walfs process{}: unmount it or stop that process first",
+                path.display(),
+                holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ))
+        }
+        Err(e) => return fail(format!("cannot open the log in {}: {e}", data.display())),
+    };
+    let view = Arc::new(View::new(wal.clone(), &cfg.stream, cfg.read_only).map_err(|e| MountError(format!("cannot show stream {}: {e}", cfg.stream)))?);
+
+    let mut options = vec![MountOption::FSName(format!("walfs:{}", data.display())), MountOption::Subtype("walfs".into()), MountOption::NoAtime];
+    if cfg.read_only {
+        options.push(MountOption::RO);
+    }
+    if cfg.allow_other {
+        options.push(MountOption::DefaultPermissions);
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(cfg.threads.max(1));
+    config.clone_fd = cfg.threads > 1;
+    let mut session = fuser::Session::new(WalFs::new(view.clone()), &mp, &config)
+        .map_err(|e| MountError(format!("cannot mount on {}: {e}{}", mp.display(), hint(&e))))?;
+    log::info!("mounted {} on {} (stream {}, {:?})", data.display(), mp.display(), cfg.stream, cfg.sync);
+
+    let mut unmounter = session.unmount_callable();
+    let mp_sig = mp.clone();
+    std::thread::Builder::new()
+        .name("walfs-signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: sigwait on the set blocked in every thread.
+            if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
+                log::info!("signal {sig}: unmounting {}", mp_sig.display());
+                if let Err(e) = unmounter.unmount() {
+                    log::warn!("unmount failed ({e}); detaching {}", mp_sig.display());
+                    let _ = umount_detach(&mp_sig);
+                }
+            }
+        })
+        .map_err(|e| MountError(format!("cannot start the signal thread: {e}")))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let invalidator = {
+        let (stop, view, notifier) = (stop.clone(), view.clone(), session.notifier());
+        std::thread::Builder::new()
+            .name("walfs-invalidate".into())
+            .spawn(move || {
+                let mut epoch = 0;
+                let mut seen: HashMap<u32, u64> = HashMap::new();
+                while !stop.load(Ordering::Acquire) {
+                    epoch = view.wal().wait_any(epoch, Duration::from_millis(250));
+                    for (sno, name) in view.streams_of_interest() {
+                        let next = view.wal().next_id(&name);
+                        if seen.insert(sno, next) == Some(next) {
+                            continue;
+                        }
+                        for node in view.growing_nodes(sno) {
+                            // ENOENT: the kernel has not looked it up; fine.
+                            let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| MountError(format!("cannot start the invalidation thread: {e}")))?
+    };
+
+    let served = session.run();
+    stop.store(true, Ordering::Release);
+    let _ = invalidator.join();
+    drop(view);
+    if let Err(e) = served {
+        log::error!("the FUSE session ended with an error: {e}");
+    }
+    wal.close().map_err(|e| MountError(format!("closing the log failed: {e}")))?;
+    log::info!("unmounted {}; the log is closed", mp.display());
+    Ok(())
+}
+
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => " (run as root, or install fusermount3 from the fuse3 package)",
+        Some(libc::ENOENT) | Some(libc::ENODEV) => " (is /dev/fuse present? `modprobe fuse`)",
+        _ => "",
+    }
+}

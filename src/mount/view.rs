@@ -1,0 +1,803 @@
+//! The mounted tree as plain Rust: inode numbers, attributes, lookup,
+//! readdir, read, write and the state of open files. No FUSE types here,
+//! so all of it is testable without a mount; errors are errnos.
+//!
+//! ```text
+//! /                     the root stream (--stream)
+//!   append              write-only: each line is an entry; one write(2) is one frame
+//!   record              write-only: everything written between open and close is one entry
+//!   log                 read-only: every retained entry, concatenated, growing
+//!   stat                read-only: `key: value` lines
+//!   entries/<id>        read-only: one entry
+//!   segments/<name>.wal read-only: raw segment files; unlink the oldest to truncate
+//!   streams/<name>/     the same layout for every stream; mkdir creates, rmdir deletes
+//! ```
+
+use crate::format;
+use crate::mount::names::parse_id;
+use crate::{CompressionType, Error, SyncMode, Wal};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub const ROOT_INO: u64 = 1;
+const STREAMS_INO: u64 = 2;
+/// The largest record `record` takes, and the longest partial line an
+/// `append` handle holds before its newline arrives.
+pub const MAX_RECORD: usize = 64 << 20;
+
+/// What a file of a stream directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir = 1,
+    Append = 2,
+    Record = 3,
+    Log = 4,
+    Stat = 5,
+    Entries = 6,
+    Segments = 7,
+    Entry = 8,
+    Segment = 9,
+}
+
+const FILES: [(&str, Kind); 6] = [
+    ("append", Kind::Append),
+    ("record", Kind::Record),
+    ("log", Kind::Log),
+    ("stat", Kind::Stat),
+    ("entries", Kind::Entries),
+    ("segments", Kind::Segments),
+];
+
+/// A node of the tree. `root_view` tells the root's copy of the root
+/// stream from its copy under `streams/` (a directory has one parent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Root,
+    Streams,
+    In { sno: u32, root_view: bool, kind: Kind, value: u64 },
+}
+
+const VALUE_BITS: u32 = 40;
+const SNO_BITS: u32 = 19;
+
+impl Node {
+    pub fn ino(self) -> u64 {
+        match self {
+            Node::Root => ROOT_INO,
+            Node::Streams => STREAMS_INO,
+            Node::In { sno, root_view, kind, value } => {
+                (kind as u64) << 60 | (root_view as u64) << 59 | (sno as u64) << VALUE_BITS | value
+            }
+        }
+    }
+
+    pub fn from_ino(ino: u64) -> Option<Node> {
+        match ino {
+            ROOT_INO => return Some(Node::Root),
+            STREAMS_INO => return Some(Node::Streams),
+            _ => {}
+        }
+        let kind = match ino >> 60 {
+            1 => Kind::Dir,
+            2 => Kind::Append,
+            3 => Kind::Record,
+            4 => Kind::Log,
+            5 => Kind::Stat,
+            6 => Kind::Entries,
+            7 => Kind::Segments,
+            8 => Kind::Entry,
+            9 => Kind::Segment,
+            _ => return None,
+        };
+        Some(Node::In {
+            sno: ((ino >> VALUE_BITS) & ((1 << SNO_BITS) - 1)) as u32,
+            root_view: (ino >> 59) & 1 == 1,
+            kind,
+            value: ino & ((1 << VALUE_BITS) - 1),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub size: u64,
+    pub perm: u16,
+    pub nlink: u32,
+    /// Never changes while it exists: the kernel may cache it for long.
+    pub immutable: bool,
+}
+
+/// An errno, as the kernel wants it.
+pub type Errno = i32;
+
+fn errno_of(e: &Error) -> Errno {
+    let code = e.errno();
+    match e {
+        Error::Corruption { .. } | Error::Damaged { .. } | Error::Io(_) => log::error!("{e}"),
+        _ => log::debug!("{e}"),
+    }
+    code
+}
+
+/// Per-stream numbering and the `log` file's byte layout.
+#[derive(Default)]
+struct Names {
+    by_name: HashMap<String, u32>,
+    by_sno: Vec<String>,
+}
+
+/// Where each segment's entries start in the `log` file. Offsets never
+/// move while mounted: truncation leaves a hole (read as zeros) instead of
+/// shifting the data, so a follower's position stays valid.
+#[derive(Default)]
+struct LogMap {
+    /// (segment start id, log offset, entry bytes), ascending.
+    segs: Vec<(u64, u64, u64)>,
+    /// Log offset where the first segment ever seen starts (0).
+    hole_end: u64,
+}
+
+impl LogMap {
+    fn refresh(&mut self, payloads: &[(u64, u64)]) {
+        let known: HashMap<u64, u64> = self.segs.iter().map(|&(s, o, _)| (s, o)).collect();
+        let anchor = payloads.iter().position(|(s, _)| known.contains_key(s));
+        let (from, mut off) = match anchor {
+            Some(i) => (i, known[&payloads[i].0]),
+            // Everything known was truncated away: continue after it.
+            None => (0, self.end()),
+        };
+        let mut segs = Vec::with_capacity(payloads.len() - from);
+        for &(s, p) in &payloads[from..] {
+            segs.push((s, off, p));
+            off += p;
+        }
+        if let Some(&(_, first, _)) = segs.first() {
+            self.hole_end = first;
+        }
+        self.segs = segs;
+    }
+
+    fn end(&self) -> u64 {
+        self.segs.last().map_or(self.hole_end, |&(_, o, p)| o + p)
+    }
+}
+
+/// The state of an open file.
+pub enum Handle {
+    Append(AppendState),
+    Record(RecordState),
+    Segment(File),
+    Plain,
+}
+
+pub struct AppendState {
+    sno: u32,
+    /// The bytes of a line whose newline has not arrived yet.
+    pending: Vec<u8>,
+    /// "FIRST-LAST\n" per committed write: what a read of the handle shows.
+    ids: String,
+}
+
+pub struct RecordState {
+    sno: u32,
+    buf: Vec<u8>,
+    dirty: bool,
+    ids: String,
+}
+
+pub struct View {
+    wal: Wal,
+    root_sno: u32,
+    names: RwLock<Names>,
+    logs: Mutex<HashMap<u32, LogMap>>,
+    handles: RwLock<HashMap<u64, Arc<Mutex<Handle>>>>,
+    next_fh: AtomicU64,
+    read_only: bool,
+}
+
+impl View {
+    /// A view of `wal`, whose root shows `root_stream` (created if missing).
+    pub fn new(wal: Wal, root_stream: &str, read_only: bool) -> crate::Result<View> {
+        if wal.stream_info(root_stream).is_none() {
+            if read_only {
+                return Err(Error::NoSuchStream(root_stream.to_owned()));
+            }
+            wal.create_stream(root_stream)?;
+        }
+        let view = View {
+            wal,
+            root_sno: 0,
+            names: RwLock::default(),
+            logs: Mutex::default(),
+            handles: RwLock::default(),
+            next_fh: AtomicU64::new(1),
+            read_only,
+        };
+        let sno = view.sno(root_stream).expect("fresh numbering");
+        debug_assert_eq!(sno, 0);
+        Ok(view)
+    }
+
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// The number of a stream, assigned on first sight.
+    fn sno(&self, name: &str) -> Option<u32> {
+        if let Some(&n) = self.names.read().by_name.get(name) {
+            return Some(n);
+        }
+        let mut names = self.names.write();
+        if let Some(&n) = names.by_name.get(name) {
+            return Some(n);
+        }
+        let n = names.by_sno.len() as u32;
+        if n >= 1 << SNO_BITS {
+            log::warn!("more than {} streams seen: {name} is not shown", 1u32 << SNO_BITS);
+            return None;
+        }
+        names.by_sno.push(name.to_owned());
+        names.by_name.insert(name.to_owned(), n);
+        Some(n)
+    }
+
+    fn name(&self, sno: u32) -> Option<String> {
+        self.names.read().by_sno.get(sno as usize).cloned()
+    }
+
+    /// The stream of a node, if it still exists.
+    fn stream_of(&self, node: Node) -> Result<(u32, String), Errno> {
+        let sno = match node {
+            Node::Root => self.root_sno,
+            Node::Streams => return Err(libc::EISDIR),
+            Node::In { sno, .. } => sno,
+        };
+        let name = self.name(sno).ok_or(libc::ENOENT)?;
+        if self.wal.stream_info(&name).is_none() {
+            return Err(libc::ENOENT);
+        }
+        Ok((sno, name))
+    }
+
+    pub fn streams_of_interest(&self) -> Vec<(u32, String)> {
+        self.names.read().by_sno.iter().enumerate().map(|(i, n)| (i as u32, n.clone())).collect()
+    }
+
+    /// The nodes of the files whose contents grow with `sno` (for cache
+    /// invalidation after commits).
+    pub fn growing_nodes(&self, sno: u32) -> Vec<Node> {
+        let mut v = Vec::new();
+        for root_view in [false, true] {
+            if root_view && sno != self.root_sno {
+                continue;
+            }
+            for kind in [Kind::Log, Kind::Stat, Kind::Entries, Kind::Segments] {
+                v.push(Node::In { sno, root_view, kind, value: 0 });
+            }
+        }
+        v
+    }
+
+    // --- attributes and lookup ---
+
+    pub fn getattr(&self, node: Node) -> Result<Attr, Errno> {
+        let dir = |ino| Attr {
+            ino,
+            kind: FileKind::Dir,
+            size: 0,
+            perm: 0o755,
+            nlink: 2,
+            immutable: false,
+        };
+        let file = |ino, size, perm, immutable| Attr {
+            ino,
+            kind: FileKind::File,
+            size,
+            perm,
+            nlink: 1,
+            immutable,
+        };
+        let ino = node.ino();
+        match node {
+            Node::Root | Node::Streams => Ok(dir(ino)),
+            Node::In { kind, value, .. } => {
+                let (sno, name) = self.stream_of(node)?;
+                match kind {
+                    Kind::Dir | Kind::Entries | Kind::Segments => Ok(dir(ino)),
+                    Kind::Append => Ok(file(ino, 0, if self.read_only { 0o400 } else { 0o622 }, false)),
+                    Kind::Record => Ok(file(ino, 0, if self.read_only { 0o000 } else { 0o222 }, false)),
+                    Kind::Log => Ok(file(ino, self.log_size(sno, &name)?, 0o444, false)),
+                    Kind::Stat => Ok(file(ino, self.stat_text(&name).len() as u64, 0o444, false)),
+                    Kind::Entry => {
+                        let len = self.wal.get_with(&name, value, <[u8]>::len).map_err(|e| errno_of(&e))?;
+                        Ok(file(ino, len.ok_or(libc::ENOENT)? as u64, 0o444, true))
+                    }
+                    Kind::Segment => {
+                        let seg = self.wal.segments(&name).into_iter().find(|s| s.start_id == value).ok_or(libc::ENOENT)?;
+                        Ok(file(ino, seg.len, 0o444, seg.sealed))
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn lookup(&self, parent: Node, name: &[u8]) -> Result<Attr, Errno> {
+        if name.len() > 255 {
+            return Err(libc::ENOENT);
+        }
+        let child = match parent {
+            Node::Root | Node::In { kind: Kind::Dir, .. } => {
+                let (sno, _) = self.stream_of(parent)?;
+                let root_view = parent == Node::Root;
+                if root_view && name == b"streams" {
+                    Node::Streams
+                } else {
+                    let kind = FILES.iter().find(|(n, _)| n.as_bytes() == name).ok_or(libc::ENOENT)?.1;
+                    Node::In { sno, root_view, kind, value: 0 }
+                }
+            }
+            Node::Streams => {
+                let name = std::str::from_utf8(name).map_err(|_| libc::ENOENT)?;
+                if !format::validate_stream_name(name) || self.wal.stream_info(name).is_none() {
+                    return Err(libc::ENOENT);
+                }
+                let sno = self.sno(name).ok_or(libc::ENOENT)?;
+                Node::In { sno, root_view: false, kind: Kind::Dir, value: 0 }
+            }
+            Node::In { sno, root_view, kind: Kind::Entries, .. } => {
+                let id = parse_id(name).filter(|&id| id < 1 << VALUE_BITS).ok_or(libc::ENOENT)?;
+                Node::In { sno, root_view, kind: Kind::Entry, value: id }
+            }
+            Node::In { sno, root_view, kind: Kind::Segments, .. } => {
+                let start = std::str::from_utf8(name)
+                    .ok()
+                    .and_then(format::parse_segment_name)
+                    .filter(|&s| s < 1 << VALUE_BITS)
+                    .ok_or(libc::ENOENT)?;
+                Node::In { sno, root_view, kind: Kind::Segment, value: start }
+            }
+            Node::In { .. } => return Err(libc::ENOTDIR),
+        };
+        self.getattr(child)
+    }
+
+    // --- directories ---
+
+    /// Entries of a directory from `offset` on, as (name, ino, is_dir,
+    /// next offset). `add` returns false when the reply buffer is full.
+    pub fn readdir(&self, dir: Node, offset: u64, mut add: impl FnMut(&[u8], u64, bool, u64) -> bool) -> Result<(), Errno> {
+        let parent_ino = match dir {
+            Node::In { root_view: true, .. } => ROOT_INO,
+            Node::In { kind: Kind::Dir, .. } => STREAMS_INO,
+            Node::In { sno, root_view: false, .. } => Node::In { sno, root_view: false, kind: Kind::Dir, value: 0 }.ino(),
+            _ => ROOT_INO,
+        };
+        if offset < 1 && !add(b".", dir.ino(), true, 1) {
+            return Ok(());
+        }
+        if offset < 2 && !add(b"..", parent_ino, true, 2) {
+            return Ok(());
+        }
+        match dir {
+            Node::Root | Node::In { kind: Kind::Dir, .. } => {
+                let (sno, _) = self.stream_of(dir)?;
+                let root_view = dir == Node::Root;
+                let mut items: Vec<(&str, Node)> = FILES.iter().map(|&(n, kind)| (n, Node::In { sno, root_view, kind, value: 0 })).collect();
+                if root_view {
+                    items.push(("streams", Node::Streams));
+                }
+                for (i, (n, node)) in items.into_iter().enumerate() {
+                    let next = i as u64 + 3;
+                    let is_dir = matches!(node, Node::Streams | Node::In { kind: Kind::Entries | Kind::Segments, .. });
+                    if next > offset && !add(n.as_bytes(), node.ino(), is_dir, next) {
+                        return Ok(());
+                    }
+                }
+            }
+            Node::Streams => {
+                for (i, name) in self.wal.streams().into_iter().enumerate() {
+                    let next = i as u64 + 3;
+                    if next <= offset {
+                        continue;
+                    }
+                    let Some(sno) = self.sno(&name) else { continue };
+                    let node = Node::In { sno, root_view: false, kind: Kind::Dir, value: 0 };
+                    if !add(name.as_bytes(), node.ino(), true, next) {
+                        return Ok(());
+                    }
+                }
+            }
+            Node::In { sno, root_view, kind: Kind::Entries, .. } => {
+                // The id is the offset: listing resumes without state and
+                // never builds the list. Entry `id` has offset id + 4.
+                let (_, name) = self.stream_of(dir)?;
+                let info = self.wal.stream_info(&name).ok_or(libc::ENOENT)?;
+                let end = info.next_id.min(1 << VALUE_BITS);
+                let mut id = info.first_id.max(offset.saturating_sub(3));
+                let mut buf = itoa_buf();
+                while id < end {
+                    let node = Node::In { sno, root_view, kind: Kind::Entry, value: id };
+                    if !add(itoa(&mut buf, id), node.ino(), false, id + 4) {
+                        return Ok(());
+                    }
+                    id += 1;
+                }
+            }
+            Node::In { sno, root_view, kind: Kind::Segments, .. } => {
+                let (_, name) = self.stream_of(dir)?;
+                for seg in self.wal.segments(&name) {
+                    let next = seg.start_id + 4;
+                    if next <= offset || seg.start_id >= 1 << VALUE_BITS {
+                        continue;
+                    }
+                    let node = Node::In { sno, root_view, kind: Kind::Segment, value: seg.start_id };
+                    if !add(format::segment_name(seg.start_id).as_bytes(), node.ino(), false, next) {
+                        return Ok(());
+                    }
+                }
+            }
+            Node::In { .. } => return Err(libc::ENOTDIR),
+        }
+        Ok(())
+    }
+
+    pub fn mkdir(&self, parent: Node, name: &[u8]) -> Result<Attr, Errno> {
+        if parent != Node::Streams {
+            return Err(libc::EACCES);
+        }
+        if self.read_only {
+            return Err(libc::EROFS);
+        }
+        let name_str = std::str::from_utf8(name).map_err(|_| libc::EINVAL)?;
+        if !format::validate_stream_name(name_str) {
+            return Err(libc::EINVAL);
+        }
+        self.wal.create_stream(name_str).map_err(|e| errno_of(&e))?;
+        self.lookup(parent, name)
+    }
+
+    /// `rmdir streams/<name>` deletes the stream and all its entries.
+    pub fn rmdir(&self, parent: Node, name: &[u8]) -> Result<(), Errno> {
+        if parent != Node::Streams {
+            return Err(libc::EACCES);
+        }
+        if self.read_only {
+            return Err(libc::EROFS);
+        }
+        let name = std::str::from_utf8(name).map_err(|_| libc::ENOENT)?;
+        if self.wal.stream_info(name).is_none() {
+            return Err(libc::ENOENT);
+        }
+        if self.name(self.root_sno).as_deref() == Some(name) {
+            return Err(libc::EBUSY);
+        }
+        self.wal.delete_stream(name).map_err(|e| errno_of(&e))
+    }
+
+    /// Unlinking the oldest sealed segment truncates the stream; every
+    /// other unlink is refused.
+    pub fn unlink(&self, parent: Node, name: &[u8]) -> Result<(), Errno> {
+        let Node::In { kind: Kind::Segments, .. } = parent else {
+            return Err(libc::EACCES);
+        };
+        if self.read_only {
+            return Err(libc::EROFS);
+        }
+        let (_, stream) = self.stream_of(parent)?;
+        let start = std::str::from_utf8(name).ok().and_then(format::parse_segment_name).ok_or(libc::ENOENT)?;
+        let segs = self.wal.segments(&stream);
+        let Some(pos) = segs.iter().position(|s| s.start_id == start) else {
+            return Err(libc::ENOENT);
+        };
+        if pos != 0 || !segs[0].sealed {
+            return Err(libc::EPERM);
+        }
+        let next = segs[1].start_id;
+        self.wal.truncate(&stream, next).map_err(|e| errno_of(&e))?;
+        Ok(())
+    }
+
+    // --- files ---
+
+    /// Opens `node`; `write` and `read` are the access asked for.
+    pub fn open(&self, node: Node, read: bool, write: bool) -> Result<u64, Errno> {
+        let Node::In { kind, value, .. } = node else {
+            return Err(libc::EISDIR);
+        };
+        let (sno, name) = self.stream_of(node)?;
+        let handle = match kind {
+            Kind::Append | Kind::Record if self.read_only => return Err(libc::EROFS),
+            Kind::Append if !write => return Err(libc::EACCES),
+            Kind::Append => Handle::Append(AppendState {
+                sno,
+                pending: Vec::new(),
+                ids: String::new(),
+            }),
+            Kind::Record if read || !write => return Err(libc::EACCES),
+            Kind::Record => Handle::Record(RecordState {
+                sno,
+                buf: Vec::new(),
+                dirty: false,
+                ids: String::new(),
+            }),
+            _ if write => return Err(libc::EACCES),
+            Kind::Dir | Kind::Entries | Kind::Segments => return Err(libc::EISDIR),
+            Kind::Segment => {
+                let seg = self.wal.segments(&name).into_iter().find(|s| s.start_id == value).ok_or(libc::ENOENT)?;
+                Handle::Segment(File::open(&seg.path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?)
+            }
+            Kind::Entry => {
+                self.getattr(node)?;
+                Handle::Plain
+            }
+            Kind::Log | Kind::Stat => Handle::Plain,
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.write().insert(fh, Arc::new(Mutex::new(handle)));
+        Ok(fh)
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Mutex<Handle>>, Errno> {
+        self.handles.read().get(&fh).cloned().ok_or(libc::EBADF)
+    }
+
+    pub fn read(&self, node: Node, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let size = size as usize;
+        let Node::In { kind, value, .. } = node else {
+            return Err(libc::EISDIR);
+        };
+        let slice = |b: &[u8]| -> Vec<u8> {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+            b[start..(start.saturating_add(size)).min(b.len())].to_vec()
+        };
+        match kind {
+            Kind::Log => {
+                let (sno, name) = self.stream_of(node)?;
+                self.read_log(sno, &name, offset, size)
+            }
+            Kind::Stat => {
+                let (_, name) = self.stream_of(node)?;
+                Ok(slice(self.stat_text(&name).as_bytes()))
+            }
+            Kind::Entry => {
+                let (_, name) = self.stream_of(node)?;
+                self.wal.get_with(&name, value, slice).map_err(|e| errno_of(&e))?.ok_or(libc::ENOENT)
+            }
+            Kind::Segment => {
+                let h = self.handle(fh)?;
+                let h = h.lock();
+                let Handle::Segment(f) = &*h else { return Err(libc::EBADF) };
+                let mut buf = vec![0u8; size];
+                let mut got = 0;
+                while got < size {
+                    match f.read_at(&mut buf[got..], offset + got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
+                    }
+                }
+                buf.truncate(got);
+                Ok(buf)
+            }
+            Kind::Append | Kind::Record => {
+                let h = self.handle(fh)?;
+                let h = h.lock();
+                match &*h {
+                    Handle::Append(a) => Ok(slice(a.ids.as_bytes())),
+                    Handle::Record(r) => Ok(slice(r.ids.as_bytes())),
+                    _ => Err(libc::EBADF),
+                }
+            }
+            Kind::Dir | Kind::Entries | Kind::Segments => Err(libc::EISDIR),
+        }
+    }
+
+    /// Writes to an `append` or `record` handle; returns bytes taken.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        let h = self.handle(fh)?;
+        let mut h = h.lock();
+        match &mut *h {
+            Handle::Append(a) => self.write_append(a, data),
+            Handle::Record(r) => {
+                let end = offset.checked_add(data.len() as u64).filter(|&e| e <= MAX_RECORD as u64).ok_or(libc::EFBIG)? as usize;
+                if r.buf.len() < end {
+                    r.buf.resize(end, 0);
+                }
+                r.buf[offset as usize..end].copy_from_slice(data);
+                r.dirty = true;
+                Ok(data.len() as u32)
+            }
+            _ => Err(libc::EBADF),
+        }
+    }
+
+    /// Every complete line of one write(2) becomes one entry of one frame;
+    /// a trailing partial line waits in the handle. The write returns only
+    /// once the frame is stored (durably, in Strict mode).
+    fn write_append(&self, a: &mut AppendState, data: &[u8]) -> Result<u32, Errno> {
+        let Some(last_nl) = data.iter().rposition(|&b| b == b'\n') else {
+            if a.pending.len() + data.len() > MAX_RECORD {
+                return Err(libc::EFBIG);
+            }
+            a.pending.extend_from_slice(data);
+            return Ok(data.len() as u32);
+        };
+        let (complete, rest) = data.split_at(last_nl + 1);
+        if rest.len() > MAX_RECORD {
+            return Err(libc::EFBIG);
+        }
+        let mut lines: Vec<&[u8]> = complete.split_inclusive(|&b| b == b'\n').collect();
+        let first;
+        if !a.pending.is_empty() {
+            first = [a.pending.as_slice(), lines[0]].concat();
+            lines[0] = &first;
+        }
+        let name = self.name(a.sno).ok_or(libc::ENOENT)?;
+        let r = self.wal.append_batch(&name, &lines).map_err(|e| errno_of(&e))?;
+        a.ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
+        a.pending.clear();
+        a.pending.extend_from_slice(rest);
+        Ok(data.len() as u32)
+    }
+
+    /// Commits what a handle holds (close(2) and fsync(2)): the partial
+    /// line of `append`, the record of `record`.
+    pub fn flush(&self, fh: u64) -> Result<(), Errno> {
+        let h = self.handle(fh)?;
+        let mut h = h.lock();
+        let (sno, entry, ids) = match &mut *h {
+            Handle::Append(a) if !a.pending.is_empty() => (a.sno, std::mem::take(&mut a.pending), &mut a.ids),
+            Handle::Record(r) if r.dirty => {
+                r.dirty = false;
+                (r.sno, std::mem::take(&mut r.buf), &mut r.ids)
+            }
+            _ => return Ok(()),
+        };
+        let name = self.name(sno).ok_or(libc::ENOENT)?;
+        let r = self.wal.append_batch(&name, &[&entry]).map_err(|e| errno_of(&e))?;
+        ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
+        Ok(())
+    }
+
+    /// fsync(2): makes everything written through the handle durable, in
+    /// every sync mode.
+    pub fn fsync(&self, node: Node, fh: u64) -> Result<(), Errno> {
+        let (_, name) = self.stream_of(node)?;
+        let _ = fh;
+        self.wal.sync(&name).map_err(|e| errno_of(&e))
+    }
+
+    /// The last close of a handle: commits what is left (an error here can
+    /// no longer reach the writer; flush already reported it).
+    pub fn release(&self, fh: u64) {
+        if let Err(e) = self.flush(fh) {
+            log::error!("commit at release failed: errno {e}");
+        }
+        self.handles.write().remove(&fh);
+    }
+
+    /// `truncate` and `O_TRUNC` on `append` and `record` are no-ops (there
+    /// is nothing to cut); everything else refuses attribute changes.
+    pub fn setattr(&self, node: Node, size: Option<u64>, other: bool) -> Result<Attr, Errno> {
+        let attr = self.getattr(node)?;
+        match node {
+            Node::In { kind: Kind::Append | Kind::Record, .. } if size == Some(0) && !other => Ok(attr),
+            _ => Err(libc::EPERM),
+        }
+    }
+
+    // --- contents ---
+
+    fn stat_text(&self, name: &str) -> String {
+        let o = self.wal.options();
+        match self.wal.stream_info(name) {
+            Some(info) => info.to_text(Some((o.sync_mode, o.compression))),
+            None => String::new(),
+        }
+    }
+
+    fn log_size(&self, sno: u32, name: &str) -> Result<u64, Errno> {
+        let payloads = self.wal.segment_payloads(name).map_err(|e| errno_of(&e))?;
+        let mut logs = self.logs.lock();
+        let map = logs.entry(sno).or_default();
+        map.refresh(&payloads);
+        Ok(map.end())
+    }
+
+    fn read_log(&self, sno: u32, name: &str, offset: u64, size: usize) -> Result<Vec<u8>, Errno> {
+        let end = self.log_size(sno, name)?;
+        let (segs, hole_end) = {
+            let logs = self.logs.lock();
+            let m = &logs[&sno];
+            (m.segs.clone(), m.hole_end)
+        };
+        let mut out = Vec::with_capacity(size.min(end.saturating_sub(offset) as usize));
+        let mut pos = offset;
+        // Entries truncated away while mounted read as zeros.
+        if pos < hole_end {
+            let n = ((hole_end - pos) as usize).min(size);
+            out.resize(n, 0);
+            pos += n as u64;
+        }
+        let mut i = segs.partition_point(|&(_, o, _)| o <= pos).saturating_sub(1);
+        while out.len() < size && i < segs.len() {
+            let (start, log_off, payload) = segs[i];
+            if pos >= log_off + payload {
+                i += 1;
+                continue;
+            }
+            let before = out.len();
+            self.wal.read_payload(name, start, pos - log_off, size, &mut out).map_err(|e| errno_of(&e))?;
+            if out.len() == before {
+                break;
+            }
+            pos += (out.len() - before) as u64;
+        }
+        Ok(out)
+    }
+
+    pub fn sync_mode(&self) -> SyncMode {
+        self.wal.options().sync_mode
+    }
+
+    pub fn compression(&self) -> CompressionType {
+        self.wal.options().compression
+    }
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0u8; 20]
+}
+
+/// Formats `n` in decimal into `buf` without allocating.
+fn itoa(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_numbers_round_trip() {
+        for node in [
+            Node::Root,
+            Node::Streams,
+            Node::In { sno: 0, root_view: true, kind: Kind::Log, value: 0 },
+            Node::In { sno: 77, root_view: false, kind: Kind::Entry, value: (1 << VALUE_BITS) - 1 },
+            Node::In { sno: (1 << SNO_BITS) - 1, root_view: false, kind: Kind::Segment, value: 4096 },
+        ] {
+            assert_eq!(Node::from_ino(node.ino()), Some(node));
+        }
+        assert_eq!(Node::from_ino(0), None);
+        assert_eq!(Node::from_ino(15 << 60), None);
+    }
+
+    #[test]
+    fn itoa_formats() {
+        let mut b = itoa_buf();
+        assert_eq!(itoa(&mut b, 0), b"0");
+        assert_eq!(itoa(&mut b, u64::MAX), u64::MAX.to_string().as_bytes());
+    }
+}
