@@ -90,7 +90,13 @@ impl SyncFailure {
 }
 
 impl Commit {
-    pub fn new(next_id: u64, len: u64, segment: u64, visible_when_durable: bool, epoch: Arc<Epoch>) -> Commit {
+    pub fn new(
+        next_id: u64,
+        len: u64,
+        segment: u64,
+        visible_when_durable: bool,
+        epoch: Arc<Epoch>,
+    ) -> Commit {
         Commit {
             state: Mutex::new(CommitState {
                 written: next_id,

@@ -11,12 +11,12 @@
 //! ```
 
 pub mod cache;
-pub mod mount;
 mod commit;
 mod error;
 pub mod format;
 pub mod index;
 mod iter;
+pub mod mount;
 mod options;
 pub mod recovery;
 pub mod segment;

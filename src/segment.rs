@@ -325,7 +325,10 @@ impl Segment {
             if h.start_id > id {
                 return Err(ReadError::Bad(Fault::new(
                     off,
-                    format!("entry {id} is missing: frame at this offset starts at id {}", h.start_id),
+                    format!(
+                        "entry {id} is missing: frame at this offset starts at id {}",
+                        h.start_id
+                    ),
                 )));
             }
             off += h.frame_len();
@@ -334,7 +337,11 @@ impl Segment {
 
     /// Finds the frame holding entry byte `payload` of the segment: returns
     /// its offset, header and the entry bytes before it. None past the end.
-    pub fn locate_payload(&self, win: &mut Window, payload: u64) -> Result<Option<(u64, FrameHeader, u64)>, ReadError> {
+    pub fn locate_payload(
+        &self,
+        win: &mut Window,
+        payload: u64,
+    ) -> Result<Option<(u64, FrameHeader, u64)>, ReadError> {
         let p = self.floor(|ix| ix.floor_payload(payload));
         let (mut off, mut before) = (p.offset, p.payload_before);
         while off < win.limit() {

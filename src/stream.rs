@@ -666,7 +666,14 @@ impl Stream {
 
     /// Appends to `out`, up to `max` bytes, the entry bytes of `seg` from
     /// its entry byte `from` on: the concatenation of its visible entries.
-    pub fn read_payload(&self, ctx: &Ctx, seg: &Arc<Segment>, from: u64, max: usize, out: &mut Vec<u8>) -> Result<()> {
+    pub fn read_payload(
+        &self,
+        ctx: &Ctx,
+        seg: &Arc<Segment>,
+        from: u64,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let visible = self.commit.visible();
         let mut win = self.window(ctx, seg, 1 << 17)?;
         let bad = |f: crate::segment::Fault| Error::Corruption {
@@ -677,7 +684,9 @@ impl Stream {
             ReadError::Io(e) => Error::Io(e),
             ReadError::Bad(f) => bad(f),
         })?;
-        let Some((mut off, mut h, before)) = found else { return Ok(()) };
+        let Some((mut off, mut h, before)) = found else {
+            return Ok(());
+        };
         let mut skip = from - before;
         let limit = win.limit();
         loop {

@@ -461,7 +461,9 @@ impl Wal {
     /// (start id, bytes): the concatenated entries (the mount's `log`)
     /// laid out segment by segment. Indexes sealed segments on first use.
     pub fn segment_payloads(&self, stream: &str) -> Result<Vec<(u64, u64)>> {
-        let Some(s) = self.stream(stream) else { return Ok(Vec::new()) };
+        let Some(s) = self.stream(stream) else {
+            return Ok(Vec::new());
+        };
         s.flush(&self.inner.ctx)?;
         s.segments()
             .iter()
@@ -472,9 +474,20 @@ impl Wal {
     /// Appends to `out`, up to `max` bytes, the concatenated visible entries
     /// of the segment starting at `segment`, from its entry byte `from` on.
     /// Reads nothing if the segment is no longer retained.
-    pub fn read_payload(&self, stream: &str, segment: u64, from: u64, max: usize, out: &mut Vec<u8>) -> Result<()> {
-        let Some(s) = self.stream(stream) else { return Ok(()) };
-        let Some(seg) = s.segment_for(segment).filter(|g| g.start_id == segment) else { return Ok(()) };
+    pub fn read_payload(
+        &self,
+        stream: &str,
+        segment: u64,
+        from: u64,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let Some(s) = self.stream(stream) else {
+            return Ok(());
+        };
+        let Some(seg) = s.segment_for(segment).filter(|g| g.start_id == segment) else {
+            return Ok(());
+        };
         s.read_payload(&self.inner.ctx, &seg, from, max, out)
     }
 

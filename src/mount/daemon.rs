@@ -66,7 +66,8 @@ fn block_signals() -> libc::sigset_t {
 }
 
 fn umount_detach(path: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::ErrorKind::InvalidInput)?;
     // SAFETY: a valid C string; umount2 touches no memory of ours.
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
         return Ok(());
@@ -74,7 +75,11 @@ fn umount_detach(path: &Path) -> std::io::Result<()> {
     let e = std::io::Error::last_os_error();
     // Not root: the setuid helper can do it for the user who mounted.
     for helper in ["fusermount3", "fusermount"] {
-        if let Ok(s) = std::process::Command::new(helper).arg("-uz").arg(path).status() {
+        if let Ok(s) = std::process::Command::new(helper)
+            .arg("-uz")
+            .arg(path)
+            .status()
+        {
             if s.success() {
                 return Ok(());
             }
@@ -87,7 +92,10 @@ fn umount_detach(path: &Path) -> std::io::Result<()> {
 fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
     match std::fs::metadata(mp) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            log::warn!("{} is a stale mount left by a walfs that was killed; unmounting it", mp.display());
+            log::warn!(
+                "{} is a stale mount left by a walfs that was killed; unmounting it",
+                mp.display()
+            );
             if let Err(e) = umount_detach(mp) {
                 return fail(format!(
                     "{} is a stale mount (transport endpoint is not connected) and could not be unmounted ({e}): run `umount -l {0}` or `fusermount3 -uz {0}`",
@@ -96,17 +104,27 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return fail(format!("mountpoint {} does not exist: create it with `mkdir -p {0}`", mp.display()))
+            return fail(format!(
+                "mountpoint {} does not exist: create it with `mkdir -p {0}`",
+                mp.display()
+            ))
         }
         Err(e) => return fail(format!("cannot use mountpoint {}: {e}", mp.display())),
-        Ok(m) if !m.is_dir() => return fail(format!("mountpoint {} is not a directory", mp.display())),
+        Ok(m) if !m.is_dir() => {
+            return fail(format!("mountpoint {} is not a directory", mp.display()))
+        }
         Ok(_) => {}
     }
-    let mp = mp.canonicalize().map_err(|e| MountError(format!("cannot use mountpoint {}: {e}", mp.display())))?;
+    let mp = mp
+        .canonicalize()
+        .map_err(|e| MountError(format!("cannot use mountpoint {}: {e}", mp.display())))?;
     match std::fs::read_dir(&mp) {
         Ok(mut d) => {
             if d.next().is_some() {
-                return fail(format!("mountpoint {} is not empty: mount on an empty directory", mp.display()));
+                return fail(format!(
+                    "mountpoint {} is not empty: mount on an empty directory",
+                    mp.display()
+                ));
             }
         }
         Err(e) => return fail(format!("cannot read mountpoint {}: {e}", mp.display())),
@@ -120,9 +138,17 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
     let signals = block_signals();
     let mp = check_mountpoint(&cfg.mountpoint)?;
     if let Err(e) = std::fs::create_dir_all(&cfg.data) {
-        return fail(format!("cannot create data directory {}: {e}", cfg.data.display()));
+        return fail(format!(
+            "cannot create data directory {}: {e}",
+            cfg.data.display()
+        ));
     }
-    let data = cfg.data.canonicalize().map_err(|e| MountError(format!("cannot use data directory {}: {e}", cfg.data.display())))?;
+    let data = cfg.data.canonicalize().map_err(|e| {
+        MountError(format!(
+            "cannot use data directory {}: {e}",
+            cfg.data.display()
+        ))
+    })?;
     if data.starts_with(&mp) {
         return fail(format!(
             "data directory {} is inside the mountpoint {}: keep the data outside the mount",
@@ -147,9 +173,16 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
         }
         Err(e) => return fail(format!("cannot open the log in {}: {e}", data.display())),
     };
-    let view = Arc::new(View::new(wal.clone(), &cfg.stream, cfg.read_only).map_err(|e| MountError(format!("cannot show stream {}: {e}", cfg.stream)))?);
+    let view = Arc::new(
+        View::new(wal.clone(), &cfg.stream, cfg.read_only)
+            .map_err(|e| MountError(format!("cannot show stream {}: {e}", cfg.stream)))?,
+    );
 
-    let mut options = vec![MountOption::FSName(format!("walfs:{}", data.display())), MountOption::Subtype("walfs".into()), MountOption::NoAtime];
+    let mut options = vec![
+        MountOption::FSName(format!("walfs:{}", data.display())),
+        MountOption::Subtype("walfs".into()),
+        MountOption::NoAtime,
+    ];
     if cfg.read_only {
         options.push(MountOption::RO);
     }
@@ -158,12 +191,22 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
     }
     let mut config = Config::default();
     config.mount_options = options;
-    config.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
     let mut session = fuser::Session::new(WalFs::new(view.clone()), &mp, &config)
         .map_err(|e| MountError(format!("cannot mount on {}: {e}{}", mp.display(), hint(&e))))?;
-    log::info!("mounted {} on {} (stream {}, {:?})", data.display(), mp.display(), cfg.stream, cfg.sync);
+    log::info!(
+        "mounted {} on {} (stream {}, {:?})",
+        data.display(),
+        mp.display(),
+        cfg.stream,
+        cfg.sync
+    );
 
     let mut unmounter = session.unmount_callable();
     let mp_sig = mp.clone();
@@ -214,14 +257,17 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
     if let Err(e) = served {
         log::error!("the FUSE session ended with an error: {e}");
     }
-    wal.close().map_err(|e| MountError(format!("closing the log failed: {e}")))?;
+    wal.close()
+        .map_err(|e| MountError(format!("closing the log failed: {e}")))?;
     log::info!("unmounted {}; the log is closed", mp.display());
     Ok(())
 }
 
 fn hint(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => " (run as root, or install fusermount3 from the fuse3 package)",
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            " (run as root, or install fusermount3 from the fuse3 package)"
+        }
         Some(libc::ENOENT) | Some(libc::ENODEV) => " (is /dev/fuse present? `modprobe fuse`)",
         _ => "",
     }

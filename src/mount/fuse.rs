@@ -3,9 +3,9 @@
 
 use super::view::{Attr, FileKind, Node, View};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -116,14 +116,23 @@ impl Filesystem for WalFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let other = mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
+        let other =
+            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
         match node(ino).and_then(|n| self.view.setattr(n, size, other).map_err(errno)) {
             Ok(a) => reply.attr(&Self::ttl(&a), &self.attr(&a)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         match node(parent).and_then(|p| self.view.mkdir(p, name.as_bytes()).map_err(errno)) {
             Ok(a) => reply.entry(&Self::ttl(&a), &self.attr(&a), Generation(0)),
             Err(e) => reply.error(e),
@@ -159,7 +168,11 @@ impl Filesystem for WalFs {
                 let a = self.view.getattr(n).ok();
                 // Immutable files may stay in the page cache; growing ones
                 // bypass it so every read sees the newest bytes.
-                let flags = if a.is_some_and(|a| a.immutable) { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::FOPEN_DIRECT_IO };
+                let flags = if a.is_some_and(|a| a.immutable) {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::FOPEN_DIRECT_IO
+                };
                 reply.opened(FileHandle(fh), flags)
             }
             Err(e) => reply.error(errno(e)),
@@ -201,14 +214,28 @@ impl Filesystem for WalFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         match self.view.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match node(ino).and_then(|n| self.view.fsync(n, fh.0).map_err(errno)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -237,13 +264,24 @@ impl Filesystem for WalFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let n = match node(ino) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
         let r = self.view.readdir(n, offset, |name, ino, is_dir, next| {
-            let kind = if is_dir { FileType::Directory } else { FileType::RegularFile };
+            let kind = if is_dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
             !reply.add(INodeNo(ino), next, kind, OsStr::from_bytes(name))
         });
         match r {
@@ -265,15 +303,38 @@ impl Filesystem for WalFs {
         reply.error(Errno::EACCES);
     }
 
-    fn mknod(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EACCES);
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &std::path::Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EACCES);
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EPERM);
     }
 
@@ -290,7 +351,14 @@ impl Filesystem for WalFs {
         reply.error(Errno::EPERM);
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
         reply.error(Errno::from_i32(libc::ENODATA));
     }
 
@@ -302,18 +370,35 @@ impl Filesystem for WalFs {
         }
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let root = std::ffi::CString::new(self.view.wal().root().as_os_str().as_bytes()).unwrap_or_default();
+        let root = std::ffi::CString::new(self.view.wal().root().as_os_str().as_bytes())
+            .unwrap_or_default();
         // SAFETY: statvfs writes into the zeroed struct we pass; the path is
         // a valid C string.
         let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
         if unsafe { libc::statvfs(root.as_ptr(), &mut s) } != 0 {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         }
-        reply.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, 255, s.f_frsize as u32);
+        reply.statfs(
+            s.f_blocks,
+            s.f_bfree,
+            s.f_bavail,
+            s.f_files,
+            s.f_ffree,
+            s.f_bsize as u32,
+            255,
+            s.f_frsize as u32,
+        );
     }
 }

@@ -21,7 +21,18 @@ mod tests {
         assert_eq!(parse_id(b"0"), Some(0));
         assert_eq!(parse_id(b"42"), Some(42));
         assert_eq!(parse_id(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [&b""[..], b"+42", b"042", b"00", b"-1", b"4 2", b"18446744073709551616", b"abc", b"\xff", &[b'1'; 255]] {
+        for bad in [
+            &b""[..],
+            b"+42",
+            b"042",
+            b"00",
+            b"-1",
+            b"4 2",
+            b"18446744073709551616",
+            b"abc",
+            b"\xff",
+            &[b'1'; 255],
+        ] {
             assert_eq!(parse_id(bad), None, "{bad:?}");
         }
     }

@@ -58,7 +58,12 @@ const FILES: [(&str, Kind); 6] = [
 pub enum Node {
     Root,
     Streams,
-    In { sno: u32, root_view: bool, kind: Kind, value: u64 },
+    In {
+        sno: u32,
+        root_view: bool,
+        kind: Kind,
+        value: u64,
+    },
 }
 
 const VALUE_BITS: u32 = 40;
@@ -69,7 +74,12 @@ impl Node {
         match self {
             Node::Root => ROOT_INO,
             Node::Streams => STREAMS_INO,
-            Node::In { sno, root_view, kind, value } => {
+            Node::In {
+                sno,
+                root_view,
+                kind,
+                value,
+            } => {
                 (kind as u64) << 60 | (root_view as u64) << 59 | (sno as u64) << VALUE_BITS | value
             }
         }
@@ -186,8 +196,10 @@ pub struct AppendState {
     sno: u32,
     /// The bytes of a line whose newline has not arrived yet.
     pending: Vec<u8>,
-    /// "FIRST-LAST\n" per committed write: what a read of the handle shows.
+    /// "FIRST-LAST\n" per committed write: what reads of the handle show,
+    /// each line once, whatever the file position (like a pipe).
     ids: String,
+    ids_read: usize,
 }
 
 pub struct RecordState {
@@ -195,6 +207,7 @@ pub struct RecordState {
     buf: Vec<u8>,
     dirty: bool,
     ids: String,
+    ids_read: usize,
 }
 
 pub struct View {
@@ -245,7 +258,10 @@ impl View {
         }
         let n = names.by_sno.len() as u32;
         if n >= 1 << SNO_BITS {
-            log::warn!("more than {} streams seen: {name} is not shown", 1u32 << SNO_BITS);
+            log::warn!(
+                "more than {} streams seen: {name} is not shown",
+                1u32 << SNO_BITS
+            );
             return None;
         }
         names.by_sno.push(name.to_owned());
@@ -272,7 +288,13 @@ impl View {
     }
 
     pub fn streams_of_interest(&self) -> Vec<(u32, String)> {
-        self.names.read().by_sno.iter().enumerate().map(|(i, n)| (i as u32, n.clone())).collect()
+        self.names
+            .read()
+            .by_sno
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i as u32, n.clone()))
+            .collect()
     }
 
     /// The nodes of the files whose contents grow with `sno` (for cache
@@ -284,7 +306,12 @@ impl View {
                 continue;
             }
             for kind in [Kind::Log, Kind::Stat, Kind::Entries, Kind::Segments] {
-                v.push(Node::In { sno, root_view, kind, value: 0 });
+                v.push(Node::In {
+                    sno,
+                    root_view,
+                    kind,
+                    value: 0,
+                });
             }
         }
         v
@@ -316,16 +343,34 @@ impl View {
                 let (sno, name) = self.stream_of(node)?;
                 match kind {
                     Kind::Dir | Kind::Entries | Kind::Segments => Ok(dir(ino)),
-                    Kind::Append => Ok(file(ino, 0, if self.read_only { 0o400 } else { 0o622 }, false)),
-                    Kind::Record => Ok(file(ino, 0, if self.read_only { 0o000 } else { 0o222 }, false)),
+                    Kind::Append => Ok(file(
+                        ino,
+                        0,
+                        if self.read_only { 0o400 } else { 0o622 },
+                        false,
+                    )),
+                    Kind::Record => Ok(file(
+                        ino,
+                        0,
+                        if self.read_only { 0o000 } else { 0o222 },
+                        false,
+                    )),
                     Kind::Log => Ok(file(ino, self.log_size(sno, &name)?, 0o444, false)),
                     Kind::Stat => Ok(file(ino, self.stat_text(&name).len() as u64, 0o444, false)),
                     Kind::Entry => {
-                        let len = self.wal.get_with(&name, value, <[u8]>::len).map_err(|e| errno_of(&e))?;
+                        let len = self
+                            .wal
+                            .get_with(&name, value, <[u8]>::len)
+                            .map_err(|e| errno_of(&e))?;
                         Ok(file(ino, len.ok_or(libc::ENOENT)? as u64, 0o444, true))
                     }
                     Kind::Segment => {
-                        let seg = self.wal.segments(&name).into_iter().find(|s| s.start_id == value).ok_or(libc::ENOENT)?;
+                        let seg = self
+                            .wal
+                            .segments(&name)
+                            .into_iter()
+                            .find(|s| s.start_id == value)
+                            .ok_or(libc::ENOENT)?;
                         Ok(file(ino, seg.len, 0o444, seg.sealed))
                     }
                 }
@@ -338,14 +383,26 @@ impl View {
             return Err(libc::ENOENT);
         }
         let child = match parent {
-            Node::Root | Node::In { kind: Kind::Dir, .. } => {
+            Node::Root
+            | Node::In {
+                kind: Kind::Dir, ..
+            } => {
                 let (sno, _) = self.stream_of(parent)?;
                 let root_view = parent == Node::Root;
                 if root_view && name == b"streams" {
                     Node::Streams
                 } else {
-                    let kind = FILES.iter().find(|(n, _)| n.as_bytes() == name).ok_or(libc::ENOENT)?.1;
-                    Node::In { sno, root_view, kind, value: 0 }
+                    let kind = FILES
+                        .iter()
+                        .find(|(n, _)| n.as_bytes() == name)
+                        .ok_or(libc::ENOENT)?
+                        .1;
+                    Node::In {
+                        sno,
+                        root_view,
+                        kind,
+                        value: 0,
+                    }
                 }
             }
             Node::Streams => {
@@ -354,19 +411,46 @@ impl View {
                     return Err(libc::ENOENT);
                 }
                 let sno = self.sno(name).ok_or(libc::ENOENT)?;
-                Node::In { sno, root_view: false, kind: Kind::Dir, value: 0 }
+                Node::In {
+                    sno,
+                    root_view: false,
+                    kind: Kind::Dir,
+                    value: 0,
+                }
             }
-            Node::In { sno, root_view, kind: Kind::Entries, .. } => {
-                let id = parse_id(name).filter(|&id| id < 1 << VALUE_BITS).ok_or(libc::ENOENT)?;
-                Node::In { sno, root_view, kind: Kind::Entry, value: id }
+            Node::In {
+                sno,
+                root_view,
+                kind: Kind::Entries,
+                ..
+            } => {
+                let id = parse_id(name)
+                    .filter(|&id| id < 1 << VALUE_BITS)
+                    .ok_or(libc::ENOENT)?;
+                Node::In {
+                    sno,
+                    root_view,
+                    kind: Kind::Entry,
+                    value: id,
+                }
             }
-            Node::In { sno, root_view, kind: Kind::Segments, .. } => {
+            Node::In {
+                sno,
+                root_view,
+                kind: Kind::Segments,
+                ..
+            } => {
                 let start = std::str::from_utf8(name)
                     .ok()
                     .and_then(format::parse_segment_name)
                     .filter(|&s| s < 1 << VALUE_BITS)
                     .ok_or(libc::ENOENT)?;
-                Node::In { sno, root_view, kind: Kind::Segment, value: start }
+                Node::In {
+                    sno,
+                    root_view,
+                    kind: Kind::Segment,
+                    value: start,
+                }
             }
             Node::In { .. } => return Err(libc::ENOTDIR),
         };
@@ -377,11 +461,30 @@ impl View {
 
     /// Entries of a directory from `offset` on, as (name, ino, is_dir,
     /// next offset). `add` returns false when the reply buffer is full.
-    pub fn readdir(&self, dir: Node, offset: u64, mut add: impl FnMut(&[u8], u64, bool, u64) -> bool) -> Result<(), Errno> {
+    pub fn readdir(
+        &self,
+        dir: Node,
+        offset: u64,
+        mut add: impl FnMut(&[u8], u64, bool, u64) -> bool,
+    ) -> Result<(), Errno> {
         let parent_ino = match dir {
-            Node::In { root_view: true, .. } => ROOT_INO,
-            Node::In { kind: Kind::Dir, .. } => STREAMS_INO,
-            Node::In { sno, root_view: false, .. } => Node::In { sno, root_view: false, kind: Kind::Dir, value: 0 }.ino(),
+            Node::In {
+                root_view: true, ..
+            } => ROOT_INO,
+            Node::In {
+                kind: Kind::Dir, ..
+            } => STREAMS_INO,
+            Node::In {
+                sno,
+                root_view: false,
+                ..
+            } => Node::In {
+                sno,
+                root_view: false,
+                kind: Kind::Dir,
+                value: 0,
+            }
+            .ino(),
             _ => ROOT_INO,
         };
         if offset < 1 && !add(b".", dir.ino(), true, 1) {
@@ -391,16 +494,39 @@ impl View {
             return Ok(());
         }
         match dir {
-            Node::Root | Node::In { kind: Kind::Dir, .. } => {
+            Node::Root
+            | Node::In {
+                kind: Kind::Dir, ..
+            } => {
                 let (sno, _) = self.stream_of(dir)?;
                 let root_view = dir == Node::Root;
-                let mut items: Vec<(&str, Node)> = FILES.iter().map(|&(n, kind)| (n, Node::In { sno, root_view, kind, value: 0 })).collect();
+                let mut items: Vec<(&str, Node)> = FILES
+                    .iter()
+                    .map(|&(n, kind)| {
+                        (
+                            n,
+                            Node::In {
+                                sno,
+                                root_view,
+                                kind,
+                                value: 0,
+                            },
+                        )
+                    })
+                    .collect();
                 if root_view {
                     items.push(("streams", Node::Streams));
                 }
                 for (i, (n, node)) in items.into_iter().enumerate() {
                     let next = i as u64 + 3;
-                    let is_dir = matches!(node, Node::Streams | Node::In { kind: Kind::Entries | Kind::Segments, .. });
+                    let is_dir = matches!(
+                        node,
+                        Node::Streams
+                            | Node::In {
+                                kind: Kind::Entries | Kind::Segments,
+                                ..
+                            }
+                    );
                     if next > offset && !add(n.as_bytes(), node.ino(), is_dir, next) {
                         return Ok(());
                     }
@@ -413,13 +539,23 @@ impl View {
                         continue;
                     }
                     let Some(sno) = self.sno(&name) else { continue };
-                    let node = Node::In { sno, root_view: false, kind: Kind::Dir, value: 0 };
+                    let node = Node::In {
+                        sno,
+                        root_view: false,
+                        kind: Kind::Dir,
+                        value: 0,
+                    };
                     if !add(name.as_bytes(), node.ino(), true, next) {
                         return Ok(());
                     }
                 }
             }
-            Node::In { sno, root_view, kind: Kind::Entries, .. } => {
+            Node::In {
+                sno,
+                root_view,
+                kind: Kind::Entries,
+                ..
+            } => {
                 // The id is the offset: listing resumes without state and
                 // never builds the list. Entry `id` has offset id + 4.
                 let (_, name) = self.stream_of(dir)?;
@@ -428,22 +564,42 @@ impl View {
                 let mut id = info.first_id.max(offset.saturating_sub(3));
                 let mut buf = itoa_buf();
                 while id < end {
-                    let node = Node::In { sno, root_view, kind: Kind::Entry, value: id };
+                    let node = Node::In {
+                        sno,
+                        root_view,
+                        kind: Kind::Entry,
+                        value: id,
+                    };
                     if !add(itoa(&mut buf, id), node.ino(), false, id + 4) {
                         return Ok(());
                     }
                     id += 1;
                 }
             }
-            Node::In { sno, root_view, kind: Kind::Segments, .. } => {
+            Node::In {
+                sno,
+                root_view,
+                kind: Kind::Segments,
+                ..
+            } => {
                 let (_, name) = self.stream_of(dir)?;
                 for seg in self.wal.segments(&name) {
                     let next = seg.start_id + 4;
                     if next <= offset || seg.start_id >= 1 << VALUE_BITS {
                         continue;
                     }
-                    let node = Node::In { sno, root_view, kind: Kind::Segment, value: seg.start_id };
-                    if !add(format::segment_name(seg.start_id).as_bytes(), node.ino(), false, next) {
+                    let node = Node::In {
+                        sno,
+                        root_view,
+                        kind: Kind::Segment,
+                        value: seg.start_id,
+                    };
+                    if !add(
+                        format::segment_name(seg.start_id).as_bytes(),
+                        node.ino(),
+                        false,
+                        next,
+                    ) {
                         return Ok(());
                     }
                 }
@@ -489,14 +645,21 @@ impl View {
     /// Unlinking the oldest sealed segment truncates the stream; every
     /// other unlink is refused.
     pub fn unlink(&self, parent: Node, name: &[u8]) -> Result<(), Errno> {
-        let Node::In { kind: Kind::Segments, .. } = parent else {
+        let Node::In {
+            kind: Kind::Segments,
+            ..
+        } = parent
+        else {
             return Err(libc::EACCES);
         };
         if self.read_only {
             return Err(libc::EROFS);
         }
         let (_, stream) = self.stream_of(parent)?;
-        let start = std::str::from_utf8(name).ok().and_then(format::parse_segment_name).ok_or(libc::ENOENT)?;
+        let start = std::str::from_utf8(name)
+            .ok()
+            .and_then(format::parse_segment_name)
+            .ok_or(libc::ENOENT)?;
         let segs = self.wal.segments(&stream);
         let Some(pos) = segs.iter().position(|s| s.start_id == start) else {
             return Err(libc::ENOENT);
@@ -524,6 +687,7 @@ impl View {
                 sno,
                 pending: Vec::new(),
                 ids: String::new(),
+                ids_read: 0,
             }),
             Kind::Record if read || !write => return Err(libc::EACCES),
             Kind::Record => Handle::Record(RecordState {
@@ -531,12 +695,20 @@ impl View {
                 buf: Vec::new(),
                 dirty: false,
                 ids: String::new(),
+                ids_read: 0,
             }),
             _ if write => return Err(libc::EACCES),
             Kind::Dir | Kind::Entries | Kind::Segments => return Err(libc::EISDIR),
             Kind::Segment => {
-                let seg = self.wal.segments(&name).into_iter().find(|s| s.start_id == value).ok_or(libc::ENOENT)?;
-                Handle::Segment(File::open(&seg.path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?)
+                let seg = self
+                    .wal
+                    .segments(&name)
+                    .into_iter()
+                    .find(|s| s.start_id == value)
+                    .ok_or(libc::ENOENT)?;
+                Handle::Segment(
+                    File::open(&seg.path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?,
+                )
             }
             Kind::Entry => {
                 self.getattr(node)?;
@@ -545,7 +717,9 @@ impl View {
             Kind::Log | Kind::Stat => Handle::Plain,
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.write().insert(fh, Arc::new(Mutex::new(handle)));
+        self.handles
+            .write()
+            .insert(fh, Arc::new(Mutex::new(handle)));
         Ok(fh)
     }
 
@@ -573,12 +747,17 @@ impl View {
             }
             Kind::Entry => {
                 let (_, name) = self.stream_of(node)?;
-                self.wal.get_with(&name, value, slice).map_err(|e| errno_of(&e))?.ok_or(libc::ENOENT)
+                self.wal
+                    .get_with(&name, value, slice)
+                    .map_err(|e| errno_of(&e))?
+                    .ok_or(libc::ENOENT)
             }
             Kind::Segment => {
                 let h = self.handle(fh)?;
                 let h = h.lock();
-                let Handle::Segment(f) = &*h else { return Err(libc::EBADF) };
+                let Handle::Segment(f) = &*h else {
+                    return Err(libc::EBADF);
+                };
                 let mut buf = vec![0u8; size];
                 let mut got = 0;
                 while got < size {
@@ -594,12 +773,15 @@ impl View {
             }
             Kind::Append | Kind::Record => {
                 let h = self.handle(fh)?;
-                let h = h.lock();
-                match &*h {
-                    Handle::Append(a) => Ok(slice(a.ids.as_bytes())),
-                    Handle::Record(r) => Ok(slice(r.ids.as_bytes())),
-                    _ => Err(libc::EBADF),
-                }
+                let mut h = h.lock();
+                let (ids, read) = match &mut *h {
+                    Handle::Append(a) => (&a.ids, &mut a.ids_read),
+                    Handle::Record(r) => (&r.ids, &mut r.ids_read),
+                    _ => return Err(libc::EBADF),
+                };
+                let out = ids.as_bytes()[*read..(*read + size).min(ids.len())].to_vec();
+                *read += out.len();
+                Ok(out)
             }
             Kind::Dir | Kind::Entries | Kind::Segments => Err(libc::EISDIR),
         }
@@ -612,7 +794,10 @@ impl View {
         match &mut *h {
             Handle::Append(a) => self.write_append(a, data),
             Handle::Record(r) => {
-                let end = offset.checked_add(data.len() as u64).filter(|&e| e <= MAX_RECORD as u64).ok_or(libc::EFBIG)? as usize;
+                let end = offset
+                    .checked_add(data.len() as u64)
+                    .filter(|&e| e <= MAX_RECORD as u64)
+                    .ok_or(libc::EFBIG)? as usize;
                 if r.buf.len() < end {
                     r.buf.resize(end, 0);
                 }
@@ -646,7 +831,10 @@ impl View {
             lines[0] = &first;
         }
         let name = self.name(a.sno).ok_or(libc::ENOENT)?;
-        let r = self.wal.append_batch(&name, &lines).map_err(|e| errno_of(&e))?;
+        let r = self
+            .wal
+            .append_batch(&name, &lines)
+            .map_err(|e| errno_of(&e))?;
         a.ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
         a.pending.clear();
         a.pending.extend_from_slice(rest);
@@ -659,7 +847,9 @@ impl View {
         let h = self.handle(fh)?;
         let mut h = h.lock();
         let (sno, entry, ids) = match &mut *h {
-            Handle::Append(a) if !a.pending.is_empty() => (a.sno, std::mem::take(&mut a.pending), &mut a.ids),
+            Handle::Append(a) if !a.pending.is_empty() => {
+                (a.sno, std::mem::take(&mut a.pending), &mut a.ids)
+            }
             Handle::Record(r) if r.dirty => {
                 r.dirty = false;
                 (r.sno, std::mem::take(&mut r.buf), &mut r.ids)
@@ -667,7 +857,10 @@ impl View {
             _ => return Ok(()),
         };
         let name = self.name(sno).ok_or(libc::ENOENT)?;
-        let r = self.wal.append_batch(&name, &[&entry]).map_err(|e| errno_of(&e))?;
+        let r = self
+            .wal
+            .append_batch(&name, &[&entry])
+            .map_err(|e| errno_of(&e))?;
         ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
         Ok(())
     }
@@ -694,7 +887,10 @@ impl View {
     pub fn setattr(&self, node: Node, size: Option<u64>, other: bool) -> Result<Attr, Errno> {
         let attr = self.getattr(node)?;
         match node {
-            Node::In { kind: Kind::Append | Kind::Record, .. } if size == Some(0) && !other => Ok(attr),
+            Node::In {
+                kind: Kind::Append | Kind::Record,
+                ..
+            } if size == Some(0) && !other => Ok(attr),
             _ => Err(libc::EPERM),
         }
     }
@@ -732,7 +928,9 @@ impl View {
             out.resize(n, 0);
             pos += n as u64;
         }
-        let mut i = segs.partition_point(|&(_, o, _)| o <= pos).saturating_sub(1);
+        let mut i = segs
+            .partition_point(|&(_, o, _)| o <= pos)
+            .saturating_sub(1);
         while out.len() < size && i < segs.len() {
             let (start, log_off, payload) = segs[i];
             if pos >= log_off + payload {
@@ -740,7 +938,9 @@ impl View {
                 continue;
             }
             let before = out.len();
-            self.wal.read_payload(name, start, pos - log_off, size, &mut out).map_err(|e| errno_of(&e))?;
+            self.wal
+                .read_payload(name, start, pos - log_off, size, &mut out)
+                .map_err(|e| errno_of(&e))?;
             if out.len() == before {
                 break;
             }
@@ -784,9 +984,24 @@ mod tests {
         for node in [
             Node::Root,
             Node::Streams,
-            Node::In { sno: 0, root_view: true, kind: Kind::Log, value: 0 },
-            Node::In { sno: 77, root_view: false, kind: Kind::Entry, value: (1 << VALUE_BITS) - 1 },
-            Node::In { sno: (1 << SNO_BITS) - 1, root_view: false, kind: Kind::Segment, value: 4096 },
+            Node::In {
+                sno: 0,
+                root_view: true,
+                kind: Kind::Log,
+                value: 0,
+            },
+            Node::In {
+                sno: 77,
+                root_view: false,
+                kind: Kind::Entry,
+                value: (1 << VALUE_BITS) - 1,
+            },
+            Node::In {
+                sno: (1 << SNO_BITS) - 1,
+                root_view: false,
+                kind: Kind::Segment,
+                value: 4096,
+            },
         ] {
             assert_eq!(Node::from_ino(node.ino()), Some(node));
         }

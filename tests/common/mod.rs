@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod mount;
+
 /// splitmix64: a tiny deterministic generator for reproducible workloads.
 pub struct Rng(pub u64);
 

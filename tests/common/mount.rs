@@ -1,0 +1,162 @@
+//! A mounted walfs daemon for tests: started as a child process on a temp
+//! directory, and always unmounted and reaped, on drop and on panic.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Mounted {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub mnt: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+pub fn is_mounted(mnt: &Path) -> bool {
+    let target = mnt.to_str().unwrap();
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(target))
+}
+
+pub fn detach(mnt: &Path) {
+    let c = std::ffi::CString::new(mnt.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; no memory of ours is touched.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+}
+
+impl Mounted {
+    /// Mounts a fresh data directory with extra `walfs mount` arguments.
+    pub fn start(args: &[&str]) -> Mounted {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mut m = Mounted {
+            data,
+            mnt: mnt.canonicalize().unwrap(),
+            dir,
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        m.spawn();
+        m
+    }
+
+    /// Starts the daemon again on the same data and mountpoint.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new(env!("CARGO_BIN_EXE_walfs"))
+            .arg("mount")
+            .arg(&self.data)
+            .arg(&self.mnt)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(is_mounted(&self.mnt) && self.mnt.join("stat").exists()) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut err = String::new();
+                self.child
+                    .take()
+                    .unwrap()
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("walfs mount exited with {status}: {err}");
+            }
+            assert!(Instant::now() < deadline, "mount did not appear");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `sig` and waits (bounded) for the daemon to exit.
+    pub fn signal(&mut self, sig: i32) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon did not exit after signal {sig}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (bounded) for the daemon to exit on its own (after umount).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the daemon cleanly (SIGTERM) and checks it exited well.
+    pub fn stop(&mut self) {
+        let s = self.signal(libc::SIGTERM);
+        assert!(s.success(), "daemon exit status {s}");
+        assert!(!is_mounted(&self.mnt));
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mnt) {
+            detach(&self.mnt);
+        }
+    }
+}
+
+/// Runs a shell command line, returning (status code, stdout, stderr).
+pub fn sh(cmd: &str) -> (i32, Vec<u8>, String) {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        o.stdout,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
