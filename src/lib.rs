@@ -33,3 +33,8 @@ pub use storage::{RealStorage, Storage};
 pub use stream::StreamInfo;
 pub use verify::{verify, FaultKind, VerifyFault, VerifyReport};
 pub use wal::{SegmentInfo, TxnWriter, Wal};
+
+/// The README's examples compile.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
