@@ -323,6 +323,192 @@ fn open_times(gib: u64) -> [f64; 4] {
     [wc, ic, wx, ix]
 }
 
+/// A mount served by a thread of this process; unmounted (and the thread
+/// joined) on drop, whatever happens.
+struct BenchMount {
+    mnt: PathBuf,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BenchMount {
+    fn start(root: &Path, sync: walfs::SyncMode) -> BenchMount {
+        let data = root.join("data");
+        let mnt = root.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let cfg = walfs::mount::MountConfig {
+            data,
+            mountpoint: mnt.clone(),
+            stream: "default".into(),
+            sync,
+            compression: walfs::CompressionType::None,
+            segment_size: 64 << 20,
+            read_only: false,
+            threads: 8,
+            allow_other: false,
+            block_cache: 64 << 20,
+        };
+        let thread = std::thread::spawn(move || walfs::mount::mount(cfg).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !mnt.join("stat").exists() {
+            assert!(Instant::now() < deadline, "mount did not appear");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        BenchMount {
+            mnt,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for BenchMount {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.mnt.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; no memory of ours is touched.
+        if unsafe { libc::umount(c.as_ptr()) } != 0 {
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sh_time(cmd: &str) -> f64 {
+    let start = Instant::now();
+    let s = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .unwrap();
+    assert!(s.success(), "{cmd}");
+    start.elapsed().as_secs_f64()
+}
+
+fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
+    let root = dir("mount");
+    // A 256 MiB file of 100-byte lines.
+    let big = root.join("big");
+    {
+        let line = format!("{}\n", "x".repeat(99));
+        let chunk = line.repeat(10_000);
+        let mut f = std::fs::File::create(&big).unwrap();
+        for _ in 0..(256 << 20) / chunk.len() {
+            std::io::Write::write_all(&mut f, chunk.as_bytes()).unwrap();
+        }
+    }
+    let size = std::fs::metadata(&big).unwrap().len() as f64;
+    {
+        let m = BenchMount::start(&root.join("a"), walfs::SyncMode::Async);
+        let plain = root.join("plain");
+        let base = sh_time(&format!("cat {} >> {}", big.display(), plain.display()));
+        let t = sh_time(&format!(
+            "cat {} >> {}",
+            big.display(),
+            m.mnt.join("append").display()
+        ));
+        rows.push(Row {
+            name: "mount: cat 256 MiB >> append (async)".into(),
+            unit: "MB/s",
+            walfs: size / 1e6 / t,
+            baseline_name: "cat >> plain file",
+            baseline: size / 1e6 / base,
+            target: 0.5,
+            lower_is_better: false,
+        });
+        let base = sh_time(&format!("cat {} > /dev/null", plain.display()));
+        let t = sh_time(&format!("cat {} > /dev/null", m.mnt.join("log").display()));
+        rows.push(Row {
+            name: "mount: cat log (256 MiB)".into(),
+            unit: "MB/s",
+            walfs: size / 1e6 / t,
+            baseline_name: "cat plain file",
+            baseline: size / 1e6 / base,
+            target: 0.5,
+            lower_is_better: false,
+        });
+        let _ = std::fs::remove_file(plain);
+    }
+    {
+        let m = BenchMount::start(&root.join("s"), walfs::SyncMode::Strict);
+        let n = 500;
+        let append = m.mnt.join("append");
+        let t = sh_time(&format!(
+            "i=0; while [ $i -lt {n} ]; do echo \"entry $i\" >> {}; i=$((i+1)); done",
+            append.display()
+        ));
+        rows.push(Row {
+            name: "mount: strict echo >> append, 1 process".into(),
+            unit: "appends/s",
+            walfs: n as f64 / t,
+            baseline_name: "fdatasync/s",
+            baseline: fsyncs,
+            target: 0.0,
+            lower_is_better: false,
+        });
+        let t = sh_time(&format!(
+            "for w in 1 2 3 4 5 6 7 8; do (i=0; while [ $i -lt {n} ]; do echo \"w$w $i\" >> {}; i=$((i+1)); done) & done; wait",
+            append.display()
+        ));
+        rows.push(Row {
+            name: "mount: strict echo >> append, 8 processes".into(),
+            unit: "appends/s",
+            walfs: 8.0 * n as f64 / t,
+            baseline_name: "fdatasync/s",
+            baseline: fsyncs,
+            target: 0.0,
+            lower_is_better: false,
+        });
+    }
+    {
+        let m = BenchMount::start(&root.join("m"), walfs::SyncMode::Async);
+        let million = root.join("million");
+        sh_time(&format!("seq 0 999999 > {}", million.display()));
+        sh_time(&format!(
+            "cat {} >> {}",
+            million.display(),
+            m.mnt.join("append").display()
+        ));
+        let t = sh_time(&format!(
+            "test $(ls {} | wc -l) -eq 1000000",
+            m.mnt.join("entries").display()
+        ));
+        rows.push(Row {
+            name: "mount: ls entries | wc -l, 1M entries".into(),
+            unit: "s",
+            walfs: t,
+            baseline_name: "the 1 s target",
+            baseline: 1.0,
+            target: 1.0,
+            lower_is_better: true,
+        });
+        // Random entry reads: open, read, close, from this process.
+        let ids = random_ids(20_000, 7);
+        let start = Instant::now();
+        for &id in &ids {
+            let b = std::fs::read(m.mnt.join(format!("entries/{id}"))).unwrap();
+            assert_eq!(b, format!("{id}\n").as_bytes());
+        }
+        let per = start.elapsed().as_secs_f64() * 1e6 / ids.len() as f64;
+        let small = root.join("small");
+        std::fs::write(&small, b"12345\n").unwrap();
+        let start = Instant::now();
+        for _ in &ids {
+            std::fs::read(&small).unwrap();
+        }
+        let base = start.elapsed().as_secs_f64() * 1e6 / ids.len() as f64;
+        rows.push(Row {
+            name: "mount: random read of entries/<id>".into(),
+            unit: "us/read",
+            walfs: per,
+            baseline_name: "read a small plain file",
+            baseline: base,
+            target: 0.0,
+            lower_is_better: true,
+        });
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
+
 fn wanted(group: &str) -> bool {
     std::env::var("WALFS_BENCH_ONLY").map_or(true, |v| v.split(',').any(|g| g == group))
 }
@@ -436,6 +622,10 @@ fn main() {
             target: 2.0,
             lower_is_better: false,
         });
+    }
+    if wanted("mount") {
+        eprintln!("the mount...");
+        mount_rows(&mut rows, fsyncs);
     }
     let mut open_ms = None;
     if wanted("open") {

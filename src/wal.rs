@@ -426,6 +426,15 @@ impl Wal {
         self.stream(stream).map(|s| s.info(&self.inner.ctx))
     }
 
+    pub fn has_stream(&self, stream: &str) -> bool {
+        self.stream(stream).is_some()
+    }
+
+    /// The first retained id of `stream` (0 if it does not exist).
+    pub fn first_id(&self, stream: &str) -> u64 {
+        self.stream(stream).map_or(0, |s| s.first_id())
+    }
+
     /// One past the last visible id of `stream` (0 if it does not exist).
     pub fn next_id(&self, stream: &str) -> u64 {
         self.stream(stream).map_or(0, |s| s.commit.visible())

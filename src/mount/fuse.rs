@@ -1,7 +1,7 @@
 //! `impl fuser::Filesystem`: each callback parses its arguments, asks the
 //! view, and replies. No logic of its own.
 
-use super::view::{Attr, FileKind, Node, View};
+use super::view::{Attr, Cache, FileKind, Node, View};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
@@ -59,12 +59,18 @@ impl WalFs {
         }
     }
 
-    fn ttl(a: &Attr) -> Duration {
-        if a.immutable {
-            IMMUTABLE_TTL
-        } else {
-            LIVE_TTL
+    /// (attribute TTL, name TTL).
+    fn ttls(a: &Attr) -> (Duration, Duration) {
+        match a.cache {
+            Cache::Live => (LIVE_TTL, LIVE_TTL),
+            Cache::Name => (LIVE_TTL, IMMUTABLE_TTL),
+            Cache::Immutable => (IMMUTABLE_TTL, IMMUTABLE_TTL),
         }
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, a: &Attr) {
+        let (attr_ttl, entry_ttl) = Self::ttls(a);
+        reply.entry_with_ttls(&attr_ttl, &entry_ttl, &self.attr(a), Generation(0));
     }
 }
 
@@ -86,14 +92,14 @@ impl Filesystem for WalFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match node(parent).and_then(|p| self.view.lookup(p, name.as_bytes()).map_err(errno)) {
-            Ok(a) => reply.entry(&Self::ttl(&a), &self.attr(&a), Generation(0)),
+            Ok(a) => self.reply_entry(reply, &a),
             Err(e) => reply.error(e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match node(ino).and_then(|n| self.view.getattr(n).map_err(errno)) {
-            Ok(a) => reply.attr(&Self::ttl(&a), &self.attr(&a)),
+            Ok(a) => reply.attr(&Self::ttls(&a).0, &self.attr(&a)),
             Err(e) => reply.error(e),
         }
     }
@@ -119,7 +125,7 @@ impl Filesystem for WalFs {
         let other =
             mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
         match node(ino).and_then(|n| self.view.setattr(n, size, other).map_err(errno)) {
-            Ok(a) => reply.attr(&Self::ttl(&a), &self.attr(&a)),
+            Ok(a) => reply.attr(&Self::ttls(&a).0, &self.attr(&a)),
             Err(e) => reply.error(e),
         }
     }
@@ -134,7 +140,7 @@ impl Filesystem for WalFs {
         reply: ReplyEntry,
     ) {
         match node(parent).and_then(|p| self.view.mkdir(p, name.as_bytes()).map_err(errno)) {
-            Ok(a) => reply.entry(&Self::ttl(&a), &self.attr(&a), Generation(0)),
+            Ok(a) => self.reply_entry(reply, &a),
             Err(e) => reply.error(e),
         }
     }
@@ -164,16 +170,13 @@ impl Filesystem for WalFs {
             Err(e) => return reply.error(e),
         };
         match self.view.open(n, read, write) {
-            Ok(fh) => {
-                let a = self.view.getattr(n).ok();
-                // Immutable files may stay in the page cache; growing ones
-                // bypass it so every read sees the newest bytes.
-                let flags = if a.is_some_and(|a| a.immutable) {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::FOPEN_DIRECT_IO
-                };
-                reply.opened(FileHandle(fh), flags)
+            Ok(o) => {
+                let mut flags = FopenFlags::empty();
+                flags.set(FopenFlags::FOPEN_DIRECT_IO, o.direct);
+                flags.set(FopenFlags::FOPEN_KEEP_CACHE, o.keep_cache);
+                flags.set(FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES, o.parallel_writes);
+                flags.set(FopenFlags::FOPEN_NOFLUSH, o.no_flush);
+                reply.opened(FileHandle(o.fh), flags)
             }
             Err(e) => reply.error(errno(e)),
         }

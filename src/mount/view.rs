@@ -118,6 +118,17 @@ pub enum FileKind {
     File,
 }
 
+/// What the kernel may cache about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// Nothing: ask again every time.
+    Live,
+    /// The name's binding, not the attributes (the size grows).
+    Name,
+    /// Everything: it never changes while it exists.
+    Immutable,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
@@ -125,8 +136,22 @@ pub struct Attr {
     pub size: u64,
     pub perm: u16,
     pub nlink: u32,
-    /// Never changes while it exists: the kernel may cache it for long.
-    pub immutable: bool,
+    pub cache: Cache,
+}
+
+/// How an opened file should be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Reads and writes bypass the page cache (contents change in place
+    /// or writes must reach the engine one by one).
+    pub direct: bool,
+    /// Cached pages stay valid across opens.
+    pub keep_cache: bool,
+    /// Writes through different handles may run at once (group commit).
+    pub parallel_writes: bool,
+    /// close(2) has nothing to commit: skip the FLUSH round trip.
+    pub no_flush: bool,
 }
 
 /// An errno, as the kernel wants it.
@@ -281,7 +306,7 @@ impl View {
             Node::In { sno, .. } => sno,
         };
         let name = self.name(sno).ok_or(libc::ENOENT)?;
-        if self.wal.stream_info(&name).is_none() {
+        if !self.wal.has_stream(&name) {
             return Err(libc::ENOENT);
         }
         Ok((sno, name))
@@ -320,49 +345,62 @@ impl View {
     // --- attributes and lookup ---
 
     pub fn getattr(&self, node: Node) -> Result<Attr, Errno> {
-        let dir = |ino| Attr {
+        let dir = |ino, cache| Attr {
             ino,
             kind: FileKind::Dir,
             size: 0,
             perm: 0o755,
             nlink: 2,
-            immutable: false,
+            cache,
         };
-        let file = |ino, size, perm, immutable| Attr {
+        let file = |ino, size, perm, cache| Attr {
             ino,
             kind: FileKind::File,
             size,
             perm,
             nlink: 1,
-            immutable,
+            cache,
         };
         let ino = node.ino();
         match node {
-            Node::Root | Node::Streams => Ok(dir(ino)),
+            Node::Root | Node::Streams => Ok(dir(ino, Cache::Live)),
             Node::In { kind, value, .. } => {
                 let (sno, name) = self.stream_of(node)?;
                 match kind {
-                    Kind::Dir | Kind::Entries | Kind::Segments => Ok(dir(ino)),
+                    Kind::Dir => Ok(dir(ino, Cache::Live)),
+                    Kind::Entries | Kind::Segments => Ok(dir(ino, Cache::Name)),
+                    // Each lookup of `append` and `record` gives a new inode
+                    // (see `lookup`): nothing about them may be cached.
                     Kind::Append => Ok(file(
                         ino,
                         0,
                         if self.read_only { 0o400 } else { 0o622 },
-                        false,
+                        Cache::Live,
                     )),
                     Kind::Record => Ok(file(
                         ino,
                         0,
                         if self.read_only { 0o000 } else { 0o222 },
-                        false,
+                        Cache::Live,
                     )),
-                    Kind::Log => Ok(file(ino, self.log_size(sno, &name)?, 0o444, false)),
-                    Kind::Stat => Ok(file(ino, self.stat_text(&name).len() as u64, 0o444, false)),
+                    Kind::Log => Ok(file(ino, self.log_size(sno, &name)?, 0o444, Cache::Name)),
+                    Kind::Stat => Ok(file(
+                        ino,
+                        self.stat_text(&name).len() as u64,
+                        0o444,
+                        Cache::Name,
+                    )),
                     Kind::Entry => {
                         let len = self
                             .wal
                             .get_with(&name, value, <[u8]>::len)
                             .map_err(|e| errno_of(&e))?;
-                        Ok(file(ino, len.ok_or(libc::ENOENT)? as u64, 0o444, true))
+                        Ok(file(
+                            ino,
+                            len.ok_or(libc::ENOENT)? as u64,
+                            0o444,
+                            Cache::Immutable,
+                        ))
                     }
                     Kind::Segment => {
                         let seg = self
@@ -371,7 +409,16 @@ impl View {
                             .into_iter()
                             .find(|s| s.start_id == value)
                             .ok_or(libc::ENOENT)?;
-                        Ok(file(ino, seg.len, 0o444, seg.sealed))
+                        Ok(file(
+                            ino,
+                            seg.len,
+                            0o444,
+                            if seg.sealed {
+                                Cache::Immutable
+                            } else {
+                                Cache::Live
+                            },
+                        ))
                     }
                 }
             }
@@ -559,9 +606,8 @@ impl View {
                 // The id is the offset: listing resumes without state and
                 // never builds the list. Entry `id` has offset id + 4.
                 let (_, name) = self.stream_of(dir)?;
-                let info = self.wal.stream_info(&name).ok_or(libc::ENOENT)?;
-                let end = info.next_id.min(1 << VALUE_BITS);
-                let mut id = info.first_id.max(offset.saturating_sub(3));
+                let end = self.wal.next_id(&name).min(1 << VALUE_BITS);
+                let mut id = self.wal.first_id(&name).max(offset.saturating_sub(3));
                 let mut buf = itoa_buf();
                 while id < end {
                     let node = Node::In {
@@ -675,7 +721,7 @@ impl View {
     // --- files ---
 
     /// Opens `node`; `write` and `read` are the access asked for.
-    pub fn open(&self, node: Node, read: bool, write: bool) -> Result<u64, Errno> {
+    pub fn open(&self, node: Node, read: bool, write: bool) -> Result<Opened, Errno> {
         let Node::In { kind, value, .. } = node else {
             return Err(libc::EISDIR);
         };
@@ -716,11 +762,25 @@ impl View {
             }
             Kind::Log | Kind::Stat => Handle::Plain,
         };
+        let writes = matches!(kind, Kind::Append | Kind::Record);
+        let sealed_segment = matches!(&handle, Handle::Segment(_))
+            && self
+                .getattr(node)
+                .is_ok_and(|a| a.cache == Cache::Immutable);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .write()
             .insert(fh, Arc::new(Mutex::new(handle)));
-        Ok(fh)
+        Ok(Opened {
+            fh,
+            // `log` goes through the page cache (readahead); the kernel drops
+            // its pages whenever it sees the size change.
+            direct: matches!(kind, Kind::Append | Kind::Record | Kind::Stat)
+                || (kind == Kind::Segment && !sealed_segment),
+            keep_cache: kind == Kind::Entry || sealed_segment,
+            parallel_writes: writes,
+            no_flush: !writes,
+        })
     }
 
     fn handle(&self, fh: u64) -> Result<Arc<Mutex<Handle>>, Errno> {
