@@ -884,7 +884,12 @@ impl View {
         if rest.len() > MAX_RECORD {
             return Err(libc::EFBIG);
         }
-        let mut lines: Vec<&[u8]> = complete.split_inclusive(|&b| b == b'\n').collect();
+        let mut lines: Vec<&[u8]> = Vec::with_capacity(complete.len() / 32 + 1);
+        let mut from = 0;
+        for nl in memchr::memchr_iter(b'\n', complete) {
+            lines.push(&complete[from..=nl]);
+            from = nl + 1;
+        }
         let first;
         if !a.pending.is_empty() {
             first = [a.pending.as_slice(), lines[0]].concat();
