@@ -529,3 +529,51 @@ fn daemon_refuses_bad_setups_with_one_line() {
     assert!(err.contains("in use by another walfs process"), "{err}");
     assert!(!is_mounted(&other));
 }
+
+#[test]
+fn close_reports_the_failure_of_the_commit_it_triggers() {
+    let m = Mounted::start(&[]);
+    std::fs::create_dir(m.path("streams/tmp")).unwrap();
+    let mut f = OpenOptions::new().append(true).open(m.path("streams/tmp/append")).unwrap();
+    // A partial line waits in the handle for close(2) to commit it...
+    f.write_all(b"no newline yet").unwrap();
+    // ...but its stream is deleted first.
+    std::fs::remove_dir(m.path("streams/tmp")).unwrap();
+    use std::os::unix::io::IntoRawFd;
+    let fd = f.into_raw_fd();
+    // SAFETY: closing a descriptor we own, once.
+    let rc = unsafe { libc::close(fd) };
+    let err = std::io::Error::last_os_error().raw_os_error();
+    assert_eq!(rc, -1, "close(2) must fail when its commit fails");
+    assert!(err.is_some_and(|e| e != 0), "{err:?}");
+    // The daemon is fine.
+    sh(&format!("echo ok >> {}", m.path("append").display()));
+    assert_eq!(std::fs::read(m.path("entries/0")).unwrap(), b"ok\n");
+}
+
+#[test]
+fn a_damaged_frame_is_eio_and_every_other_entry_reads() {
+    let mut m = Mounted::start(&["--segment-size", "200"]);
+    for i in 0..12 {
+        sh(&format!("echo 'entry {i}' >> {}", m.path("append").display()));
+    }
+    m.stop();
+    // Flip a payload byte of the second frame of the first (sealed) segment.
+    let seg = m.data.join("default/00000000000000000000.wal");
+    let mut b = std::fs::read(&seg).unwrap();
+    let second = 32 + u32::from_le_bytes(b[21..25].try_into().unwrap()) as usize;
+    b[second + 36] ^= 0x20;
+    std::fs::write(&seg, &b).unwrap();
+    m.spawn();
+    for id in 0..12 {
+        let r = std::fs::read(m.path(&format!("entries/{id}")));
+        if id == 1 {
+            assert_eq!(errno_of(r), libc::EIO, "damaged entry");
+        } else {
+            assert_eq!(r.unwrap(), format!("entry {id}\n").as_bytes(), "entry {id}");
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_walfs")).arg("verify").arg(&m.data).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("default/00000000000000000000.wal at byte {second}")));
+}

@@ -294,6 +294,12 @@ impl View {
         Some(n)
     }
 
+    /// The name of a stream that still exists: an open handle must not
+    /// bring a deleted stream back to life.
+    fn live_name(&self, sno: u32) -> Result<String, Errno> {
+        self.name(sno).filter(|n| self.wal.has_stream(n)).ok_or(libc::ENOENT)
+    }
+
     fn name(&self, sno: u32) -> Option<String> {
         self.names.read().by_sno.get(sno as usize).cloned()
     }
@@ -895,7 +901,7 @@ impl View {
             first = [a.pending.as_slice(), lines[0]].concat();
             lines[0] = &first;
         }
-        let name = self.name(a.sno).ok_or(libc::ENOENT)?;
+        let name = self.live_name(a.sno)?;
         let r = self
             .wal
             .append_batch(&name, &lines)
@@ -921,7 +927,7 @@ impl View {
             }
             _ => return Ok(()),
         };
-        let name = self.name(sno).ok_or(libc::ENOENT)?;
+        let name = self.live_name(sno)?;
         let r = self
             .wal
             .append_batch(&name, &[&entry])
