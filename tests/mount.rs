@@ -534,7 +534,10 @@ fn daemon_refuses_bad_setups_with_one_line() {
 fn close_reports_the_failure_of_the_commit_it_triggers() {
     let m = Mounted::start(&[]);
     std::fs::create_dir(m.path("streams/tmp")).unwrap();
-    let mut f = OpenOptions::new().append(true).open(m.path("streams/tmp/append")).unwrap();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(m.path("streams/tmp/append"))
+        .unwrap();
     // A partial line waits in the handle for close(2) to commit it...
     f.write_all(b"no newline yet").unwrap();
     // ...but its stream is deleted first.
@@ -555,7 +558,10 @@ fn close_reports_the_failure_of_the_commit_it_triggers() {
 fn a_damaged_frame_is_eio_and_every_other_entry_reads() {
     let mut m = Mounted::start(&["--segment-size", "200"]);
     for i in 0..12 {
-        sh(&format!("echo 'entry {i}' >> {}", m.path("append").display()));
+        sh(&format!(
+            "echo 'entry {i}' >> {}",
+            m.path("append").display()
+        ));
     }
     m.stop();
     // Flip a payload byte of the second frame of the first (sealed) segment.
@@ -573,7 +579,13 @@ fn a_damaged_frame_is_eio_and_every_other_entry_reads() {
             assert_eq!(r.unwrap(), format!("entry {id}\n").as_bytes(), "entry {id}");
         }
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_walfs")).arg("verify").arg(&m.data).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .arg("verify")
+        .arg(&m.data)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("default/00000000000000000000.wal at byte {second}")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(
+        "default/00000000000000000000.wal at byte {second}"
+    )));
 }

@@ -297,7 +297,9 @@ impl View {
     /// The name of a stream that still exists: an open handle must not
     /// bring a deleted stream back to life.
     fn live_name(&self, sno: u32) -> Result<String, Errno> {
-        self.name(sno).filter(|n| self.wal.has_stream(n)).ok_or(libc::ENOENT)
+        self.name(sno)
+            .filter(|n| self.wal.has_stream(n))
+            .ok_or(libc::ENOENT)
     }
 
     fn name(&self, sno: u32) -> Option<String> {
@@ -1085,5 +1087,128 @@ mod tests {
         let mut b = itoa_buf();
         assert_eq!(itoa(&mut b, 0), b"0");
         assert_eq!(itoa(&mut b, u64::MAX), u64::MAX.to_string().as_bytes());
+    }
+
+    fn view(dir: &std::path::Path, segment_size: u64) -> View {
+        let mut o = crate::WalOptions::new(dir);
+        o.max_segment_size = segment_size;
+        View::new(Wal::new(o).unwrap(), "default", false).unwrap()
+    }
+
+    fn append(v: &View, data: &[u8]) -> Result<u32, Errno> {
+        let o = v.open(
+            v.lookup(Node::Root, b"append")
+                .map(|a| Node::from_ino(a.ino).unwrap())
+                .unwrap(),
+            false,
+            true,
+        )?;
+        let r = v.write(o.fh, 0, data);
+        v.release(o.fh);
+        r
+    }
+
+    fn entries_node() -> Node {
+        Node::In {
+            sno: 0,
+            root_view: true,
+            kind: Kind::Entries,
+            value: 0,
+        }
+    }
+
+    #[test]
+    fn readdir_of_entries_resumes_from_any_offset() {
+        let t = tempfile::tempdir().unwrap();
+        let v = view(t.path(), 64 << 20);
+        append(&v, b"a\nb\nc\nd\n").unwrap();
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let mut got = 0;
+            v.readdir(entries_node(), offset, |name, _, _, next| {
+                if got == 2 {
+                    return false; // a small reply buffer
+                }
+                got += 1;
+                all.push(String::from_utf8(name.to_vec()).unwrap());
+                offset = next;
+                true
+            })
+            .unwrap();
+            if got == 0 {
+                break;
+            }
+        }
+        assert_eq!(all, [".", "..", "0", "1", "2", "3"]);
+    }
+
+    #[test]
+    fn log_offsets_survive_truncation() {
+        let t = tempfile::tempdir().unwrap();
+        let v = view(t.path(), 100);
+        for i in 0..20 {
+            append(&v, format!("line {i:02}\n").as_bytes()).unwrap();
+        }
+        let log = Node::In {
+            sno: 0,
+            root_view: true,
+            kind: Kind::Log,
+            value: 0,
+        };
+        let size = v.getattr(log).unwrap().size;
+        assert_eq!(size, 20 * 8);
+        let all = v.read(log, 0, 0, 4096).unwrap();
+        assert_eq!(
+            all,
+            (0..20)
+                .map(|i| format!("line {i:02}\n"))
+                .collect::<String>()
+                .as_bytes()
+        );
+        // A read from the middle.
+        assert_eq!(v.read(log, 0, 8 * 13 + 5, 3).unwrap(), b"13\n");
+        let first = v.wal.segments("default")[0].clone();
+        let segments = Node::In {
+            sno: 0,
+            root_view: true,
+            kind: Kind::Segments,
+            value: 0,
+        };
+        v.unlink(segments, format::segment_name(first.start_id).as_bytes())
+            .unwrap();
+        // Same size, same offsets; the freed prefix reads as zeros.
+        assert_eq!(v.getattr(log).unwrap().size, size);
+        let after = v.read(log, 0, 0, 4096).unwrap();
+        let cut = (first.end_id * 8) as usize;
+        assert!(after[..cut].iter().all(|&b| b == 0));
+        assert_eq!(after[cut..], all[cut..]);
+        append(&v, b"new\n").unwrap();
+        assert_eq!(v.read(log, 0, size, 100).unwrap(), b"new\n");
+    }
+
+    #[test]
+    fn names_the_kernel_sends_are_parsed_strictly() {
+        let t = tempfile::tempdir().unwrap();
+        let v = view(t.path(), 64 << 20);
+        append(&v, b"x\n").unwrap();
+        assert!(v.lookup(entries_node(), b"0").is_ok());
+        for bad in [&b"00"[..], b"+0", b"-0", b"1", b"", b"0\0", &[b'a'; 300]] {
+            assert_eq!(
+                v.lookup(entries_node(), bad).err(),
+                Some(libc::ENOENT),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(v.lookup(Node::Root, b"nope").err(), Some(libc::ENOENT));
+        assert_eq!(v.lookup(Node::Streams, b"..").err(), Some(libc::ENOENT));
+        // Writes where writing is not allowed.
+        let log = v.lookup(Node::Root, b"log").unwrap();
+        assert_eq!(
+            v.open(Node::from_ino(log.ino).unwrap(), false, true).err(),
+            Some(libc::EACCES)
+        );
+        assert_eq!(v.mkdir(Node::Root, b"x").err(), Some(libc::EACCES));
+        assert_eq!(v.unlink(Node::Root, b"log").err(), Some(libc::EACCES));
     }
 }
