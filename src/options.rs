@@ -54,8 +54,9 @@ pub struct WalOptions {
     pub max_open_segments: usize,
     /// Open read descriptors of sealed segments kept (LRU).
     pub max_open_read_segments: usize,
-    /// Kept for ironwal parity; walfs hands each frame to the kernel in one
-    /// pwrite, so it has no user-space write buffer.
+    /// Async mode: appends collect in memory and go to the kernel in writes
+    /// of this size (or every 10 ms, or when read, followed or synced).
+    /// Other modes write each frame with one pwrite.
     pub write_buffer_size: usize,
     /// Size of the reads used by iterators and scans.
     pub read_buffer_size: usize,

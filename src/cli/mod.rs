@@ -338,27 +338,48 @@ fn cat(a: CatArgs) -> Result<i32, Failure> {
     let s = &a.common.stream;
     let mut out = io::stdout().lock();
     let mut next = a.from;
+    let mut seen = None;
     loop {
-        let wal = open_read(data)?;
-        if !a.follow {
-            need_stream(&wal, s)?;
-        }
-        for r in wal.iter_with_ids(s, next)? {
-            let (id, e) = r?;
-            if let Err(e) = out.write_all(&e) {
+        // Another process may be writing: reopen (read-only, a scan of the
+        // active segment) only when the stream's files changed.
+        let now = fingerprint(&data.join(s));
+        if seen.as_ref() != Some(&now) {
+            seen = Some(now);
+            let wal = open_read(data)?;
+            if !a.follow {
+                need_stream(&wal, s)?;
+            }
+            let mut it = wal.iter_with_ids(s, next)?;
+            while let Some(r) = it.next_ref() {
+                let (id, e) = r?;
+                if let Err(e) = out.write_all(e) {
+                    return broken_pipe(e);
+                }
+                next = id + 1;
+            }
+            if let Err(e) = out.flush() {
                 return broken_pipe(e);
             }
-            next = id + 1;
-        }
-        if let Err(e) = out.flush() {
-            return broken_pipe(e);
         }
         if !a.follow {
             return Ok(0);
         }
-        // Another process may hold the log: look again shortly.
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Names and sizes of a stream directory's files: what changes when
+/// anything is appended, rotated or truncated.
+fn fingerprint(dir: &std::path::Path) -> Vec<(std::ffi::OsString, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| (e.file_name(), e.metadata().map_or(0, |m| m.len())))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 fn broken_pipe(e: io::Error) -> Result<i32, Failure> {

@@ -231,8 +231,6 @@ pub struct RecordState {
     sno: u32,
     buf: Vec<u8>,
     dirty: bool,
-    ids: String,
-    ids_read: usize,
 }
 
 pub struct View {
@@ -748,8 +746,6 @@ impl View {
                 sno,
                 buf: Vec::new(),
                 dirty: false,
-                ids: String::new(),
-                ids_read: 0,
             }),
             _ if write => return Err(libc::EACCES),
             Kind::Dir | Kind::Entries | Kind::Segments => return Err(libc::EISDIR),
@@ -842,13 +838,12 @@ impl View {
             Kind::Append | Kind::Record => {
                 let h = self.handle(fh)?;
                 let mut h = h.lock();
-                let (ids, read) = match &mut *h {
-                    Handle::Append(a) => (&a.ids, &mut a.ids_read),
-                    Handle::Record(r) => (&r.ids, &mut r.ids_read),
-                    _ => return Err(libc::EBADF),
+                let Handle::Append(a) = &mut *h else {
+                    return Err(libc::EBADF);
                 };
-                let out = ids.as_bytes()[*read..(*read + size).min(ids.len())].to_vec();
-                *read += out.len();
+                let out =
+                    a.ids.as_bytes()[a.ids_read..(a.ids_read + size).min(a.ids.len())].to_vec();
+                a.ids_read += out.len();
                 Ok(out)
             }
             Kind::Dir | Kind::Entries | Kind::Segments => Err(libc::EISDIR),
@@ -921,11 +916,11 @@ impl View {
         let mut h = h.lock();
         let (sno, entry, ids) = match &mut *h {
             Handle::Append(a) if !a.pending.is_empty() => {
-                (a.sno, std::mem::take(&mut a.pending), &mut a.ids)
+                (a.sno, std::mem::take(&mut a.pending), Some(&mut a.ids))
             }
             Handle::Record(r) if r.dirty => {
                 r.dirty = false;
-                (r.sno, std::mem::take(&mut r.buf), &mut r.ids)
+                (r.sno, std::mem::take(&mut r.buf), None)
             }
             _ => return Ok(()),
         };
@@ -934,7 +929,9 @@ impl View {
             .wal
             .append_batch(&name, &[&entry])
             .map_err(|e| errno_of(&e))?;
-        ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
+        if let Some(ids) = ids {
+            ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
+        }
         Ok(())
     }
 
