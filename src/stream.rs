@@ -352,16 +352,16 @@ impl Stream {
                 self.flush_locked(ctx, &mut w)?;
                 let file = self.write_file(ctx, &mut w)?;
                 if let Err(e) = file.write_all_at(&frame.bytes, off) {
-                    // Undo whatever part of the frame reached the file, so no
-                    // later append can make it durable; if even that fails,
-                    // the file's tail is unknown and the stream stops.
-                    if let Err(e2) = file.set_len(off) {
-                        self.poison(
-                            &mut w,
-                            e2.raw_os_error().unwrap_or(libc::EIO),
-                            format!("could not undo a failed write ({e}): {e2}"),
-                        );
-                    }
+                    // Undo whatever part of the frame reached the file, so it
+                    // can never become durable and its id is free again after
+                    // a reopen; then refuse writes until that reopen, as after
+                    // a failed sync (the state of the device is unknown).
+                    let undo = match file.set_len(off) {
+                        Ok(()) => "undone".to_string(),
+                        Err(e2) => format!("not undone: {e2}"),
+                    };
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    self.poison(&mut w, errno, format!("a write failed ({e}; {undo})"));
                     return Err(e.into());
                 }
             }

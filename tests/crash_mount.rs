@@ -18,7 +18,13 @@ use std::time::Duration;
 
 /// Starts a writer process; it prints each line once the write returned.
 fn writer(script: String) -> std::process::Child {
-    Command::new("sh").arg("-c").arg(script).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn iteration(m: &mut Mounted, seed: u64) -> usize {
@@ -49,7 +55,12 @@ fn iteration(m: &mut Mounted, seed: u64) -> usize {
         .iter_mut()
         .map(|c| {
             let out = c.stdout.take().unwrap();
-            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect::<Vec<String>>())
+            std::thread::spawn(move || {
+                BufReader::new(out)
+                    .lines()
+                    .map_while(Result::ok)
+                    .collect::<Vec<String>>()
+            })
         })
         .collect();
     std::thread::sleep(Duration::from_millis(150 + rng.below(600)));
@@ -58,17 +69,32 @@ fn iteration(m: &mut Mounted, seed: u64) -> usize {
     for mut c in children {
         let _ = c.wait();
     }
-    let acked: Vec<String> = readers.into_iter().flat_map(|r| r.join().unwrap()).collect();
+    let acked: Vec<String> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
     m.spawn();
 
     // Read back every entry of this iteration, with its id.
     let stat = std::fs::read_to_string(m.path("stat")).unwrap();
-    let field = |k: &str| -> u64 { stat.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().parse().unwrap() };
+    let field = |k: &str| -> u64 {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
     let (first, next) = (field("first_id:"), field("next_id:"));
     let mut by_content: HashMap<Vec<u8>, u64> = HashMap::new();
     for id in first..next {
-        let e = std::fs::read(m.path(&format!("entries/{id}"))).unwrap_or_else(|e| panic!("seed {seed}: entry {id} unreadable: {e}"));
-        assert!(by_content.insert(e.clone(), id).is_none(), "seed {seed}: duplicate entry {:?}", String::from_utf8_lossy(&e));
+        let e = std::fs::read(m.path(&format!("entries/{id}")))
+            .unwrap_or_else(|e| panic!("seed {seed}: entry {id} unreadable: {e}"));
+        assert!(
+            by_content.insert(e.clone(), id).is_none(),
+            "seed {seed}: duplicate entry {:?}",
+            String::from_utf8_lossy(&e)
+        );
     }
     let mut last_id: HashMap<String, u64> = HashMap::new();
     for ack in &acked {
@@ -85,7 +111,10 @@ fn iteration(m: &mut Mounted, seed: u64) -> usize {
                 .filter(|(c, _)| c.windows(tag.len()).any(|w| w == tag))
                 .map(|(c, id)| (*id, String::from_utf8_lossy(c).into_owned()))
                 .collect();
-            panic!("seed {seed}: acknowledged {ack:?} lost; entries holding it: {near:?}; acked {}", acked.len())
+            panic!(
+                "seed {seed}: acknowledged {ack:?} lost; entries holding it: {near:?}; acked {}",
+                acked.len()
+            )
         });
         let who = ack.rsplit_once(' ').unwrap().0.to_string();
         if let Some(prev) = last_id.insert(who, id) {
@@ -97,8 +126,14 @@ fn iteration(m: &mut Mounted, seed: u64) -> usize {
 
 #[test]
 fn sigkill_of_the_daemon_loses_nothing_acknowledged() {
-    let iters: u64 = std::env::var("WALFS_CRASH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let base: u64 = std::env::var("WALFS_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let iters: u64 = std::env::var("WALFS_CRASH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let base: u64 = std::env::var("WALFS_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
     let mut m = Mounted::start(&["--segment-size", "65536"]);
     let mut total = 0;
     for k in 0..iters {

@@ -30,7 +30,7 @@ fn entries(w: &Wal) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn failed_write_is_reported_undone_and_its_id_reused() {
+fn failed_write_is_reported_undone_and_refuses_writes_until_reopen() {
     for (mode, code) in [
         (SyncMode::Strict, libc::ENOSPC),
         (SyncMode::BatchOnly, libc::EIO),
@@ -38,17 +38,24 @@ fn failed_write_is_reported_undone_and_its_id_reused() {
         let d = disk();
         let wal = open(&d, mode);
         wal.append("s", b"one").unwrap();
+        wal.sync("s").unwrap();
         d.fail_write(1, code);
         let e = wal.append("s", b"two-that-fails").unwrap_err();
         assert_eq!(errno(&e), Some(code), "{e}");
-        // Not poisoned: the half-written frame was cut, the id is free.
-        assert_eq!(wal.append("s", b"three").unwrap(), 1);
-        wal.sync("s").unwrap();
-        assert_eq!(entries(&wal), vec![b"one".to_vec(), b"three".to_vec()]);
+        // Nothing after a failed write is acknowledged until reopened.
+        assert!(matches!(
+            wal.append("s", b"three"),
+            Err(Error::Poisoned { .. })
+        ));
+        assert_eq!(entries(&wal), vec![b"one".to_vec()]);
         drop(wal);
-        let after = d.crash(CrashMode::TornPrefix(5));
-        let wal = open(&after, mode);
-        assert_eq!(entries(&wal), vec![b"one".to_vec(), b"three".to_vec()]);
+        // The half-written frame was cut: it never reappears, and its id
+        // is given to the next entry.
+        for after in [d.clone(), d.crash(CrashMode::TornPrefix(5))] {
+            let wal = open(&after, mode);
+            assert_eq!(entries(&wal), vec![b"one".to_vec()]);
+            assert_eq!(wal.append("s", b"three").unwrap(), 1);
+        }
     }
 }
 

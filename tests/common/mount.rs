@@ -34,6 +34,15 @@ impl Mounted {
     pub fn start(args: &[&str]) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        Mounted::with(dir, data, args)
+    }
+
+    /// Mounts with the data directory at `data`.
+    pub fn start_on(data: &Path, args: &[&str]) -> Mounted {
+        Mounted::with(tempfile::tempdir().unwrap(), data.to_path_buf(), args)
+    }
+
+    fn with(dir: tempfile::TempDir, data: PathBuf, args: &[&str]) -> Mounted {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let mut m = Mounted {
