@@ -1,0 +1,163 @@
+//! Hostile input: arbitrary and mutated segment files, crafted lengths,
+//! broken metadata, foreign files and symlinks. Nothing panics, open either
+//! refuses with an error or serves what it can, and reads fail cleanly.
+//! (cargo-fuzz targets in fuzz/ run the same code without bounds.)
+
+use proptest::prelude::*;
+use std::path::Path;
+use std::sync::Arc;
+use walfs::{CorruptionPolicy, SimDisk, Storage, Wal, WalOptions};
+
+const ROOT: &str = "/h/data";
+
+/// A valid segment of a few raw and LZ4 frames, as a starting point.
+fn valid_segment() -> Vec<u8> {
+    let disk = SimDisk::with_root(Path::new("/h"));
+    let mut o = WalOptions::new(ROOT);
+    o.compression = walfs::CompressionType::Lz4;
+    o.min_compression_size = 32;
+    let wal = Wal::with_storage(o, Arc::new(disk.clone())).unwrap();
+    wal.append("s", b"first").unwrap();
+    wal.append_batch("s", &[&b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"[..], b"b", b""]).unwrap();
+    wal.append("s", &[0u8; 100]).unwrap();
+    drop(wal);
+    disk.read_file(Path::new("/h/data/s/00000000000000000000.wal")).unwrap()
+}
+
+/// Puts `files` into stream `s` of a fresh disk and exercises everything.
+fn exercise(files: &[(&str, &[u8])]) {
+    let disk = SimDisk::with_root(Path::new("/h"));
+    disk.create_dir(Path::new("/h/data/s")).unwrap();
+    for (name, bytes) in files {
+        let f = disk.open(&Path::new("/h/data/s").join(name), true).unwrap();
+        f.write_all_at(bytes, 0).unwrap();
+        f.sync_data().unwrap();
+    }
+    disk.sync_dir(Path::new("/h/data/s")).unwrap();
+    disk.sync_dir(Path::new("/h/data")).unwrap();
+    let mut opened = 0;
+    let report = walfs::verify(&disk, Path::new(ROOT), &mut |_, _| {});
+    assert!(report.is_ok());
+    for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
+        for read_only in [true, false] {
+            let mut o = WalOptions::new(ROOT);
+            o.on_corruption = policy;
+            o.read_only = read_only;
+            o.block_cache_size = Some(1 << 16);
+            // Each open works on its own copy (a read-write open repairs).
+            let copy = disk.crash(walfs::CrashMode::DropUnsynced);
+            let Ok(wal) = Wal::with_storage(o, Arc::new(copy)) else { continue };
+            opened += 1;
+            let next = wal.next_id("s");
+            let first = wal.stream_info("s").map_or(0, |i| i.first_id);
+            for id in first..next.min(first + 64) {
+                let _ = wal.get("s", id);
+            }
+            for r in wal.iter("s", 0).unwrap().take(64) {
+                if r.is_err() {
+                    break;
+                }
+            }
+            let _ = wal.segment_payloads("s");
+            if !read_only {
+                let _ = wal.append("s", b"after");
+            }
+        }
+    }
+    // Truncate policy, read-only: opening never refuses a segment's bytes.
+    assert!(opened > 0, "nothing opened");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_segment_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        exercise(&[("00000000000000000000.wal", &bytes)]);
+    }
+
+    #[test]
+    fn mutated_valid_segments(edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8), cut in any::<u16>()) {
+        let mut seg = valid_segment();
+        for (at, b) in edits {
+            let i = at as usize % seg.len();
+            seg[i] = b;
+        }
+        seg.truncate(cut as usize % (seg.len() + 1) + seg.len() / 2);
+        exercise(&[("00000000000000000000.wal", &seg)]);
+    }
+
+    #[test]
+    fn arbitrary_metadata(idx in proptest::collection::vec(any::<u8>(), 0..40), head in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let seg = valid_segment();
+        exercise(&[("00000000000000000000.wal", &seg), ("00000000000000000006.wal", &seg), ("segments.idx", &idx), ("head.state", &head)]);
+    }
+}
+
+fn frame(start: u64, count: u32, disk_size: u32, raw_size: u32, ft: u8, payload: &[u8]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&start.to_le_bytes());
+    crc.update(&count.to_le_bytes());
+    crc.update(&[ft]);
+    crc.update(&disk_size.to_le_bytes());
+    crc.update(payload);
+    let mut b = Vec::new();
+    b.extend_from_slice(&0x4C57_414Cu32.to_le_bytes());
+    b.extend_from_slice(&crc.finalize().to_le_bytes());
+    b.extend_from_slice(&start.to_le_bytes());
+    b.extend_from_slice(&count.to_le_bytes());
+    b.push(ft);
+    b.extend_from_slice(&disk_size.to_le_bytes());
+    b.extend_from_slice(&raw_size.to_le_bytes());
+    b.extend_from_slice(&[0; 3]);
+    b.extend_from_slice(payload);
+    b
+}
+
+#[test]
+fn crafted_lengths_cost_no_memory() {
+    // A header claiming 4 GiB of payload, one claiming 4 billion entries
+    // with a valid crc, an entry length of 4 GiB, and a good frame after.
+    let mut seg = frame(0, 1, u32::MAX, u32::MAX, 0, b"xxxx");
+    seg.extend(frame(0, u32::MAX, 8, 8, 0, &[4, 0, 0, 0, b'a', b'b', b'c', b'd']));
+    seg.extend(frame(0, 1, 8, u32::MAX, 0, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]));
+    seg.extend(frame(0, 1, 5, 5, 0, &[1, 0, 0, 0, b'z']));
+    let before = peak_rss_kib();
+    exercise(&[("00000000000000000000.wal", &seg)]);
+    let grown = peak_rss_kib().saturating_sub(before);
+    assert!(grown < 64 << 10, "peak memory grew by {grown} KiB");
+}
+
+fn peak_rss_kib() -> u64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    u.ru_maxrss as u64
+}
+
+#[test]
+fn foreign_files_and_symlinks_in_the_data_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("data");
+    {
+        let wal = Wal::new(WalOptions::new(&root)).unwrap();
+        wal.append("s", b"kept").unwrap();
+    }
+    let elsewhere = t.path().join("elsewhere");
+    {
+        let wal = Wal::new(WalOptions::new(&elsewhere)).unwrap();
+        wal.append("other", b"not ours").unwrap();
+    }
+    std::fs::write(root.join("notes.txt"), b"hello").unwrap();
+    std::fs::create_dir(root.join("bad name")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("other"), root.join("linked")).unwrap();
+    std::fs::write(root.join("s/README"), b"x").unwrap();
+    std::fs::write(root.join("s/5.wal"), b"not a segment name").unwrap();
+    std::fs::create_dir(root.join("s/00000000000000000009.wal")).unwrap();
+    let wal = Wal::new(WalOptions::new(&root)).unwrap();
+    assert_eq!(wal.streams(), vec!["s".to_string()], "symlinks and odd names are not streams");
+    assert_eq!(wal.get("s", 0).unwrap().unwrap(), b"kept");
+    assert_eq!(wal.append("s", b"more").unwrap(), 1);
+    let report = walfs::verify(&walfs::RealStorage, &root, &mut |_, _| {}).unwrap();
+    assert!(report.is_sound(), "{:?}", report.faults);
+}
