@@ -19,9 +19,7 @@ use std::path::Path;
 /// How much of each frame a scan checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
-    /// Headers and bounds only (building an index of a sealed segment).
-    Headers,
-    /// Plus every payload's crc (recovering the active segment).
+    /// Headers, bounds and every payload's crc (recovery, indexing).
     Crc,
     /// Plus decoding every batch (verify).
     Decode,
@@ -68,7 +66,6 @@ pub fn scan_from(
             ));
         }
         let bad = match depth {
-            Depth::Headers => None,
             Depth::Crc => (!win.crc_ok(off, &h)?).then(|| Fault::new(off, "crc mismatch")),
             Depth::Decode => match win.frame(off, &h) {
                 Ok(_) => None,
@@ -93,12 +90,14 @@ pub fn scan_from(
 }
 
 /// Builds the sparse index of a segment, stepping over damaged stretches so
-/// that the frames after them stay reachable.
+/// that the frames after them stay reachable. Frames are crc-checked: a
+/// header whose counts were damaged must not claim the ids of the frames
+/// after it (one sequential pass, once per sealed segment).
 pub fn build_index(win: &mut Window, start_id: u64) -> io::Result<SparseIndex> {
     let mut ix = SparseIndex::new();
     let (mut off, mut expected) = (0, start_id);
     loop {
-        let stop = scan_from(win, off, expected, Depth::Headers, |o, h| {
+        let stop = scan_from(win, off, expected, Depth::Crc, |o, h| {
             ix.note(h.start_id, o, h.payload_len())
         })?;
         let Some(fault) = stop.fault else { break };

@@ -233,8 +233,27 @@ fn every_byte_flipped_is_found_where_it_is() {
     let t = tempfile::tempdir().unwrap();
     let pristine = t.path().join("pristine");
     let segs = matrix_log(&pristine);
+    let expected: Vec<Vec<u8>> = {
+        let mut o = WalOptions::new(&pristine);
+        o.read_only = true;
+        let wal = Wal::new(o).unwrap();
+        wal.iter("s", 0).unwrap().map(Result::unwrap).collect()
+    };
     let mut cases = 0;
     for (si, (seg, offs)) in segs.iter().enumerate() {
+        let sealed = si + 1 < segs.len();
+        let seg_bytes = std::fs::read(seg).unwrap();
+        // (start id, count) of each frame of this segment.
+        let ids: Vec<(u64, u64)> = offs
+            .iter()
+            .map(|&o| {
+                let o = o as usize;
+                (
+                    u64::from_le_bytes(seg_bytes[o + 8..o + 16].try_into().unwrap()),
+                    u32::from_le_bytes(seg_bytes[o + 16..o + 20].try_into().unwrap()) as u64,
+                )
+            })
+            .collect();
         let bytes = std::fs::read(seg).unwrap();
         let name = seg.file_name().unwrap().to_str().unwrap().to_owned();
         for at in 0..bytes.len() as u64 {
@@ -258,6 +277,37 @@ fn every_byte_flipped_is_found_where_it_is() {
                 );
             } else {
                 assert!(report.is_sound(), "{name} byte {at}");
+            }
+            if covered && sealed {
+                // Through the mount's view: EIO for the entries of the
+                // damaged frame, every other entry intact.
+                let fi = offs.iter().position(|&o| o == frame).unwrap();
+                let (dstart, dcount) = ids[fi];
+                let mut o = WalOptions::new(&work);
+                o.read_only = true;
+                let view = walfs::mount::View::new(Wal::new(o).unwrap(), "s", true).unwrap();
+                let root = walfs::mount::view::Node::Root;
+                let entries =
+                    walfs::mount::view::Node::from_ino(view.lookup(root, b"entries").unwrap().ino)
+                        .unwrap();
+                for (id, want) in expected.iter().enumerate() {
+                    let id = id as u64;
+                    let got = view
+                        .lookup(entries, id.to_string().as_bytes())
+                        .and_then(|a| {
+                            view.read(
+                                walfs::mount::view::Node::from_ino(a.ino).unwrap(),
+                                0,
+                                0,
+                                1 << 20,
+                            )
+                        });
+                    if id >= dstart && id < dstart + dcount {
+                        assert_eq!(got, Err(libc::EIO), "{name} byte {at}: damaged entry {id}");
+                    } else {
+                        assert_eq!(got.as_ref(), Ok(want), "{name} byte {at}: entry {id}");
+                    }
+                }
             }
             for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
                 // Opening never panics; it either refuses with a location

@@ -18,10 +18,15 @@ fn valid_segment() -> Vec<u8> {
     o.min_compression_size = 32;
     let wal = Wal::with_storage(o, Arc::new(disk.clone())).unwrap();
     wal.append("s", b"first").unwrap();
-    wal.append_batch("s", &[&b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"[..], b"b", b""]).unwrap();
+    wal.append_batch(
+        "s",
+        &[&b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"[..], b"b", b""],
+    )
+    .unwrap();
     wal.append("s", &[0u8; 100]).unwrap();
     drop(wal);
-    disk.read_file(Path::new("/h/data/s/00000000000000000000.wal")).unwrap()
+    disk.read_file(Path::new("/h/data/s/00000000000000000000.wal"))
+        .unwrap()
 }
 
 /// Puts `files` into stream `s` of a fresh disk and exercises everything.
@@ -46,7 +51,9 @@ fn exercise(files: &[(&str, &[u8])]) {
             o.block_cache_size = Some(1 << 16);
             // Each open works on its own copy (a read-write open repairs).
             let copy = disk.crash(walfs::CrashMode::DropUnsynced);
-            let Ok(wal) = Wal::with_storage(o, Arc::new(copy)) else { continue };
+            let Ok(wal) = Wal::with_storage(o, Arc::new(copy)) else {
+                continue;
+            };
             opened += 1;
             let next = wal.next_id("s");
             let first = wal.stream_info("s").map_or(0, |i| i.first_id);
@@ -119,8 +126,22 @@ fn crafted_lengths_cost_no_memory() {
     // A header claiming 4 GiB of payload, one claiming 4 billion entries
     // with a valid crc, an entry length of 4 GiB, and a good frame after.
     let mut seg = frame(0, 1, u32::MAX, u32::MAX, 0, b"xxxx");
-    seg.extend(frame(0, u32::MAX, 8, 8, 0, &[4, 0, 0, 0, b'a', b'b', b'c', b'd']));
-    seg.extend(frame(0, 1, 8, u32::MAX, 0, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]));
+    seg.extend(frame(
+        0,
+        u32::MAX,
+        8,
+        8,
+        0,
+        &[4, 0, 0, 0, b'a', b'b', b'c', b'd'],
+    ));
+    seg.extend(frame(
+        0,
+        1,
+        8,
+        u32::MAX,
+        0,
+        &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4],
+    ));
     seg.extend(frame(0, 1, 5, 5, 0, &[1, 0, 0, 0, b'z']));
     let before = peak_rss_kib();
     exercise(&[("00000000000000000000.wal", &seg)]);
@@ -155,7 +176,11 @@ fn foreign_files_and_symlinks_in_the_data_directory() {
     std::fs::write(root.join("s/5.wal"), b"not a segment name").unwrap();
     std::fs::create_dir(root.join("s/00000000000000000009.wal")).unwrap();
     let wal = Wal::new(WalOptions::new(&root)).unwrap();
-    assert_eq!(wal.streams(), vec!["s".to_string()], "symlinks and odd names are not streams");
+    assert_eq!(
+        wal.streams(),
+        vec!["s".to_string()],
+        "symlinks and odd names are not streams"
+    );
     assert_eq!(wal.get("s", 0).unwrap().unwrap(), b"kept");
     assert_eq!(wal.append("s", b"more").unwrap(), 1);
     let report = walfs::verify(&walfs::RealStorage, &root, &mut |_, _| {}).unwrap();
