@@ -777,9 +777,11 @@ impl View {
             .insert(fh, Arc::new(Mutex::new(handle)));
         Ok(Opened {
             fh,
-            // `log` goes through the page cache (readahead); the kernel drops
-            // its pages whenever it sees the size change.
-            direct: matches!(kind, Kind::Append | Kind::Record | Kind::Stat)
+            // `log` bypasses the page cache too: a page cached from a short
+            // read (zero-filled past the old end) can survive the kernel's
+            // invalidation when a concurrent read holds it, and a reader
+            // would then see zeros where entries are.
+            direct: matches!(kind, Kind::Append | Kind::Record | Kind::Stat | Kind::Log)
                 || (kind == Kind::Segment && !sealed_segment),
             keep_cache: kind == Kind::Entry || sealed_segment,
             parallel_writes: writes,

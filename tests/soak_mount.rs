@@ -1,0 +1,171 @@
+//! Load through the mount: writer processes in strict mode and concurrent
+//! readers (`cat log`, `tail -f log`, `ls entries`, entry reads) for a
+//! bounded time (WALFS_SOAK_SECS, default 4). Readers never see a partial
+//! or torn entry, each writer's entries keep their order, memory stays
+//! bounded, and every acknowledged entry is found at the end.
+
+mod common;
+
+use common::mount::{sh, Mounted};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Checks a snapshot of the log: whole lines of the writers' form, each
+/// writer's numbers increasing.
+fn check_lines(text: &str, what: &str) -> usize {
+    assert!(text.is_empty() || text.ends_with('\n'), "{what}: torn last entry");
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    let mut n = 0;
+    for line in text.lines() {
+        let (w, i) = line.split_once(' ').unwrap_or_else(|| panic!("{what}: bad line {line:?}"));
+        assert!(w.starts_with('w'), "{what}: bad line {line:?}");
+        let i: u64 = i.strip_prefix('i').and_then(|i| i.parse().ok()).unwrap_or_else(|| panic!("{what}: bad line {line:?}"));
+        if let Some(p) = last.insert(w, i) {
+            assert!(i > p, "{what}: {w} went from {p} to {i}");
+        }
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn writers_and_readers_together() {
+    let secs: u64 = std::env::var("WALFS_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let m = Mounted::start(&["--segment-size", "262144"]);
+    std::fs::create_dir(m.path("streams/rec")).unwrap();
+    let run = m.dir.path().join("running");
+    std::fs::write(&run, b"").unwrap();
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        writers.push(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "i=0; while [ -e {run} ]; do echo \"w{w} i$i\" >> {append} && echo \"w{w} i$i\"; i=$((i+1)); done",
+                    run = run.display(),
+                    append = m.path("append").display()
+                ))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let blob = m.dir.path().join("blob");
+    std::fs::write(&blob, vec![7u8; 100_000]).unwrap();
+    let recs = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while [ -e {run} ]; do cp {blob} {rec} || exit 1; done",
+            run = run.display(),
+            blob = blob.display(),
+            rec = m.path("streams/rec/record").display()
+        ))
+        .spawn()
+        .unwrap();
+    let mut tail = Command::new("tail").args(["-f", "-s", "0.1", "-n", "+1"]).arg(m.path("log")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut tail_out = tail.stdout.take().unwrap();
+    let tail_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = tail_out.read_to_end(&mut v);
+        v
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (stop, mnt) = (stop.clone(), m.mnt.clone());
+            std::thread::spawn(move || {
+                let mut checks = 0;
+                let mut last_count = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match r {
+                        0 => {
+                            let text = std::fs::read_to_string(mnt.join("log")).unwrap();
+                            check_lines(&text, "cat log");
+                        }
+                        1 => {
+                            let n = std::fs::read_dir(mnt.join("entries")).unwrap().count();
+                            assert!(n >= last_count, "ls entries went from {last_count} to {n}");
+                            last_count = n;
+                            if n > 0 {
+                                let e = std::fs::read_to_string(mnt.join(format!("entries/{}", n / 2))).unwrap();
+                                check_lines(&e, "entry");
+                                let r = std::fs::read(mnt.join("streams/rec/entries/0"));
+                                if let Ok(r) = r {
+                                    assert!(r.len() == 100_000 && r.iter().all(|&b| b == 7), "record torn");
+                                }
+                            }
+                        }
+                        _ => {
+                            let (_, out, _) = sh(&format!("ls {} | wc -l", mnt.join("entries").display()));
+                            let n: usize = String::from_utf8(out).unwrap().trim().parse().unwrap();
+                            assert!(n >= last_count);
+                            last_count = n;
+                        }
+                    }
+                    checks += 1;
+                }
+                checks
+            })
+        })
+        .collect();
+    let pid = m.pid();
+    let start = Instant::now();
+    let mut rss = Vec::new();
+    let mut rates = Vec::new();
+    let mut last = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_secs(1));
+        rss.push(rss_kib(pid));
+        let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+        let next: u64 = stat.lines().find_map(|l| l.strip_prefix("next_id: ")).unwrap().parse().unwrap();
+        rates.push(next - last);
+        last = next;
+    }
+    std::fs::remove_file(&run).unwrap();
+    let acked: Vec<String> = writers
+        .into_iter()
+        .flat_map(|mut w| {
+            let out = w.stdout.take().unwrap();
+            let lines: Vec<String> = BufReader::new(out).lines().map_while(Result::ok).collect();
+            w.wait().unwrap();
+            lines
+        })
+        .collect();
+    let mut recs = recs;
+    recs.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let checks: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let tailed = String::from_utf8(tail_reader.join().unwrap()).unwrap();
+    let tailed = &tailed[..tailed.rfind('\n').map_or(0, |i| i + 1)];
+    let log = std::fs::read_to_string(m.path("log")).unwrap();
+    let n = check_lines(&log, "final log");
+    check_lines(tailed, "tail -f");
+    assert!(log.starts_with(tailed), "tail -f printed what the log holds, in order, once");
+    let present: std::collections::HashSet<&str> = log.lines().collect();
+    for a in &acked {
+        assert!(present.contains(a.as_str()), "acknowledged {a:?} lost");
+    }
+    assert_eq!(n, present.len(), "no duplicates");
+    println!(
+        "{secs}s: {} entries acknowledged, {n} in the log, {checks} reader passes; appends/s per second: {rates:?}; daemon RSS KiB: {rss:?}",
+        acked.len()
+    );
+    let peak = rss.iter().max().copied().unwrap_or(0);
+    assert!(peak < 512 << 10, "daemon memory {peak} KiB");
+}
