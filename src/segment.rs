@@ -263,6 +263,17 @@ impl Segment {
         }
     }
 
+    /// A sealed segment found on disk: indexed on first read.
+    pub fn sealed(start_id: u64, path: PathBuf, len: u64, end_id: u64) -> Segment {
+        let extent = Extent {
+            len,
+            end_id,
+            sealed: true,
+            payload: None,
+        };
+        Segment::new(start_id, path, extent, None)
+    }
+
     pub fn extent(&self) -> Extent {
         *self.extent.read()
     }

@@ -213,18 +213,7 @@ impl Stream {
                 )
             } else {
                 let len = st.file_len(&path)?;
-                let end_id = layout.segments[i + 1];
-                Segment::new(
-                    start,
-                    path,
-                    Extent {
-                        len,
-                        end_id,
-                        sealed: true,
-                        payload: None,
-                    },
-                    None,
-                )
+                Segment::sealed(start, path, len, layout.segments[i + 1])
             };
             segs.insert(start, Arc::new(seg));
         }
@@ -837,21 +826,7 @@ impl Stream {
                 }
                 let path = self.dir.join(format::segment_name(s));
                 let len = st.file_len(&path)?;
-                let end_id = ids[i + 1];
-                segs.insert(
-                    s,
-                    Arc::new(Segment::new(
-                        s,
-                        path,
-                        Extent {
-                            len,
-                            end_id,
-                            sealed: true,
-                            payload: None,
-                        },
-                        None,
-                    )),
-                );
+                segs.insert(s, Arc::new(Segment::sealed(s, path, len, ids[i + 1])));
             }
         }
         w.idx = ids;

@@ -1,6 +1,9 @@
 //! Torn tails, corruption in the middle, damaged sealed segments, and a
 //! matrix of every byte flipped and every truncation point.
 
+mod common;
+
+use common::copy_dir;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -214,18 +217,6 @@ fn matrix_log(root: &Path) -> Vec<(PathBuf, Vec<u64>)> {
             (p, offs)
         })
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

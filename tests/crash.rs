@@ -165,7 +165,9 @@ fn batch_only_and_async_recover_a_clean_prefix() {
             acked += a;
         }
     }
-    println!("batch/async: {cases} crash cases, {acked} durable-acknowledged entries checked, 0 lost");
+    println!(
+        "batch/async: {cases} crash cases, {acked} durable-acknowledged entries checked, 0 lost"
+    );
 }
 
 #[test]

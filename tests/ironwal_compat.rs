@@ -1,6 +1,9 @@
 //! Byte compatibility with ironwal 0.6.9, both ways, and a golden data
 //! directory written by ironwal that must read forever.
 
+mod common;
+
+use common::copy_dir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -232,16 +235,4 @@ fn expected_workload() -> Expected {
         },
         |_, _| {},
     )
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }

@@ -26,13 +26,21 @@ fn rss_kib(pid: u32) -> u64 {
 /// Checks a snapshot of the log: whole lines of the writers' form, each
 /// writer's numbers increasing.
 fn check_lines(text: &str, what: &str) -> usize {
-    assert!(text.is_empty() || text.ends_with('\n'), "{what}: torn last entry");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "{what}: torn last entry"
+    );
     let mut last: HashMap<&str, u64> = HashMap::new();
     let mut n = 0;
     for line in text.lines() {
-        let (w, i) = line.split_once(' ').unwrap_or_else(|| panic!("{what}: bad line {line:?}"));
+        let (w, i) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("{what}: bad line {line:?}"));
         assert!(w.starts_with('w'), "{what}: bad line {line:?}");
-        let i: u64 = i.strip_prefix('i').and_then(|i| i.parse().ok()).unwrap_or_else(|| panic!("{what}: bad line {line:?}"));
+        let i: u64 = i
+            .strip_prefix('i')
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: bad line {line:?}"));
         if let Some(p) = last.insert(w, i) {
             assert!(i > p, "{what}: {w} went from {p} to {i}");
         }
@@ -43,7 +51,10 @@ fn check_lines(text: &str, what: &str) -> usize {
 
 #[test]
 fn writers_and_readers_together() {
-    let secs: u64 = std::env::var("WALFS_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let secs: u64 = std::env::var("WALFS_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let m = Mounted::start(&["--segment-size", "262144"]);
     std::fs::create_dir(m.path("streams/rec")).unwrap();
     let run = m.dir.path().join("running");
@@ -75,7 +86,12 @@ fn writers_and_readers_together() {
         ))
         .spawn()
         .unwrap();
-    let mut tail = Command::new("tail").args(["-f", "-s", "0.1", "-n", "+1"]).arg(m.path("log")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut tail = Command::new("tail")
+        .args(["-f", "-s", "0.1", "-n", "+1"])
+        .arg(m.path("log"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut tail_out = tail.stdout.take().unwrap();
     let tail_reader = std::thread::spawn(move || {
         let mut v = Vec::new();
@@ -100,16 +116,22 @@ fn writers_and_readers_together() {
                             assert!(n >= last_count, "ls entries went from {last_count} to {n}");
                             last_count = n;
                             if n > 0 {
-                                let e = std::fs::read_to_string(mnt.join(format!("entries/{}", n / 2))).unwrap();
+                                let e =
+                                    std::fs::read_to_string(mnt.join(format!("entries/{}", n / 2)))
+                                        .unwrap();
                                 check_lines(&e, "entry");
                                 let r = std::fs::read(mnt.join("streams/rec/entries/0"));
                                 if let Ok(r) = r {
-                                    assert!(r.len() == 100_000 && r.iter().all(|&b| b == 7), "record torn");
+                                    assert!(
+                                        r.len() == 100_000 && r.iter().all(|&b| b == 7),
+                                        "record torn"
+                                    );
                                 }
                             }
                         }
                         _ => {
-                            let (_, out, _) = sh(&format!("ls {} | wc -l", mnt.join("entries").display()));
+                            let (_, out, _) =
+                                sh(&format!("ls {} | wc -l", mnt.join("entries").display()));
                             let n: usize = String::from_utf8(out).unwrap().trim().parse().unwrap();
                             assert!(n >= last_count);
                             last_count = n;
@@ -130,7 +152,12 @@ fn writers_and_readers_together() {
         std::thread::sleep(Duration::from_secs(1));
         rss.push(rss_kib(pid));
         let stat = std::fs::read_to_string(m.path("stat")).unwrap();
-        let next: u64 = stat.lines().find_map(|l| l.strip_prefix("next_id: ")).unwrap().parse().unwrap();
+        let next: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("next_id: "))
+            .unwrap()
+            .parse()
+            .unwrap();
         rates.push(next - last);
         last = next;
     }
@@ -156,7 +183,10 @@ fn writers_and_readers_together() {
     let log = std::fs::read_to_string(m.path("log")).unwrap();
     let n = check_lines(&log, "final log");
     check_lines(tailed, "tail -f");
-    assert!(log.starts_with(tailed), "tail -f printed what the log holds, in order, once");
+    assert!(
+        log.starts_with(tailed),
+        "tail -f printed what the log holds, in order, once"
+    );
     let present: std::collections::HashSet<&str> = log.lines().collect();
     for a in &acked {
         assert!(present.contains(a.as_str()), "acknowledged {a:?} lost");

@@ -348,6 +348,15 @@ impl View {
         v
     }
 
+    /// The retained segment of `stream` starting at `start`.
+    fn segment(&self, stream: &str, start: u64) -> Result<crate::SegmentInfo, Errno> {
+        self.wal
+            .segments(stream)
+            .into_iter()
+            .find(|s| s.start_id == start)
+            .ok_or(libc::ENOENT)
+    }
+
     // --- attributes and lookup ---
 
     pub fn getattr(&self, node: Node) -> Result<Attr, Errno> {
@@ -409,12 +418,7 @@ impl View {
                         ))
                     }
                     Kind::Segment => {
-                        let seg = self
-                            .wal
-                            .segments(&name)
-                            .into_iter()
-                            .find(|s| s.start_id == value)
-                            .ok_or(libc::ENOENT)?;
+                        let seg = self.segment(&name, value)?;
                         Ok(file(
                             ino,
                             seg.len,
@@ -750,12 +754,7 @@ impl View {
             _ if write => return Err(libc::EACCES),
             Kind::Dir | Kind::Entries | Kind::Segments => return Err(libc::EISDIR),
             Kind::Segment => {
-                let seg = self
-                    .wal
-                    .segments(&name)
-                    .into_iter()
-                    .find(|s| s.start_id == value)
-                    .ok_or(libc::ENOENT)?;
+                let seg = self.segment(&name, value)?;
                 Handle::Segment(
                     File::open(&seg.path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?,
                 )
