@@ -589,3 +589,17 @@ fn a_damaged_frame_is_eio_and_every_other_entry_reads() {
         "default/00000000000000000000.wal at byte {second}"
     )));
 }
+
+#[test]
+fn read_only_mount_serves_reads_and_refuses_writes() {
+    let mut m = Mounted::start(&[]);
+    sh(&format!("echo kept >> {}", m.path("append").display()));
+    m.stop();
+    let mut ro = Mounted::start_on(&m.data, &["--read-only"]);
+    assert_eq!(std::fs::read(ro.path("entries/0")).unwrap(), b"kept\n");
+    assert_eq!(std::fs::read(ro.path("log")).unwrap(), b"kept\n");
+    let e = errno_of(OpenOptions::new().append(true).open(ro.path("append")));
+    assert!(e == libc::EROFS || e == libc::EACCES, "{e}");
+    assert!(std::fs::create_dir(ro.path("streams/x")).is_err());
+    ro.stop();
+}
