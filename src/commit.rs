@@ -173,12 +173,12 @@ impl Commit {
     }
 
     /// Returns once ids below `target` are durable, syncing as the leader
-    /// when no sync is in flight. `open` reopens the active segment when its
-    /// descriptor was evicted.
+    /// when no sync is in flight. `open(start id)` reopens the segment the
+    /// leader's snapshot belongs to when its descriptor was evicted.
     pub fn wait_durable(
         &self,
         target: u64,
-        open: impl Fn() -> io::Result<Arc<dyn StorageFile>>,
+        open: impl Fn(u64) -> io::Result<Arc<dyn StorageFile>>,
     ) -> Result<(), SyncFailure> {
         let mut st = self.state.lock();
         loop {
@@ -201,7 +201,7 @@ impl Commit {
             let file = st.file.clone();
             let result = parking_lot::MutexGuard::unlocked(&mut st, || match file {
                 Some(f) => f.sync_data(),
-                None => open().and_then(|f| f.sync_data()),
+                None => open(segment).and_then(|f| f.sync_data()),
             });
             st.syncing = false;
             match result {

@@ -421,10 +421,10 @@ impl Stream {
     /// Returns once ids below `target` are durable.
     pub fn sync_to(self: &Arc<Self>, ctx: &Ctx, target: u64) -> Result<()> {
         self.flush(ctx)?;
-        let path = { self.writer.lock().active.path.clone() };
-        let r = self
-            .commit
-            .wait_durable(target, || ctx.storage.open(&path, true));
+        let r = self.commit.wait_durable(target, |segment| {
+            ctx.storage
+                .open(&self.dir.join(format::segment_name(segment)), true)
+        });
         match r {
             Ok(()) => Ok(()),
             Err(f) => {
