@@ -184,3 +184,43 @@ fn long_soak_when_asked() {
         }
     }
 }
+
+#[test]
+fn strict_appends_stay_durable_when_write_descriptors_are_evicted() {
+    // One write descriptor for two streams: every append evicts the other
+    // stream's, so group-commit leaders reopen segments to sync them.
+    for crash in [
+        CrashMode::DropUnsynced,
+        CrashMode::TornPrefix(9),
+        CrashMode::Reordered(4),
+    ] {
+        let disk = SimDisk::with_root(Path::new("/sim"));
+        let mut o = options(SyncMode::Strict, false);
+        o.max_open_segments = 1;
+        let wal = Wal::with_storage(o.clone(), Arc::new(disk.clone())).unwrap();
+        let threads: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|s| {
+                let wal = wal.clone();
+                std::thread::spawn(move || {
+                    (0..150u32)
+                        .map(|i| wal.append(s, &i.to_le_bytes()).unwrap())
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        let ids: Vec<Vec<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        disk.crash_at_sync(1);
+        drop(wal);
+        let after = Wal::with_storage(o, Arc::new(disk.crash(crash))).unwrap();
+        for (s, ids) in ["a", "b"].into_iter().zip(ids) {
+            for (i, id) in ids.into_iter().enumerate() {
+                assert_eq!(
+                    after.get(s, id).unwrap(),
+                    Some((i as u32).to_le_bytes().to_vec()),
+                    "{crash:?} {s} {id}"
+                );
+            }
+        }
+    }
+}
