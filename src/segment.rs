@@ -227,7 +227,8 @@ pub struct Extent {
     /// One past the last id the segment holds.
     pub end_id: u64,
     pub sealed: bool,
-    /// Entry bytes in `len` (None for sealed segments: see the index).
+    /// Entry bytes in `len` (for a sealed segment: from walfs.payloads, or
+    /// None until the index is built).
     pub payload: Option<u64>,
 }
 
@@ -263,13 +264,20 @@ impl Segment {
         }
     }
 
-    /// A sealed segment found on disk: indexed on first read.
-    pub fn sealed(start_id: u64, path: PathBuf, len: u64, end_id: u64) -> Segment {
+    /// A sealed segment found on disk: indexed on first read. `payload`,
+    /// when known, spares a scan to count its entry bytes.
+    pub fn sealed(
+        start_id: u64,
+        path: PathBuf,
+        len: u64,
+        end_id: u64,
+        payload: Option<u64>,
+    ) -> Segment {
         let extent = Extent {
             len,
             end_id,
             sealed: true,
-            payload: None,
+            payload,
         };
         Segment::new(start_id, path, extent, None)
     }
@@ -301,10 +309,9 @@ impl Segment {
     /// Entry bytes of the readable frames (known once indexed).
     pub fn payload(&self) -> Option<u64> {
         let e = self.extent();
-        if e.sealed {
-            self.index.read().as_ref().map(SparseIndex::payload)
-        } else {
-            e.payload
+        match e.payload {
+            Some(p) => Some(p),
+            None => self.index.read().as_ref().map(SparseIndex::payload),
         }
     }
 

@@ -195,6 +195,16 @@ impl Stream {
         };
 
         let active_payload = rec.index.payload();
+        // Entry bytes of sealed segments, as recorded when walfs sealed them.
+        let hints: std::collections::HashMap<u64, (u64, u64)> = st
+            .read_file(&dir.join(format::PAYLOADS))
+            .map(|b| {
+                format::payload_records_decode(&b)
+                    .into_iter()
+                    .map(|(s, l, p)| (s, (l, p)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut active_index = Some(rec.index);
         let mut segs = BTreeMap::new();
         for (i, &start) in layout.segments.iter().enumerate() {
@@ -213,7 +223,8 @@ impl Stream {
                 )
             } else {
                 let len = st.file_len(&path)?;
-                Segment::sealed(start, path, len, layout.segments[i + 1])
+                let hint = hints.get(&start).filter(|h| h.0 == len).map(|h| h.1);
+                Segment::sealed(start, path, len, layout.segments[i + 1], hint)
             };
             segs.insert(start, Arc::new(seg));
         }
@@ -480,6 +491,23 @@ impl Stream {
         }
     }
 
+    /// Records a sealed segment's length and entry bytes in walfs.payloads.
+    /// A hint, never synced: a lost or torn record only costs a scan later.
+    fn note_sealed(&self, ctx: &Ctx, start: u64, len: u64, payload: u64) {
+        let path = self.dir.join(format::PAYLOADS);
+        let r = ctx.storage.open(&path, true).and_then(|f| {
+            let slot =
+                f.len()?.div_ceil(format::PAYLOAD_RECORD as u64) * format::PAYLOAD_RECORD as u64;
+            f.write_all_at(&format::payload_record_encode(start, len, payload), slot)
+        });
+        if let Err(e) = r {
+            log::warn!(
+                "stream {}: could not record the size of a sealed segment: {e}",
+                self.name
+            );
+        }
+    }
+
     fn try_rotate(self: &Arc<Self>, ctx: &Ctx, w: &mut Writer) -> io::Result<()> {
         let st = &*ctx.storage;
         self.flush_locked(ctx, w).map_err(|e| match e {
@@ -489,6 +517,7 @@ impl Stream {
         let old = self.write_file(ctx, w)?;
         old.sync_data()?;
         self.commit.all_durable();
+        self.note_sealed(ctx, w.active.start_id, w.len, w.payload);
         let start = w.next_id;
         let path = self.dir.join(format::segment_name(start));
         let file = st.open(&path, true)?;
@@ -826,7 +855,7 @@ impl Stream {
                 }
                 let path = self.dir.join(format::segment_name(s));
                 let len = st.file_len(&path)?;
-                segs.insert(s, Arc::new(Segment::sealed(s, path, len, ids[i + 1])));
+                segs.insert(s, Arc::new(Segment::sealed(s, path, len, ids[i + 1], None)));
             }
         }
         w.idx = ids;

@@ -26,6 +26,7 @@ pub use frame::{
     HEADER_SIZE, MAGIC, MAX_BATCH_BYTES,
 };
 pub use names::{
-    head_state_decode, head_state_encode, parse_segment_name, segment_name, segments_idx_decode,
-    segments_idx_encode, validate_stream_name, DELETE_MARKER_SUFFIX, HEAD_STATE, SEGMENTS_IDX,
+    head_state_decode, head_state_encode, parse_segment_name, payload_record_encode,
+    payload_records_decode, segment_name, segments_idx_decode, segments_idx_encode,
+    validate_stream_name, DELETE_MARKER_SUFFIX, HEAD_STATE, PAYLOADS, PAYLOAD_RECORD, SEGMENTS_IDX,
 };

@@ -13,6 +13,12 @@ const HEAD_STATE_VERSION: u8 = 1;
 /// outside the stream-name alphabet, so it never collides with a stream.
 pub const DELETE_MARKER_SUFFIX: &str = "#deleted";
 const SEGMENT_EXT: &str = ".wal";
+/// walfs's own sidecar, ignored by ironwal: for every segment walfs sealed,
+/// its length and its entry bytes, so the size of the mount's `log` needs no
+/// scan. A hint: trusted only while the segment still has that length.
+pub const PAYLOADS: &str = "walfs.payloads";
+/// [start id u64][segment length u64][entry bytes u64][crc32 of the 24 bytes].
+pub const PAYLOAD_RECORD: usize = 28;
 const SEGMENT_DIGITS: usize = 20;
 
 pub fn segment_name(start_id: u64) -> String {
@@ -72,6 +78,28 @@ pub fn head_state_decode(b: &[u8]) -> Option<u64> {
     parse_segment_name(std::str::from_utf8(name).ok()?)
 }
 
+pub fn payload_record_encode(start: u64, len: u64, payload: u64) -> [u8; PAYLOAD_RECORD] {
+    let mut b = [0u8; PAYLOAD_RECORD];
+    b[0..8].copy_from_slice(&start.to_le_bytes());
+    b[8..16].copy_from_slice(&len.to_le_bytes());
+    b[16..24].copy_from_slice(&payload.to_le_bytes());
+    let crc = crc32fast::hash(&b[..24]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The intact records of a payloads file as (start, length, entry bytes);
+/// torn or damaged slots are skipped.
+pub fn payload_records_decode(b: &[u8]) -> Vec<(u64, u64, u64)> {
+    b.chunks_exact(PAYLOAD_RECORD)
+        .filter(|r| crc32fast::hash(&r[..24]).to_le_bytes() == r[24..28])
+        .map(|r| {
+            let u = |at: usize| u64::from_le_bytes(r[at..at + 8].try_into().expect("8 bytes"));
+            (u(0), u(8), u(16))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +135,18 @@ mod tests {
         ] {
             assert!(!validate_stream_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn payload_records_skip_damage() {
+        let mut b = payload_record_encode(0, 100, 60).to_vec();
+        b.extend_from_slice(&payload_record_encode(5, 200, 120)[..10]); // torn
+        b.resize(2 * PAYLOAD_RECORD, 0);
+        b.extend_from_slice(&payload_record_encode(9, 300, 180));
+        assert_eq!(
+            payload_records_decode(&b),
+            vec![(0, 100, 60), (9, 300, 180)]
+        );
     }
 
     #[test]
