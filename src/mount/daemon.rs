@@ -264,10 +264,14 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
 }
 
 fn hint(e: &std::io::Error) -> &'static str {
+    // SAFETY: access(2) on a constant C string; getuid cannot fail.
+    let fuse_usable = unsafe { libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) } == 0;
+    let root = unsafe { libc::getuid() } == 0;
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            " (run as root, or install fusermount3 from the fuse3 package)"
+        Some(libc::EPERM) | Some(libc::EACCES) if !root && !fuse_usable => {
+            " (/dev/fuse is not readable and writable by this user: run as root, or have root `chmod 666 /dev/fuse`, the usual mode)"
         }
+        Some(libc::EPERM) | Some(libc::EACCES) => " (run as root, or install fusermount3 from the fuse3 package)",
         Some(libc::ENOENT) | Some(libc::ENODEV) => " (is /dev/fuse present? `modprobe fuse`)",
         _ => "",
     }
