@@ -1209,4 +1209,42 @@ mod tests {
         assert_eq!(v.mkdir(Node::Root, b"x").err(), Some(libc::EACCES));
         assert_eq!(v.unlink(Node::Root, b"log").err(), Some(libc::EACCES));
     }
+
+    #[test]
+    fn the_end_of_a_large_log_reads_only_its_end() {
+        let disk = crate::SimDisk::with_root(std::path::Path::new("/v"));
+        let mut o = crate::WalOptions::new("/v/data");
+        o.max_segment_size = 64 << 10;
+        o.sync_mode = SyncMode::Async;
+        {
+            let wal = Wal::with_storage(o.clone(), Arc::new(disk.clone())).unwrap();
+            let line = vec![b'x'; 99];
+            for _ in 0..20_000 {
+                wal.append("default", &[line.as_slice(), b"\n"].concat())
+                    .unwrap();
+            }
+        }
+        let wal = Wal::with_storage(o, Arc::new(disk.clone())).unwrap();
+        assert!(wal.segments("default").len() > 20);
+        let v = View::new(wal, "default", true).unwrap();
+        let log = Node::In {
+            sno: 0,
+            root_view: true,
+            kind: Kind::Log,
+            value: 0,
+        };
+        let before = disk.bytes_read();
+        let size = v.getattr(log).unwrap().size;
+        assert_eq!(size, 20_000 * 100);
+        let tail = v.read(log, 0, size - 4096, 4096).unwrap();
+        assert_eq!(tail.len(), 4096);
+        assert!(tail.ends_with(b"x\n"));
+        let read = disk.bytes_read() - before;
+        // The log is 2 MB in 30+ segments; stat plus the read touch only the
+        // last segment (at most 64 KiB and a window).
+        assert!(
+            read < 256 << 10,
+            "read {read} bytes for the last 4 KiB of a {size}-byte log"
+        );
+    }
 }

@@ -62,6 +62,7 @@ struct State {
     faults: Faults,
     writes: u64,
     syncs: u64,
+    bytes_read: u64,
     dead: bool,
     locked: bool,
 }
@@ -124,6 +125,11 @@ impl SimDisk {
     /// The machine dies just before the n-th sync from now (1-based).
     pub fn crash_at_sync(&self, n: u64) {
         self.state.lock().faults.crash_at_sync = Some(n);
+    }
+
+    /// Bytes read from files so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.state.lock().bytes_read
     }
 
     /// Syncs performed so far (file and directory).
@@ -295,6 +301,7 @@ impl StorageFile for SimFile {
         };
         let n = avail.len().min(buf.len());
         buf[..n].copy_from_slice(&avail[..n]);
+        st.bytes_read += n as u64;
         Ok(n)
     }
 
