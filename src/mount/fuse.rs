@@ -82,6 +82,14 @@ fn errno(e: i32) -> Errno {
     Errno::from_i32(e)
 }
 
+/// Replies to a request that returns nothing.
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl Filesystem for WalFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Large writes: one write(2) of up to 1 MiB arrives whole, as one frame.
@@ -146,17 +154,17 @@ impl Filesystem for WalFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match node(parent).and_then(|p| self.view.rmdir(p, name.as_bytes()).map_err(errno)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            reply,
+            node(parent).and_then(|p| self.view.rmdir(p, name.as_bytes()).map_err(errno)),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match node(parent).and_then(|p| self.view.unlink(p, name.as_bytes()).map_err(errno)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            reply,
+            node(parent).and_then(|p| self.view.unlink(p, name.as_bytes()).map_err(errno)),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -225,10 +233,7 @@ impl Filesystem for WalFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.view.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.view.flush(fh.0).map_err(errno));
     }
 
     fn fsync(
@@ -239,10 +244,10 @@ impl Filesystem for WalFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match node(ino).and_then(|n| self.view.fsync(n, fh.0).map_err(errno)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            reply,
+            node(ino).and_then(|n| self.view.fsync(n, fh.0).map_err(errno)),
+        );
     }
 
     fn release(
