@@ -216,7 +216,9 @@ fn random_gets(d: &Path, mmap: bool) -> (f64, f64) {
 }
 
 /// Sequential iteration over a stream of 1 KiB entries in 64 MiB segments.
-fn iteration() -> (f64, f64, f64) {
+/// Sequential iteration MB/s: (walfs iter, walfs next_ref, ironwal), with
+/// StandardIo or, with `mmap`, both engines' Mmap strategy.
+fn iteration(mmap: bool) -> (f64, f64, f64) {
     let d = dir("iter");
     let total: u64 = 1 << 30;
     {
@@ -231,6 +233,9 @@ fn iteration() -> (f64, f64, f64) {
     let walfs_pass = || {
         let mut wo = walfs::WalOptions::new(&d);
         wo.read_only = true;
+        if mmap {
+            wo.read_strategy = walfs::ReadStrategy::Mmap;
+        }
         let w = walfs::Wal::new(wo).unwrap();
         let start = Instant::now();
         let mut bytes = 0u64;
@@ -242,6 +247,9 @@ fn iteration() -> (f64, f64, f64) {
     let walfs_lend = || {
         let mut wo = walfs::WalOptions::new(&d);
         wo.read_only = true;
+        if mmap {
+            wo.read_strategy = walfs::ReadStrategy::Mmap;
+        }
         let w = walfs::Wal::new(wo).unwrap();
         let start = Instant::now();
         let mut bytes = 0u64;
@@ -252,7 +260,11 @@ fn iteration() -> (f64, f64, f64) {
         (bytes, bytes as f64 / 1e6 / start.elapsed().as_secs_f64())
     };
     let iron_pass = || {
-        let i = ironwal::Wal::new(ironwal::WalOptions::new(&d)).unwrap();
+        let mut io = ironwal::WalOptions::new(&d);
+        if mmap {
+            io.read_strategy = ironwal::ReadStrategy::Mmap;
+        }
+        let i = ironwal::Wal::new(io).unwrap();
         let start = Instant::now();
         let mut bytes = 0u64;
         for e in i.iter("s", 0).unwrap() {
@@ -603,25 +615,46 @@ fn main() {
     }
     if wanted("iter") {
         eprintln!("sequential iteration...");
-        let (wi, wl, ii) = iteration();
+        let (wi, wl, ii) = iteration(false);
         rows.push(Row {
-            name: "sequential iteration, 1 KiB entries (iter: a Vec per entry)".into(),
+            name: "sequential iteration, StandardIo (iter: a Vec per entry)".into(),
             unit: "MB/s",
             walfs: wi,
-            baseline_name: "ironwal",
+            baseline_name: "ironwal StandardIo",
             baseline: ii,
             target: 2.0,
             lower_is_better: false,
         });
         rows.push(Row {
-            name: "sequential iteration, 1 KiB entries (next_ref: borrowed)".into(),
+            name: "sequential iteration, StandardIo (next_ref: borrowed)".into(),
             unit: "MB/s",
             walfs: wl,
-            baseline_name: "ironwal",
+            baseline_name: "ironwal StandardIo",
             baseline: ii,
             target: 2.0,
             lower_is_better: false,
         });
+        {
+            let (wi, wl, ii) = iteration(true);
+            rows.push(Row {
+                name: "sequential iteration, Mmap (iter: a Vec per entry)".into(),
+                unit: "MB/s",
+                walfs: wi,
+                baseline_name: "ironwal Mmap",
+                baseline: ii,
+                target: 2.0,
+                lower_is_better: false,
+            });
+            rows.push(Row {
+                name: "sequential iteration, Mmap (next_ref: borrowed)".into(),
+                unit: "MB/s",
+                walfs: wl,
+                baseline_name: "ironwal Mmap",
+                baseline: ii,
+                target: 2.0,
+                lower_is_better: false,
+            });
+        }
     }
     if wanted("mount") {
         eprintln!("the mount...");

@@ -199,11 +199,20 @@ impl WalIdIterator {
                 return Ok(false);
             }
         }
-        let mut win = s.window(ctx, &seg, ctx.opts.read_buffer_size.max(64 << 10))?;
-        let off = match seg.locate(&mut win, self.next) {
-            Ok((off, _)) => off,
-            Err(ReadError::Io(e)) => return Err(e.into()),
-            Err(ReadError::Bad(f)) => return Err(Self::corruption(s, &seg, f.offset, f.reason)),
+        let chunk = ctx.opts.read_buffer_size.max(64 << 10);
+        // A reader entering a segment at its first id starts at byte 0 and
+        // needs no index (building one would check every crc a second time).
+        let (win, off) = if self.next == seg.start_id {
+            (s.raw_window(ctx, &seg, chunk)?, 0)
+        } else {
+            let mut win = s.window(ctx, &seg, chunk)?;
+            match seg.locate(&mut win, self.next) {
+                Ok((off, _)) => (win, off),
+                Err(ReadError::Io(e)) => return Err(e.into()),
+                Err(ReadError::Bad(f)) => {
+                    return Err(Self::corruption(s, &seg, f.offset, f.reason))
+                }
+            }
         };
         self.cursor = Some(Cursor { seg, win, off });
         self.load(s)

@@ -623,13 +623,19 @@ impl Stream {
 
     /// A window over the readable bytes of `seg`, with its index built.
     pub fn window(&self, ctx: &Ctx, seg: &Arc<Segment>, chunk: usize) -> Result<Window> {
-        let handle = self.reader(ctx, seg)?;
-        let mut win = Window::new(handle, seg.extent().len, chunk);
+        let mut win = self.raw_window(ctx, seg, chunk)?;
         if !seg.has_index() {
             let ix = recovery::build_index(&mut win, seg.start_id)?;
             seg.set_index(ix);
         }
         Ok(win)
+    }
+
+    /// A window over the readable bytes of `seg`, without building its
+    /// index (for readers that start at its first frame).
+    pub fn raw_window(&self, ctx: &Ctx, seg: &Arc<Segment>, chunk: usize) -> Result<Window> {
+        let handle = self.reader(ctx, seg)?;
+        Ok(Window::new(handle, seg.extent().len, chunk))
     }
 
     /// The decoded frame holding `id`, which the caller has checked is
@@ -693,15 +699,29 @@ impl Stream {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let visible = self.commit.visible();
-        let mut win = self.window(ctx, seg, 1 << 17)?;
         let bad = |f: crate::segment::Fault| Error::Corruption {
             location: self.location(seg, f.offset),
             reason: f.reason,
         };
-        let found = seg.locate_payload(&mut win, from).map_err(|e| match e {
+        let read_err = |e| match e {
             ReadError::Io(e) => Error::Io(e),
             ReadError::Bad(f) => bad(f),
-        })?;
+        };
+        // Reading from the segment's first byte needs no index (building
+        // one would check every crc a second time).
+        let (mut win, found) = if from == 0 {
+            let mut win = self.raw_window(ctx, seg, 1 << 17)?;
+            let found = if win.limit() == 0 {
+                None
+            } else {
+                Some((0, win.header(0).map_err(read_err)?, 0))
+            };
+            (win, found)
+        } else {
+            let mut win = self.window(ctx, seg, 1 << 17)?;
+            let found = seg.locate_payload(&mut win, from).map_err(read_err)?;
+            (win, found)
+        };
         let Some((mut off, mut h, before)) = found else {
             return Ok(());
         };
@@ -711,10 +731,7 @@ impl Stream {
             if h.start_id >= visible || out.len() >= max {
                 return Ok(());
             }
-            let frame = win.frame(off, &h).map_err(|e| match e {
-                ReadError::Io(e) => Error::Io(e),
-                ReadError::Bad(f) => bad(f),
-            })?;
+            let frame = win.frame(off, &h).map_err(read_err)?;
             for e in frame.entries() {
                 if (skip as usize) >= e.len() {
                     skip -= e.len() as u64;
@@ -732,10 +749,7 @@ impl Stream {
             if off >= limit {
                 return Ok(());
             }
-            h = win.header(off).map_err(|e| match e {
-                ReadError::Io(e) => Error::Io(e),
-                ReadError::Bad(f) => bad(f),
-            })?;
+            h = win.header(off).map_err(read_err)?;
         }
     }
 
