@@ -216,6 +216,13 @@ fn random_gets(d: &Path, mmap: bool) -> (f64, f64) {
 }
 
 /// Sequential iteration over a stream of 1 KiB entries in 64 MiB segments.
+/// Runs `read`, which returns the bytes it read: (bytes, MB/s).
+fn timed_mbs(read: impl FnOnce() -> u64) -> (u64, f64) {
+    let start = Instant::now();
+    let bytes = read();
+    (bytes, bytes as f64 / 1e6 / start.elapsed().as_secs_f64())
+}
+
 /// Sequential iteration MB/s: (walfs iter, walfs next_ref, ironwal), with
 /// StandardIo or, with `mmap`, both engines' Mmap strategy.
 fn iteration(mmap: bool) -> (f64, f64, f64) {
@@ -230,34 +237,33 @@ fn iteration(mmap: bool) -> (f64, f64, f64) {
         }
         w.close().unwrap();
     }
-    let walfs_pass = || {
+    let open_walfs = || {
         let mut wo = walfs::WalOptions::new(&d);
         wo.read_only = true;
         if mmap {
             wo.read_strategy = walfs::ReadStrategy::Mmap;
         }
-        let w = walfs::Wal::new(wo).unwrap();
-        let start = Instant::now();
-        let mut bytes = 0u64;
-        for e in w.iter("s", 0).unwrap() {
-            bytes += e.unwrap().len() as u64;
-        }
-        (bytes, bytes as f64 / 1e6 / start.elapsed().as_secs_f64())
+        walfs::Wal::new(wo).unwrap()
+    };
+    let walfs_pass = || {
+        let w = open_walfs();
+        timed_mbs(|| {
+            w.iter("s", 0)
+                .unwrap()
+                .map(|e| e.unwrap().len() as u64)
+                .sum()
+        })
     };
     let walfs_lend = || {
-        let mut wo = walfs::WalOptions::new(&d);
-        wo.read_only = true;
-        if mmap {
-            wo.read_strategy = walfs::ReadStrategy::Mmap;
-        }
-        let w = walfs::Wal::new(wo).unwrap();
-        let start = Instant::now();
-        let mut bytes = 0u64;
-        let mut it = w.iter_with_ids("s", 0).unwrap();
-        while let Some(r) = it.next_ref() {
-            bytes += r.unwrap().1.len() as u64;
-        }
-        (bytes, bytes as f64 / 1e6 / start.elapsed().as_secs_f64())
+        let w = open_walfs();
+        timed_mbs(|| {
+            let mut bytes = 0u64;
+            let mut it = w.iter_with_ids("s", 0).unwrap();
+            while let Some(r) = it.next_ref() {
+                bytes += r.unwrap().1.len() as u64;
+            }
+            bytes
+        })
     };
     let iron_pass = || {
         let mut io = ironwal::WalOptions::new(&d);
@@ -265,12 +271,12 @@ fn iteration(mmap: bool) -> (f64, f64, f64) {
             io.read_strategy = ironwal::ReadStrategy::Mmap;
         }
         let i = ironwal::Wal::new(io).unwrap();
-        let start = Instant::now();
-        let mut bytes = 0u64;
-        for e in i.iter("s", 0).unwrap() {
-            bytes += e.unwrap().len() as u64;
-        }
-        (bytes, bytes as f64 / 1e6 / start.elapsed().as_secs_f64())
+        timed_mbs(|| {
+            i.iter("s", 0)
+                .unwrap()
+                .map(|e| e.unwrap().len() as u64)
+                .sum()
+        })
     };
     // Alternate and keep the best of each: the page cache warms for both.
     let (mut walfs_mbs, mut lend_mbs, mut iron_mbs) = (0f64, 0f64, 0f64);

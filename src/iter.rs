@@ -110,11 +110,12 @@ impl WalIdIterator {
         }
         let s = self.stream.clone()?;
         while !self.holds_next() {
-            if self.next >= s.commit.visible() {
-                if self.next >= s.appended() {
-                    return None;
-                }
-                if let Err(e) = s.flush(self.wal.ctx()) {
+            // Guards the cursor too: its window may reach frames written
+            // but not yet durable (Strict) or not yet flushed (Async).
+            match s.readable(self.wal.ctx(), self.next) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
                     self.failed = true;
                     return Some(Err(e));
                 }
@@ -190,14 +191,8 @@ impl WalIdIterator {
                 first
             }
         };
-        if self.next >= s.commit.visible() {
-            if self.next >= s.appended() {
-                return Ok(false);
-            }
-            s.flush(ctx)?;
-            if self.next >= s.commit.visible() {
-                return Ok(false);
-            }
+        if !s.readable(ctx, self.next)? {
+            return Ok(false);
         }
         let chunk = ctx.opts.read_buffer_size.max(64 << 10);
         // A reader entering a segment at its first id starts at byte 0 and

@@ -424,6 +424,19 @@ impl Stream {
         self.flush_locked(ctx, &mut w)
     }
 
+    /// Whether `id` can be read now. Buffered (Async) entries are flushed
+    /// on demand; in Strict mode an entry is readable only once durable.
+    pub fn readable(self: &Arc<Self>, ctx: &Ctx, id: u64) -> Result<bool> {
+        if id < self.commit.visible() {
+            return Ok(true);
+        }
+        if id >= self.appended() {
+            return Ok(false);
+        }
+        self.flush(ctx)?;
+        Ok(id < self.commit.visible())
+    }
+
     /// One past the last id appended, buffered or not.
     pub fn appended(&self) -> u64 {
         self.appended.load(Ordering::Acquire)

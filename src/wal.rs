@@ -286,16 +286,8 @@ impl Wal {
         let Some(s) = self.stream(stream) else {
             return Ok(None);
         };
-        if id >= s.commit.visible() {
-            // Buffered (Async) entries are made readable on demand; in
-            // Strict mode an entry is visible only once durable.
-            if id >= s.appended() {
-                return Ok(None);
-            }
-            s.flush(&self.inner.ctx)?;
-            if id >= s.commit.visible() {
-                return Ok(None);
-            }
+        if !s.readable(&self.inner.ctx, id)? {
+            return Ok(None);
         }
         let Some(frame) = s.frame_of(&self.inner.ctx, id)? else {
             return Ok(None);

@@ -736,6 +736,7 @@ impl View {
             return Err(libc::EISDIR);
         };
         let (sno, name) = self.stream_of(node)?;
+        let mut sealed_segment = false;
         let handle = match kind {
             Kind::Append | Kind::Record if self.read_only => return Err(libc::EROFS),
             Kind::Append if !write => return Err(libc::EACCES),
@@ -755,6 +756,7 @@ impl View {
             Kind::Dir | Kind::Entries | Kind::Segments => return Err(libc::EISDIR),
             Kind::Segment => {
                 let seg = self.segment(&name, value)?;
+                sealed_segment = seg.sealed;
                 Handle::Segment(
                     File::open(&seg.path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?,
                 )
@@ -766,10 +768,6 @@ impl View {
             Kind::Log | Kind::Stat => Handle::Plain,
         };
         let writes = matches!(kind, Kind::Append | Kind::Record);
-        let sealed_segment = matches!(&handle, Handle::Segment(_))
-            && self
-                .getattr(node)
-                .is_ok_and(|a| a.cache == Cache::Immutable);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .write()
