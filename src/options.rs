@@ -32,13 +32,18 @@ pub enum CompressionType {
 }
 
 /// What opening does with damage in the active segment that is followed by
-/// valid frames (a torn tail is always cut, under both policies).
+/// valid frames. A torn tail (damage with nothing valid after it, the only
+/// thing a crash leaves) is cut by a writable open under both policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CorruptionPolicy {
-    /// Cut the segment at the first bad frame and log exactly what was
-    /// dropped.
+    /// Open anyway: the damaged bytes are kept, every intact entry before
+    /// and after them stays readable, the damaged ids answer with
+    /// [`Error::Corruption`](crate::Error::Corruption), and appends continue
+    /// after the last valid frame. Nothing intact is ever dropped. (The name
+    /// is ironwal's; only a torn tail is truncated.)
     Truncate,
-    /// Refuse to open; `walfs verify` names the fault, `walfs repair` cuts it.
+    /// Refuse to open with the corruption's location; `walfs verify` names
+    /// it, `walfs repair --discard-damaged` is the explicit way past it.
     Error,
 }
 

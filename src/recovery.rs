@@ -1,11 +1,14 @@
 //! Opening a stream: which segments it has, where its active segment's
 //! valid data ends, and what to do with what follows.
 //!
-//! The decision rule: the first bad frame of the active segment at offset X
-//! is a *torn tail* if no valid frame follows it (a crash mid-write); it is
-//! always cut at X. If a valid frame does follow, the damage is *corruption*
-//! in the middle: the Error policy refuses to open, the Truncate policy cuts
-//! at X and logs exactly what it dropped.
+//! The decision rule: damage in the active segment at offset X is a *torn
+//! tail* if no valid frame follows it, or if it holds a zero-filled sector
+//! (writes a crash lost read back as zeros, and whatever follows them was
+//! written after them and never synced); a writable open cuts it at X. If a valid frame does follow, the damage is
+//! *corruption*: the Error policy refuses to open; the Truncate policy keeps
+//! its bytes, serves every intact frame around it (the damaged ids answer
+//! with a corruption error) and appends after the last valid frame. An id,
+//! once acknowledged, never names a different entry.
 
 use crate::error::{Error, Location, Result};
 use crate::format::{self, FrameHeader};
@@ -117,13 +120,21 @@ pub fn build_index(win: &mut Window, start_id: u64) -> io::Result<SparseIndex> {
 /// The outcome of recovering an active segment.
 pub struct Recovered {
     pub index: SparseIndex,
+    /// End of the last valid frame: where appends continue.
     pub valid_len: u64,
+    /// One past the last id of the valid frames.
     pub end_id: u64,
-    /// Bytes past `valid_len` that opening must cut (torn or dropped).
+    /// A torn tail past `valid_len` that a writable open cuts.
     pub cut: Option<Fault>,
+    /// Damaged stretches followed by valid frames: kept, their ids answer
+    /// with a corruption error.
+    pub damage: Vec<Fault>,
 }
 
-/// Scans the active segment with crcs and applies the corruption policy.
+/// Scans the active segment with crcs, stepping over damage that valid
+/// frames follow (corruption: kept, and refused under the Error policy)
+/// up to the end of the last valid frame; what lies past it is a torn tail.
+/// Reports what it finds; it changes nothing (the caller cuts, if writable).
 pub fn recover_active(
     win: &mut Window,
     stream: &str,
@@ -131,54 +142,97 @@ pub fn recover_active(
     start_id: u64,
     policy: CorruptionPolicy,
 ) -> Result<Recovered> {
-    let mut index = SparseIndex::new();
-    let stop = scan_from(win, 0, start_id, Depth::Crc, |o, h| {
-        index.note(h.start_id, o, h.payload_len())
-    })?;
-    let cut = match stop.fault {
-        None => None,
-        Some(fault) => {
-            let follows = win.resync(fault.offset + 1, stop.end_id)?;
-            let location = Location {
-                stream: stream.to_owned(),
-                segment: segment.to_owned(),
-                offset: fault.offset,
-            };
-            match follows {
-                None => {
-                    log::warn!(
-                        "{location}: torn tail ({}); cutting {} bytes, entries from id {} on were never acknowledged",
-                        fault.reason,
-                        win.limit() - stop.valid_len,
-                        stop.end_id
-                    );
-                    Some(fault)
-                }
-                Some((resume, h)) => {
-                    let reason = format!(
-                        "{}; valid frames follow at byte {resume} (ids from {})",
-                        fault.reason, h.start_id
-                    );
-                    if policy == CorruptionPolicy::Error {
-                        return Err(Error::Corruption { location, reason });
-                    }
-                    log::error!(
-                        "{location}: {reason}; corruption policy Truncate drops bytes {}..{} of {segment}, ids {} onwards",
-                        stop.valid_len,
-                        win.limit(),
-                        stop.end_id
-                    );
-                    Some(Fault::new(fault.offset, reason))
-                }
-            }
-        }
+    let location = |offset| Location {
+        stream: stream.to_owned(),
+        segment: segment.to_owned(),
+        offset,
     };
+    let mut index = SparseIndex::new();
+    let mut damage = Vec::new();
+    let (mut off, mut expected) = (0, start_id);
+    let (valid_len, end_id, cut) = loop {
+        let stop = scan_from(win, off, expected, Depth::Crc, |o, h| {
+            index.note(h.start_id, o, h.payload_len())
+        })?;
+        let Some(fault) = stop.fault else {
+            break (stop.valid_len, stop.end_id, None);
+        };
+        let Some((resume, h)) = win.resync(fault.offset + 1, stop.end_id)? else {
+            break (stop.valid_len, stop.end_id, Some(fault));
+        };
+        if has_zero_sector(win, fault.offset, resume)? {
+            // Writes that never reached the disk read back as zeros: frames
+            // after such a hole were written after it and synced with it,
+            // so none of them was acknowledged as durable.
+            let why = format!(
+                "{}; a zero-filled sector follows (writes lost in a crash), so the frames after it were never synced",
+                fault.reason
+            );
+            break (
+                stop.valid_len,
+                stop.end_id,
+                Some(Fault::new(fault.offset, why)),
+            );
+        }
+        let reason = format!(
+            "{}; valid frames follow at byte {resume} (ids from {}), so this is corruption, not a torn write: ids {}..{} are unreadable",
+            fault.reason, h.start_id, stop.end_id, h.start_id
+        );
+        if policy == CorruptionPolicy::Error {
+            return Err(Error::Corruption {
+                location: location(fault.offset),
+                reason,
+            });
+        }
+        damage.push(Fault::new(fault.offset, reason));
+        index.point_at(h.start_id, resume);
+        off = resume;
+        expected = h.start_id;
+    };
+    for d in &damage {
+        log::error!(
+            "{}: {}; its bytes are kept and every intact entry stays readable (`walfs verify` lists the damage)",
+            location(d.offset),
+            d.reason
+        );
+    }
     Ok(Recovered {
         index,
-        valid_len: stop.valid_len,
-        end_id: stop.end_id,
+        valid_len,
+        end_id,
         cut,
+        damage,
     })
+}
+
+/// What a crash leaves where writes were lost: whole sectors that read as
+/// zeros. Bit rot flips bits; it does not zero a sector.
+const SECTOR: u64 = 512;
+
+/// Whether the damaged stretch `[from, to)`, which starts at a frame
+/// boundary, shows the mark of lost writes: zeros from its first byte to the
+/// end of that sector (the sector holding the last synced frame was written
+/// again and lost, reading back as old contents then zeros), or a whole
+/// aligned sector of zeros. Neither comes from flipped bits: every byte of
+/// the frame magic is non-zero with at least two bits set.
+fn has_zero_sector(win: &mut Window, from: u64, to: u64) -> io::Result<bool> {
+    let boundary = (from / SECTOR + 1) * SECTOR;
+    if boundary <= to
+        && win
+            .bytes(from, (boundary - from) as usize)?
+            .iter()
+            .all(|&b| b == 0)
+    {
+        return Ok(true);
+    }
+    let mut at = from.div_ceil(SECTOR) * SECTOR;
+    while at + SECTOR <= to {
+        if win.bytes(at, SECTOR as usize)?.iter().all(|&b| b == 0) {
+            return Ok(true);
+        }
+        at += SECTOR;
+    }
+    Ok(false)
 }
 
 /// The segments of a stream directory, as found and as they should be.

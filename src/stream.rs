@@ -173,8 +173,22 @@ impl Stream {
                     active_start,
                     ctx.opts.on_corruption,
                 )?;
-                if rec.cut.is_some() && !ro {
-                    f.set_len(rec.valid_len)?;
+                if let Some(torn) = &rec.cut {
+                    let what = format!(
+                        "{}/{} at byte {}: torn tail ({}): {} bytes past the last whole frame, entries from id {} on were never acknowledged",
+                        name,
+                        format::segment_name(active_start),
+                        torn.offset,
+                        torn.reason,
+                        len - rec.valid_len,
+                        rec.end_id
+                    );
+                    if ro {
+                        log::info!("{what}; a writable open will cut them (read-only: left as is)");
+                    } else {
+                        log::warn!("{what}; cutting them");
+                        f.set_len(rec.valid_len)?;
+                    }
                 }
                 if !ro {
                     // Whatever is on disk now counts as durable: make it so.
@@ -189,6 +203,7 @@ impl Stream {
                     valid_len: 0,
                     end_id: active_start,
                     cut: None,
+                    damage: Vec::new(),
                 },
             ),
             Err(e) => return Err(e.into()),

@@ -121,8 +121,20 @@ fn verify_and_repair_report_exact_places() {
         out.starts_with("default/00000000000000000000.wal at byte 88: corruption: crc mismatch"),
         "{out}"
     );
+    // Repair never drops the intact entries after the damage on its own.
     let o = walfs(&["repair", s(&d)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--discard-damaged"));
+    assert_eq!(std::fs::read(&seg).unwrap(), b, "nothing changed");
+    assert_eq!(walfs(&["get", s(&d), "3"]).stdout, b"entry 3\n");
+    assert_eq!(walfs(&["get", s(&d), "2"]).status.code(), Some(1));
+    // Asked explicitly, it cuts at the damage and keeps the segment aside.
+    let o = walfs(&["repair", s(&d), "--discard-damaged"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(
+        std::fs::read(d.join("default/00000000000000000000.wal.damaged")).unwrap(),
+        b
+    );
     assert_eq!(walfs(&["verify", s(&d)]).status.code(), Some(0));
     assert_eq!(walfs(&["cat", s(&d)]).stdout, b"entry 0\nentry 1\n");
 }

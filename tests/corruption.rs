@@ -142,10 +142,32 @@ fn corruption_followed_by_valid_frames_is_not_silently_dropped() {
     assert_eq!(report.faults.len(), 1);
     assert_eq!(report.faults[0].kind, FaultKind::Corruption);
     assert_eq!(report.faults[0].location.offset, offs[2]);
-    // Truncate keeps what precedes the damage and says so in the log.
+    // Truncate keeps the damaged bytes and every intact entry after them;
+    // the damaged id answers with an error naming where it is, and new
+    // entries get new ids after the real end.
+    let len = std::fs::metadata(&seg).unwrap().len();
     let wal = Wal::new(opts(t.path(), CorruptionPolicy::Truncate)).unwrap();
-    assert_eq!(ids(&wal), vec![b"entry-0".to_vec(), b"entry-1".to_vec()]);
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), offs[2]);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "nothing cut");
+    assert_eq!(wal.next_id("s"), 5);
+    for id in [0u64, 1, 3, 4] {
+        assert_eq!(
+            wal.get("s", id).unwrap().unwrap(),
+            format!("entry-{id}").as_bytes()
+        );
+    }
+    match wal.get("s", 2) {
+        Err(Error::Corruption { location, .. }) => assert_eq!(location.offset, offs[2]),
+        other => panic!("damaged id 2: {other:?}"),
+    }
+    assert_eq!(wal.append("s", b"after").unwrap(), 5);
+    drop(wal);
+    let wal = Wal::new(opts(t.path(), CorruptionPolicy::Truncate)).unwrap();
+    assert_eq!(wal.get("s", 4).unwrap().unwrap(), b"entry-4");
+    assert_eq!(wal.get("s", 5).unwrap().unwrap(), b"after");
+    assert_eq!(wal.next_id("s"), 6);
+    let report = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
+    assert_eq!(report.faults.len(), 1, "{:?}", report.faults);
+    assert_eq!(report.faults[0].location.offset, offs[2]);
 }
 
 #[test]
@@ -300,6 +322,9 @@ fn every_byte_flipped_is_found_where_it_is() {
                     }
                 }
             }
+            if covered && !sealed {
+                check_active_flip(&work, &expected, &offs, &ids, frame, &name, at);
+            }
             for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
                 // Opening never panics; it either refuses with a location
                 // or serves every undamaged entry.
@@ -317,6 +342,88 @@ fn every_byte_flipped_is_found_where_it_is() {
         }
     }
     println!("{cases} flips");
+}
+
+/// A flip in the active segment, opened for writing: damage in the last
+/// frame is a torn tail (cut, its ids never acknowledged as far as anyone
+/// can tell); anywhere else it is corruption: the Error policy refuses with
+/// its location, the Truncate policy keeps every intact entry on both sides,
+/// answers the damaged ids with EIO, and appends after the real end.
+fn check_active_flip(
+    work: &Path,
+    expected: &[Vec<u8>],
+    offs: &[u64],
+    ids: &[(u64, u64)],
+    frame: u64,
+    name: &str,
+    at: u64,
+) {
+    let fi = offs.iter().position(|&o| o == frame).unwrap();
+    let (dstart, dcount) = ids[fi];
+    let last = fi + 1 == offs.len();
+    let seg = work.join("s").join(name);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let ctx = format!(
+        "{name} byte {at} (frame {fi}, ids {dstart}..{})",
+        dstart + dcount
+    );
+    match Wal::new(opts(work, CorruptionPolicy::Error)) {
+        Err(Error::Corruption { location, .. }) if !last => {
+            assert_eq!(
+                (location.segment.as_str(), location.offset),
+                (name, frame),
+                "{ctx}"
+            );
+        }
+        Ok(wal) if last => drop(wal),
+        Err(e) => panic!("{ctx}: Error policy: {e}"),
+        Ok(_) => panic!("{ctx}: Error policy opened a log with corruption in the middle"),
+    }
+    if last {
+        // The Error policy's open already cut the torn tail.
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), frame, "{ctx}");
+        let wal = Wal::new(opts(work, CorruptionPolicy::Truncate)).unwrap();
+        assert_eq!(wal.next_id("s"), dstart, "{ctx}");
+        return;
+    }
+    let wal = Wal::new(opts(work, CorruptionPolicy::Truncate)).unwrap();
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        len,
+        "{ctx}: nothing cut"
+    );
+    assert_eq!(wal.next_id("s"), expected.len() as u64, "{ctx}");
+    for (id, want) in expected.iter().enumerate() {
+        let id = id as u64;
+        let got = wal.get("s", id);
+        if id >= dstart && id < dstart + dcount {
+            match got {
+                Err(Error::Corruption { location, .. }) => {
+                    assert_eq!(location.offset, frame, "{ctx}: damaged id {id}")
+                }
+                other => panic!("{ctx}: damaged id {id}: {other:?}"),
+            }
+        } else {
+            assert_eq!(got.unwrap().as_ref(), Some(want), "{ctx}: id {id}");
+        }
+    }
+    let next = wal.append("s", b"new").unwrap();
+    assert_eq!(
+        next,
+        expected.len() as u64,
+        "{ctx}: appends after the real end"
+    );
+    drop(wal);
+    let wal = Wal::new(opts(work, CorruptionPolicy::Truncate)).unwrap();
+    assert_eq!(wal.get("s", next).unwrap().unwrap(), b"new", "{ctx}");
+    let last_old = expected.len() as u64 - 1;
+    if !(dstart..dstart + dcount).contains(&last_old) {
+        assert_eq!(
+            wal.get("s", last_old).unwrap().as_ref(),
+            Some(&expected[last_old as usize]),
+            "{ctx}"
+        );
+    }
 }
 
 #[test]

@@ -165,6 +165,12 @@ struct VerifyArgs {
 struct RepairArgs {
     /// The data directory.
     data: PathBuf,
+    /// Also cut each active segment at its first damaged frame, dropping the
+    /// intact entries after it (their ids are then given to new entries).
+    /// The whole segment is first copied aside to `<segment>.damaged`.
+    /// Without this flag, repair never drops an intact entry.
+    #[arg(long)]
+    discard_damaged: bool,
 }
 
 #[derive(Args)]
@@ -465,9 +471,45 @@ fn repair(a: RepairArgs) -> Result<i32, Failure> {
     }
     let mut o = WalOptions::new(&a.data);
     o.on_corruption = CorruptionPolicy::Truncate;
-    // Opening with the Truncate policy cuts what it must and logs it.
-    Wal::new(o)?.close()?;
-    let report = walfs::verify(&RealStorage, &a.data, &mut |_, _| {})?;
+    // A writable open cuts torn tails and rebuilds metadata; it keeps
+    // corruption that intact frames follow.
+    Wal::new(o.clone())?.close()?;
+    let mut report = walfs::verify(&RealStorage, &a.data, &mut |_, _| {})?;
+    if a.discard_damaged && !report.is_sound() {
+        let mut ro = o.clone();
+        ro.read_only = true;
+        let wal = Wal::new(ro)?;
+        let mut cuts: Vec<(PathBuf, u64)> = Vec::new();
+        for f in &report.faults {
+            let Some(active) = wal.segments(&f.location.stream).pop() else {
+                continue;
+            };
+            let is_active = active.path.file_name().and_then(|n| n.to_str())
+                == Some(f.location.segment.as_str());
+            if is_active && !cuts.iter().any(|(p, _)| *p == active.path) {
+                cuts.push((active.path, f.location.offset));
+            }
+        }
+        drop(wal);
+        for (path, at) in &cuts {
+            let aside = path.with_extension("wal.damaged");
+            std::fs::copy(path, &aside)?;
+            std::fs::File::open(&aside)?.sync_all()?;
+            let f = std::fs::OpenOptions::new().write(true).open(path)?;
+            f.set_len(*at)?;
+            f.sync_all()?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            eprintln!(
+                "cut {} at byte {at}; the whole segment was kept as {}",
+                path.display(),
+                aside.display()
+            );
+        }
+        Wal::new(o)?.close()?;
+        report = walfs::verify(&RealStorage, &a.data, &mut |_, _| {})?;
+    }
     for f in &report.faults {
         println!("{f}");
     }
@@ -475,7 +517,15 @@ fn repair(a: RepairArgs) -> Result<i32, Failure> {
         eprintln!("repaired: the log is sound");
         Ok(0)
     } else {
-        eprintln!("{} fault(s) remain in sealed segments: their entries read as errors; every other entry is intact", report.faults.len());
+        eprintln!(
+            "{} fault(s) remain: the damaged entries read as errors and every other entry is intact; {}",
+            report.faults.len(),
+            if a.discard_damaged {
+                "damage in sealed segments cannot be cut without renumbering the entries after it"
+            } else {
+                "`walfs repair --discard-damaged` cuts active segments at their damage, dropping the intact entries after it"
+            }
+        );
         Ok(1)
     }
 }
