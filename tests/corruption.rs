@@ -323,7 +323,7 @@ fn every_byte_flipped_is_found_where_it_is() {
                 }
             }
             if covered && !sealed {
-                check_active_flip(&work, &expected, &offs, &ids, frame, &name, at);
+                check_active_flip(&work, &expected, offs, &ids, frame, &name, at);
             }
             for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
                 // Opening never panics; it either refuses with a location
