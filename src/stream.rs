@@ -439,6 +439,13 @@ impl Stream {
         self.flush_locked(ctx, &mut w)
     }
 
+    /// Makes buffered entries visible before a read of the stream's extent.
+    /// A failure poisons the stream (logged there); the reader then sees
+    /// what is visible.
+    pub fn flush_for_read(self: &Arc<Self>, ctx: &Ctx) {
+        let _ = self.flush(ctx);
+    }
+
     /// Whether `id` can be read now. Buffered (Async) entries are flushed
     /// on demand; in Strict mode an entry is readable only once durable.
     pub fn readable(self: &Arc<Self>, ctx: &Ctx, id: u64) -> Result<bool> {

@@ -413,9 +413,14 @@ impl Wal {
         }
     }
 
-    /// A summary of `stream`.
+    /// A summary of `stream`. Like every read, it sees entries still
+    /// buffered in Async mode (they are handed to the kernel first), so it
+    /// agrees with `get`, `iter` and the mount at every moment.
     pub fn stream_info(&self, stream: &str) -> Option<StreamInfo> {
-        self.stream(stream).map(|s| s.info(&self.inner.ctx))
+        self.stream(stream).map(|s| {
+            s.flush_for_read(&self.inner.ctx);
+            s.info(&self.inner.ctx)
+        })
     }
 
     pub fn has_stream(&self, stream: &str) -> bool {
@@ -429,7 +434,10 @@ impl Wal {
 
     /// One past the last visible id of `stream` (0 if it does not exist).
     pub fn next_id(&self, stream: &str) -> u64 {
-        self.stream(stream).map_or(0, |s| s.commit.visible())
+        self.stream(stream).map_or(0, |s| {
+            s.flush_for_read(&self.inner.ctx);
+            s.commit.visible()
+        })
     }
 
     /// The start id of the segment being appended to.
@@ -441,6 +449,7 @@ impl Wal {
     pub fn segments(&self, stream: &str) -> Vec<SegmentInfo> {
         self.stream(stream)
             .map(|s| {
+                s.flush_for_read(&self.inner.ctx);
                 s.segments()
                     .iter()
                     .map(|seg| {

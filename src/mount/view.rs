@@ -1113,6 +1113,36 @@ mod tests {
         }
     }
 
+    fn node(v: &View, parent: Node, name: &[u8]) -> Node {
+        Node::from_ino(v.lookup(parent, name).unwrap().ino).unwrap()
+    }
+
+    /// In Async mode, entries wait in memory for a few milliseconds; `stat`,
+    /// `entries/`, `log` and the ids read back must still agree at once.
+    #[test]
+    fn every_view_agrees_right_after_an_async_append() {
+        let t = tempfile::tempdir().unwrap();
+        let mut o = crate::WalOptions::new(t.path());
+        o.sync_mode = SyncMode::Async;
+        let v = View::new(Wal::new(o).unwrap(), "default", false).unwrap();
+        let (stat, log) = (node(&v, Node::Root, b"stat"), node(&v, Node::Root, b"log"));
+        let h = v.open(node(&v, Node::Root, b"append"), true, true).unwrap();
+        let mut bytes = 0;
+        for i in 0..300u64 {
+            let line = format!("line {i}\n");
+            v.write(h.fh, 0, line.as_bytes()).unwrap();
+            bytes += line.len() as u64;
+            let text = String::from_utf8(v.read(stat, 0, 0, 4096).unwrap()).unwrap();
+            assert!(text.contains(&format!("next_id: {}\n", i + 1)), "after {i}: {text}");
+            assert_eq!(v.getattr(log).unwrap().size, bytes, "log size after {i}");
+            assert!(v.lookup(entries_node(), i.to_string().as_bytes()).is_ok());
+            assert_eq!(v.wal().next_id("default"), i + 1);
+        }
+        let ids = v.read(node(&v, Node::Root, b"append"), h.fh, 0, 1 << 20).unwrap();
+        assert!(String::from_utf8(ids).unwrap().ends_with("299-299\n"));
+        v.release(h.fh);
+    }
+
     #[test]
     fn readdir_of_entries_resumes_from_any_offset() {
         let t = tempfile::tempdir().unwrap();
