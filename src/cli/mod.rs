@@ -291,6 +291,11 @@ fn need_stream(wal: &Wal, stream: &str) -> Result<(), Failure> {
 }
 
 fn append(a: AppendArgs) -> Result<i32, Failure> {
+    // Checked before the data directory is made: a refused append leaves
+    // no trace.
+    if !walfs::format::validate_stream_name(&a.common.stream) {
+        return Err(Error::InvalidStreamName(a.common.stream.clone()).into());
+    }
     let wal = Wal::new(write_options(&a.common.data, &a.write))?;
     let s = &a.common.stream;
     let report = |r: std::ops::Range<u64>| {
@@ -531,6 +536,12 @@ fn repair(a: RepairArgs) -> Result<i32, Failure> {
 }
 
 fn truncate(a: TruncateArgs) -> Result<i32, Failure> {
+    if !a.common.data.is_dir() {
+        return Err(fail(format!(
+            "{}: no such data directory",
+            a.common.data.display()
+        )));
+    }
     let wal = Wal::new(WalOptions::new(&a.common.data))?;
     need_stream(&wal, &a.common.stream)?;
     let n = wal.truncate(&a.common.stream, a.before)?;

@@ -137,13 +137,16 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
 pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
     let signals = block_signals();
     let mp = check_mountpoint(&cfg.mountpoint)?;
-    if let Err(e) = std::fs::create_dir_all(&cfg.data) {
+    if !crate::format::validate_stream_name(&cfg.stream) {
         return fail(format!(
-            "cannot create data directory {}: {e}",
-            cfg.data.display()
+            "invalid stream name {:?} for --stream: use 1-255 bytes of [A-Za-z0-9._-], not \".\" or \"..\"",
+            cfg.stream
         ));
     }
-    let data = cfg.data.canonicalize().map_err(|e| {
+    // Every check comes before anything is created: a refused mount leaves
+    // no trace (a data directory made inside the mountpoint would make the
+    // next, correct mount fail on a non-empty mountpoint).
+    let data = absolute(&cfg.data).map_err(|e| {
         MountError(format!(
             "cannot use data directory {}: {e}",
             cfg.data.display()
@@ -152,11 +155,89 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
     if data.starts_with(&mp) {
         return fail(format!(
             "data directory {} is inside the mountpoint {}: keep the data outside the mount",
-            data.display(),
+            cfg.data.display(),
             mp.display()
         ));
     }
-    let mut o = WalOptions::new(&data);
+    let created = match std::fs::metadata(&data) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => {
+            return fail(format!(
+                "data directory {} is not a directory",
+                cfg.data.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && cfg.read_only => {
+            return fail(format!(
+                "data directory {} does not exist (a --read-only mount creates nothing)",
+                cfg.data.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(first_missing(&data)),
+        Err(e) => {
+            return fail(format!(
+                "cannot use data directory {}: {e}",
+                cfg.data.display()
+            ))
+        }
+    };
+    let mut mounted = false;
+    let served = serve(&cfg, &data, &mp, signals, &mut mounted);
+    if let (Err(_), Some(top), false) = (&served, &created, mounted) {
+        // Refused before mounting, after creating the data directory (so
+        // nothing was ever acknowledged into it): take it back.
+        if let Err(e) = std::fs::remove_dir_all(top) {
+            log::warn!(
+                "could not remove {} made by this refused mount: {e}",
+                top.display()
+            );
+        }
+    }
+    served
+}
+
+/// `p` made absolute with its existing part resolved (symlinks followed),
+/// whether or not the rest exists yet.
+fn absolute(p: &Path) -> std::io::Result<PathBuf> {
+    let p = std::path::absolute(p)?;
+    let mut existing = p.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(c) => return Ok(rest.iter().rev().fold(c, |acc: PathBuf, n| acc.join(n))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+                    return Err(e);
+                };
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The outermost directory of `p` that does not exist yet.
+fn first_missing(p: &Path) -> PathBuf {
+    let mut top = p.to_path_buf();
+    while let Some(parent) = top.parent() {
+        if parent.as_os_str().is_empty() || parent.exists() {
+            break;
+        }
+        top = parent.to_path_buf();
+    }
+    top
+}
+
+fn serve(
+    cfg: &MountConfig,
+    data: &Path,
+    mp: &Path,
+    signals: libc::sigset_t,
+    mounted: &mut bool,
+) -> Result<(), MountError> {
+    let mp = mp.to_path_buf();
+    let mut o = WalOptions::new(data);
     o.sync_mode = cfg.sync;
     o.compression = cfg.compression;
     o.max_segment_size = cfg.segment_size;
@@ -200,6 +281,7 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
     config.clone_fd = cfg.threads > 1;
     let mut session = fuser::Session::new(WalFs::new(view.clone()), &mp, &config)
         .map_err(|e| MountError(format!("cannot mount on {}: {e}{}", mp.display(), hint(&e))))?;
+    *mounted = true;
     log::info!(
         "mounted {} on {} (stream {}, {:?})",
         data.display(),

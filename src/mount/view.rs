@@ -1133,12 +1133,17 @@ mod tests {
             v.write(h.fh, 0, line.as_bytes()).unwrap();
             bytes += line.len() as u64;
             let text = String::from_utf8(v.read(stat, 0, 0, 4096).unwrap()).unwrap();
-            assert!(text.contains(&format!("next_id: {}\n", i + 1)), "after {i}: {text}");
+            assert!(
+                text.contains(&format!("next_id: {}\n", i + 1)),
+                "after {i}: {text}"
+            );
             assert_eq!(v.getattr(log).unwrap().size, bytes, "log size after {i}");
             assert!(v.lookup(entries_node(), i.to_string().as_bytes()).is_ok());
             assert_eq!(v.wal().next_id("default"), i + 1);
         }
-        let ids = v.read(node(&v, Node::Root, b"append"), h.fh, 0, 1 << 20).unwrap();
+        let ids = v
+            .read(node(&v, Node::Root, b"append"), h.fh, 0, 1 << 20)
+            .unwrap();
         assert!(String::from_utf8(ids).unwrap().ends_with("299-299\n"));
         v.release(h.fh);
     }

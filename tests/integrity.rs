@@ -1,0 +1,169 @@
+//! Integrity at the edges, driven as a user would: reads change nothing,
+//! refused commands leave no trace, failed writes commit nothing, a damaged
+//! stream does not take the others down, and stopping the daemon under load
+//! never lets a write land anywhere but in the log.
+
+mod common;
+
+use common::mount::{is_mounted, sh, Mounted};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn walfs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every file under `root`: its bytes, mode and modification time.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+            if m.is_dir() {
+                todo.push(e.path());
+                out.insert(rel, (Vec::new(), m.mode(), m.mtime(), m.mtime_nsec()));
+            } else {
+                let bytes = std::fs::read(e.path()).unwrap();
+                out.insert(rel, (bytes, m.mode(), m.mtime(), m.mtime_nsec()));
+            }
+        }
+    }
+    out
+}
+
+/// A log whose `default` stream has a damaged frame in the middle of its
+/// active segment and a torn tail after its last frame.
+fn damaged_log(data: &Path) -> PathBuf {
+    assert!(walfs(&["append", s(data), "zero", "one"]).status.success());
+    assert!(walfs(&["append", s(data), "two"]).status.success());
+    assert!(walfs(&["append", s(data), "three"]).status.success());
+    assert!(walfs(&["append", s(data), "-s", "other", "x"])
+        .status
+        .success());
+    let seg = data.join("default/00000000000000000000.wal");
+    let mut b = std::fs::read(&seg).unwrap();
+    // Frame 2 (id 2) starts after frame 1 (two entries: 32 + 2*4 + 9 bytes).
+    let f2 = 32 + 4 + 5 + 4 + 4;
+    b[f2 + 34] ^= 0x10;
+    // A torn tail: a header's first bytes.
+    b.extend_from_slice(&0x4C57_414Cu32.to_le_bytes());
+    b.extend_from_slice(&[7, 0, 0]);
+    std::fs::write(&seg, &b).unwrap();
+    seg
+}
+
+#[test]
+fn reads_change_nothing_and_never_say_they_cut() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    damaged_log(&data);
+    let before = snapshot(&data);
+    for args in [
+        vec!["cat", s(&data)],
+        vec!["cat", s(&data), "--from", "3"],
+        vec!["get", s(&data), "0"],
+        vec!["get", s(&data), "2"],
+        vec!["stat", s(&data)],
+        vec!["verify", s(&data)],
+        vec!["cat", s(&data), "-s", "other"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_walfs"))
+            .args(&args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !err.contains("cutting") && !err.contains("dropped") && !err.contains("drops"),
+            "{args:?} says it cuts: {err}"
+        );
+        assert_eq!(
+            snapshot(&data),
+            before,
+            "{args:?} changed the data directory"
+        );
+    }
+    // What they report: the damaged id fails, the others read, verify names
+    // both faults.
+    assert_eq!(walfs(&["get", s(&data), "3"]).stdout, b"three\n");
+    assert_eq!(walfs(&["get", s(&data), "2"]).status.code(), Some(1));
+    let v = walfs(&["verify", s(&data)]);
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        out.contains("corruption") && out.contains("torn tail"),
+        "{out}"
+    );
+
+    let mut ro = Mounted::start_on(&data, &["--read-only"]);
+    assert_eq!(std::fs::read(ro.path("entries/3")).unwrap(), b"three\n");
+    assert_eq!(
+        std::fs::read(ro.path("entries/2"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EIO)
+    );
+    let stat = std::fs::read_to_string(ro.path("stat")).unwrap();
+    assert!(stat.contains("next_id: 4\n"), "{stat}");
+    let _ = std::fs::read(ro.path("log"));
+    ro.stop();
+    assert_eq!(
+        snapshot(&data),
+        before,
+        "a read-only mount changed the data"
+    );
+}
+
+#[test]
+fn refused_commands_leave_no_trace() {
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // The data directory inside the mountpoint.
+    let inside = mnt.join("data");
+    let o = walfs(&["mount", s(&inside), s(&mnt)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("inside the mountpoint"));
+    assert_eq!(
+        std::fs::read_dir(&mnt).unwrap().count(),
+        0,
+        "mountpoint touched"
+    );
+    // A bad stream name, a read-only mount of nothing.
+    let data = t.path().join("a/b/data");
+    let o = walfs(&["mount", s(&data), s(&mnt), "--stream", "../x"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let o = walfs(&["mount", s(&data), s(&mnt), "--read-only"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        !t.path().join("a").exists(),
+        "a refused mount made directories"
+    );
+    assert!(!is_mounted(&mnt));
+    // CLI writers refused before they start.
+    let o = walfs(&["append", s(&data), "-s", "../escape", "x"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let o = walfs(&["truncate", s(&data), "--before", "3"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        !t.path().join("a").exists(),
+        "a refused command made directories"
+    );
+    // And the correct mount works on the untouched mountpoint.
+    let mut m = Mounted::start_on(&t.path().join("good"), &[]);
+    sh(&format!("echo ok >> {}", m.path("append").display()));
+    m.stop();
+}
