@@ -167,3 +167,49 @@ fn refused_commands_leave_no_trace() {
     sh(&format!("echo ok >> {}", m.path("append").display()));
     m.stop();
 }
+
+#[test]
+fn a_failed_write_through_the_mount_commits_nothing() {
+    let mut m = Mounted::start(&[]);
+    let big = m.dir.path().join("big");
+    // 70 MiB without a newline: past the 64 MiB bound.
+    let (code, _, err) = sh(&format!(
+        "head -c 73400320 /dev/zero | tr '\\0' a > {}",
+        big.display()
+    ));
+    assert_eq!(code, 0, "{err}");
+    for cmd in [
+        format!("cat {} >> {}", big.display(), m.path("append").display()),
+        format!("cp {} {}", big.display(), m.path("record").display()),
+        format!(
+            "dd if={} of={} bs=1M status=none",
+            big.display(),
+            m.path("record").display()
+        ),
+        // A held partial line, then more on the same descriptor after the
+        // failure: nothing of either may be committed.
+        format!(
+            "{{ cat {big}; echo joined; }} >> {app}",
+            big = big.display(),
+            app = m.path("append").display()
+        ),
+    ] {
+        let (code, _, err) = sh(&cmd);
+        assert_ne!(code, 0, "{cmd} succeeded");
+        assert!(
+            err.contains("too large") || err.contains("File too large"),
+            "{cmd}: {err}"
+        );
+        let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+        assert!(
+            stat.contains("next_id: 0\n"),
+            "{cmd} committed something: {stat}"
+        );
+    }
+    sh(&format!("echo ok >> {}", m.path("append").display()));
+    assert_eq!(std::fs::read(m.path("entries/0")).unwrap(), b"ok\n");
+    assert!(std::fs::read_to_string(m.path("stat"))
+        .unwrap()
+        .contains("next_id: 1\n"));
+    m.stop();
+}

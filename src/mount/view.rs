@@ -225,12 +225,44 @@ pub struct AppendState {
     /// each line once, whatever the file position (like a pipe).
     ids: String,
     ids_read: usize,
+    /// Set by the first failed write: the handle then refuses every write
+    /// and commit with this errno, and nothing it held is ever committed.
+    failed: Option<Errno>,
 }
 
 pub struct RecordState {
     sno: u32,
     buf: Vec<u8>,
     dirty: bool,
+    /// As for `AppendState`.
+    failed: Option<Errno>,
+}
+
+impl Handle {
+    /// The errno of an earlier failed write, if this handle took one.
+    fn failed(&self) -> Option<Errno> {
+        match self {
+            Handle::Append(a) => a.failed,
+            Handle::Record(r) => r.failed,
+            _ => None,
+        }
+    }
+
+    /// A write failed: drop everything uncommitted and refuse from now on.
+    fn poison(&mut self, errno: Errno) {
+        match self {
+            Handle::Append(a) => {
+                a.failed = Some(errno);
+                a.pending = Vec::new();
+            }
+            Handle::Record(r) => {
+                r.failed = Some(errno);
+                r.buf = Vec::new();
+                r.dirty = false;
+            }
+            _ => {}
+        }
+    }
 }
 
 pub struct View {
@@ -745,12 +777,14 @@ impl View {
                 pending: Vec::new(),
                 ids: String::new(),
                 ids_read: 0,
+                failed: None,
             }),
             Kind::Record if read || !write => return Err(libc::EACCES),
             Kind::Record => Handle::Record(RecordState {
                 sno,
                 buf: Vec::new(),
                 dirty: false,
+                failed: None,
             }),
             _ if write => return Err(libc::EACCES),
             Kind::Dir | Kind::Entries | Kind::Segments => return Err(libc::EISDIR),
@@ -849,11 +883,24 @@ impl View {
         }
     }
 
-    /// Writes to an `append` or `record` handle; returns bytes taken.
+    /// Writes to an `append` or `record` handle; returns bytes taken. A
+    /// failed write poisons the handle: nothing it holds uncommitted is ever
+    /// committed, and every later write, fsync and close fails too.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let h = self.handle(fh)?;
         let mut h = h.lock();
-        match &mut *h {
+        if let Some(e) = h.failed() {
+            return Err(e);
+        }
+        let r = self.write_to(&mut h, offset, data);
+        if let Err(e) = r {
+            h.poison(e);
+        }
+        r
+    }
+
+    fn write_to(&self, h: &mut Handle, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        match h {
             Handle::Append(a) => self.write_append(a, data),
             Handle::Record(r) => {
                 let end = offset
@@ -889,6 +936,12 @@ impl View {
         let mut lines: Vec<&[u8]> = Vec::with_capacity(complete.len() / 32 + 1);
         let mut from = 0;
         for nl in memchr::memchr_iter(b'\n', complete) {
+            // The held partial line joins the first one: no entry, joined or
+            // not, may pass the bound.
+            let held = if lines.is_empty() { a.pending.len() } else { 0 };
+            if held + nl + 1 - from > MAX_RECORD {
+                return Err(libc::EFBIG);
+            }
             lines.push(&complete[from..=nl]);
             from = nl + 1;
         }
@@ -913,21 +966,33 @@ impl View {
     pub fn flush(&self, fh: u64) -> Result<(), Errno> {
         let h = self.handle(fh)?;
         let mut h = h.lock();
-        let (sno, entry, ids) = match &mut *h {
-            Handle::Append(a) if !a.pending.is_empty() => {
-                (a.sno, std::mem::take(&mut a.pending), Some(&mut a.ids))
-            }
+        if let Some(e) = h.failed() {
+            return Err(e);
+        }
+        let (sno, entry) = match &mut *h {
+            Handle::Append(a) if !a.pending.is_empty() => (a.sno, std::mem::take(&mut a.pending)),
             Handle::Record(r) if r.dirty => {
                 r.dirty = false;
-                (r.sno, std::mem::take(&mut r.buf), None)
+                (r.sno, std::mem::take(&mut r.buf))
             }
             _ => return Ok(()),
         };
-        let name = self.live_name(sno)?;
-        let r = self
-            .wal
-            .append_batch(&name, &[&entry])
-            .map_err(|e| errno_of(&e))?;
+        let r = self.live_name(sno).and_then(|name| {
+            self.wal
+                .append_batch(&name, &[&entry])
+                .map_err(|e| errno_of(&e))
+        });
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                h.poison(e);
+                return Err(e);
+            }
+        };
+        let ids = match &mut *h {
+            Handle::Append(a) => Some(&mut a.ids),
+            _ => None,
+        };
         if let Some(ids) = ids {
             ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
         }
@@ -938,15 +1003,24 @@ impl View {
     /// every sync mode.
     pub fn fsync(&self, node: Node, fh: u64) -> Result<(), Errno> {
         let (_, name) = self.stream_of(node)?;
-        let _ = fh;
+        if let Some(e) = self.handles.read().get(&fh).and_then(|h| h.lock().failed()) {
+            return Err(e);
+        }
         self.wal.sync(&name).map_err(|e| errno_of(&e))
     }
 
     /// The last close of a handle: commits what is left (an error here can
     /// no longer reach the writer; flush already reported it).
     pub fn release(&self, fh: u64) {
-        if let Err(e) = self.flush(fh) {
-            log::error!("commit at release failed: errno {e}");
+        let poisoned = self
+            .handles
+            .read()
+            .get(&fh)
+            .is_some_and(|h| h.lock().failed().is_some());
+        if !poisoned {
+            if let Err(e) = self.flush(fh) {
+                log::error!("commit at release failed: errno {e}");
+            }
         }
         self.handles.write().remove(&fh);
     }
@@ -1146,6 +1220,48 @@ mod tests {
             .unwrap();
         assert!(String::from_utf8(ids).unwrap().ends_with("299-299\n"));
         v.release(h.fh);
+    }
+
+    /// A write that fails poisons its handle: what it held is dropped, every
+    /// later write and the close fail, and no entry passes the bound.
+    #[test]
+    fn a_failed_write_commits_nothing_ever() {
+        let t = tempfile::tempdir().unwrap();
+        let v = view(t.path(), 64 << 20);
+        let append = node(&v, Node::Root, b"append");
+        // A held partial line that a later line would push past the bound.
+        let h = v.open(append, false, true).unwrap();
+        v.write(h.fh, 0, &vec![b'a'; MAX_RECORD - 1]).unwrap();
+        assert_eq!(v.write(h.fh, 0, b"bc\n"), Err(libc::EFBIG));
+        assert_eq!(v.write(h.fh, 0, b"later\n"), Err(libc::EFBIG));
+        assert_eq!(v.fsync(append, h.fh), Err(libc::EFBIG));
+        assert_eq!(v.flush(h.fh), Err(libc::EFBIG));
+        v.release(h.fh);
+        // One write whose first line alone is too long: its other lines go too.
+        let h = v.open(append, false, true).unwrap();
+        let mut big = vec![b'b'; MAX_RECORD + 1];
+        big.extend_from_slice(b"\nshort\n");
+        assert_eq!(v.write(h.fh, 0, &big), Err(libc::EFBIG));
+        assert_eq!(v.flush(h.fh), Err(libc::EFBIG));
+        v.release(h.fh);
+        // A record past the bound, then a write inside it.
+        let record = node(&v, Node::Root, b"record");
+        let h = v.open(record, false, true).unwrap();
+        v.write(h.fh, 0, b"head").unwrap();
+        assert_eq!(v.write(h.fh, MAX_RECORD as u64, b"x"), Err(libc::EFBIG));
+        assert_eq!(v.write(h.fh, 4, b"tail"), Err(libc::EFBIG));
+        assert_eq!(v.flush(h.fh), Err(libc::EFBIG));
+        v.release(h.fh);
+        assert_eq!(v.wal().next_id("default"), 0, "nothing was committed");
+        // A line of exactly the bound is fine.
+        let mut line = vec![b'c'; MAX_RECORD - 1];
+        line.push(b'\n');
+        append_ok(&v, &line);
+        assert_eq!(v.wal().next_id("default"), 1);
+    }
+
+    fn append_ok(v: &View, data: &[u8]) {
+        assert_eq!(append(v, data), Ok(data.len() as u32));
     }
 
     #[test]
