@@ -249,6 +249,25 @@ pub struct Layout {
     /// Segment files below the first retained one (an interrupted
     /// truncation); ignored, removed by the next truncate.
     pub strays: Vec<u64>,
+    /// Segments that segments.idx names between two present ones but whose
+    /// files are gone: lost data, listed in `segments` so that their ids
+    /// stay theirs. The stream serves the rest and refuses writes.
+    pub missing: Vec<u64>,
+}
+
+impl Layout {
+    /// Why the stream is damaged, if it is.
+    pub fn damage(&self) -> Option<String> {
+        let first = self.missing.first()?;
+        Some(format!(
+            "segment {} is named by segments.idx but missing{}; its entries are lost (restore the file from a backup to read them, e.g. from a copy of the mount's segments/)",
+            format::segment_name(*first),
+            match self.missing.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            }
+        ))
+    }
 }
 
 /// Works out a stream's segments from its directory. The segment files are
@@ -303,17 +322,18 @@ pub fn plan_layout(storage: &dyn Storage, dir: &Path, stream: &str) -> Result<La
         // ones is lost data, not an interrupted operation.
         let lo = out.segments[0];
         let hi = *out.segments.last().expect("nonempty");
-        if let Some(gap) = ids
+        out.missing = ids
             .iter()
-            .find(|&&i| i > lo && i < hi && !out.segments.contains(&i))
-        {
-            return Err(Error::Damaged {
-                stream: stream.to_owned(),
-                reason: format!(
-                    "segment {} is named by segments.idx but missing",
-                    format::segment_name(*gap)
-                ),
-            });
+            .copied()
+            .filter(|&i| i > lo && i < hi && !out.segments.contains(&i))
+            .collect();
+        if !out.missing.is_empty() {
+            out.segments.extend_from_slice(&out.missing);
+            out.segments.sort_unstable();
+            log::error!(
+                "stream {stream}: {}; the stream serves the rest and refuses writes",
+                out.damage().expect("missing")
+            );
         }
     }
     out.rewrite_idx = idx.as_deref() != Some(&out.segments[..]);

@@ -240,6 +240,8 @@ pub struct Segment {
     /// Built on first read for segments found sealed at open.
     index: RwLock<Option<SparseIndex>>,
     reader: Mutex<Option<Arc<ReadHandle>>>,
+    /// Named by segments.idx, but its file is gone: its ids are lost.
+    pub missing: bool,
 }
 
 impl Segment {
@@ -261,7 +263,15 @@ impl Segment {
             extent: RwLock::new(extent),
             index: RwLock::new(index),
             reader: Mutex::new(None),
+            missing: false,
         }
+    }
+
+    /// A segment whose file is missing: it keeps its ids and reads fail.
+    pub fn lost(start_id: u64, path: PathBuf, end_id: u64) -> Segment {
+        let mut seg = Segment::sealed(start_id, path, 0, end_id, Some(0));
+        seg.missing = true;
+        seg
     }
 
     /// A sealed segment found on disk: indexed on first read. `payload`,

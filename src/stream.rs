@@ -53,6 +53,9 @@ pub struct Writer {
     /// Start ids in segments.idx, in order (mirrors the file).
     idx: Vec<u64>,
     pub poisoned: Option<(i32, String)>,
+    /// Structural damage found at open (a missing segment): the stream
+    /// serves what it has and refuses writes.
+    pub damaged: Option<String>,
     pub deleted: bool,
     /// Async mode: frames appended but not yet handed to the kernel; they
     /// start at byte `len - pending.len()` of the active segment.
@@ -85,6 +88,8 @@ pub struct StreamInfo {
     pub segments: usize,
     pub bytes: u64,
     pub active_segment: u64,
+    /// Structural damage that makes the stream refuse writes.
+    pub damaged: Option<String>,
 }
 
 impl StreamInfo {
@@ -102,6 +107,9 @@ impl StreamInfo {
             self.bytes,
             format::segment_name(self.active_segment),
         );
+        if let Some(d) = &self.damaged {
+            t.push_str(&format!("damaged: {d}\n"));
+        }
         if let Some((sync, compression)) = modes {
             let sync = match sync {
                 SyncMode::Strict => "strict",
@@ -122,14 +130,17 @@ impl Stream {
     /// Opens (recovering) or creates the stream in `dir`.
     pub fn open(ctx: &Ctx, name: &str, dir: PathBuf, create: bool) -> Result<Arc<Stream>> {
         let st = &*ctx.storage;
-        let ro = ctx.opts.read_only;
         if create {
-            if ro {
+            if ctx.opts.read_only {
                 return Err(Error::ReadOnly);
             }
             st.create_dir(&dir)?;
         }
         let layout = recovery::plan_layout(st, &dir, name)?;
+        let damaged = layout.damage();
+        // A damaged stream is opened as if read-only: nothing of it is
+        // rewritten or cut until the damage is dealt with.
+        let ro = ctx.opts.read_only || damaged.is_some();
         let active_start = *layout.segments.last().expect("layout has a segment");
         let active_path = dir.join(format::segment_name(active_start));
         if !ro {
@@ -224,7 +235,9 @@ impl Stream {
         let mut segs = BTreeMap::new();
         for (i, &start) in layout.segments.iter().enumerate() {
             let path = dir.join(format::segment_name(start));
-            let seg = if start == active_start {
+            let seg = if layout.missing.contains(&start) {
+                Segment::lost(start, path, layout.segments[i + 1])
+            } else if start == active_start {
                 Segment::new(
                     start,
                     path,
@@ -256,6 +269,7 @@ impl Stream {
                 payload: active_payload,
                 idx: layout.segments.clone(),
                 poisoned: None,
+                damaged,
                 deleted: false,
                 pending: Vec::new(),
             }),
@@ -317,6 +331,12 @@ impl Stream {
     fn check_writable(&self, w: &mut Writer) -> Result<()> {
         if w.deleted {
             return Err(Error::NoSuchStream(self.name.clone()));
+        }
+        if let Some(reason) = &w.damaged {
+            return Err(Error::Damaged {
+                stream: self.name.clone(),
+                reason: reason.clone(),
+            });
         }
         if w.poisoned.is_none() {
             w.poisoned = self.commit.failed();
@@ -669,6 +689,17 @@ impl Stream {
     /// A window over the readable bytes of `seg`, without building its
     /// index (for readers that start at its first frame).
     pub fn raw_window(&self, ctx: &Ctx, seg: &Arc<Segment>, chunk: usize) -> Result<Window> {
+        if seg.missing {
+            return Err(Error::Damaged {
+                stream: self.name.clone(),
+                reason: format!(
+                    "segment {} is missing: ids {}..{} are lost",
+                    seg.name,
+                    seg.start_id,
+                    seg.extent().end_id
+                ),
+            });
+        }
         let handle = self.reader(ctx, seg)?;
         Ok(Window::new(handle, seg.extent().len, chunk))
     }
@@ -800,6 +831,7 @@ impl Stream {
             segments: segs.len(),
             bytes,
             active_segment: segs.last().map_or(0, |s| s.start_id),
+            damaged: self.writer.lock().damaged.clone(),
         }
     }
 

@@ -77,12 +77,23 @@ pub fn verify(
         let dir = root.join(name);
         match plan_layout(storage, &dir, name) {
             Ok(layout) => {
+                for &m in &layout.missing {
+                    report.faults.push(VerifyFault {
+                        kind: FaultKind::Layout,
+                        location: Location {
+                            stream: name.clone(),
+                            segment: format::segment_name(m),
+                            offset: 0,
+                        },
+                        reason: "named by segments.idx but missing: its entries are lost".into(),
+                    });
+                }
                 for &s in &layout.segments {
                     total += storage
                         .file_len(&dir.join(format::segment_name(s)))
                         .unwrap_or(0);
                 }
-                plans.push((name, dir, layout.segments));
+                plans.push((name, dir, layout.segments, layout.missing));
             }
             Err(e) => report.faults.push(VerifyFault {
                 kind: FaultKind::Layout,
@@ -100,8 +111,11 @@ pub fn verify(
     }
     report.streams = names.len();
     let mut done = 0u64;
-    for (name, dir, segments) in plans {
+    for (name, dir, segments, missing) in plans {
         for (i, &start) in segments.iter().enumerate() {
+            if missing.contains(&start) {
+                continue;
+            }
             let seg_name = format::segment_name(start);
             let at = |offset| Location {
                 stream: name.clone(),

@@ -452,6 +452,7 @@ impl Wal {
                 s.flush_for_read(&self.inner.ctx);
                 s.segments()
                     .iter()
+                    .filter(|seg| !seg.missing)
                     .map(|seg| {
                         let e = seg.extent();
                         SegmentInfo {

@@ -213,3 +213,87 @@ fn a_failed_write_through_the_mount_commits_nothing() {
         .contains("next_id: 1\n"));
     m.stop();
 }
+
+#[test]
+fn a_missing_segment_damages_only_its_stream() {
+    use walfs::{Error, Wal, WalOptions};
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let mut o = WalOptions::new(&data);
+    o.max_entries_per_segment = 10;
+    let wal = Wal::new(o.clone()).unwrap();
+    for i in 0..35u64 {
+        wal.append("hurt", format!("h{i}").as_bytes()).unwrap();
+        wal.append("fine", format!("f{i}").as_bytes()).unwrap();
+    }
+    let segs = wal.segments("hurt");
+    assert!(segs.len() >= 4);
+    drop(wal);
+    std::fs::remove_file(&segs[1].path).unwrap();
+    let hurt_before = snapshot(&data.join("hurt"));
+
+    let wal = Wal::new(o.clone()).expect("one damaged stream must not stop the others");
+    // The other stream works fully.
+    assert_eq!(wal.get("fine", 34).unwrap().unwrap(), b"f34");
+    assert_eq!(wal.append("fine", b"more").unwrap(), 35);
+    // The damaged one serves what it has and names what it lost.
+    assert_eq!(wal.get("hurt", 3).unwrap().unwrap(), b"h3");
+    assert_eq!(wal.get("hurt", 25).unwrap().unwrap(), b"h25");
+    for id in 10..20 {
+        match wal.get("hurt", id) {
+            Err(Error::Damaged { stream, reason }) => {
+                assert_eq!(stream, "hurt");
+                assert!(reason.contains("00000000000000000010.wal"), "{reason}");
+            }
+            other => panic!("id {id}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        wal.append("hurt", b"x"),
+        Err(Error::Damaged { .. })
+    ));
+    let info = wal.stream_info("hurt").unwrap();
+    assert!(info.damaged.as_deref().unwrap().contains("missing"));
+    assert_eq!(info.next_id, 35);
+    drop(wal);
+    assert_eq!(
+        snapshot(&data.join("hurt")),
+        hurt_before,
+        "the damaged stream was rewritten"
+    );
+
+    let v = walfs(&["verify", s(&data)]);
+    assert_eq!(v.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        out.contains(
+            "hurt/00000000000000000010.wal at byte 0: layout: named by segments.idx but missing"
+        ),
+        "{out}"
+    );
+
+    // Through the mount: EIO for the lost ids, the rest readable.
+    let mut m = Mounted::start_on(&data, &["--stream", "fine"]);
+    assert_eq!(std::fs::read(m.path("entries/35")).unwrap(), b"more");
+    assert_eq!(
+        std::fs::read(m.path("streams/hurt/entries/5")).unwrap(),
+        b"h5"
+    );
+    assert_eq!(
+        std::fs::read(m.path("streams/hurt/entries/12"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EIO)
+    );
+    let stat = std::fs::read_to_string(m.path("streams/hurt/stat")).unwrap();
+    assert!(
+        stat.contains("damaged: segment 00000000000000000010.wal"),
+        "{stat}"
+    );
+    let (code, _, _) = sh(&format!(
+        "echo x >> {}",
+        m.path("streams/hurt/append").display()
+    ));
+    assert_ne!(code, 0, "an append to a damaged stream succeeded");
+    m.stop();
+}
