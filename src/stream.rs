@@ -53,9 +53,6 @@ pub struct Writer {
     /// Start ids in segments.idx, in order (mirrors the file).
     idx: Vec<u64>,
     pub poisoned: Option<(i32, String)>,
-    /// Structural damage found at open (a missing segment): the stream
-    /// serves what it has and refuses writes.
-    pub damaged: Option<String>,
     pub deleted: bool,
     /// Async mode: frames appended but not yet handed to the kernel; they
     /// start at byte `len - pending.len()` of the active segment.
@@ -67,6 +64,9 @@ pub struct Stream {
     pub dir: PathBuf,
     /// Identifies this incarnation of the stream in the caches.
     pub uid: u64,
+    /// Structural damage found at open (a missing segment): the stream
+    /// serves what it has and refuses writes. Fixed for the stream's life.
+    pub damaged: Option<String>,
     pub writer: Mutex<Writer>,
     segs: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub commit: Commit,
@@ -261,6 +261,7 @@ impl Stream {
             name: name.to_owned(),
             dir,
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            damaged,
             writer: Mutex::new(Writer {
                 active,
                 file: None,
@@ -269,7 +270,6 @@ impl Stream {
                 payload: active_payload,
                 idx: layout.segments.clone(),
                 poisoned: None,
-                damaged,
                 deleted: false,
                 pending: Vec::new(),
             }),
@@ -332,7 +332,7 @@ impl Stream {
         if w.deleted {
             return Err(Error::NoSuchStream(self.name.clone()));
         }
-        if let Some(reason) = &w.damaged {
+        if let Some(reason) = &self.damaged {
             return Err(Error::Damaged {
                 stream: self.name.clone(),
                 reason: reason.clone(),
@@ -831,7 +831,7 @@ impl Stream {
             segments: segs.len(),
             bytes,
             active_segment: segs.last().map_or(0, |s| s.start_id),
-            damaged: self.writer.lock().damaged.clone(),
+            damaged: self.damaged.clone(),
         }
     }
 
