@@ -279,7 +279,7 @@ fn serve(
     };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
-    let mut session = fuser::Session::new(WalFs::new(view.clone()), &mp, &config)
+    let session = fuser::Session::new(WalFs::new(view.clone()), &mp, &config)
         .map_err(|e| MountError(format!("cannot mount on {}: {e}{}", mp.display(), hint(&e))))?;
     *mounted = true;
     log::info!(
@@ -290,19 +290,16 @@ fn serve(
         cfg.sync
     );
 
-    let mut unmounter = session.unmount_callable();
-    let mp_sig = mp.clone();
+    let (view_sig, wal_sig, mp_sig) = (view.clone(), wal.clone(), mp.clone());
     std::thread::Builder::new()
         .name("walfs-signals".into())
         .spawn(move || {
             let mut sig = 0;
-            // SAFETY: sigwait on the set blocked in every thread.
+            // SAFETY: `signals` is the set blocked in every thread of the
+            // process (block_signals ran before any other thread started),
+            // and `sig` is a live local the call writes to.
             if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
-                log::info!("signal {sig}: unmounting {}", mp_sig.display());
-                if let Err(e) = unmounter.unmount() {
-                    log::warn!("unmount failed ({e}); detaching {}", mp_sig.display());
-                    let _ = umount_detach(&mp_sig);
-                }
+                stop_on_signal(sig, &view_sig, &wal_sig, &mp_sig);
             }
         })
         .map_err(|e| MountError(format!("cannot start the signal thread: {e}")))?;
@@ -343,6 +340,83 @@ fn serve(
         .map_err(|e| MountError(format!("closing the log failed: {e}")))?;
     log::info!("unmounted {}; the log is closed", mp.display());
     Ok(())
+}
+
+/// How long a stop waits for files open for writing to close.
+const STOP_DRAIN: Duration = Duration::from_secs(5);
+/// How long a stop watches for writers after the open files closed.
+const STOP_QUIET: Duration = Duration::from_millis(300);
+
+/// A stop signal: drain, then unmount, and never let a write succeed
+/// anywhere but in the log.
+///
+/// New changes are refused with ESHUTDOWN while files open for writing
+/// close (bounded by STOP_DRAIN). If no writer showed up, the mount is
+/// unmounted normally and the session ends as after `umount`. If writers
+/// are still at work, unmounting would let their next `>> append` create a
+/// plain file in the directory underneath and succeed there; instead the
+/// log is synced and the process exits without unmounting, so the kernel
+/// answers every further request with ENOTCONN until someone runs `umount`
+/// (the next `walfs mount` on the same mountpoint does it).
+fn stop_on_signal(sig: i32, view: &View, wal: &Wal, mp: &Path) {
+    log::info!(
+        "signal {sig}: stopping; new writes to {} are refused while open files close",
+        mp.display()
+    );
+    view.begin_stop();
+    let deadline = std::time::Instant::now() + STOP_DRAIN;
+    while view.open_writers() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(STOP_QUIET);
+    let (open, refused) = (view.open_writers(), view.refused_changes());
+    if open == 0 && refused == 0 {
+        if let Err(e) = umount(mp) {
+            log::warn!("unmount failed ({e}); detaching {}", mp.display());
+            let _ = umount_detach(mp);
+        }
+        return;
+    }
+    let synced = wal.sync_all();
+    log::warn!(
+        "writers were still at work ({refused} change(s) refused, {open} file(s) open for writing): {0} is left disconnected, so their writes fail (ENOTCONN) instead of landing in the directory underneath; run `umount {0}` once they have stopped (the next `walfs mount` on it does that)",
+        mp.display()
+    );
+    match synced {
+        Ok(()) => {
+            log::info!("the log is synced: everything acknowledged is on disk");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            log::error!("syncing the log failed: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// A normal (not lazy) unmount: it fails with EBUSY while files are open.
+fn umount(path: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call;
+    // umount2 reads it and touches no other memory of ours.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    // Not root: the setuid helper unmounts for the user who mounted.
+    for helper in ["fusermount3", "fusermount"] {
+        if let Ok(s) = std::process::Command::new(helper)
+            .arg("-u")
+            .arg(path)
+            .status()
+        {
+            if s.success() {
+                return Ok(());
+            }
+        }
+    }
+    Err(e)
 }
 
 fn hint(e: &std::io::Error) -> &'static str {

@@ -20,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub const ROOT_INO: u64 = 1;
@@ -273,6 +273,11 @@ pub struct View {
     handles: RwLock<HashMap<u64, Arc<Mutex<Handle>>>>,
     next_fh: AtomicU64,
     read_only: bool,
+    /// Set when the daemon is asked to stop: every change (open for
+    /// writing, write, mkdir, rmdir, unlink) is refused from then on.
+    stopping: AtomicBool,
+    /// Changes refused since stopping began: writers still at work.
+    refused: AtomicU64,
 }
 
 impl View {
@@ -292,6 +297,8 @@ impl View {
             handles: RwLock::default(),
             next_fh: AtomicU64::new(1),
             read_only,
+            stopping: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
         };
         let sno = view.sno(root_stream).expect("fresh numbering");
         debug_assert_eq!(sno, 0);
@@ -300,6 +307,36 @@ impl View {
 
     pub fn wal(&self) -> &Wal {
         &self.wal
+    }
+
+    /// The daemon is stopping: refuse every change from now on with
+    /// ESHUTDOWN, so that nothing is acknowledged that the log will not
+    /// hold. Commits that already started finish; open files may still
+    /// close (committing what they hold) and readers keep reading.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Changes refused since `begin_stop`.
+    pub fn refused_changes(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Files open for writing (`append` and `record` handles).
+    pub fn open_writers(&self) -> usize {
+        self.handles
+            .read()
+            .values()
+            .filter(|h| matches!(&*h.lock(), Handle::Append(_) | Handle::Record(_)))
+            .count()
+    }
+
+    fn refuse_if_stopping(&self) -> Result<(), Errno> {
+        if self.stopping.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(libc::ESHUTDOWN);
+        }
+        Ok(())
     }
 
     /// The number of a stream, assigned on first sight.
@@ -698,6 +735,7 @@ impl View {
     }
 
     pub fn mkdir(&self, parent: Node, name: &[u8]) -> Result<Attr, Errno> {
+        self.refuse_if_stopping()?;
         if parent != Node::Streams {
             return Err(libc::EACCES);
         }
@@ -714,6 +752,7 @@ impl View {
 
     /// `rmdir streams/<name>` deletes the stream and all its entries.
     pub fn rmdir(&self, parent: Node, name: &[u8]) -> Result<(), Errno> {
+        self.refuse_if_stopping()?;
         if parent != Node::Streams {
             return Err(libc::EACCES);
         }
@@ -733,6 +772,7 @@ impl View {
     /// Unlinking the oldest sealed segment truncates the stream; every
     /// other unlink is refused.
     pub fn unlink(&self, parent: Node, name: &[u8]) -> Result<(), Errno> {
+        self.refuse_if_stopping()?;
         let Node::In {
             kind: Kind::Segments,
             ..
@@ -768,6 +808,9 @@ impl View {
             return Err(libc::EISDIR);
         };
         let (sno, name) = self.stream_of(node)?;
+        if write {
+            self.refuse_if_stopping()?;
+        }
         let mut sealed_segment = false;
         let handle = match kind {
             Kind::Append | Kind::Record if self.read_only => return Err(libc::EROFS),
@@ -892,7 +935,9 @@ impl View {
         if let Some(e) = h.failed() {
             return Err(e);
         }
-        let r = self.write_to(&mut h, offset, data);
+        let r = self
+            .refuse_if_stopping()
+            .and_then(|()| self.write_to(&mut h, offset, data));
         if let Err(e) = r {
             h.poison(e);
         }
@@ -1258,6 +1303,35 @@ mod tests {
         line.push(b'\n');
         append_ok(&v, &line);
         assert_eq!(v.wal().next_id("default"), 1);
+    }
+
+    /// Once stopping, every change is refused with ESHUTDOWN and counted;
+    /// an open file's held bytes are never committed after a refused write.
+    #[test]
+    fn stopping_refuses_every_change() {
+        let t = tempfile::tempdir().unwrap();
+        let v = view(t.path(), 64 << 20);
+        let append = node(&v, Node::Root, b"append");
+        let h = v.open(append, false, true).unwrap();
+        v.write(h.fh, 0, b"held, no newline").unwrap();
+        assert_eq!(v.open_writers(), 1);
+        v.begin_stop();
+        assert_eq!(v.write(h.fh, 0, b" and more\n"), Err(libc::ESHUTDOWN));
+        assert_eq!(v.flush(h.fh), Err(libc::ESHUTDOWN));
+        v.release(h.fh);
+        assert_eq!(v.open_writers(), 0);
+        assert_eq!(
+            v.open(append, false, true).map(|_| ()),
+            Err(libc::ESHUTDOWN)
+        );
+        assert_eq!(
+            v.mkdir(Node::Streams, b"new").map(|_| ()),
+            Err(libc::ESHUTDOWN)
+        );
+        assert_eq!(v.refused_changes(), 3);
+        // Readers go on.
+        assert!(v.open(node(&v, Node::Root, b"log"), true, false).is_ok());
+        assert_eq!(v.wal().next_id("default"), 0);
     }
 
     fn append_ok(v: &View, data: &[u8]) {
