@@ -252,7 +252,14 @@ fn every_byte_flipped_is_found_where_it_is() {
         let wal = Wal::new(o).unwrap();
         wal.iter("s", 0).unwrap().map(Result::unwrap).collect()
     };
-    let mut cases = 0;
+    {
+        // The active segment holds both raw and LZ4 frames.
+        let (seg, offs) = segs.last().unwrap();
+        let b = std::fs::read(seg).unwrap();
+        let types: Vec<u8> = offs.iter().map(|&o| b[o as usize + 20]).collect();
+        assert!(types.contains(&0) && types.contains(&1), "{types:?}");
+    }
+    let (mut cases, mut active) = (0, 0);
     for (si, (seg, offs)) in segs.iter().enumerate() {
         let sealed = si + 1 < segs.len();
         let seg_bytes = std::fs::read(seg).unwrap();
@@ -323,6 +330,7 @@ fn every_byte_flipped_is_found_where_it_is() {
                 }
             }
             if covered && !sealed {
+                active += 1;
                 check_active_flip(&work, &expected, offs, &ids, frame, &name, at);
             }
             for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
@@ -341,7 +349,7 @@ fn every_byte_flipped_is_found_where_it_is() {
             cases += 1;
         }
     }
-    println!("{cases} flips");
+    println!("{cases} flips, {active} in the active segment opened for writing under both policies");
 }
 
 /// A flip in the active segment, opened for writing: damage in the last
