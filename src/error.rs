@@ -66,20 +66,3 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 }
-
-impl Error {
-    /// The errno a caller at a syscall boundary (the mount) should see.
-    pub fn errno(&self) -> i32 {
-        match self {
-            Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
-            Error::Corruption { .. } | Error::Damaged { .. } | Error::Poisoned { .. } => libc::EIO,
-            Error::InvalidStreamName(_) => libc::EINVAL,
-            Error::NoSuchStream(_) => libc::ENOENT,
-            Error::StreamExists(_) => libc::EEXIST,
-            Error::TooLarge { .. } => libc::EFBIG,
-            Error::Locked { .. } => libc::EBUSY,
-            Error::ReadOnly => libc::EROFS,
-            Error::Config(_) => libc::EINVAL,
-        }
-    }
-}

@@ -349,7 +349,9 @@ fn every_byte_flipped_is_found_where_it_is() {
             cases += 1;
         }
     }
-    println!("{cases} flips, {active} in the active segment opened for writing under both policies");
+    println!(
+        "{cases} flips, {active} in the active segment opened for writing under both policies"
+    );
 }
 
 /// A flip in the active segment, opened for writing: damage in the last

@@ -313,9 +313,9 @@ fn serve(
                 let mut epoch = 0;
                 let mut seen: HashMap<u32, u64> = HashMap::new();
                 while !stop.load(Ordering::Acquire) {
-                    epoch = view.wal().wait_any(epoch, Duration::from_millis(250));
+                    epoch = view.source().wait_any(epoch, Duration::from_millis(250));
                     for (sno, name) in view.streams_of_interest() {
-                        let next = view.wal().next_id(&name);
+                        let next = view.source().next_id(&name);
                         if seen.insert(sno, next) == Some(next) {
                             continue;
                         }

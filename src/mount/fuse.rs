@@ -390,8 +390,10 @@ impl Filesystem for WalFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let root = std::ffi::CString::new(self.view.wal().root().as_os_str().as_bytes())
-            .unwrap_or_default();
+        let Some(root) = self.view.source().local_root() else {
+            return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        };
+        let root = std::ffi::CString::new(root.as_os_str().as_bytes()).unwrap_or_default();
         // SAFETY: statvfs writes into the zeroed struct we pass; the path is
         // a valid C string.
         let mut s: libc::statvfs = unsafe { std::mem::zeroed() };

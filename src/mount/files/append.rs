@@ -1,0 +1,155 @@
+//! `append`: each line written (up to and including `\n`) is an entry; the
+//! complete lines of one write(2) are one frame, committed (durably, in
+//! strict mode) before the write returns. A trailing partial line waits in
+//! the open file and is committed at close. Reading a read-write handle
+//! shows `FIRST-LAST` per committed write, each line once.
+
+use super::{At, FileOps, Handle, Serve, View};
+use crate::mount::errno::{errno, Errno};
+use crate::mount::tree::{Attr, Cache};
+
+/// The longest entry the mount takes: a line of `append` (with its
+/// newline, or held before it arrives), or a `record`.
+pub const MAX_RECORD: usize = 64 << 20;
+
+pub(super) struct Append;
+
+/// An open `append`.
+pub struct State {
+    sno: u32,
+    /// The bytes of a line whose newline has not arrived yet.
+    pending: Vec<u8>,
+    /// "FIRST-LAST\n" per committed write: what reads of the handle show,
+    /// each line once, whatever the file position (like a pipe).
+    ids: String,
+    ids_read: usize,
+    /// Set by the first failed write: the handle then refuses every write
+    /// and commit with this errno, and nothing it held is ever committed.
+    pub(super) failed: Option<Errno>,
+}
+
+impl FileOps for Append {
+    fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
+        // Each lookup gives the same inode; nothing about it may be cached.
+        let perm = if v.read_only() { 0o400 } else { 0o622 };
+        Ok(Attr::file(at.node.ino(), 0, perm, Cache::Live))
+    }
+
+    fn open(&self, v: &View, at: &At, _read: bool, write: bool) -> Result<(Handle, Serve), Errno> {
+        if v.read_only() {
+            return Err(libc::EROFS);
+        }
+        if !write {
+            return Err(libc::EACCES);
+        }
+        let state = State {
+            sno: at.sno,
+            pending: Vec::new(),
+            ids: String::new(),
+            ids_read: 0,
+            failed: None,
+        };
+        Ok((Handle::Append(state), writer_serve()))
+    }
+
+    fn read(
+        &self,
+        _v: &View,
+        _at: &At,
+        h: &mut Handle,
+        _offset: u64,
+        size: usize,
+    ) -> Result<Vec<u8>, Errno> {
+        let Handle::Append(a) = h else {
+            return Err(libc::EBADF);
+        };
+        let out = a.ids.as_bytes()[a.ids_read..(a.ids_read + size).min(a.ids.len())].to_vec();
+        a.ids_read += out.len();
+        Ok(out)
+    }
+
+    fn set_size(&self, size: u64) -> Result<(), Errno> {
+        // `>` and O_TRUNC: there is nothing to cut.
+        if size == 0 {
+            Ok(())
+        } else {
+            Err(libc::EPERM)
+        }
+    }
+}
+
+/// How `append` and `record` are served: every write reaches the daemon
+/// (no page cache), writes through different handles may run at once
+/// (group commit), and close(2) must reach it to commit.
+pub(super) fn writer_serve() -> Serve {
+    Serve {
+        direct: true,
+        keep_cache: false,
+        parallel_writes: true,
+        no_flush: false,
+    }
+}
+
+impl State {
+    pub(super) fn poison(&mut self, errno: Errno) {
+        self.failed = Some(errno);
+        self.pending = Vec::new();
+    }
+
+    /// Every complete line of one write(2) becomes one entry of one frame;
+    /// a trailing partial line waits in the handle.
+    pub(super) fn write(&mut self, v: &View, data: &[u8]) -> Result<u32, Errno> {
+        let Some(last_nl) = data.iter().rposition(|&b| b == b'\n') else {
+            if self.pending.len() + data.len() > MAX_RECORD {
+                return Err(libc::EFBIG);
+            }
+            self.pending.extend_from_slice(data);
+            return Ok(data.len() as u32);
+        };
+        let (complete, rest) = data.split_at(last_nl + 1);
+        if rest.len() > MAX_RECORD {
+            return Err(libc::EFBIG);
+        }
+        let mut lines: Vec<&[u8]> = Vec::with_capacity(complete.len() / 32 + 1);
+        let mut from = 0;
+        for nl in memchr::memchr_iter(b'\n', complete) {
+            // The held partial line joins the first one: no entry, joined or
+            // not, may pass the bound.
+            let held = if lines.is_empty() {
+                self.pending.len()
+            } else {
+                0
+            };
+            if held + nl + 1 - from > MAX_RECORD {
+                return Err(libc::EFBIG);
+            }
+            lines.push(&complete[from..=nl]);
+            from = nl + 1;
+        }
+        let first;
+        if !self.pending.is_empty() {
+            first = [self.pending.as_slice(), lines[0]].concat();
+            lines[0] = &first;
+        }
+        let name = v.live_name(self.sno)?;
+        let r = v
+            .source()
+            .append_batch(&name, &lines)
+            .map_err(|e| errno(&e))?;
+        self.ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
+        self.pending.clear();
+        self.pending.extend_from_slice(rest);
+        Ok(data.len() as u32)
+    }
+
+    /// Commits the held partial line, if any.
+    pub(super) fn commit(&mut self, v: &View) -> Result<(), Errno> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let entry = std::mem::take(&mut self.pending);
+        let r = v.commit_entry(self.sno, &entry)?;
+        self.ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! A stream directory: the root (the root stream, plus `streams/`) and
+//! each `streams/<name>/`. It holds the files of [`FILES`].
+
+use super::{Add, At, FileOps, Handle, Serve, View};
+use crate::mount::errno::Errno;
+use crate::mount::tree::{Attr, Cache, Kind, Node, FILES};
+
+pub(super) struct StreamDir;
+
+impl FileOps for StreamDir {
+    fn attr(&self, _v: &View, at: &At) -> Result<Attr, Errno> {
+        Ok(Attr::dir(at.node.ino(), Cache::Live))
+    }
+
+    fn lookup(&self, v: &View, at: &At, name: &[u8]) -> Result<Node, Errno> {
+        v.require_stream(at)?;
+        if at.node == Node::Root && name == b"streams" {
+            return Ok(Node::Streams);
+        }
+        let kind = FILES
+            .iter()
+            .find(|(n, _)| n.as_bytes() == name)
+            .ok_or(libc::ENOENT)?
+            .1;
+        Ok(Node::In {
+            sno: at.sno,
+            root_view: at.node == Node::Root,
+            kind,
+            value: 0,
+        })
+    }
+
+    fn readdir(&self, v: &View, at: &At, offset: u64, add: &mut Add) -> Result<(), Errno> {
+        v.require_stream(at)?;
+        let root_view = at.node == Node::Root;
+        let mut items: Vec<(&str, Node)> = FILES
+            .iter()
+            .map(|&(n, kind)| {
+                (
+                    n,
+                    Node::In {
+                        sno: at.sno,
+                        root_view,
+                        kind,
+                        value: 0,
+                    },
+                )
+            })
+            .collect();
+        if root_view {
+            items.push(("streams", Node::Streams));
+        }
+        for (i, (n, node)) in items.into_iter().enumerate() {
+            let next = i as u64 + 3;
+            let is_dir = matches!(
+                node,
+                Node::Streams
+                    | Node::In {
+                        kind: Kind::Entries | Kind::Segments,
+                        ..
+                    }
+            );
+            if next > offset && !add(n.as_bytes(), node.ino(), is_dir, next) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, _v: &View, at: &At, _read: bool, write: bool) -> Result<(Handle, Serve), Errno> {
+        Err(if write && at.node != Node::Root {
+            libc::EACCES
+        } else {
+            libc::EISDIR
+        })
+    }
+}

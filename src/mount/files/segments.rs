@@ -1,0 +1,156 @@
+//! `segments/` and `segments/<name>.wal`: the raw segment files, byte for
+//! byte, growing while active. Removing the oldest sealed segment frees it
+//! (truncation); removing any other is refused.
+
+use super::{Add, At, FileOps, Handle, Serve, View};
+use crate::format;
+use crate::mount::errno::{errno, Errno};
+use crate::mount::tree::{Attr, Cache, Kind, Node, VALUE_BITS};
+use crate::SegmentInfo;
+
+pub(super) struct Segments;
+pub(super) struct Segment;
+
+impl FileOps for Segments {
+    fn attr(&self, _v: &View, at: &At) -> Result<Attr, Errno> {
+        Ok(Attr::dir(at.node.ino(), Cache::Name))
+    }
+
+    fn lookup(&self, _v: &View, at: &At, name: &[u8]) -> Result<Node, Errno> {
+        let start = std::str::from_utf8(name)
+            .ok()
+            .and_then(format::parse_segment_name)
+            .filter(|&s| s < 1 << VALUE_BITS)
+            .ok_or(libc::ENOENT)?;
+        Ok(segment(at, start))
+    }
+
+    fn readdir(&self, v: &View, at: &At, offset: u64, add: &mut Add) -> Result<(), Errno> {
+        v.require_stream(at)?;
+        for seg in v.source().segments(at.stream) {
+            let next = seg.start_id + 4;
+            if next <= offset || seg.start_id >= 1 << VALUE_BITS {
+                continue;
+            }
+            let name = format::segment_name(seg.start_id);
+            if !add(
+                name.as_bytes(),
+                segment(at, seg.start_id).ino(),
+                false,
+                next,
+            ) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        _v: &View,
+        _at: &At,
+        _read: bool,
+        write: bool,
+    ) -> Result<(Handle, Serve), Errno> {
+        Err(if write { libc::EACCES } else { libc::EISDIR })
+    }
+
+    /// Unlinking the oldest sealed segment truncates the stream; every
+    /// other unlink is refused.
+    fn unlink(&self, v: &View, at: &At, name: &[u8]) -> Result<(), Errno> {
+        if v.read_only() {
+            return Err(libc::EROFS);
+        }
+        v.require_stream(at)?;
+        let start = std::str::from_utf8(name)
+            .ok()
+            .and_then(format::parse_segment_name)
+            .ok_or(libc::ENOENT)?;
+        let segs = v.source().segments(at.stream);
+        let Some(pos) = segs.iter().position(|s| s.start_id == start) else {
+            return Err(libc::ENOENT);
+        };
+        if pos != 0 || !segs[0].sealed {
+            return Err(libc::EPERM);
+        }
+        let next = segs[1].start_id;
+        v.source()
+            .truncate(at.stream, next)
+            .map_err(|e| errno(&e))?;
+        Ok(())
+    }
+}
+
+fn segment(at: &At, start: u64) -> Node {
+    Node::In {
+        sno: at.sno,
+        root_view: at.root_view,
+        kind: Kind::Segment,
+        value: start,
+    }
+}
+
+/// The retained segment of the node's stream starting at its value.
+fn find(v: &View, at: &At) -> Result<SegmentInfo, Errno> {
+    v.source()
+        .segments(at.stream)
+        .into_iter()
+        .find(|s| s.start_id == at.value)
+        .ok_or(libc::ENOENT)
+}
+
+impl FileOps for Segment {
+    fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
+        let seg = find(v, at)?;
+        let cache = if seg.sealed {
+            Cache::Immutable
+        } else {
+            Cache::Live
+        };
+        Ok(Attr::file(at.node.ino(), seg.len, 0o444, cache))
+    }
+
+    fn open(&self, v: &View, at: &At, _read: bool, write: bool) -> Result<(Handle, Serve), Errno> {
+        if write {
+            return Err(libc::EACCES);
+        }
+        let seg = find(v, at)?;
+        let bytes = v
+            .source()
+            .open_segment(at.stream, &seg)
+            .map_err(|e| errno(&e))?;
+        // A sealed segment never changes: its pages may stay cached.
+        let serve = Serve {
+            direct: !seg.sealed,
+            keep_cache: seg.sealed,
+            no_flush: true,
+            ..Serve::default()
+        };
+        Ok((Handle::Segment(bytes), serve))
+    }
+
+    fn read(
+        &self,
+        _v: &View,
+        _at: &At,
+        h: &mut Handle,
+        offset: u64,
+        size: usize,
+    ) -> Result<Vec<u8>, Errno> {
+        let Handle::Segment(f) = h else {
+            return Err(libc::EBADF);
+        };
+        let mut buf = vec![0u8; size];
+        let mut got = 0;
+        while got < size {
+            match f.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+}

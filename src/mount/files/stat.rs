@@ -1,0 +1,55 @@
+//! `stat`: the stream's state as `key: value` lines.
+
+use super::{At, FileOps, Handle, Serve, View};
+use crate::mount::errno::Errno;
+use crate::mount::tree::{Attr, Cache};
+
+pub(super) struct Stat;
+
+/// The text of `stat` for `stream` (empty once it is gone).
+pub(crate) fn text(v: &View, stream: &str) -> String {
+    match v.source().stream_info(stream) {
+        Some(info) => info.to_text(v.source().modes()),
+        None => String::new(),
+    }
+}
+
+impl FileOps for Stat {
+    fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
+        let size = text(v, at.stream).len() as u64;
+        Ok(Attr::file(at.node.ino(), size, 0o444, Cache::Name))
+    }
+
+    fn open(
+        &self,
+        _v: &View,
+        _at: &At,
+        _read: bool,
+        write: bool,
+    ) -> Result<(Handle, Serve), Errno> {
+        if write {
+            return Err(libc::EACCES);
+        }
+        let serve = Serve {
+            direct: true,
+            no_flush: true,
+            ..Serve::default()
+        };
+        Ok((Handle::Plain, serve))
+    }
+
+    fn read(
+        &self,
+        v: &View,
+        at: &At,
+        _h: &mut Handle,
+        offset: u64,
+        size: usize,
+    ) -> Result<Vec<u8>, Errno> {
+        v.require_stream(at)?;
+        let t = text(v, at.stream);
+        let b = t.as_bytes();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+        Ok(b[start..start.saturating_add(size).min(b.len())].to_vec())
+    }
+}

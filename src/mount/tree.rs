@@ -1,0 +1,267 @@
+//! The tree's layout and inode numbering, nothing else: which files a
+//! stream directory holds, how a node maps to an inode number and back,
+//! and the attribute types the kernel is given.
+//!
+//! ```text
+//! /                     the root stream (--stream)
+//!   append              write-only: each line is an entry; one write(2) is one frame
+//!   record              write-only: everything written between open and close is one entry
+//!   log                 read-only: every retained entry, concatenated, growing
+//!   stat                read-only: `key: value` lines
+//!   entries/<id>        read-only: one entry
+//!   segments/<name>.wal read-only: raw segment files; unlink the oldest to truncate
+//!   streams/<name>/     the same layout for every stream; mkdir creates, rmdir deletes
+//! ```
+//!
+//! An inode number is `kind << 60 | root_view << 59 | sno << 40 | value`:
+//! the kind of file, whether it is the root's copy of the root stream, the
+//! stream's number (assigned on first sight) and the entry id or segment
+//! start it names. Nothing has to be remembered to answer a request.
+
+/// The root directory: the root stream's files plus `streams/`.
+pub const ROOT_INO: u64 = 1;
+/// `streams/`.
+pub const STREAMS_INO: u64 = 2;
+
+/// What a file of a stream directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir = 1,
+    Append = 2,
+    Record = 3,
+    Log = 4,
+    Stat = 5,
+    Entries = 6,
+    Segments = 7,
+    Entry = 8,
+    Segment = 9,
+}
+
+/// The files of a stream directory, in listing order.
+pub const FILES: [(&str, Kind); 6] = [
+    ("append", Kind::Append),
+    ("record", Kind::Record),
+    ("log", Kind::Log),
+    ("stat", Kind::Stat),
+    ("entries", Kind::Entries),
+    ("segments", Kind::Segments),
+];
+
+/// A node of the tree. `root_view` tells the root's copy of the root
+/// stream from its copy under `streams/` (a directory has one parent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Root,
+    Streams,
+    In {
+        sno: u32,
+        root_view: bool,
+        kind: Kind,
+        value: u64,
+    },
+}
+
+/// Bits of an inode number that carry an id or a segment start.
+pub const VALUE_BITS: u32 = 40;
+/// Bits that carry the stream number.
+pub const SNO_BITS: u32 = 19;
+
+impl Node {
+    pub fn ino(self) -> u64 {
+        match self {
+            Node::Root => ROOT_INO,
+            Node::Streams => STREAMS_INO,
+            Node::In {
+                sno,
+                root_view,
+                kind,
+                value,
+            } => {
+                (kind as u64) << 60 | (root_view as u64) << 59 | (sno as u64) << VALUE_BITS | value
+            }
+        }
+    }
+
+    pub fn from_ino(ino: u64) -> Option<Node> {
+        match ino {
+            ROOT_INO => return Some(Node::Root),
+            STREAMS_INO => return Some(Node::Streams),
+            _ => {}
+        }
+        let kind = match ino >> 60 {
+            1 => Kind::Dir,
+            2 => Kind::Append,
+            3 => Kind::Record,
+            4 => Kind::Log,
+            5 => Kind::Stat,
+            6 => Kind::Entries,
+            7 => Kind::Segments,
+            8 => Kind::Entry,
+            9 => Kind::Segment,
+            _ => return None,
+        };
+        Some(Node::In {
+            sno: ((ino >> VALUE_BITS) & ((1 << SNO_BITS) - 1)) as u32,
+            root_view: (ino >> 59) & 1 == 1,
+            kind,
+            value: ino & ((1 << VALUE_BITS) - 1),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+}
+
+/// What the kernel may cache about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// Nothing: ask again every time.
+    Live,
+    /// The name's binding, not the attributes (the size grows).
+    Name,
+    /// Everything: it never changes while it exists.
+    Immutable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub size: u64,
+    pub perm: u16,
+    pub nlink: u32,
+    pub cache: Cache,
+}
+
+/// How an opened file should be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Reads and writes bypass the page cache (contents change in place
+    /// or writes must reach the engine one by one).
+    pub direct: bool,
+    /// Cached pages stay valid across opens.
+    pub keep_cache: bool,
+    /// Writes through different handles may run at once (group commit).
+    pub parallel_writes: bool,
+    /// close(2) has nothing to commit: skip the FLUSH round trip.
+    pub no_flush: bool,
+}
+
+/// An errno, as the kernel wants it.
+pub type Errno = i32;
+
+impl Node {
+    /// The inode of the directory holding this node's listing's `..`.
+    pub fn parent_ino(self) -> u64 {
+        match self {
+            Node::In {
+                root_view: true, ..
+            } => ROOT_INO,
+            Node::In {
+                kind: Kind::Dir, ..
+            } => STREAMS_INO,
+            Node::In {
+                sno,
+                root_view: false,
+                ..
+            } => Node::In {
+                sno,
+                root_view: false,
+                kind: Kind::Dir,
+                value: 0,
+            }
+            .ino(),
+            _ => ROOT_INO,
+        }
+    }
+}
+
+impl Attr {
+    /// A directory.
+    pub fn dir(ino: u64, cache: Cache) -> Attr {
+        Attr {
+            ino,
+            kind: FileKind::Dir,
+            size: 0,
+            perm: 0o755,
+            nlink: 2,
+            cache,
+        }
+    }
+
+    /// A regular file.
+    pub fn file(ino: u64, size: u64, perm: u16, cache: Cache) -> Attr {
+        Attr {
+            ino,
+            kind: FileKind::File,
+            size,
+            perm,
+            nlink: 1,
+            cache,
+        }
+    }
+}
+
+/// A buffer for [`itoa`].
+pub fn itoa_buf() -> [u8; 20] {
+    [0u8; 20]
+}
+
+/// Formats `n` in decimal into `buf` without allocating.
+pub fn itoa(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_numbers_round_trip() {
+        for node in [
+            Node::Root,
+            Node::Streams,
+            Node::In {
+                sno: 0,
+                root_view: true,
+                kind: Kind::Log,
+                value: 0,
+            },
+            Node::In {
+                sno: 77,
+                root_view: false,
+                kind: Kind::Entry,
+                value: (1 << VALUE_BITS) - 1,
+            },
+            Node::In {
+                sno: (1 << SNO_BITS) - 1,
+                root_view: false,
+                kind: Kind::Segment,
+                value: 4096,
+            },
+        ] {
+            assert_eq!(Node::from_ino(node.ino()), Some(node));
+        }
+        assert_eq!(Node::from_ino(0), None);
+        assert_eq!(Node::from_ino(15 << 60), None);
+    }
+
+    #[test]
+    fn itoa_formats() {
+        let mut b = itoa_buf();
+        assert_eq!(itoa(&mut b, 0), b"0");
+        assert_eq!(itoa(&mut b, u64::MAX), u64::MAX.to_string().as_bytes());
+    }
+}
