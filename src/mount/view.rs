@@ -194,11 +194,18 @@ impl View {
             .map_err(|e| errno(&e))
     }
 
-    /// Resolves a node's stream (ENOENT if its number is unknown).
-    fn at(&self, node: Node) -> Result<(At<'static>, String), Errno> {
+    /// Runs `f` on the node's kind with its place resolved: its stream's
+    /// number and name (ENOENT if the number is unknown). `live` also
+    /// requires the stream to still exist (for nodes below a stream
+    /// directory; the root stream cannot be deleted).
+    fn with<T>(
+        &self,
+        node: Node,
+        live: bool,
+        f: impl FnOnce(&dyn super::files::FileOps, &At) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
         let (sno, root_view, value) = match node {
-            Node::Root => (self.root_sno, true, 0),
-            Node::Streams => (self.root_sno, true, 0),
+            Node::Root | Node::Streams => (self.root_sno, true, 0),
             Node::In {
                 sno,
                 root_view,
@@ -206,33 +213,16 @@ impl View {
                 ..
             } => (sno, root_view, value),
         };
-        let name = if node == Node::Streams {
-            String::new()
-        } else {
-            self.name(sno).ok_or(libc::ENOENT)?
+        let name = match node {
+            Node::Streams => String::new(),
+            _ => self.name(sno).ok_or(libc::ENOENT)?,
         };
         let at = At {
             node,
             sno,
-            stream: "",
+            stream: &name,
             root_view,
             value,
-        };
-        Ok((at, name))
-    }
-
-    /// Runs `f` on the node's kind with its resolved place; `live` also
-    /// requires the stream to exist (every node below a stream directory).
-    fn with<T>(
-        &self,
-        node: Node,
-        live: bool,
-        f: impl FnOnce(&dyn super::files::FileOps, &At) -> Result<T, Errno>,
-    ) -> Result<T, Errno> {
-        let (at, name) = self.at(node)?;
-        let at = At {
-            stream: &name,
-            ..at
         };
         if live && matches!(node, Node::In { .. }) {
             self.require_stream(&at)?;
