@@ -1,0 +1,139 @@
+//! One stream: its segments, its writer and its commit state.
+//!
+//! - `open.rs`: finding the segments and recovering the active one;
+//! - `write.rs`: append, buffered flush, group-commit sync, rotation,
+//!   poisoning;
+//! - `read.rs`: segment lookup, read handles and windows, frames by id,
+//!   entry bytes for `log`;
+//! - `retention.rs`: truncation, archive and restore, deletion.
+//!
+//! Invariants that tie them together:
+//! - Locks: `writer` is taken before `commit.state` and before `segs`
+//!   (write); never the other way round. Readers take `segs` (read) and a
+//!   segment's own locks only. The group commit waits for durability
+//!   without the writer lock. Another stream's writer is only ever
+//!   `try_lock`ed (descriptor eviction).
+//! - Visibility: an id becomes readable when `commit.visible()` passes it:
+//!   once written in BatchOnly and Async modes (after the buffer is handed
+//!   to the kernel), once durable in Strict mode. `appended` runs ahead of
+//!   it by what Async mode still buffers; readers flush before reading.
+//! - Poisoning: after a failed write, sync or rotation the stream refuses
+//!   appends, truncation and restore (`check_writable`) until the log is
+//!   reopened; what was written past the last durable point is cut where
+//!   it can be, so it never reappears.
+//! - Damage found at open (a missing segment) makes the stream read-only
+//!   for its whole life.
+
+mod open;
+mod read;
+mod retention;
+mod write;
+
+use crate::cache::{BlockCache, Lru};
+use crate::commit::Commit;
+use crate::format::{self};
+use crate::options::{SyncMode, WalOptions};
+use crate::segment::Segment;
+use crate::storage::{Storage, StorageFile};
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
+
+/// What every stream shares: storage, options and the bounded caches.
+pub struct Ctx {
+    pub storage: Arc<dyn Storage>,
+    pub opts: WalOptions,
+    pub blocks: Option<BlockCache>,
+    /// Open read descriptors, across streams.
+    pub readers: Mutex<Lru<(u64, u64), Weak<Segment>>>,
+    /// Open write descriptors, across streams.
+    pub writers: Mutex<Lru<u64, Weak<Stream>>>,
+    /// Bumped on every publication in any stream.
+    pub epoch: Arc<crate::commit::Epoch>,
+}
+
+pub struct Writer {
+    pub active: Arc<Segment>,
+    file: Option<Arc<dyn StorageFile>>,
+    /// Bytes of the active segment written.
+    pub len: u64,
+    pub next_id: u64,
+    /// Entry bytes of the active segment, buffered or not.
+    payload: u64,
+    /// Start ids in segments.idx, in order (mirrors the file).
+    idx: Vec<u64>,
+    pub poisoned: Option<(i32, String)>,
+    pub deleted: bool,
+    /// Async mode: frames appended but not yet handed to the kernel; they
+    /// start at byte `len - pending.len()` of the active segment.
+    pending: Vec<u8>,
+}
+
+pub struct Stream {
+    pub name: String,
+    pub dir: PathBuf,
+    /// Identifies this incarnation of the stream in the caches.
+    pub uid: u64,
+    /// Structural damage found at open (a missing segment): the stream
+    /// serves what it has and refuses writes. Fixed for the stream's life.
+    pub damaged: Option<String>,
+    pub writer: Mutex<Writer>,
+    segs: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    pub commit: Commit,
+    /// One past the last id appended, buffered or not: a reader asking for
+    /// an id below it but not yet visible flushes the buffer first.
+    appended: AtomicU64,
+}
+
+/// A summary of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub name: String,
+    /// The first retained id.
+    pub first_id: u64,
+    /// One past the last id readers can see.
+    pub next_id: u64,
+    /// One past the last id known to be on disk.
+    pub durable_id: u64,
+    pub segments: usize,
+    pub bytes: u64,
+    pub active_segment: u64,
+    /// Structural damage that makes the stream refuse writes.
+    pub damaged: Option<String>,
+}
+
+impl StreamInfo {
+    /// The `key: value` text of `walfs stat` and the mount's `stat` file;
+    /// `modes` adds the sync mode and compression of the process writing.
+    pub fn to_text(&self, modes: Option<(SyncMode, crate::options::CompressionType)>) -> String {
+        let mut t = format!(
+            "stream: {}\nfirst_id: {}\nnext_id: {}\ndurable_id: {}\nentries: {}\nsegments: {}\nbytes: {}\nactive_segment: {}\n",
+            self.name,
+            self.first_id,
+            self.next_id,
+            self.durable_id,
+            self.next_id - self.first_id.min(self.next_id),
+            self.segments,
+            self.bytes,
+            format::segment_name(self.active_segment),
+        );
+        if let Some(d) = &self.damaged {
+            t.push_str(&format!("damaged: {d}\n"));
+        }
+        if let Some((sync, compression)) = modes {
+            let sync = match sync {
+                SyncMode::Strict => "strict",
+                SyncMode::BatchOnly => "batch",
+                SyncMode::Async => "async",
+            };
+            let compression = match compression {
+                crate::options::CompressionType::None => "none",
+                crate::options::CompressionType::Lz4 => "lz4",
+            };
+            t.push_str(&format!("sync_mode: {sync}\ncompression: {compression}\n"));
+        }
+        t
+    }
+}

@@ -1,0 +1,242 @@
+//! The read path: id to segment to frame to entry bytes.
+
+use super::{Ctx, Stream, StreamInfo};
+use crate::error::{Error, Location, Result};
+use crate::format::DecodedFrame;
+use crate::options::ReadStrategy;
+use crate::recovery;
+use crate::segment::{ReadError, ReadHandle, Segment, Window};
+use std::io;
+use std::sync::Arc;
+
+/// Bytes read at once when looking up one entry: the sparse index's
+/// stride plus room for the frame itself.
+const LOOKUP_READ: usize = 8192;
+
+impl Stream {
+    pub(super) fn location(&self, seg: &Segment, offset: u64) -> Location {
+        Location {
+            stream: self.name.clone(),
+            segment: seg.name.clone(),
+            offset,
+        }
+    }
+
+    pub fn first_id(&self) -> u64 {
+        self.segs.read().keys().next().copied().unwrap_or(0)
+    }
+
+    /// The segment that holds `id`, if it is retained.
+    pub fn segment_for(&self, id: u64) -> Option<Arc<Segment>> {
+        self.segs
+            .read()
+            .range(..=id)
+            .next_back()
+            .map(|(_, s)| s.clone())
+    }
+
+    /// The first retained segment starting after `id`.
+    pub fn segment_after(&self, id: u64) -> Option<Arc<Segment>> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.segs
+            .read()
+            .range((Excluded(id), Unbounded))
+            .next()
+            .map(|(_, s)| s.clone())
+    }
+
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segs.read().values().cloned().collect()
+    }
+
+    pub(super) fn is_retained(&self, seg: &Segment) -> bool {
+        self.segs.read().contains_key(&seg.start_id)
+    }
+
+    /// An open read handle for `seg` (cached in the bounded LRU).
+    pub fn reader(&self, ctx: &Ctx, seg: &Arc<Segment>) -> io::Result<Arc<ReadHandle>> {
+        if let Some(h) = seg.cached_reader() {
+            return Ok(h);
+        }
+        let file = ctx.storage.open(&seg.path, false)?;
+        let sealed = seg.extent().sealed;
+        let handle = match (sealed && ctx.opts.read_strategy == ReadStrategy::Mmap)
+            .then(|| file.map())
+            .flatten()
+        {
+            Some(m) => ReadHandle::Map(m),
+            None => ReadHandle::File(file),
+        };
+        let handle = Arc::new(handle);
+        seg.set_reader(Some(handle.clone()));
+        let evicted = ctx
+            .readers
+            .lock()
+            .insert((self.uid, seg.start_id), Arc::downgrade(seg), 1);
+        for (_, s) in evicted {
+            if let Some(s) = s.upgrade() {
+                s.set_reader(None);
+            }
+        }
+        Ok(handle)
+    }
+
+    /// A window over the readable bytes of `seg`, with its index built.
+    pub fn window(&self, ctx: &Ctx, seg: &Arc<Segment>, chunk: usize) -> Result<Window> {
+        let mut win = self.raw_window(ctx, seg, chunk)?;
+        if !seg.has_index() {
+            let ix = recovery::build_index(&mut win, seg.start_id)?;
+            seg.set_index(ix);
+        }
+        Ok(win)
+    }
+
+    /// A window over the readable bytes of `seg`, without building its
+    /// index (for readers that start at its first frame).
+    pub fn raw_window(&self, ctx: &Ctx, seg: &Arc<Segment>, chunk: usize) -> Result<Window> {
+        if seg.missing {
+            return Err(Error::Damaged {
+                stream: self.name.clone(),
+                reason: format!(
+                    "segment {} is missing: ids {}..{} are lost",
+                    seg.name,
+                    seg.start_id,
+                    seg.extent().end_id
+                ),
+            });
+        }
+        let handle = self.reader(ctx, seg)?;
+        Ok(Window::new(handle, seg.extent().len, chunk))
+    }
+
+    /// The decoded frame holding `id`, which the caller has checked is
+    /// visible. None if its segment was truncated away meanwhile.
+    pub fn frame_of(&self, ctx: &Ctx, id: u64) -> Result<Option<Arc<DecodedFrame>>> {
+        if let Some(f) = ctx.blocks.as_ref().and_then(|b| b.get(self.uid, id)) {
+            return Ok(Some(f));
+        }
+        let Some(seg) = self.segment_for(id) else {
+            return Ok(None);
+        };
+        let mut win = match self.window(ctx, &seg, LOOKUP_READ) {
+            Ok(w) => w,
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound && !self.is_retained(&seg) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let read = seg.locate(&mut win, id).and_then(|(off, h)| {
+            win.frame(off, &h).map_err(|e| match e {
+                ReadError::Bad(mut f) => {
+                    f.offset = off;
+                    ReadError::Bad(f)
+                }
+                other => other,
+            })
+        });
+        let frame = match read {
+            Ok(f) => Arc::new(f),
+            Err(ReadError::Io(e)) => return Err(e.into()),
+            Err(ReadError::Bad(f)) => {
+                return Err(Error::Corruption {
+                    location: self.location(&seg, f.offset),
+                    reason: f.reason,
+                })
+            }
+        };
+        if let Some(b) = &ctx.blocks {
+            b.insert(self.uid, frame.clone());
+        }
+        Ok(Some(frame))
+    }
+
+    /// Entry bytes held by `seg` (indexing it if needed).
+    pub fn segment_payload(&self, ctx: &Ctx, seg: &Arc<Segment>) -> Result<u64> {
+        if let Some(p) = seg.payload() {
+            return Ok(p);
+        }
+        self.window(ctx, seg, 1 << 20)?;
+        Ok(seg.payload().unwrap_or(0))
+    }
+
+    /// Appends to `out`, up to `max` bytes, the entry bytes of `seg` from
+    /// its entry byte `from` on: the concatenation of its visible entries.
+    pub fn read_payload(
+        &self,
+        ctx: &Ctx,
+        seg: &Arc<Segment>,
+        from: u64,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let visible = self.commit.visible();
+        let bad = |f: crate::segment::Fault| Error::Corruption {
+            location: self.location(seg, f.offset),
+            reason: f.reason,
+        };
+        let read_err = |e| match e {
+            ReadError::Io(e) => Error::Io(e),
+            ReadError::Bad(f) => bad(f),
+        };
+        // Reading from the segment's first byte needs no index (building
+        // one would check every crc a second time).
+        let (mut win, found) = if from == 0 {
+            let mut win = self.raw_window(ctx, seg, 1 << 17)?;
+            let found = if win.limit() == 0 {
+                None
+            } else {
+                Some((0, win.header(0).map_err(read_err)?, 0))
+            };
+            (win, found)
+        } else {
+            let mut win = self.window(ctx, seg, 1 << 17)?;
+            let found = seg.locate_payload(&mut win, from).map_err(read_err)?;
+            (win, found)
+        };
+        let Some((mut off, mut h, before)) = found else {
+            return Ok(());
+        };
+        let mut skip = from - before;
+        let limit = win.limit();
+        loop {
+            if h.start_id >= visible || out.len() >= max {
+                return Ok(());
+            }
+            let frame = win.frame(off, &h).map_err(read_err)?;
+            for e in frame.entries() {
+                if (skip as usize) >= e.len() {
+                    skip -= e.len() as u64;
+                    continue;
+                }
+                let part = &e[skip as usize..];
+                skip = 0;
+                let room = max - out.len();
+                out.extend_from_slice(&part[..part.len().min(room)]);
+                if out.len() >= max {
+                    return Ok(());
+                }
+            }
+            off += h.frame_len();
+            if off >= limit {
+                return Ok(());
+            }
+            h = win.header(off).map_err(read_err)?;
+        }
+    }
+
+    pub fn info(&self, ctx: &Ctx) -> StreamInfo {
+        let segs = self.segments();
+        let bytes = segs.iter().map(|s| s.extent().len).sum();
+        let _ = ctx;
+        StreamInfo {
+            name: self.name.clone(),
+            first_id: segs.first().map_or(0, |s| s.start_id),
+            next_id: self.commit.visible(),
+            durable_id: self.commit.state.lock().durable,
+            segments: segs.len(),
+            bytes,
+            active_segment: segs.last().map_or(0, |s| s.start_id),
+            damaged: self.damaged.clone(),
+        }
+    }
+}

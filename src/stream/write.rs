@@ -1,0 +1,350 @@
+//! The write path: append, the Async buffer, group-commit sync, rotation
+//! and poisoning.
+
+use super::{Ctx, Stream, Writer};
+use crate::commit::SyncFailure;
+use crate::error::{Error, Result};
+use crate::format::{self, EncodedFrame};
+use crate::index::SparseIndex;
+use crate::options::SyncMode;
+use crate::segment::{Extent, Segment};
+use crate::storage::StorageFile;
+use std::io;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+impl Stream {
+    pub(super) fn adopt_write_file(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        w: &mut Writer,
+        f: Arc<dyn StorageFile>,
+    ) {
+        w.file = Some(f.clone());
+        self.commit.set_file(Some(f));
+        let evicted = ctx.writers.lock().insert(self.uid, Arc::downgrade(self), 1);
+        for (_, other) in evicted {
+            let Some(other) = other.upgrade() else {
+                continue;
+            };
+            if Arc::ptr_eq(&other, self) {
+                continue;
+            }
+            // Never wait for another stream's writer (it may be waiting for
+            // ours); a busy one stays open past the bound for a while.
+            let guard = other.writer.try_lock();
+            if let Some(mut ow) = guard {
+                ow.file = None;
+                other.commit.set_file(None);
+            }
+        }
+    }
+
+    pub(super) fn write_file(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        w: &mut Writer,
+    ) -> io::Result<Arc<dyn StorageFile>> {
+        if let Some(f) = &w.file {
+            return Ok(f.clone());
+        }
+        let f = ctx.storage.open(&w.active.path, true)?;
+        self.adopt_write_file(ctx, w, f.clone());
+        Ok(f)
+    }
+
+    pub(super) fn check_writable(&self, w: &mut Writer) -> Result<()> {
+        if w.deleted {
+            return Err(Error::NoSuchStream(self.name.clone()));
+        }
+        if let Some(reason) = &self.damaged {
+            return Err(Error::Damaged {
+                stream: self.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if w.poisoned.is_none() {
+            w.poisoned = self.commit.failed();
+        }
+        match &w.poisoned {
+            Some((_, cause)) => Err(Error::Poisoned {
+                stream: self.name.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn poison(&self, w: &mut Writer, errno: i32, cause: String) {
+        log::error!(
+            "stream {}: {cause}; refusing writes until reopened",
+            self.name
+        );
+        self.commit.poison(errno, cause.clone());
+        w.poisoned = Some((errno, cause));
+    }
+
+    /// Appends one frame; with `sync`, returns once it is durable. In
+    /// Async mode (`buffer`), the frame may wait in memory for a flush.
+    pub fn append(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        mut frame: EncodedFrame,
+        sync: bool,
+        buffer: bool,
+    ) -> Result<Range<u64>> {
+        let n = frame.entry_count as u64;
+        let range = {
+            let mut w = self.writer.lock();
+            self.check_writable(&mut w)?;
+            let in_segment = w.next_id - w.active.start_id;
+            if w.len > 0
+                && (w.len + frame.len() > ctx.opts.max_segment_size
+                    || in_segment + n > ctx.opts.max_entries_per_segment)
+            {
+                self.rotate(ctx, &mut w)?;
+            }
+            let (off, start) = (w.len, w.next_id);
+            frame.seal(start);
+            if buffer {
+                w.pending.extend_from_slice(&frame.bytes);
+            } else {
+                self.flush_locked(ctx, &mut w)?;
+                let file = self.write_file(ctx, &mut w)?;
+                if let Err(e) = file.write_all_at(&frame.bytes, off) {
+                    // Undo whatever part of the frame reached the file, so it
+                    // can never become durable and its id is free again after
+                    // a reopen; then refuse writes until that reopen, as after
+                    // a failed sync (the state of the device is unknown).
+                    let undo = match file.set_len(off) {
+                        Ok(()) => "undone".to_string(),
+                        Err(e2) => format!("not undone: {e2}"),
+                    };
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    self.poison(&mut w, errno, format!("a write failed ({e}; {undo})"));
+                    return Err(e.into());
+                }
+            }
+            w.len += frame.len();
+            w.next_id += n;
+            w.payload += frame.payload;
+            w.active.note_frame(start, off, frame.payload);
+            self.appended.store(w.next_id, Ordering::Release);
+            if !buffer {
+                w.active.set_written(w.len, w.next_id, w.payload);
+                self.commit.wrote(w.next_id, w.len);
+            } else if w.pending.len() >= ctx.opts.write_buffer_size {
+                self.flush_locked(ctx, &mut w)?;
+            }
+            start..w.next_id
+        };
+        if sync {
+            self.sync_to(ctx, range.end)?;
+        }
+        Ok(range)
+    }
+
+    /// Hands buffered frames to the kernel. Their ids were already given
+    /// out, so a failure poisons the stream rather than reuse them.
+    pub(super) fn flush_locked(self: &Arc<Self>, ctx: &Ctx, w: &mut Writer) -> Result<()> {
+        if w.pending.is_empty() {
+            return Ok(());
+        }
+        let from = w.len - w.pending.len() as u64;
+        let r = self
+            .write_file(ctx, w)
+            .and_then(|f| f.write_all_at(&w.pending, from));
+        w.pending.clear();
+        match r {
+            Ok(()) => {
+                w.active.set_written(w.len, w.next_id, w.payload);
+                self.commit.wrote(w.next_id, w.len);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(f) = &w.file {
+                    let _ = f.set_len(from);
+                }
+                self.poison(
+                    w,
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                    format!("writing buffered entries failed: {e}"),
+                );
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes buffered entries readable (no-op when nothing is buffered).
+    pub fn flush(self: &Arc<Self>, ctx: &Ctx) -> Result<()> {
+        if self.appended.load(Ordering::Acquire) <= self.commit.visible() {
+            return Ok(());
+        }
+        let mut w = self.writer.lock();
+        self.flush_locked(ctx, &mut w)
+    }
+
+    /// Makes buffered entries visible before a read of the stream's extent.
+    /// A failure poisons the stream (logged there); the reader then sees
+    /// what is visible.
+    pub fn flush_for_read(self: &Arc<Self>, ctx: &Ctx) {
+        let _ = self.flush(ctx);
+    }
+
+    /// Whether `id` can be read now. Buffered (Async) entries are flushed
+    /// on demand; in Strict mode an entry is readable only once durable.
+    pub fn readable(self: &Arc<Self>, ctx: &Ctx, id: u64) -> Result<bool> {
+        if id < self.commit.visible() {
+            return Ok(true);
+        }
+        if id >= self.appended() {
+            return Ok(false);
+        }
+        self.flush(ctx)?;
+        Ok(id < self.commit.visible())
+    }
+
+    /// One past the last id appended, buffered or not.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Acquire)
+    }
+
+    /// Returns once ids below `target` are durable.
+    pub fn sync_to(self: &Arc<Self>, ctx: &Ctx, target: u64) -> Result<()> {
+        self.flush(ctx)?;
+        let r = self.commit.wait_durable(target, |segment| {
+            ctx.storage
+                .open(&self.dir.join(format::segment_name(segment)), true)
+        });
+        match r {
+            Ok(()) => Ok(()),
+            Err(f) => {
+                if f.leader {
+                    self.after_sync_failure(ctx, &f);
+                }
+                Err(Error::Io(f.io_error()))
+            }
+        }
+    }
+
+    /// A sync failed: stop writes, and in Strict mode (where nothing past
+    /// the durable point was acknowledged) cut what was written past it so
+    /// that it cannot reappear.
+    pub(super) fn after_sync_failure(&self, ctx: &Ctx, f: &SyncFailure) {
+        let mut w = self.writer.lock();
+        self.poison(&mut w, f.errno, f.message.clone());
+        if ctx.opts.sync_mode != SyncMode::Strict {
+            return;
+        }
+        let (segment, durable_len) = {
+            let st = self.commit.state.lock();
+            (st.segment, st.durable_len)
+        };
+        if segment == w.active.start_id && w.len > durable_len {
+            if let Some(file) = &w.file {
+                match file.set_len(durable_len) {
+                    Ok(()) => log::warn!(
+                        "stream {}: dropped {} unacknowledged bytes after the failed sync",
+                        self.name,
+                        w.len - durable_len
+                    ),
+                    Err(e) => log::error!(
+                        "stream {}: could not drop unacknowledged bytes: {e}",
+                        self.name
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Seals the active segment and starts a new one at `next_id`. Any
+    /// failure poisons the stream: a half-made rotation must not be
+    /// followed by more appends to the old segment.
+    pub(super) fn rotate(self: &Arc<Self>, ctx: &Ctx, w: &mut Writer) -> Result<()> {
+        match self.try_rotate(ctx, w) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                self.poison(w, errno, format!("segment rotation failed: {e}"));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Records a sealed segment's length and entry bytes in walfs.payloads.
+    /// A hint, never synced: a lost or torn record only costs a scan later.
+    pub(super) fn note_sealed(&self, ctx: &Ctx, start: u64, len: u64, payload: u64) {
+        let path = self.dir.join(format::PAYLOADS);
+        let r = ctx.storage.open(&path, true).and_then(|f| {
+            let slot =
+                f.len()?.div_ceil(format::PAYLOAD_RECORD as u64) * format::PAYLOAD_RECORD as u64;
+            f.write_all_at(&format::payload_record_encode(start, len, payload), slot)
+        });
+        if let Err(e) = r {
+            log::warn!(
+                "stream {}: could not record the size of a sealed segment: {e}",
+                self.name
+            );
+        }
+    }
+
+    pub(super) fn try_rotate(self: &Arc<Self>, ctx: &Ctx, w: &mut Writer) -> io::Result<()> {
+        let st = &*ctx.storage;
+        self.flush_locked(ctx, w).map_err(|e| match e {
+            Error::Io(e) => e,
+            other => io::Error::other(other.to_string()),
+        })?;
+        let old = self.write_file(ctx, w)?;
+        old.sync_data()?;
+        self.commit.all_durable();
+        self.note_sealed(ctx, w.active.start_id, w.len, w.payload);
+        let start = w.next_id;
+        let path = self.dir.join(format::segment_name(start));
+        let file = st.open(&path, true)?;
+        file.set_len(0)?;
+        let idx = st.open(&self.dir.join(format::SEGMENTS_IDX), true)?;
+        idx.write_all_at(&start.to_le_bytes(), 8 * w.idx.len() as u64)?;
+        idx.sync_data()?;
+        // head.state's atomic write syncs the directory, making the new
+        // segment's name durable; before that, recovery recreates a segment
+        // that segments.idx names but the directory lacks.
+        st.write_atomic(
+            &self.dir.join(format::HEAD_STATE),
+            &format::head_state_encode(start),
+        )?;
+        w.idx.push(start);
+
+        let mut e = w.active.extent();
+        e.sealed = true;
+        w.active.set_extent(e);
+        // The sealed segment's read descriptor may be replaced by a mapping.
+        w.active.set_reader(None);
+        let seg = Arc::new(Segment::new(
+            start,
+            path,
+            Extent {
+                len: 0,
+                end_id: start,
+                sealed: false,
+                payload: Some(0),
+            },
+            Some(SparseIndex::new()),
+        ));
+        self.segs.write().insert(start, seg.clone());
+        w.active = seg;
+        w.len = 0;
+        w.payload = 0;
+        w.file = None;
+        self.adopt_write_file(ctx, w, file.clone());
+        self.commit.rotated(start, Some(file));
+        Ok(())
+    }
+
+    /// Syncs the active segment (for `Wal::sync` and a clean close).
+    pub fn sync(self: &Arc<Self>, ctx: &Ctx) -> Result<()> {
+        self.flush(ctx)?;
+        let target = self.commit.state.lock().written;
+        self.sync_to(ctx, target)
+    }
+}
