@@ -1,0 +1,67 @@
+//! `walfs cat`: entries concatenated, from an id on, optionally following.
+
+use super::{broken_pipe, need_stream, open_read, Common, Failure};
+use clap::Args;
+use std::io::{self, Write};
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct CatArgs {
+    #[command(flatten)]
+    common: Common,
+    /// First id to print (ids below the first retained one start there).
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Keep printing entries as they are appended (by any process).
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
+pub fn run(a: CatArgs) -> Result<i32, Failure> {
+    let data = &a.common.data;
+    let s = &a.common.stream;
+    let mut out = io::stdout().lock();
+    let mut next = a.from;
+    let mut seen = None;
+    loop {
+        // Another process may be writing: reopen (read-only, a scan of the
+        // active segment) only when the stream's files changed.
+        let now = fingerprint(&data.join(s));
+        if seen.as_ref() != Some(&now) {
+            seen = Some(now);
+            let wal = open_read(data)?;
+            if !a.follow {
+                need_stream(&wal, s)?;
+            }
+            let mut it = wal.iter_with_ids(s, next)?;
+            while let Some(r) = it.next_ref() {
+                let (id, e) = r?;
+                if let Err(e) = out.write_all(e) {
+                    return broken_pipe(e);
+                }
+                next = id + 1;
+            }
+            if let Err(e) = out.flush() {
+                return broken_pipe(e);
+            }
+        }
+        if !a.follow {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Names and sizes of a stream directory's files: what changes when
+/// anything is appended, rotated or truncated.
+fn fingerprint(dir: &std::path::Path) -> Vec<(std::ffi::OsString, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| (e.file_name(), e.metadata().map_or(0, |m| m.len())))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

@@ -1,0 +1,31 @@
+//! `walfs get`: one entry.
+
+use super::{broken_pipe, fail, need_stream, open_read, Common, Failure};
+use clap::Args;
+use std::io::{self, Write};
+
+#[derive(Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The entry's id.
+    id: u64,
+}
+
+pub fn run(a: GetArgs) -> Result<i32, Failure> {
+    let wal = open_read(&a.common.data)?;
+    need_stream(&wal, &a.common.stream)?;
+    match wal.get(&a.common.stream, a.id)? {
+        Some(e) => {
+            io::stdout()
+                .lock()
+                .write_all(&e)
+                .or_else(|e| broken_pipe(e).map(|_| ()))?;
+            Ok(0)
+        }
+        None => Err(fail(format!(
+            "no entry {} in stream '{}'",
+            a.id, a.common.stream
+        ))),
+    }
+}

@@ -1,0 +1,87 @@
+//! `walfs repair`: cut torn tails, rebuild metadata, verify; never drop an
+//! intact entry unless asked.
+
+use super::{fail, Failure};
+use clap::Args;
+use std::path::PathBuf;
+use walfs::{CorruptionPolicy, RealStorage, Wal, WalOptions};
+
+#[derive(Args)]
+pub struct RepairArgs {
+    /// The data directory.
+    data: PathBuf,
+    /// Also cut each active segment at its first damaged frame, dropping the
+    /// intact entries after it (their ids are then given to new entries).
+    /// The whole segment is first copied aside to `<segment>.damaged`.
+    /// Without this flag, repair never drops an intact entry.
+    #[arg(long)]
+    discard_damaged: bool,
+}
+
+pub fn run(a: RepairArgs) -> Result<i32, Failure> {
+    if !a.data.is_dir() {
+        return Err(fail(format!(
+            "{}: no such data directory",
+            a.data.display()
+        )));
+    }
+    let mut o = WalOptions::new(&a.data);
+    o.on_corruption = CorruptionPolicy::Truncate;
+    // A writable open cuts torn tails and rebuilds metadata; it keeps
+    // corruption that intact frames follow.
+    Wal::new(o.clone())?.close()?;
+    let mut report = walfs::verify(&RealStorage, &a.data, &mut |_, _| {})?;
+    if a.discard_damaged && !report.is_sound() {
+        let mut ro = o.clone();
+        ro.read_only = true;
+        let wal = Wal::new(ro)?;
+        let mut cuts: Vec<(PathBuf, u64)> = Vec::new();
+        for f in &report.faults {
+            let Some(active) = wal.segments(&f.location.stream).pop() else {
+                continue;
+            };
+            let is_active = active.path.file_name().and_then(|n| n.to_str())
+                == Some(f.location.segment.as_str());
+            if is_active && !cuts.iter().any(|(p, _)| *p == active.path) {
+                cuts.push((active.path, f.location.offset));
+            }
+        }
+        drop(wal);
+        for (path, at) in &cuts {
+            let aside = path.with_extension("wal.damaged");
+            std::fs::copy(path, &aside)?;
+            std::fs::File::open(&aside)?.sync_all()?;
+            let f = std::fs::OpenOptions::new().write(true).open(path)?;
+            f.set_len(*at)?;
+            f.sync_all()?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            eprintln!(
+                "cut {} at byte {at}; the whole segment was kept as {}",
+                path.display(),
+                aside.display()
+            );
+        }
+        Wal::new(o)?.close()?;
+        report = walfs::verify(&RealStorage, &a.data, &mut |_, _| {})?;
+    }
+    for f in &report.faults {
+        println!("{f}");
+    }
+    if report.is_sound() {
+        eprintln!("repaired: the log is sound");
+        Ok(0)
+    } else {
+        eprintln!(
+            "{} fault(s) remain: the damaged entries read as errors and every other entry is intact; {}",
+            report.faults.len(),
+            if a.discard_damaged {
+                "damage in sealed segments cannot be cut without renumbering the entries after it"
+            } else {
+                "`walfs repair --discard-damaged` cuts active segments at their damage, dropping the intact entries after it"
+            }
+        );
+        Ok(1)
+    }
+}

@@ -1,0 +1,30 @@
+//! `walfs truncate`: free sealed segments below an id.
+
+use super::{fail, need_stream, Common, Failure};
+use clap::Args;
+use walfs::{Wal, WalOptions};
+
+#[derive(Args)]
+pub struct TruncateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Free segments holding only ids below the segment of this id.
+    #[arg(long)]
+    before: u64,
+}
+
+pub fn run(a: TruncateArgs) -> Result<i32, Failure> {
+    if !a.common.data.is_dir() {
+        return Err(fail(format!(
+            "{}: no such data directory",
+            a.common.data.display()
+        )));
+    }
+    let wal = Wal::new(WalOptions::new(&a.common.data))?;
+    need_stream(&wal, &a.common.stream)?;
+    let n = wal.truncate(&a.common.stream, a.before)?;
+    let info = wal.stream_info(&a.common.stream).expect("checked");
+    println!("freed {n} segment(s); first id is now {}", info.first_id);
+    wal.close()?;
+    Ok(0)
+}
