@@ -4,8 +4,7 @@
 use crate::error::{Error, Location, Result};
 use crate::format::{DecodedFrame, FrameType, HEADER_SIZE};
 use crate::segment::{ReadError, Segment, Window};
-use crate::stream::Stream;
-use crate::wal::Wal;
+use crate::stream::{Ctx, Stream};
 use std::sync::Arc;
 
 struct Cursor {
@@ -31,7 +30,7 @@ enum Current {
 /// Yields `(id, entry)` from a start id to the end of what is visible when
 /// each call is made; after `None`, later calls pick up new entries.
 pub struct WalIdIterator {
-    wal: Wal,
+    ctx: Arc<Ctx>,
     stream: Option<Arc<Stream>>,
     next: u64,
     cursor: Option<Cursor>,
@@ -40,9 +39,9 @@ pub struct WalIdIterator {
 }
 
 impl WalIdIterator {
-    pub(crate) fn new(wal: Wal, stream: Option<Arc<Stream>>, start: u64) -> WalIdIterator {
+    pub(crate) fn new(ctx: Arc<Ctx>, stream: Option<Arc<Stream>>, start: u64) -> WalIdIterator {
         WalIdIterator {
-            wal,
+            ctx,
             stream,
             next: start,
             cursor: None,
@@ -112,7 +111,7 @@ impl WalIdIterator {
         while !self.holds_next() {
             // Guards the cursor too: its window may reach frames written
             // but not yet durable (Strict) or not yet flushed (Async).
-            match s.readable(self.wal.ctx(), self.next) {
+            match s.readable(&self.ctx, self.next) {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => {
@@ -136,7 +135,7 @@ impl WalIdIterator {
 
     /// Loads the frame holding `self.next`. Ok(false): nothing to load.
     fn load(&mut self, s: &Arc<Stream>) -> Result<bool> {
-        let ctx = self.wal.ctx();
+        let ctx = &*self.ctx;
         if let Some(c) = &mut self.cursor {
             if c.off < c.win.limit() {
                 let read = c.win.header(c.off).and_then(|h| {
@@ -226,8 +225,8 @@ impl Iterator for WalIdIterator {
 pub struct WalIterator(WalIdIterator);
 
 impl WalIterator {
-    pub(crate) fn new(wal: Wal, stream: Option<Arc<Stream>>, start: u64) -> WalIterator {
-        WalIterator(WalIdIterator::new(wal, stream, start))
+    pub(crate) fn new(ctx: Arc<Ctx>, stream: Option<Arc<Stream>>, start: u64) -> WalIterator {
+        WalIterator(WalIdIterator::new(ctx, stream, start))
     }
 
     pub fn next_id(&self) -> u64 {

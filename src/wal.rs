@@ -21,7 +21,8 @@ use std::time::Duration;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
 pub(crate) struct Core {
-    pub ctx: Ctx,
+    /// Shared with iterators, which outlive no handle but need no `Wal`.
+    pub ctx: Arc<Ctx>,
     streams: RwLock<HashMap<String, Arc<Stream>>>,
     /// Serializes stream creation and deletion.
     lifecycle: Mutex<()>,
@@ -136,7 +137,7 @@ impl Wal {
             streams.insert(name, s);
         }
         let core = Arc::new(Core {
-            ctx,
+            ctx: Arc::new(ctx),
             streams: RwLock::new(streams),
             lifecycle: Mutex::new(()),
         });
@@ -153,10 +154,6 @@ impl Wal {
 
     pub fn options(&self) -> &WalOptions {
         &self.inner.ctx.opts
-    }
-
-    pub(crate) fn ctx(&self) -> &Ctx {
-        &self.inner.ctx
     }
 
     fn dir_of(&self, stream: &str) -> Result<PathBuf> {
@@ -323,12 +320,20 @@ impl Wal {
     /// Entries from `start` on, in id order. A start below the first
     /// retained id begins at the first retained id.
     pub fn iter(&self, stream: &str, start: u64) -> Result<WalIterator> {
-        Ok(WalIterator::new(self.clone(), self.stream(stream), start))
+        Ok(WalIterator::new(
+            self.inner.ctx.clone(),
+            self.stream(stream),
+            start,
+        ))
     }
 
     /// Like [`Wal::iter`], with ids.
     pub fn iter_with_ids(&self, stream: &str, start: u64) -> Result<WalIdIterator> {
-        Ok(WalIdIterator::new(self.clone(), self.stream(stream), start))
+        Ok(WalIdIterator::new(
+            self.inner.ctx.clone(),
+            self.stream(stream),
+            start,
+        ))
     }
 
     /// Blocks until an entry with id `after` or later exists in `stream`,

@@ -12,7 +12,7 @@ mod truncate;
 mod verify;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::io::{self};
+use std::io;
 use std::path::PathBuf;
 use walfs::{CompressionType, Error, SyncMode, Wal, WalOptions};
 
