@@ -16,6 +16,7 @@ pub struct Lru<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
+    /// An empty cache holding at most `cap` units.
     pub fn new(cap: u64) -> Self {
         Lru {
             map: HashMap::new(),
@@ -26,6 +27,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
         }
     }
 
+    /// The value of `k`, made the most recently used.
     pub fn get(&mut self, k: &K) -> Option<V> {
         let (v, t, _) = self.map.get_mut(k)?;
         self.order.remove(t);
@@ -52,6 +54,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
         out
     }
 
+    /// Removes `k`.
     pub fn remove(&mut self, k: &K) -> Option<V> {
         let (v, t, w) = self.map.remove(k)?;
         self.order.remove(&t);
@@ -59,6 +62,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
         Some(v)
     }
 
+    /// Keeps only the keys `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         let drop: Vec<K> = self.map.keys().filter(|k| !keep(k)).cloned().collect();
         for k in drop {
@@ -66,10 +70,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
         }
     }
 
+    /// Entries held.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -90,6 +96,7 @@ struct BlockInner {
 }
 
 impl BlockCache {
+    /// A cache of at most `cap` bytes of decoded frames.
     pub fn new(cap: u64) -> BlockCache {
         BlockCache {
             inner: Mutex::new(BlockInner {
@@ -117,6 +124,7 @@ impl BlockCache {
         Some(frame.clone())
     }
 
+    /// Keeps a decoded frame of the stream incarnation `uid`.
     pub fn insert(&self, uid: u64, frame: Arc<DecodedFrame>) {
         let mut g = self.inner.lock();
         let inner = &mut *g;
@@ -160,6 +168,7 @@ impl BlockCache {
         }
     }
 
+    /// Bytes held.
     pub fn used(&self) -> u64 {
         self.inner.lock().used
     }

@@ -4,13 +4,17 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+/// The engine's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Where a fault sits: stream, segment file and byte offset inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
+    /// The stream's name.
     pub stream: String,
+    /// The segment file's name.
     pub segment: String,
+    /// Byte offset in the segment.
     pub offset: u64,
 }
 
@@ -25,44 +29,78 @@ impl fmt::Display for Location {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Everything the engine can fail with.
 pub enum Error {
     #[error("I/O error: {0}")]
+    /// A system call failed.
     Io(#[from] io::Error),
 
     /// Bytes on disk that are not a valid log: a bad magic, crc, length or id.
     #[error("corruption in {location}: {reason}")]
-    Corruption { location: Location, reason: String },
+    Corruption {
+        /// Where the damage is.
+        location: Location,
+        /// What is wrong there.
+        reason: String,
+    },
 
     /// Structural damage that is not tied to one frame (a missing segment,
     /// an unreadable segments.idx or head.state).
     #[error("damaged stream {stream}: {reason}")]
-    Damaged { stream: String, reason: String },
+    Damaged {
+        /// The stream.
+        stream: String,
+        /// What is damaged, and what follows from it.
+        reason: String,
+    },
 
     #[error("invalid stream name {0:?}: use 1-255 bytes of [A-Za-z0-9._-], not \".\" or \"..\"")]
+    /// A stream name walfs cannot use.
     InvalidStreamName(String),
 
     #[error("no such stream: {0}")]
+    /// The stream does not exist.
     NoSuchStream(String),
 
     #[error("stream already exists: {0}")]
+    /// The stream exists already.
     StreamExists(String),
 
+    /// A batch larger than a frame can hold.
     #[error("record too large: {size} bytes (limit {limit})")]
-    TooLarge { size: u64, limit: u64 },
+    TooLarge {
+        /// The batch's size in bytes.
+        size: u64,
+        /// The largest batch a frame can hold.
+        limit: u64,
+    },
 
+    /// Another process holds the data directory.
     #[error("the data directory {path} is locked by another process{}", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
-    Locked { path: PathBuf, holder: Option<u32> },
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// The pid of the holder, if it is known.
+        holder: Option<u32>,
+    },
 
     /// A write or fsync failed earlier: the stream refuses writes until the
     /// log is reopened, because the kernel may have dropped the dirty pages.
     #[error(
         "stream {stream} refuses writes after an earlier I/O failure ({cause}); reopen the log"
     )]
-    Poisoned { stream: String, cause: String },
+    Poisoned {
+        /// The stream.
+        stream: String,
+        /// The failure that poisoned it.
+        cause: String,
+    },
 
     #[error("the log is open read-only")]
+    /// A write to a log opened read-only.
     ReadOnly,
 
     #[error("invalid configuration: {0}")]
+    /// Options that cannot work together, named.
     Config(String),
 }

@@ -11,7 +11,9 @@
 pub const SPARSE_BYTES: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One indexed frame.
 pub struct Point {
+    /// The id of its first entry.
     pub start_id: u64,
     /// Byte offset of the frame in the segment.
     pub offset: u64,
@@ -20,6 +22,7 @@ pub struct Point {
 }
 
 #[derive(Debug, Default, Clone)]
+/// The index of one segment.
 pub struct SparseIndex {
     /// Ascending in every field.
     points: Vec<Point>,
@@ -28,6 +31,7 @@ pub struct SparseIndex {
 }
 
 impl SparseIndex {
+    /// An empty index.
     pub fn new() -> SparseIndex {
         SparseIndex::default()
     }
@@ -76,10 +80,12 @@ impl SparseIndex {
         self.payload
     }
 
+    /// Points held.
     pub fn len(&self) -> usize {
         self.points.len()
     }
 
+    /// Whether no point is held.
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }

@@ -229,6 +229,7 @@ impl WalIterator {
         WalIterator(WalIdIterator::new(ctx, stream, start))
     }
 
+    /// The id the next call yields.
     pub fn next_id(&self) -> u64 {
         self.0.next_id()
     }

@@ -19,12 +19,16 @@ pub enum SyncMode {
 /// with pread, never mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadStrategy {
+    /// pread into a buffer.
     StandardIo,
+    /// A read-only mapping of each sealed segment.
     Mmap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How new frames are stored.
 pub enum CompressionType {
+    /// Raw frames only.
     None,
     /// LZ4 frame format; batches under `min_compression_size`, or that do not
     /// shrink, are stored raw.
@@ -48,6 +52,7 @@ pub enum CorruptionPolicy {
 }
 
 #[derive(Debug, Clone)]
+/// How a log is opened and written.
 pub struct WalOptions {
     /// The data directory; one subdirectory per stream.
     pub root_path: PathBuf,
@@ -67,9 +72,13 @@ pub struct WalOptions {
     pub read_buffer_size: usize,
     /// Bytes of decoded frames to keep (LRU); None disables the cache.
     pub block_cache_size: Option<u64>,
+    /// When appends are durable.
     pub sync_mode: SyncMode,
+    /// How new frames are stored.
     pub compression: CompressionType,
+    /// How sealed segments are read.
     pub read_strategy: ReadStrategy,
+    /// What opening does with corruption in the active segment.
     pub on_corruption: CorruptionPolicy,
     /// Batches smaller than this are stored raw even with `Lz4`.
     pub min_compression_size: usize,
@@ -104,6 +113,7 @@ impl Default for WalOptions {
 }
 
 impl WalOptions {
+    /// The defaults, with the data directory at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         WalOptions {
             root_path: root.into(),

@@ -35,6 +35,7 @@ pub struct ScanStop {
     pub valid_len: u64,
     /// One past the last id of the good frames.
     pub end_id: u64,
+    /// Good frames scanned.
     pub frames: u64,
     /// Why it stopped before the limit, if it did.
     pub fault: Option<Fault>,
@@ -119,6 +120,7 @@ pub fn build_index(win: &mut Window, start_id: u64) -> io::Result<SparseIndex> {
 
 /// The outcome of recovering an active segment.
 pub struct Recovered {
+    /// The active segment's index, for its valid frames.
     pub index: SparseIndex,
     /// End of the last valid frame: where appends continue.
     pub valid_len: u64,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 /// An open segment for reading.
 pub enum ReadHandle {
+    /// pread on an open file.
     File(Arc<dyn StorageFile>),
     /// Sealed segments only: a mapping never grows under its reader.
     Map(memmap2::Mmap),
@@ -22,11 +23,14 @@ pub enum ReadHandle {
 /// A frame-level fault: the byte offset and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
+    /// Byte offset of the damaged frame.
     pub offset: u64,
+    /// What is wrong there.
     pub reason: String,
 }
 
 impl Fault {
+    /// A fault at `offset`.
     pub fn new(offset: u64, reason: impl Into<String>) -> Fault {
         Fault {
             offset,
@@ -35,8 +39,11 @@ impl Fault {
     }
 }
 
+/// Why a frame could not be read.
 pub enum ReadError {
+    /// The system call failed.
     Io(io::Error),
+    /// The bytes are not a valid frame.
     Bad(Fault),
 }
 
@@ -65,6 +72,7 @@ pub struct Window {
 const PAGE: u64 = 4096;
 
 impl Window {
+    /// A window over bytes `[0, limit)` read in chunks of at least `chunk`.
     pub fn new(handle: Arc<ReadHandle>, limit: u64, chunk: usize) -> Window {
         let limit = match &*handle {
             ReadHandle::Map(m) => limit.min(m.len() as u64),
@@ -81,6 +89,7 @@ impl Window {
         }
     }
 
+    /// One past the last byte readable.
     pub fn limit(&self) -> u64 {
         self.limit
     }
@@ -226,15 +235,20 @@ pub struct Extent {
     pub len: u64,
     /// One past the last id the segment holds.
     pub end_id: u64,
+    /// No more frames will be appended.
     pub sealed: bool,
     /// Entry bytes in `len` (for a sealed segment: from walfs.payloads, or
     /// None until the index is built).
     pub payload: Option<u64>,
 }
 
+/// One segment file of a stream.
 pub struct Segment {
+    /// The id of its first entry.
     pub start_id: u64,
+    /// Its path.
     pub path: PathBuf,
+    /// Its file name.
     pub name: String,
     extent: RwLock<Extent>,
     /// Built on first read for segments found sealed at open.
@@ -245,6 +259,7 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// A segment with a known extent (and index, if built).
     pub fn new(
         start_id: u64,
         path: PathBuf,
@@ -292,10 +307,12 @@ impl Segment {
         Segment::new(start_id, path, extent, None)
     }
 
+    /// The segment's current extent.
     pub fn extent(&self) -> Extent {
         *self.extent.read()
     }
 
+    /// Replaces the extent.
     pub fn set_extent(&self, e: Extent) {
         *self.extent.write() = e;
     }
@@ -325,10 +342,12 @@ impl Segment {
         }
     }
 
+    /// Whether the sparse index is built.
     pub fn has_index(&self) -> bool {
         self.index.read().is_some()
     }
 
+    /// Installs the sparse index.
     pub fn set_index(&self, ix: SparseIndex) {
         *self.index.write() = Some(ix);
     }

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of fault `verify` found.
 pub enum FaultKind {
     /// Damage at the end of the active segment with nothing valid after it:
     /// a crash mid-write. The next open cuts it; nothing acknowledged is lost.
@@ -22,9 +23,13 @@ pub enum FaultKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// One fault `verify` found.
 pub struct VerifyFault {
+    /// Its kind.
     pub kind: FaultKind,
+    /// Where it is.
     pub location: Location,
+    /// What is wrong.
     pub reason: String,
 }
 
@@ -40,16 +45,24 @@ impl std::fmt::Display for VerifyFault {
 }
 
 #[derive(Debug, Default, Clone)]
+/// What `verify` checked and found.
 pub struct VerifyReport {
+    /// Streams checked.
     pub streams: usize,
+    /// Segments checked.
     pub segments: usize,
+    /// Frames checked.
     pub frames: u64,
+    /// Entries checked.
     pub entries: u64,
+    /// Bytes checked.
     pub bytes: u64,
+    /// Every fault, in order.
     pub faults: Vec<VerifyFault>,
 }
 
 impl VerifyReport {
+    /// Whether no fault was found.
     pub fn is_sound(&self) -> bool {
         self.faults.is_empty()
     }

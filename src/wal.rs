@@ -152,6 +152,7 @@ impl Wal {
         })
     }
 
+    /// The options the log was opened with.
     pub fn options(&self) -> &WalOptions {
         &self.inner.ctx.opts
     }
@@ -428,6 +429,7 @@ impl Wal {
         })
     }
 
+    /// Whether `stream` exists.
     pub fn has_stream(&self, stream: &str) -> bool {
         self.stream(stream).is_some()
     }
@@ -513,6 +515,7 @@ impl Wal {
         self.inner.ctx.epoch.wait(seen, timeout)
     }
 
+    /// The data directory.
     pub fn root(&self) -> &Path {
         &self.inner.ctx.opts.root_path
     }
@@ -549,10 +552,15 @@ impl Drop for Shared {
 /// A segment as [`Wal::segments`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
+    /// The id of its first entry.
     pub start_id: u64,
+    /// One past the id of its last entry.
     pub end_id: u64,
+    /// Its path.
     pub path: PathBuf,
+    /// Bytes of whole frames.
     pub len: u64,
+    /// No more frames will be appended.
     pub sealed: bool,
 }
 
@@ -564,14 +572,17 @@ pub struct TxnWriter {
 }
 
 impl TxnWriter {
+    /// Adds an entry to the batch.
     pub fn add(&mut self, entry: impl Into<Vec<u8>>) {
         self.buffer.push(entry.into());
     }
 
+    /// Entries in the batch.
     pub fn len(&self) -> usize {
         self.buffer.len()
     }
 
+    /// Whether the batch is empty.
     pub fn is_empty(&self) -> bool {
         self.buffer.is_empty()
     }

@@ -150,8 +150,9 @@ fn crafted_lengths_cost_no_memory() {
 }
 
 fn peak_rss_kib() -> u64 {
-    // SAFETY: getrusage fills the struct we pass.
+    // SAFETY: rusage is plain data; all-zero bytes are a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the live struct we pass, nothing else.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     u.ru_maxrss as u64
 }

@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::ops::Range;
 
+/// The first four bytes of every frame ("LWAL" little-endian).
 pub const MAGIC: u32 = 0x4C57_414C;
 
 const MAGIC_AT: usize = 0;
@@ -27,27 +28,41 @@ pub const MAX_BATCH_BYTES: usize = 256 << 20;
 const LZ4_MAX_RATIO: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a frame's payload is stored.
 pub enum FrameType {
+    /// The batch as is.
     Raw = 0,
+    /// The batch in the LZ4 frame format.
     Lz4 = 1,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The fixed 32-byte header of a frame, decoded.
 pub struct FrameHeader {
+    /// crc32 of the covered header fields and the payload.
     pub crc: u32,
+    /// The id of the first entry.
     pub start_id: u64,
+    /// Entries in the batch.
     pub entry_count: u32,
+    /// How the payload is stored.
     pub frame_type: FrameType,
+    /// Payload bytes on disk.
     pub disk_size: u32,
+    /// Batch bytes once decoded (not covered by the crc).
     pub uncompressed_size: u32,
 }
 
 /// Why 32 bytes are not a frame header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderError {
+    /// Fewer bytes than a header.
     Short(usize),
+    /// Not the frame magic.
     Magic(u32),
+    /// An unknown frame type.
     FrameType(u8),
+    /// A frame of no entries.
     EmptyFrame,
     /// `disk_size` or `uncompressed_size` beyond the fixed bound.
     TooLarge(u64),
@@ -113,6 +128,7 @@ impl FrameHeader {
         Ok(h)
     }
 
+    /// The 32 bytes of this header.
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
         b[MAGIC_AT..CRC_AT].copy_from_slice(&MAGIC.to_le_bytes());
@@ -130,6 +146,7 @@ impl FrameHeader {
         HEADER_SIZE as u64 + self.disk_size as u64
     }
 
+    /// One past the last id of the frame.
     pub fn end_id(&self) -> u64 {
         self.start_id.saturating_add(self.entry_count as u64)
     }
@@ -144,6 +161,7 @@ impl FrameHeader {
         (raw as u64).saturating_sub(4 * self.entry_count as u64)
     }
 
+    /// Whether the frame holds `id`.
     pub fn contains(&self, id: u64) -> bool {
         id >= self.start_id && id < self.end_id()
     }
@@ -175,6 +193,7 @@ fn crc_prefix(start_id: u64, count: u32, ft: FrameType, disk_size: u32) -> crc32
 pub struct EncodedFrame {
     /// Header bytes followed by the payload.
     pub bytes: Vec<u8>,
+    /// Entries in the frame.
     pub entry_count: u32,
     /// Entry bytes, without length prefixes.
     pub payload: u64,
@@ -193,10 +212,12 @@ impl EncodedFrame {
         self.bytes[START_ID_AT..COUNT_AT].copy_from_slice(&start_id.to_le_bytes());
     }
 
+    /// Bytes of the whole frame.
     pub fn len(&self) -> u64 {
         self.bytes.len() as u64
     }
 
+    /// Whether the frame has no bytes.
     pub fn is_empty(&self) -> bool {
         self.entry_count == 0
     }
@@ -254,20 +275,24 @@ pub fn encode_frame(entries: &[&[u8]], lz4_min: Option<usize>) -> Result<Encoded
 /// A decoded batch: the uncompressed payload and where each entry sits in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedFrame {
+    /// The id of the first entry.
     pub start_id: u64,
     data: Vec<u8>,
     spans: Vec<Range<u32>>,
 }
 
 impl DecodedFrame {
+    /// Entries held.
     pub fn len(&self) -> usize {
         self.spans.len()
     }
 
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
 
+    /// One past the last id held.
     pub fn end_id(&self) -> u64 {
         self.start_id + self.spans.len() as u64
     }

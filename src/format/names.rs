@@ -6,7 +6,9 @@
 //! <stream>/NNNNNNNNNNNNNNNNNNNN.wal   a segment, named by its first id (20 digits)
 //! ```
 
+/// The file listing the start id of every segment.
 pub const SEGMENTS_IDX: &str = "segments.idx";
+/// The file naming the active segment.
 pub const HEAD_STATE: &str = "head.state";
 const HEAD_STATE_VERSION: u8 = 1;
 /// A stream directory renamed to `<name>#deleted` is being deleted; `#` is
@@ -21,6 +23,7 @@ pub const PAYLOADS: &str = "walfs.payloads";
 pub const PAYLOAD_RECORD: usize = 28;
 const SEGMENT_DIGITS: usize = 20;
 
+/// The file name of the segment starting at `start_id`.
 pub fn segment_name(start_id: u64) -> String {
     format!("{start_id:0SEGMENT_DIGITS$}{SEGMENT_EXT}")
 }
@@ -35,6 +38,7 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Whether `name` can be a stream (its directory's name).
 pub fn validate_stream_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
@@ -45,6 +49,7 @@ pub fn validate_stream_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The bytes of segments.idx for these start ids.
 pub fn segments_idx_encode(ids: &[u64]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.to_le_bytes()).collect()
 }
@@ -61,6 +66,7 @@ pub fn segments_idx_decode(b: &[u8]) -> Option<Vec<u64>> {
     ids.windows(2).all(|w| w[0] < w[1]).then_some(ids)
 }
 
+/// The bytes of head.state naming the active segment.
 pub fn head_state_encode(active_start_id: u64) -> Vec<u8> {
     let name = segment_name(active_start_id);
     let mut b = vec![HEAD_STATE_VERSION, name.len() as u8];
@@ -78,6 +84,7 @@ pub fn head_state_decode(b: &[u8]) -> Option<u64> {
     parse_segment_name(std::str::from_utf8(name).ok()?)
 }
 
+/// One record of walfs.payloads.
 pub fn payload_record_encode(start: u64, len: u64, payload: u64) -> [u8; PAYLOAD_RECORD] {
     let mut b = [0u8; PAYLOAD_RECORD];
     b[0..8].copy_from_slice(&start.to_le_bytes());

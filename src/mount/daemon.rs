@@ -18,14 +18,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
+/// What `walfs mount` was asked to do.
 pub struct MountConfig {
+    /// The data directory.
     pub data: PathBuf,
+    /// Where the log is shown.
     pub mountpoint: PathBuf,
     /// The stream shown at the root.
     pub stream: String,
+    /// When appends are durable.
     pub sync: SyncMode,
+    /// How new frames are stored.
     pub compression: CompressionType,
+    /// The size at which segments rotate.
     pub segment_size: u64,
+    /// Serve reads only; change nothing.
     pub read_only: bool,
     /// FUSE worker threads: concurrent writers are group-committed only if
     /// their requests reach the engine together.
@@ -53,16 +60,19 @@ fn fail<T>(msg: String) -> Result<T, MountError> {
 /// Blocks the termination signals in this thread and every thread it
 /// starts afterwards, so only the signal thread receives them.
 fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain libc calls on a sigset_t we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+    // SAFETY: sigset_t is plain data; all-zero bytes are a valid value,
+    // and sigemptyset below gives it its defined empty state anyway.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live sigset_t of ours; the call only writes it.
+    unsafe { libc::sigemptyset(&mut set) };
+    for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: `set` is initialized (above) and `s` a valid signal.
+        unsafe { libc::sigaddset(&mut set, s) };
     }
+    // SAFETY: `set` is initialized; a null old-set pointer is allowed and
+    // the call touches no other memory of ours.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    set
 }
 
 fn umount_detach(path: &Path) -> std::io::Result<()> {
@@ -420,8 +430,9 @@ fn umount(path: &Path) -> std::io::Result<()> {
 }
 
 fn hint(e: &std::io::Error) -> &'static str {
-    // SAFETY: access(2) on a constant C string; getuid cannot fail.
+    // SAFETY: access(2) reads the NUL-terminated constant path only.
     let fuse_usable = unsafe { libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) } == 0;
+    // SAFETY: getuid takes no arguments, touches no memory, cannot fail.
     let root = unsafe { libc::getuid() } == 0;
     match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) if !root && !fuse_usable => {

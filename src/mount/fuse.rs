@@ -17,7 +17,9 @@ const IMMUTABLE_TTL: Duration = Duration::from_secs(3600);
 /// Everything else is asked for again on every use: sizes are always true.
 const LIVE_TTL: Duration = Duration::ZERO;
 
+/// The fuser filesystem: the view behind thin glue.
 pub struct WalFs {
+    /// The tree it serves.
     pub view: Arc<View>,
     uid: u32,
     gid: u32,
@@ -25,9 +27,12 @@ pub struct WalFs {
 }
 
 impl WalFs {
+    /// Serves `view` as the mounting user.
     pub fn new(view: Arc<View>) -> WalFs {
-        // SAFETY: getuid/getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        // SAFETY: getuid takes no arguments, touches no memory, cannot fail.
+        let uid = unsafe { libc::getuid() };
+        // SAFETY: as getuid.
+        let gid = unsafe { libc::getgid() };
         WalFs {
             view,
             uid,
@@ -394,9 +399,10 @@ impl Filesystem for WalFs {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         };
         let root = std::ffi::CString::new(root.as_os_str().as_bytes()).unwrap_or_default();
-        // SAFETY: statvfs writes into the zeroed struct we pass; the path is
-        // a valid C string.
+        // SAFETY: statvfs is plain data; all-zero bytes are a valid value.
         let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `root` is a NUL-terminated string that outlives the call,
+        // and `s` a live statvfs of ours that the call fills in.
         if unsafe { libc::statvfs(root.as_ptr(), &mut s) } != 0 {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         }

@@ -26,14 +26,23 @@ pub const STREAMS_INO: u64 = 2;
 /// What a file of a stream directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A stream directory.
     Dir = 1,
+    /// `append`.
     Append = 2,
+    /// `record`.
     Record = 3,
+    /// `log`.
     Log = 4,
+    /// `stat`.
     Stat = 5,
+    /// `entries/`.
     Entries = 6,
+    /// `segments/`.
     Segments = 7,
+    /// `entries/<id>`.
     Entry = 8,
+    /// `segments/<name>.wal`.
     Segment = 9,
 }
 
@@ -51,12 +60,19 @@ pub const FILES: [(&str, Kind); 6] = [
 /// stream from its copy under `streams/` (a directory has one parent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Node {
+    /// The root: the root stream and `streams/`.
     Root,
+    /// `streams/`.
     Streams,
+    /// A node of one stream.
     In {
+        /// The stream's number.
         sno: u32,
+        /// The root's copy of the root stream.
         root_view: bool,
+        /// What the node is.
         kind: Kind,
+        /// The entry id or segment start it names.
         value: u64,
     },
 }
@@ -67,6 +83,7 @@ pub const VALUE_BITS: u32 = 40;
 pub const SNO_BITS: u32 = 19;
 
 impl Node {
+    /// The inode number of this node.
     pub fn ino(self) -> u64 {
         match self {
             Node::Root => ROOT_INO,
@@ -82,6 +99,7 @@ impl Node {
         }
     }
 
+    /// The node an inode number names, if any.
     pub fn from_ino(ino: u64) -> Option<Node> {
         match ino {
             ROOT_INO => return Some(Node::Root),
@@ -110,8 +128,11 @@ impl Node {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A directory or a regular file.
 pub enum FileKind {
+    /// A directory.
     Dir,
+    /// A regular file.
     File,
 }
 
@@ -127,28 +148,20 @@ pub enum Cache {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the kernel is told of a node.
 pub struct Attr {
+    /// Inode number.
     pub ino: u64,
+    /// Directory or file.
     pub kind: FileKind,
+    /// Size in bytes.
     pub size: u64,
+    /// Permission bits.
     pub perm: u16,
+    /// Link count.
     pub nlink: u32,
+    /// What the kernel may cache.
     pub cache: Cache,
-}
-
-/// How an opened file should be served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Opened {
-    pub fh: u64,
-    /// Reads and writes bypass the page cache (contents change in place
-    /// or writes must reach the engine one by one).
-    pub direct: bool,
-    /// Cached pages stay valid across opens.
-    pub keep_cache: bool,
-    /// Writes through different handles may run at once (group commit).
-    pub parallel_writes: bool,
-    /// close(2) has nothing to commit: skip the FLUSH round trip.
-    pub no_flush: bool,
 }
 
 /// An errno, as the kernel wants it.

@@ -22,6 +22,7 @@ pub use super::tree::{Attr, Cache, FileKind, Kind, Node, ROOT_INO};
 /// How an opened file should be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Opened {
+    /// The handle number the kernel passes back.
     pub fh: u64,
     /// Reads and writes bypass the page cache (contents change in place
     /// or writes must reach the engine one by one).
@@ -230,6 +231,7 @@ impl View {
         f(ops(node), &at)
     }
 
+    /// Every stream numbered so far, with its number.
     pub fn streams_of_interest(&self) -> Vec<(u32, String)> {
         self.names
             .read()
@@ -262,10 +264,12 @@ impl View {
 
     // --- attributes and directories ---
 
+    /// The attributes of `node`.
     pub fn getattr(&self, node: Node) -> Result<Attr, Errno> {
         self.with(node, true, |k, at| k.attr(self, at))
     }
 
+    /// The child `name` of `parent`, with its attributes.
     pub fn lookup(&self, parent: Node, name: &[u8]) -> Result<Attr, Errno> {
         if name.len() > 255 {
             return Err(libc::ENOENT);
@@ -291,17 +295,20 @@ impl View {
         self.with(dir, false, |k, at| k.readdir(self, at, offset, &mut add))
     }
 
+    /// `mkdir`: creates a stream under `streams/`.
     pub fn mkdir(&self, parent: Node, name: &[u8]) -> Result<Attr, Errno> {
         self.refuse_if_stopping()?;
         let child = self.with(parent, false, |k, at| k.mkdir(self, at, name))?;
         self.getattr(child)
     }
 
+    /// `rmdir`: deletes a stream under `streams/`.
     pub fn rmdir(&self, parent: Node, name: &[u8]) -> Result<(), Errno> {
         self.refuse_if_stopping()?;
         self.with(parent, false, |k, at| k.rmdir(self, at, name))
     }
 
+    /// `unlink`: frees the oldest sealed segment under `segments/`.
     pub fn unlink(&self, parent: Node, name: &[u8]) -> Result<(), Errno> {
         self.refuse_if_stopping()?;
         self.with(parent, false, |k, at| k.unlink(self, at, name))
@@ -347,6 +354,7 @@ impl View {
         self.handles.read().get(&fh).cloned().ok_or(libc::EBADF)
     }
 
+    /// Reads `size` bytes at `offset` of an open file.
     pub fn read(&self, node: Node, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         // Only handles with state are locked: reads of plain files through
         // one handle may run at once.
@@ -421,10 +429,12 @@ impl View {
         self.handles.write().remove(&fh);
     }
 
+    /// The sync mode of the log behind the view.
     pub fn sync_mode(&self) -> SyncMode {
         self.source.modes().map_or(SyncMode::Strict, |m| m.0)
     }
 
+    /// The compression of the log behind the view.
     pub fn compression(&self) -> CompressionType {
         self.source.modes().map_or(CompressionType::None, |m| m.1)
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub struct DirEntry {
     /// None for names that are not UTF-8 (never a walfs file).
     pub name: Option<String>,
+    /// A directory, not a file.
     pub is_dir: bool,
 }
 
@@ -25,9 +26,13 @@ pub type DirLock = Box<dyn Any + Send + Sync>;
 /// One open file. Writes are positional: the engine owns the offsets.
 #[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync {
+    /// Reads at most `buf.len()` bytes at `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// The file's length.
     fn len(&self) -> io::Result<u64>;
+    /// Cuts or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// fdatasync: the file's bytes and length are durable on return.
     fn sync_data(&self) -> io::Result<()>;
@@ -58,18 +63,27 @@ pub trait StorageFile: Send + Sync {
 pub trait Storage: Send + Sync {
     /// Opens for reading, or for reading and writing (created if missing).
     fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// The entries of a directory.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Creates a directory (and its parents); fine if it exists.
     fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file or directory.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it.
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Whether the path exists.
     fn exists(&self, path: &Path) -> bool;
+    /// The length of the file at `path`.
     fn file_len(&self, path: &Path) -> io::Result<u64>;
     /// Takes the exclusive lock of a data directory, or says which process
     /// holds it (`Err(Some(pid))`, `Err(None)` if unknown).
     fn lock_dir(&self, root: &Path) -> io::Result<Result<DirLock, Option<u32>>>;
 
+    /// The whole file.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         let f = self.open(path, false)?;
         let len = f.len()?;
@@ -117,12 +131,20 @@ impl StorageFile for RealFile {
         self.0.sync_data()
     }
     fn map(&self) -> Option<memmap2::Mmap> {
-        // SAFETY: the engine maps sealed segments only. A sealed segment is
-        // never written again by this process, and the directory lock keeps
-        // other walfs and (cooperating) ironwal writers out; truncation
-        // unlinks the file, which keeps the mapping valid. A foreign process
-        // shrinking the file could still raise SIGBUS, which is why mmap is
-        // an opt-in read strategy, as in ironwal.
+        // SAFETY: a mapping is sound while no one changes or shrinks the
+        // file under it. What walfs guarantees: it maps sealed segments only
+        // (`Stream::reader` asks for a map only when the segment is sealed;
+        // the growing active segment is always read with pread); a sealed
+        // segment is never written again by any walfs process, because
+        // appends go to the active segment only, `repair --discard-damaged`
+        // cuts active segments only, and every walfs writer holds the
+        // data directory's exclusive flock (`lock_dir`), so no second walfs
+        // writer exists; truncation and stream deletion unlink whole files,
+        // and an unlinked file stays valid while mapped. What it cannot
+        // guarantee: a process that is not walfs (ironwal takes no lock)
+        // writing or shrinking a sealed segment, which could change bytes
+        // under a reader or raise SIGBUS. That is why Mmap is an opt-in read
+        // strategy (the default is StandardIo), as it is in ironwal.
         unsafe { memmap2::Mmap::map(&self.0) }.ok()
     }
 }

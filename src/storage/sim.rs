@@ -91,6 +91,7 @@ fn mix(seed: &mut u64) -> u64 {
 }
 
 impl SimDisk {
+    /// An empty simulated disk.
     pub fn new() -> SimDisk {
         SimDisk::default()
     }
@@ -137,6 +138,7 @@ impl SimDisk {
         self.state.lock().syncs
     }
 
+    /// Whether a simulated crash point was reached.
     pub fn is_dead(&self) -> bool {
         self.state.lock().dead
     }

@@ -90,6 +90,7 @@ pub struct Stream {
 /// A summary of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamInfo {
+    /// The stream's name.
     pub name: String,
     /// The first retained id.
     pub first_id: u64,
@@ -97,8 +98,11 @@ pub struct StreamInfo {
     pub next_id: u64,
     /// One past the last id known to be on disk.
     pub durable_id: u64,
+    /// Retained segments.
     pub segments: usize,
+    /// Bytes of the retained segments.
     pub bytes: u64,
+    /// The start id of the active segment.
     pub active_segment: u64,
     /// Structural damage that makes the stream refuse writes.
     pub damaged: Option<String>,
