@@ -364,6 +364,10 @@ impl BenchMount {
             threads: 8,
             allow_other: false,
             block_cache: 64 << 20,
+            uid: None,
+            gid: None,
+            file_mode: 0o644,
+            dir_mode: 0o755,
         };
         let thread = std::thread::spawn(move || walfs::mount::mount(cfg).unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -98,6 +98,12 @@ impl Wal {
         } else {
             let fresh = !storage.exists(&root);
             storage.create_dir(&root)?;
+            if let Some(mode) = storage.mode(&root).filter(|m| m & 0o077 != 0) {
+                log::warn!(
+                    "data directory {} is open to other users (mode {mode:o}): they can read every entry on disk whatever the mount allows; `chmod 700 {0}` keeps it private",
+                    root.display()
+                );
+            }
             if fresh {
                 if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
                     storage.sync_dir(parent)?;
@@ -118,6 +124,14 @@ impl Wal {
         };
         let mut streams = HashMap::new();
         for e in ctx.storage.read_dir(&root)? {
+            if let (Some(name), true) = (&e.name, e.is_symlink) {
+                if format::validate_stream_name(name) {
+                    log::warn!(
+                        "{} is a symbolic link: not opened as a stream (walfs never follows links in its data directory)",
+                        root.join(name).display()
+                    );
+                }
+            }
             let (Some(name), true) = (e.name, e.is_dir) else {
                 continue;
             };

@@ -22,9 +22,26 @@ pub struct MountArgs {
     /// FUSE worker threads (concurrent writers are group-committed).
     #[arg(long, default_value_t = 8)]
     threads: usize,
-    /// Let other users use the mount (kernel permission checks apply).
+    /// Let other users use the mount; what each may do follows the modes
+    /// shown (--file-mode, --dir-mode). A non-root user needs
+    /// `user_allow_other` in /etc/fuse.conf.
     #[arg(long)]
     allow_other: bool,
+    /// Owner of every file and directory (default: the mounting user).
+    #[arg(long, value_name = "UID")]
+    uid: Option<u32>,
+    /// Group of every file and directory (default: the mounting user's).
+    #[arg(long, value_name = "GID")]
+    gid: Option<u32>,
+    /// Permission bits of files, octal: the read bits for every readable
+    /// file, the write bits for `append` and `record`.
+    #[arg(long, value_name = "MODE", default_value = "0644", value_parser = octal)]
+    file_mode: u16,
+    /// Permission bits of directories, octal: the write bits of `streams/`
+    /// (mkdir, rmdir) and `segments/` (rm); other directories never take
+    /// writes.
+    #[arg(long, value_name = "MODE", default_value = "0755", value_parser = octal)]
+    dir_mode: u16,
     /// Bytes of decoded frames cached for reads.
     #[arg(long, default_value_t = 64 << 20)]
     block_cache: u64,
@@ -45,7 +62,22 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         threads: a.threads,
         allow_other: a.allow_other,
         block_cache: a.block_cache,
+        uid: a.uid,
+        gid: a.gid,
+        file_mode: a.file_mode,
+        dir_mode: a.dir_mode,
     };
     walfs::mount::mount(cfg).map_err(|e| fail(e.0))?;
     Ok(0)
+}
+
+/// Permission bits in octal, as chmod takes them (`644`, `0644`, `0o644`).
+fn octal(s: &str) -> Result<u16, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u16::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "{s:?} is not a permission mode: give octal bits such as 0644 (setuid, setgid and sticky bits are not taken)"
+        )),
+    }
 }

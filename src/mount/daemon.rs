@@ -37,10 +37,18 @@ pub struct MountConfig {
     /// FUSE worker threads: concurrent writers are group-committed only if
     /// their requests reach the engine together.
     pub threads: usize,
-    /// Let other users in; turns on the kernel's permission checks.
+    /// Let other users in (the shown modes decide what they may do).
     pub allow_other: bool,
     /// Bytes of decoded frames kept for reads of `entries/`.
     pub block_cache: u64,
+    /// The owner of every file (default: the mounting user).
+    pub uid: Option<u32>,
+    /// The group of every file (default: the mounting user's group).
+    pub gid: Option<u32>,
+    /// Permission bits of files (see [`Modes`](super::tree::Modes)).
+    pub file_mode: u16,
+    /// Permission bits of directories.
+    pub dir_mode: u16,
 }
 
 /// Why the mount could not start, as one line that names the fix.
@@ -266,7 +274,8 @@ fn serve(
     };
     let view = Arc::new(
         View::new(wal.clone(), &cfg.stream, cfg.read_only)
-            .map_err(|e| MountError(format!("cannot show stream {}: {e}", cfg.stream)))?,
+            .map_err(|e| MountError(format!("cannot show stream {}: {e}", cfg.stream)))?
+            .with_modes(cfg.file_mode, cfg.dir_mode),
     );
 
     let mut options = vec![
@@ -277,9 +286,9 @@ fn serve(
     if cfg.read_only {
         options.push(MountOption::RO);
     }
-    if cfg.allow_other {
-        options.push(MountOption::DefaultPermissions);
-    }
+    // The kernel enforces the modes the tree shows, for the owner too: what
+    // `ls -l` says is what is allowed.
+    options.push(MountOption::DefaultPermissions);
     let mut config = Config::default();
     config.mount_options = options;
     config.acl = if cfg.allow_other {
@@ -289,7 +298,7 @@ fn serve(
     };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
-    let session = fuser::Session::new(WalFs::new(view.clone()), &mp, &config)
+    let session = fuser::Session::new(WalFs::new(view.clone(), cfg.uid, cfg.gid), &mp, &config)
         .map_err(|e| MountError(format!("cannot mount on {}: {e}{}", mp.display(), hint(&e))))?;
     *mounted = true;
     log::info!(

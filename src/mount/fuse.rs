@@ -27,12 +27,13 @@ pub struct WalFs {
 }
 
 impl WalFs {
-    /// Serves `view` as the mounting user.
-    pub fn new(view: Arc<View>) -> WalFs {
+    /// Serves `view` with every file owned by `uid` and `gid` (default:
+    /// the mounting user and group).
+    pub fn new(view: Arc<View>, uid: Option<u32>, gid: Option<u32>) -> WalFs {
         // SAFETY: getuid takes no arguments, touches no memory, cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = uid.unwrap_or_else(|| unsafe { libc::getuid() });
         // SAFETY: as getuid.
-        let gid = unsafe { libc::getgid() };
+        let gid = gid.unwrap_or_else(|| unsafe { libc::getgid() });
         WalFs {
             view,
             uid,

@@ -193,14 +193,77 @@ impl Node {
     }
 }
 
+/// The permission bits the tree shows, from `--file-mode` and
+/// `--dir-mode`. The mount always asks the kernel to enforce them
+/// (`default_permissions`), so what `ls -l` shows is what it enforces; the
+/// daemon refuses on top whatever a kind never allows (writing `log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// Files: the read bits apply to every readable file, the write bits
+    /// to `append` and `record` (default 0644: the owner alone appends).
+    pub file: u16,
+    /// Directories: `streams/` (mkdir, rmdir) and `segments/` (rm) take
+    /// the write bits; the others cannot be written at all.
+    pub dir: u16,
+    /// A read-only mount shows no write bit anywhere.
+    pub read_only: bool,
+}
+
+impl Default for Modes {
+    fn default() -> Self {
+        Modes {
+            file: 0o644,
+            dir: 0o755,
+            read_only: false,
+        }
+    }
+}
+
+impl Modes {
+    fn writable(&self) -> u16 {
+        if self.read_only {
+            0o555
+        } else {
+            0o777
+        }
+    }
+
+    /// `log`, `stat`, `entries/<id>`, `segments/<name>.wal`.
+    pub fn readable_file(&self) -> u16 {
+        self.file & 0o444
+    }
+
+    /// `append`: written by whoever has the write bits; read (the ids a
+    /// handle committed) by whoever has the read bits.
+    pub fn append(&self) -> u16 {
+        self.file & 0o666 & self.writable()
+    }
+
+    /// `record`: write-only.
+    pub fn record(&self) -> u16 {
+        self.file & 0o222 & self.writable()
+    }
+
+    /// `streams/` and `segments/`: their write bits govern mkdir, rmdir and
+    /// rm.
+    pub fn changeable_dir(&self) -> u16 {
+        self.dir & 0o777 & self.writable()
+    }
+
+    /// Every other directory: nothing can be created or removed in it.
+    pub fn fixed_dir(&self) -> u16 {
+        self.dir & 0o555
+    }
+}
+
 impl Attr {
     /// A directory.
-    pub fn dir(ino: u64, cache: Cache) -> Attr {
+    pub fn dir(ino: u64, perm: u16, cache: Cache) -> Attr {
         Attr {
             ino,
             kind: FileKind::Dir,
             size: 0,
-            perm: 0o755,
+            perm,
             nlink: 2,
             cache,
         }

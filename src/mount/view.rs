@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub use super::errno::Errno;
 pub use super::files::MAX_RECORD;
 use super::tree::SNO_BITS;
-pub use super::tree::{Attr, Cache, FileKind, Kind, Node, ROOT_INO};
+pub use super::tree::{Attr, Cache, FileKind, Kind, Modes, Node, ROOT_INO};
 
 /// How an opened file should be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,7 @@ pub struct View {
     handles: RwLock<HashMap<u64, Arc<Mutex<Handle>>>>,
     next_fh: AtomicU64,
     read_only: bool,
+    modes: Modes,
     /// Set when the daemon is asked to stop: every change (open for
     /// writing, write, mkdir, rmdir, unlink) is refused from then on.
     stopping: AtomicBool,
@@ -84,6 +85,10 @@ impl View {
             handles: RwLock::default(),
             next_fh: AtomicU64::new(1),
             read_only,
+            modes: Modes {
+                read_only,
+                ..Modes::default()
+            },
             stopping: AtomicBool::new(false),
             refused: AtomicU64::new(0),
         };
@@ -99,6 +104,21 @@ impl View {
 
     pub(super) fn read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Shows files and directories with these permission bits
+    /// (`--file-mode`, `--dir-mode`).
+    pub fn with_modes(mut self, file: u16, dir: u16) -> View {
+        self.modes = Modes {
+            file,
+            dir,
+            read_only: self.read_only,
+        };
+        self
+    }
+
+    pub(super) fn modes(&self) -> Modes {
+        self.modes
     }
 
     pub(super) fn logs(&self) -> &Mutex<HashMap<u32, LogMap>> {

@@ -16,8 +16,10 @@ use std::sync::Arc;
 pub struct DirEntry {
     /// None for names that are not UTF-8 (never a walfs file).
     pub name: Option<String>,
-    /// A directory, not a file.
+    /// A directory, not a file (a symlink to one is neither).
     pub is_dir: bool,
+    /// A symbolic link: never followed.
+    pub is_symlink: bool,
 }
 
 /// A held lock on a data directory; dropping it releases the lock.
@@ -82,6 +84,10 @@ pub trait Storage: Send + Sync {
     /// Takes the exclusive lock of a data directory, or says which process
     /// holds it (`Err(Some(pid))`, `Err(None)` if unknown).
     fn lock_dir(&self, root: &Path) -> io::Result<Result<DirLock, Option<u32>>>;
+    /// The permission bits of `path`, where the backend has them.
+    fn mode(&self, _path: &Path) -> Option<u32> {
+        None
+    }
 
     /// The whole file.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -149,36 +155,162 @@ impl StorageFile for RealFile {
     }
 }
 
+/// Nothing in a data directory is followed if it is a symlink: a link
+/// named like a segment, `head.state`, `segments.idx`, the lock or a stream
+/// would let whoever made it point walfs's reads and writes anywhere.
+fn link_refused(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a symbolic link: walfs never follows links in its data directory (replace the link with the file or directory itself)",
+            path.display()
+        ),
+    )
+}
+
+/// Names the path in the error when the last component was a symlink that
+/// O_NOFOLLOW refused.
+fn named(e: io::Error, path: &Path) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        link_refused(path)
+    } else {
+        e
+    }
+}
+
+/// The metadata of `path` itself, refusing a symlink.
+fn own_metadata(path: &Path) -> io::Result<fs::Metadata> {
+    let m = fs::symlink_metadata(path)?;
+    if m.file_type().is_symlink() {
+        return Err(link_refused(path));
+    }
+    Ok(m)
+}
+
+/// The mode for a new file in `dir`: never more open than the files
+/// already there (the intersection of their permission bits), 0600 in a
+/// directory without files. A data directory walfs creates is 0700 and its
+/// files 0600, as PostgreSQL keeps its data directory.
+fn new_file_mode(dir: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let mut mode = 0o666;
+    let mut seen = false;
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if let Ok(m) = e.metadata() {
+                if m.file_type().is_file() {
+                    mode &= m.permissions().mode() & 0o666;
+                    seen = true;
+                }
+            }
+        }
+    }
+    if seen {
+        mode
+    } else {
+        0o600
+    }
+}
+
+/// A file or directory walfs just created takes its directory's group (as
+/// a setgid directory would give it), so that a shared group keeps access.
+/// Without the right to (neither root nor a member), it keeps the
+/// process's group.
+fn inherit_group(f: &File, dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(d), Ok(m)) = (fs::metadata(dir), f.metadata()) else {
+        return;
+    };
+    if d.gid() != m.gid() {
+        if let Err(e) = std::os::unix::fs::fchown(f, None, Some(d.gid())) {
+            log::debug!("keeping the group of a new file in {}: {e}", dir.display());
+        }
+    }
+}
+
+/// Opens for reading and writing, creating the file (private, with its
+/// directory's group) if it is missing; never through a symlink.
+fn open_rw(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let created = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(new_file_mode(dir))
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match created {
+        Ok(f) => {
+            inherit_group(&f, dir);
+            Ok(f)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| named(e, path)),
+        Err(e) => Err(named(e, path)),
+    }
+}
+
 impl Storage for RealStorage {
     fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
         let f = if write {
+            open_rw(path)?
+        } else {
             OpenOptions::new()
                 .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?
-        } else {
-            File::open(path)?
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(|e| named(e, path))?
         };
         Ok(Arc::new(RealFile(f)))
+    }
+
+    fn mode(&self, path: &Path) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         for e in fs::read_dir(path)? {
             let e = e?;
+            let t = e.file_type()?;
             out.push(DirEntry {
                 name: e.file_name().into_string().ok(),
                 // Symlinks are never followed into: a stream is a real directory.
-                is_dir: e.file_type()?.is_dir(),
+                is_dir: t.is_dir(),
+                is_symlink: t.is_symlink(),
             });
         }
         Ok(out)
     }
 
     fn create_dir(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+        use std::os::unix::fs::DirBuilderExt;
+        let fresh = fs::symlink_metadata(path).is_err();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)?;
+        if !own_metadata(path)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a directory", path.display()),
+            ));
+        }
+        if fresh {
+            if let (Some(parent), Ok(d)) = (path.parent(), File::open(path)) {
+                inherit_group(&d, parent);
+            }
+        }
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -202,17 +334,12 @@ impl Storage for RealStorage {
     }
 
     fn file_len(&self, path: &Path) -> io::Result<u64> {
-        Ok(fs::metadata(path)?.len())
+        Ok(own_metadata(path)?.len())
     }
 
     fn lock_dir(&self, root: &Path) -> io::Result<Result<DirLock, Option<u32>>> {
         let path = root.join(LOCK_FILE);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let f = open_rw(&path)?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {

@@ -403,6 +403,7 @@ impl Storage for SimDisk {
             .map(|(k, n)| DirEntry {
                 name: k.file_name().and_then(|s| s.to_str()).map(str::to_owned),
                 is_dir: *n == Node::Dir,
+                is_symlink: false,
             })
             .collect())
     }

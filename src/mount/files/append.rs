@@ -30,9 +30,13 @@ pub struct State {
 
 impl FileOps for Append {
     fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
-        // Each lookup gives the same inode; nothing about it may be cached.
-        let perm = if v.read_only() { 0o400 } else { 0o622 };
-        Ok(Attr::file(at.node.ino(), 0, perm, Cache::Live))
+        // Nothing about it may be cached: it has no size of its own.
+        Ok(Attr::file(
+            at.node.ino(),
+            0,
+            v.modes().append(),
+            Cache::Live,
+        ))
     }
 
     fn open(&self, v: &View, at: &At, _read: bool, write: bool) -> Result<(Handle, Serve), Errno> {

@@ -8,8 +8,8 @@ use crate::mount::tree::{Attr, Cache, Kind, Node, FILES};
 pub(super) struct StreamDir;
 
 impl FileOps for StreamDir {
-    fn attr(&self, _v: &View, at: &At) -> Result<Attr, Errno> {
-        Ok(Attr::dir(at.node.ino(), Cache::Live))
+    fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
+        Ok(Attr::dir(at.node.ino(), v.modes().fixed_dir(), Cache::Live))
     }
 
     fn lookup(&self, v: &View, at: &At, name: &[u8]) -> Result<Node, Errno> {

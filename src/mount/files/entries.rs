@@ -10,8 +10,8 @@ pub(super) struct Entries;
 pub(super) struct Entry;
 
 impl FileOps for Entries {
-    fn attr(&self, _v: &View, at: &At) -> Result<Attr, Errno> {
-        Ok(Attr::dir(at.node.ino(), Cache::Name))
+    fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
+        Ok(Attr::dir(at.node.ino(), v.modes().fixed_dir(), Cache::Name))
     }
 
     fn lookup(&self, _v: &View, at: &At, name: &[u8]) -> Result<Node, Errno> {
@@ -64,7 +64,12 @@ impl FileOps for Entry {
             .entry_len(at.stream, at.value)
             .map_err(|e| errno(&e))?
             .ok_or(libc::ENOENT)?;
-        Ok(Attr::file(at.node.ino(), len, 0o444, Cache::Immutable))
+        Ok(Attr::file(
+            at.node.ino(),
+            len,
+            v.modes().readable_file(),
+            Cache::Immutable,
+        ))
     }
 
     fn open(&self, v: &View, at: &At, _read: bool, write: bool) -> Result<(Handle, Serve), Errno> {

@@ -20,8 +20,12 @@ pub struct State {
 
 impl FileOps for Record {
     fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
-        let perm = if v.read_only() { 0o000 } else { 0o222 };
-        Ok(Attr::file(at.node.ino(), 0, perm, Cache::Live))
+        Ok(Attr::file(
+            at.node.ino(),
+            0,
+            v.modes().record(),
+            Cache::Live,
+        ))
     }
 
     fn open(&self, v: &View, at: &At, read: bool, write: bool) -> Result<(Handle, Serve), Errno> {

@@ -12,8 +12,12 @@ pub(super) struct Segments;
 pub(super) struct Segment;
 
 impl FileOps for Segments {
-    fn attr(&self, _v: &View, at: &At) -> Result<Attr, Errno> {
-        Ok(Attr::dir(at.node.ino(), Cache::Name))
+    fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
+        Ok(Attr::dir(
+            at.node.ino(),
+            v.modes().changeable_dir(),
+            Cache::Name,
+        ))
     }
 
     fn lookup(&self, _v: &View, at: &At, name: &[u8]) -> Result<Node, Errno> {
@@ -107,7 +111,12 @@ impl FileOps for Segment {
         } else {
             Cache::Live
         };
-        Ok(Attr::file(at.node.ino(), seg.len, 0o444, cache))
+        Ok(Attr::file(
+            at.node.ino(),
+            seg.len,
+            v.modes().readable_file(),
+            cache,
+        ))
     }
 
     fn open(&self, v: &View, at: &At, _read: bool, write: bool) -> Result<(Handle, Serve), Errno> {

@@ -9,8 +9,12 @@ use crate::mount::tree::{Attr, Cache, Kind, Node};
 pub(super) struct Streams;
 
 impl FileOps for Streams {
-    fn attr(&self, _v: &View, at: &At) -> Result<Attr, Errno> {
-        Ok(Attr::dir(at.node.ino(), Cache::Live))
+    fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
+        Ok(Attr::dir(
+            at.node.ino(),
+            v.modes().changeable_dir(),
+            Cache::Live,
+        ))
     }
 
     fn lookup(&self, v: &View, _at: &At, name: &[u8]) -> Result<Node, Errno> {
