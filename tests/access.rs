@@ -574,3 +574,80 @@ fn credentials_never_reach_output() {
     assert!(!all.is_empty());
     assert!(!all.contains(secret) && !all.contains(key_id), "{all}");
 }
+
+#[test]
+fn new_files_follow_their_directory_and_siblings() {
+    let _serial = serial();
+    // An existing data directory shared with a group (as ironwal or an
+    // administrator left it): group-readable files, the directory's group
+    // not the writer's.
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let o = Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args([
+            "append",
+            data.to_str().unwrap(),
+            "--segment-size",
+            "100",
+            "a",
+            "b",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let group = 4242u32;
+    let stream = data.join("default");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::set_permissions(&stream, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(&stream, None, Some(group)).unwrap();
+    let mut before = std::collections::HashSet::new();
+    for e in std::fs::read_dir(&stream).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        before.insert(std::fs::metadata(&p).unwrap().ino());
+    }
+    // Rotations create segments and rewrite metadata.
+    let o = Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args(["append", data.to_str().unwrap(), "--segment-size", "100"])
+        .args((0..6).map(|i| format!("entry {i}")))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.matches("open to other users").count(),
+        1,
+        "one warning for a group-readable data directory: {err}"
+    );
+    assert!(err.contains("chmod 700"), "{err}");
+    let (mut new, mut new_segments) = (0, 0);
+    for e in std::fs::read_dir(&stream).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        assert_eq!(m.mode() & 0o777, 0o640, "{}", e.path().display());
+        if !before.contains(&m.ino()) {
+            // Made by walfs just now: the directory's group.
+            assert_eq!(m.gid(), group, "{}", e.path().display());
+            new += 1;
+            new_segments += e.path().extension().is_some_and(|x| x == "wal") as usize;
+        }
+    }
+    assert!(
+        new >= 2 && new_segments >= 1,
+        "a rotation made a segment and rewrote head.state ({new} new files)"
+    );
+    // A private directory draws no warning.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args(["append", data.to_str().unwrap(), "x"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
