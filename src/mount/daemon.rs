@@ -298,17 +298,38 @@ fn serve(
     };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
-    let session = fuser::Session::new(WalFs::new(view.clone(), cfg.uid, cfg.gid), &mp, &config)
+    let fs = WalFs::new(view.clone(), cfg.uid, cfg.gid);
+    let fs_unmounter = fs.unmounter.clone();
+    let mut session = fuser::Session::new(fs, &mp, &config)
         .map_err(|e| MountError(format!("cannot mount on {}: {e}{}", mp.display(), hint(&e))))?;
     *mounted = true;
+    let how = if cfg.read_only {
+        "read-only".to_string()
+    } else {
+        let sync = match cfg.sync {
+            SyncMode::Strict => "strict",
+            SyncMode::BatchOnly => "batch",
+            SyncMode::Async => "async",
+        };
+        let compression = match cfg.compression {
+            CompressionType::None => "none",
+            CompressionType::Lz4 => "lz4",
+        };
+        format!("sync {sync}, compression {compression}")
+    };
     log::info!(
-        "mounted {} on {} (stream {}, {:?})",
+        "ready: {} mounted on {} (stream {}, {how}{})",
         data.display(),
         mp.display(),
         cfg.stream,
-        cfg.sync
+        if cfg.allow_other { ", allow-other" } else { "" }
     );
 
+    // fuser unmounts what it mounted when the session ends, unless told it
+    // is done: the stop below and a `umount` from outside both leave it
+    // nothing to do (and nothing to warn about).
+    *fs_unmounter.lock() = Some(session.unmount_callable());
+    let mut unmounter_sig = session.unmount_callable();
     let (view_sig, wal_sig, mp_sig) = (view.clone(), wal.clone(), mp.clone());
     std::thread::Builder::new()
         .name("walfs-signals".into())
@@ -318,7 +339,7 @@ fn serve(
             // process (block_signals ran before any other thread started),
             // and `sig` is a live local the call writes to.
             if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
-                stop_on_signal(sig, &view_sig, &wal_sig, &mp_sig);
+                stop_on_signal(sig, &view_sig, &wal_sig, &mp_sig, &mut unmounter_sig);
             }
         })
         .map_err(|e| MountError(format!("cannot start the signal thread: {e}")))?;
@@ -357,7 +378,10 @@ fn serve(
     }
     wal.close()
         .map_err(|e| MountError(format!("closing the log failed: {e}")))?;
-    log::info!("unmounted {}; the log is closed", mp.display());
+    log::info!(
+        "stopped: {} unmounted; the log is closed with everything acknowledged on disk",
+        mp.display()
+    );
     Ok(())
 }
 
@@ -371,14 +395,20 @@ const STOP_QUIET: Duration = Duration::from_millis(300);
 ///
 /// New changes are refused with ESHUTDOWN while files open for writing
 /// close (bounded by STOP_DRAIN). If no writer showed up, the mount is
-/// unmounted normally and the session ends as after `umount`. If writers
+/// unmounted and the session ends as after `umount`. If writers
 /// are still at work, unmounting would let their next `>> append` create a
 /// plain file in the directory underneath and succeed there; instead the
 /// log is synced and the process exits without unmounting, so the kernel
 /// answers every further request with ENOTCONN until someone runs `umount`
 /// (the next `walfs mount` on the same mountpoint does it).
-fn stop_on_signal(sig: i32, view: &View, wal: &Wal, mp: &Path) {
-    log::info!(
+fn stop_on_signal(
+    sig: i32,
+    view: &View,
+    wal: &Wal,
+    mp: &Path,
+    unmounter: &mut fuser::SessionUnmounter,
+) {
+    log::debug!(
         "signal {sig}: stopping; new writes to {} are refused while open files close",
         mp.display()
     );
@@ -390,9 +420,10 @@ fn stop_on_signal(sig: i32, view: &View, wal: &Wal, mp: &Path) {
     std::thread::sleep(STOP_QUIET);
     let (open, refused) = (view.open_writers(), view.refused_changes());
     if open == 0 && refused == 0 {
-        if let Err(e) = umount(mp) {
-            log::warn!("unmount failed ({e}); detaching {}", mp.display());
-            let _ = umount_detach(mp);
+        // No writer: a detaching unmount can let nothing slip through, and
+        // readers still holding files (`tail -f`) do not block it.
+        if let Err(e) = unmounter.unmount() {
+            log::warn!("unmounting {} failed: {e}", mp.display());
         }
         return;
     }
@@ -411,31 +442,6 @@ fn stop_on_signal(sig: i32, view: &View, wal: &Wal, mp: &Path) {
             std::process::exit(1)
         }
     }
-}
-
-/// A normal (not lazy) unmount: it fails with EBUSY while files are open.
-fn umount(path: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call;
-    // umount2 reads it and touches no other memory of ours.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    // Not root: the setuid helper unmounts for the user who mounted.
-    for helper in ["fusermount3", "fusermount"] {
-        if let Ok(s) = std::process::Command::new(helper)
-            .arg("-u")
-            .arg(path)
-            .status()
-        {
-            if s.success() {
-                return Ok(());
-            }
-        }
-    }
-    Err(e)
 }
 
 fn hint(e: &std::io::Error) -> &'static str {

@@ -24,6 +24,8 @@ pub struct WalFs {
     uid: u32,
     gid: u32,
     started: SystemTime,
+    /// Given once the session exists; see `destroy`.
+    pub unmounter: Arc<parking_lot::Mutex<Option<fuser::SessionUnmounter>>>,
 }
 
 impl WalFs {
@@ -39,6 +41,7 @@ impl WalFs {
             uid,
             gid,
             started: SystemTime::now(),
+            unmounter: Arc::default(),
         }
     }
 
@@ -97,6 +100,15 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
 }
 
 impl Filesystem for WalFs {
+    /// The session is over: the mount is already gone (unmounted by the
+    /// stop, or by `umount` from outside). Telling fuser so keeps it from
+    /// unmounting again and warning that it could not.
+    fn destroy(&mut self) {
+        if let Some(mut u) = self.unmounter.lock().take() {
+            let _ = u.unmount();
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Large writes: one write(2) of up to 1 MiB arrives whole, as one frame.
         let _ = config.set_max_write(1 << 20);
@@ -382,6 +394,113 @@ impl Filesystem for WalFs {
         } else {
             reply.data(&[]);
         }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    /// Only reached without `default_permissions`; the kernel checks modes
+    /// itself otherwise. Existence is all there is to check here.
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply_empty(
+            reply,
+            node(ino).and_then(|n| self.view.getattr(n).map(|_| ()).map_err(errno)),
+        );
+    }
+
+    /// No file here is a terminal or takes ioctls: isatty(3) (every Python
+    /// `open()`) asks TCGETS and must hear ENOTTY.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
+    /// Like any regular file: always ready (`less +F`, `tail -f` with
+    /// inotify off poll it).
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        use fuser::PollEvents as P;
+        reply.poll(events & (P::POLLIN | P::POLLRDNORM | P::POLLOUT | P::POLLWRNORM));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    /// ENOSYS tells the kernel to seek by itself from now on (SEEK_DATA and
+    /// SEEK_HOLE then treat every file as data).
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOSYS));
+    }
+
+    /// ENOSYS: the kernel falls back to reads and writes, which carry the
+    /// mount's rules (and `cp` does the same).
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOSYS));
+    }
+
+    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
+        reply.error(Errno::from_i32(libc::EINVAL));
     }
 
     fn fsyncdir(

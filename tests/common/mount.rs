@@ -129,6 +129,33 @@ impl Mounted {
         }
     }
 
+    /// Stops the daemon cleanly (SIGTERM), checks it exited well, and
+    /// returns everything it wrote on standard error.
+    pub fn stop_capturing(&mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        let mut err = child.stderr.take().unwrap();
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let mut out = String::new();
+        err.read_to_string(&mut out).unwrap();
+        let s = child.wait().unwrap();
+        assert!(s.success(), "daemon exit status {s}: {out}");
+        assert!(!is_mounted(&self.mnt));
+        out
+    }
+
+    /// Waits for the daemon to exit after an outside `umount`, and returns
+    /// its standard error.
+    pub fn exit_capturing(&mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        let mut err = child.stderr.take().unwrap();
+        let mut out = String::new();
+        err.read_to_string(&mut out).unwrap();
+        let s = child.wait().unwrap();
+        assert!(s.success(), "daemon exit status {s}: {out}");
+        out
+    }
+
     /// Stops the daemon cleanly (SIGTERM) and checks it exited well.
     pub fn stop(&mut self) {
         let s = self.signal(libc::SIGTERM);
