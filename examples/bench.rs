@@ -356,7 +356,7 @@ impl BenchMount {
         let cfg = walfs::mount::MountConfig {
             data,
             mountpoint: mnt.clone(),
-            stream: "default".into(),
+            stream: Some("default".into()),
             sync,
             compression: walfs::CompressionType::None,
             segment_size: 64 << 20,

@@ -88,3 +88,63 @@ fn a_read_only_session_says_so() {
         "a read-only mount changed a byte"
     );
 }
+
+/// An ironwal directory whose streams have their own names mounts as it
+/// is, read-only and read-write: nothing is created, the root holds
+/// `streams/` alone (or the only stream there is), and asking for a
+/// missing stream names the ones that exist.
+#[test]
+fn any_ironwal_directory_mounts() {
+    let t = tempfile::tempdir().unwrap();
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/ironwal-0.6.9");
+    let data = t.path().join("data");
+    common::copy_dir(&golden, &data);
+    let names = |p: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = names(&data);
+    for args in [&["--read-only"][..], &[][..]] {
+        let mut m = Mounted::start_on(&data, args);
+        assert_eq!(names(&m.mnt), ["streams"], "{args:?}");
+        assert_eq!(names(&m.path("streams")), ["alpha", "beta", "gamma.v2"]);
+        let log = std::fs::read(m.path("streams/alpha/log")).unwrap();
+        assert!(!log.is_empty());
+        assert!(std::fs::metadata(m.path("append")).is_err());
+        let said = m.stop_capturing();
+        assert!(
+            said.contains("no stream at the root: 3 under streams/"),
+            "{said}"
+        );
+        let mut now = names(&data);
+        now.retain(|n| n != "walfs.lock");
+        assert_eq!(now, before, "{args:?}: a stream nobody asked for");
+    }
+    // With exactly one stream, that stream is the root.
+    let one = t.path().join("one");
+    std::fs::create_dir(&one).unwrap();
+    common::copy_dir(&golden.join("beta"), &one.join("beta"));
+    let mut m = Mounted::start_on(&one, &["--read-only"]);
+    assert_eq!(
+        std::fs::read(m.path("log")).unwrap(),
+        std::fs::read(m.path("streams/beta/log")).unwrap()
+    );
+    m.stop();
+    // A missing stream, read-only: the error lists what exists.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args(["mount", data.to_str().unwrap(), m.mnt.to_str().unwrap()])
+        .args(["--read-only", "--stream", "nope"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("no stream nope") && err.contains("alpha, beta, gamma.v2"),
+        "{err}"
+    );
+}

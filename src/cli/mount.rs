@@ -11,9 +11,12 @@ pub struct MountArgs {
     data: PathBuf,
     /// An empty directory to mount on.
     mountpoint: PathBuf,
-    /// The stream shown at the root of the mount.
-    #[arg(long, short = 's', default_value = "default")]
-    stream: String,
+    /// The stream shown at the root of the mount (created if missing).
+    /// Without it: `default` if it exists, else the only stream, else none
+    /// (every stream is under streams/); an empty data directory gets
+    /// `default`.
+    #[arg(long, short = 's', allow_hyphen_values = true)]
+    stream: Option<String>,
     #[command(flatten)]
     write: WriteOpts,
     /// Serve reads only.

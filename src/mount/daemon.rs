@@ -24,8 +24,8 @@ pub struct MountConfig {
     pub data: PathBuf,
     /// Where the log is shown.
     pub mountpoint: PathBuf,
-    /// The stream shown at the root.
-    pub stream: String,
+    /// The stream shown at the root; None for the rule in [`root_stream`].
+    pub stream: Option<String>,
     /// When appends are durable.
     pub sync: SyncMode,
     /// How new frames are stored.
@@ -155,10 +155,13 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
 pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
     let signals = block_signals();
     let mp = check_mountpoint(&cfg.mountpoint)?;
-    if !crate::format::validate_stream_name(&cfg.stream) {
+    if let Some(s) = cfg
+        .stream
+        .as_ref()
+        .filter(|s| !crate::format::validate_stream_name(s))
+    {
         return fail(format!(
-            "invalid stream name {:?} for --stream: use 1-255 bytes of [A-Za-z0-9._-], not \".\" or \"..\"",
-            cfg.stream
+            "invalid stream name {s:?} for --stream: use 1-255 bytes of [A-Za-z0-9._-], not \".\" or \"..\""
         ));
     }
     // Every check comes before anything is created: a refused mount leaves
@@ -212,6 +215,44 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
         }
     }
     served
+}
+
+/// The stream shown at the root: the one asked for (created if missing,
+/// unless read-only); else `default` if it exists; else the only stream;
+/// else none (the root holds `streams/` alone). A new, empty data directory
+/// gets `default`: the one stream anybody could have asked for.
+pub fn root_stream(
+    wal: &Wal,
+    asked: Option<&str>,
+    read_only: bool,
+) -> Result<Option<String>, MountError> {
+    let streams = wal.streams();
+    let listed = || {
+        if streams.is_empty() {
+            "it has no streams".to_string()
+        } else {
+            format!("its streams: {}", streams.join(", "))
+        }
+    };
+    match asked {
+        Some(s) if wal.has_stream(s) => Ok(Some(s.to_owned())),
+        Some(s) if read_only => fail(format!(
+            "no stream {s} in {} ({}); a --read-only mount creates none",
+            wal.root().display(),
+            listed()
+        )),
+        Some(s) => wal
+            .create_stream(s)
+            .map(|()| Some(s.to_owned()))
+            .map_err(|e| MountError(format!("cannot create stream {s}: {e}"))),
+        None if streams.iter().any(|s| s == "default") => Ok(Some("default".into())),
+        None if streams.len() == 1 => Ok(streams.first().cloned()),
+        None if streams.is_empty() && !read_only => wal
+            .create_stream("default")
+            .map(|()| Some("default".into()))
+            .map_err(|e| MountError(format!("cannot create stream default: {e}"))),
+        None => Ok(None),
+    }
 }
 
 /// `p` made absolute with its existing part resolved (symlinks followed),
@@ -272,9 +313,10 @@ fn serve(
         }
         Err(e) => return fail(format!("cannot open the log in {}: {e}", data.display())),
     };
+    let root = root_stream(&wal, cfg.stream.as_deref(), cfg.read_only)?;
     let view = Arc::new(
-        View::new(wal.clone(), &cfg.stream, cfg.read_only)
-            .map_err(|e| MountError(format!("cannot show stream {}: {e}", cfg.stream)))?
+        View::with_root(Arc::new(wal.clone()), root.as_deref(), cfg.read_only)
+            .map_err(|e| MountError(format!("cannot show the log: {e}")))?
             .with_modes(cfg.file_mode, cfg.dir_mode),
     );
 
@@ -317,11 +359,17 @@ fn serve(
         };
         format!("sync {sync}, compression {compression}")
     };
+    let shown = match &root {
+        Some(s) => format!("stream {s}"),
+        None => format!(
+            "no stream at the root: {} under streams/",
+            wal.streams().len()
+        ),
+    };
     log::info!(
-        "ready: {} mounted on {} (stream {}, {how}{})",
+        "ready: {} mounted on {} ({shown}, {how}{})",
         data.display(),
         mp.display(),
-        cfg.stream,
         if cfg.allow_other { ", allow-other" } else { "" }
     );
 

@@ -45,7 +45,8 @@ struct Names {
 /// The mounted tree over a log.
 pub struct View {
     source: Arc<dyn LogSource>,
-    root_sno: u32,
+    /// The number of the stream shown at the root, if one is.
+    root: Option<u32>,
     names: RwLock<Names>,
     logs: Mutex<HashMap<u32, LogMap>>,
     handles: RwLock<HashMap<u64, Arc<Mutex<Handle>>>>,
@@ -77,9 +78,22 @@ impl View {
             }
             source.create_stream(root_stream)?;
         }
-        let view = View {
+        View::with_root(source, Some(root_stream), read_only)
+    }
+
+    /// A view whose root shows `root` (which must exist), or only
+    /// `streams/` when None.
+    pub fn with_root(
+        source: Arc<dyn LogSource>,
+        root: Option<&str>,
+        read_only: bool,
+    ) -> crate::Result<View> {
+        if let Some(r) = root.filter(|r| !source.has_stream(r)) {
+            return Err(Error::NoSuchStream(r.to_owned()));
+        }
+        let mut view = View {
             source,
-            root_sno: 0,
+            root: None,
             names: RwLock::default(),
             logs: Mutex::default(),
             handles: RwLock::default(),
@@ -92,8 +106,7 @@ impl View {
             stopping: AtomicBool::new(false),
             refused: AtomicU64::new(0),
         };
-        let sno = view.sno(root_stream).expect("fresh numbering");
-        debug_assert_eq!(sno, 0);
+        view.root = root.map(|r| view.sno(r).expect("fresh numbering"));
         Ok(view)
     }
 
@@ -187,7 +200,7 @@ impl View {
 
     /// The name of the stream shown at the root.
     pub(super) fn root_stream(&self) -> Option<String> {
-        self.name(self.root_sno)
+        self.root.and_then(|sno| self.name(sno))
     }
 
     /// The name of a stream that still exists: an open handle must not
@@ -226,7 +239,7 @@ impl View {
         f: impl FnOnce(&dyn super::files::FileOps, &At) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         let (sno, root_view, value) = match node {
-            Node::Root | Node::Streams => (self.root_sno, true, 0),
+            Node::Root | Node::Streams => (self.root.unwrap_or(u32::MAX), true, 0),
             Node::In {
                 sno,
                 root_view,
@@ -236,6 +249,7 @@ impl View {
         };
         let name = match node {
             Node::Streams => String::new(),
+            Node::Root if self.root.is_none() => String::new(),
             _ => self.name(sno).ok_or(libc::ENOENT)?,
         };
         let at = At {
@@ -267,7 +281,7 @@ impl View {
     pub fn growing_nodes(&self, sno: u32) -> Vec<Node> {
         let mut v = Vec::new();
         for root_view in [false, true] {
-            if root_view && sno != self.root_sno {
+            if root_view && Some(sno) != self.root {
                 continue;
             }
             for kind in [Kind::Log, Kind::Stat, Kind::Entries, Kind::Segments] {

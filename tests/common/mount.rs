@@ -71,7 +71,7 @@ impl Mounted {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !(is_mounted(&self.mnt) && self.mnt.join("stat").exists()) {
+        while !(is_mounted(&self.mnt) && self.mnt.join("streams").exists()) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 let mut err = String::new();
                 self.child

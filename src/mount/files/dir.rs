@@ -13,10 +13,13 @@ impl FileOps for StreamDir {
     }
 
     fn lookup(&self, v: &View, at: &At, name: &[u8]) -> Result<Node, Errno> {
-        v.require_stream(at)?;
         if at.node == Node::Root && name == b"streams" {
             return Ok(Node::Streams);
         }
+        if at.node == Node::Root && v.root_stream().is_none() {
+            return Err(libc::ENOENT);
+        }
+        v.require_stream(at)?;
         let kind = FILES
             .iter()
             .find(|(n, _)| n.as_bytes() == name)
@@ -31,9 +34,15 @@ impl FileOps for StreamDir {
     }
 
     fn readdir(&self, v: &View, at: &At, offset: u64, add: &mut Add) -> Result<(), Errno> {
-        v.require_stream(at)?;
         let root_view = at.node == Node::Root;
-        let mut items: Vec<(&str, Node)> = FILES
+        // A root without a stream holds `streams/` alone.
+        let files = if root_view && v.root_stream().is_none() {
+            &FILES[..0]
+        } else {
+            v.require_stream(at)?;
+            &FILES[..]
+        };
+        let mut items: Vec<(&str, Node)> = files
             .iter()
             .map(|&(n, kind)| {
                 (
