@@ -104,3 +104,10 @@ pub enum Error {
     /// Options that cannot work together, named.
     Config(String),
 }
+
+impl Error {
+    /// Whether this is a system call's failure with `errno`.
+    pub fn errno_is(&self, errno: i32) -> bool {
+        matches!(self, Error::Io(e) if e.raw_os_error() == Some(errno))
+    }
+}

@@ -148,3 +148,121 @@ fn any_ironwal_directory_mounts() {
         "{err}"
     );
 }
+
+fn walfs(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Messages name the flag or the fix, ids follow the mount's rule, and
+/// stream names starting with '-' are reachable.
+#[test]
+fn messages_name_the_flag_or_the_fix() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("data");
+    let ds = d.to_str().unwrap();
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let o = walfs(&["append", ds, "--segment-size", "0", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("--segment-size"), "{}", err(&o));
+    assert!(!d.exists(), "a refused command made the directory");
+
+    let file = t.path().join("a-file");
+    std::fs::write(&file, b"not a log").unwrap();
+    let o = walfs(&["append", file.to_str().unwrap(), "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("exists and is not a directory"),
+        "{}",
+        err(&o)
+    );
+
+    assert!(walfs(&["append", ds, "first"]).status.success());
+    for bad in ["0560", "+1", "-1", "1e3"] {
+        let o = walfs(&["get", ds, bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", err(&o));
+        if !bad.starts_with('-') {
+            assert!(err(&o).contains("not an entry id"), "{bad}: {}", err(&o));
+        }
+    }
+    assert_eq!(walfs(&["get", ds, "0"]).stdout, b"first\n");
+    let o = walfs(&["cat", ds, "--from", "00"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    assert!(walfs(&["append", ds, "-s", "-dash", "dashed"])
+        .status
+        .success());
+    assert_eq!(walfs(&["cat", ds, "-s", "-dash"]).stdout, b"dashed\n");
+    assert_eq!(
+        walfs(&["get", ds, "--stream", "-dash", "0"]).stdout,
+        b"dashed\n"
+    );
+}
+
+/// A writable mount of a log on a read-only filesystem says to use
+/// --read-only, which then works.
+#[test]
+fn a_read_only_filesystem_suggests_read_only() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    assert!(walfs(&["append", src.to_str().unwrap(), "kept"])
+        .status
+        .success());
+    let ro = t.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let (code, _, e) = sh(&format!(
+        "mount --bind {0} {1} && mount -o remount,ro,bind {1}",
+        src.display(),
+        ro.display()
+    ));
+    assert_eq!(code, 0, "{e}");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            common::mount::detach(&self.0);
+        }
+    }
+    let _guard = Unmount(ro.clone());
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let o = walfs(&["mount", ro.to_str().unwrap(), mnt.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("read-only filesystem") && e.contains("--read-only"),
+        "{e}"
+    );
+    let mut m = Mounted::start_on(&ro, &["--read-only"]);
+    assert_eq!(std::fs::read(m.path("entries/0")).unwrap(), b"kept\n");
+    m.stop();
+}
+
+/// The README's backup: copy `segments/` while mounted, verify the copy,
+/// mount it as a data directory; every entry is there.
+#[test]
+fn a_copy_of_segments_is_a_backup() {
+    let mut m = Mounted::start(&["--segment-size", "200"]);
+    for i in 0..20 {
+        sh(&format!("echo entry-{i} >> {}", m.path("append").display()));
+    }
+    let backup = m.dir.path().join("backup");
+    let (code, _, e) = sh(&format!(
+        "mkdir -p {b}/default && cp {s}/*.wal {b}/default/",
+        b = backup.display(),
+        s = m.path("segments").display()
+    ));
+    assert_eq!(code, 0, "{e}");
+    let log = std::fs::read(m.path("log")).unwrap();
+    m.stop();
+    let v = walfs(&["verify", backup.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let mut r = Mounted::start_on(&backup, &[]);
+    assert_eq!(std::fs::read(r.path("log")).unwrap(), log);
+    sh(&format!("echo after >> {}", r.path("append").display()));
+    assert_eq!(std::fs::read(r.path("entries/20")).unwrap(), b"after\n");
+    r.stop();
+}

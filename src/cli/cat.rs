@@ -10,7 +10,7 @@ pub struct CatArgs {
     #[command(flatten)]
     common: Common,
     /// First id to print (ids below the first retained one start there).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value = "0", value_parser = super::entry_id)]
     from: u64,
     /// Keep printing entries as they are appended (by any process).
     #[arg(long, short = 'f')]

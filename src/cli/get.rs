@@ -9,6 +9,7 @@ pub struct GetArgs {
     #[command(flatten)]
     common: Common,
     /// The entry's id.
+    #[arg(value_parser = super::entry_id)]
     id: u64,
 }
 

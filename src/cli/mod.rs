@@ -76,8 +76,13 @@ pub enum CompressionArg {
 struct Common {
     /// The data directory (one subdirectory per stream).
     data: PathBuf,
-    /// The stream to work on.
-    #[arg(long, short = 's', default_value = "default")]
+    /// The stream to work on (names may start with '-').
+    #[arg(
+        long,
+        short = 's',
+        default_value = "default",
+        allow_hyphen_values = true
+    )]
     stream: String,
 }
 
@@ -90,7 +95,7 @@ struct WriteOpts {
     #[arg(long, value_enum, default_value = "none")]
     compression: CompressionArg,
     /// Size at which a segment is sealed and a new one started (bytes).
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     segment_size: u64,
 }
 
@@ -188,4 +193,12 @@ fn broken_pipe(e: io::Error) -> Result<i32, Failure> {
     } else {
         Err(e.into())
     }
+}
+
+/// An entry id as the mount names it: canonical decimal (`42`, never `042`
+/// or `+42`), so the same id is written the same way everywhere.
+fn entry_id(s: &str) -> Result<u64, String> {
+    walfs::mount::names::parse_id(s.as_bytes()).ok_or_else(|| {
+        format!("{s:?} is not an entry id: write it in decimal without leading zeros or signs, as entries/ names it")
+    })
 }

@@ -9,7 +9,7 @@ pub struct TruncateArgs {
     #[command(flatten)]
     common: Common,
     /// Free segments holding only ids below the segment of this id.
-    #[arg(long)]
+    #[arg(long, value_parser = super::entry_id)]
     before: u64,
 }
 

@@ -311,6 +311,12 @@ fn serve(
                 holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
             ))
         }
+        Err(e) if e.errno_is(libc::EROFS) => {
+            return fail(format!(
+                "cannot open the log in {} for writing: it is on a read-only filesystem; `walfs mount --read-only` serves it as it is",
+                data.display()
+            ))
+        }
         Err(e) => return fail(format!("cannot open the log in {}: {e}", data.display())),
     };
     let root = root_stream(&wal, cfg.stream.as_deref(), cfg.read_only)?;

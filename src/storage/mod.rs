@@ -295,10 +295,19 @@ impl Storage for RealStorage {
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         let fresh = fs::symlink_metadata(path).is_err();
-        fs::DirBuilder::new()
+        let made = fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(path)?;
+            .create(path);
+        if let Err(e) = made {
+            return Err(match fs::metadata(path) {
+                Ok(m) if !m.is_dir() => io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a directory", path.display()),
+                ),
+                _ => e,
+            });
+        }
         if !own_metadata(path)?.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
