@@ -266,3 +266,50 @@ fn a_copy_of_segments_is_a_backup() {
     assert_eq!(std::fs::read(r.path("entries/20")).unwrap(), b"after\n");
     r.stop();
 }
+
+/// systemd's Type=notify: READY=1 once the mount serves, STOPPING=1 when
+/// it is told to stop.
+#[test]
+fn tells_systemd_when_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+    let t = tempfile::tempdir().unwrap();
+    let sock_path = t.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    struct Reap(std::process::Child, std::path::PathBuf);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            if common::mount::is_mounted(&self.1) {
+                common::mount::detach(&self.1);
+            }
+        }
+    }
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args([
+            "mount",
+            t.path().join("data").to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut d = Reap(child, mnt.clone());
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1 within 20 s");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    // Ready means serving: no waiting needed.
+    assert!(mnt.join("stat").exists());
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) };
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    assert!(d.0.wait().unwrap().success());
+}

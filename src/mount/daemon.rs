@@ -378,6 +378,11 @@ fn serve(
         mp.display(),
         if cfg.allow_other { ", allow-other" } else { "" }
     );
+    // systemd's Type=notify: READY=1 once the mount serves (a no-op
+    // without NOTIFY_SOCKET).
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        log::warn!("could not tell systemd the mount is ready: {e}");
+    }
 
     // fuser unmounts what it mounted when the session ends, unless told it
     // is done: the stop below and a `umount` from outside both leave it
@@ -467,6 +472,7 @@ fn stop_on_signal(
         mp.display()
     );
     view.begin_stop();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let deadline = std::time::Instant::now() + STOP_DRAIN;
     while view.open_writers() > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
