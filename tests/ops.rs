@@ -313,3 +313,31 @@ fn tells_systemd_when_ready_and_stopping() {
     assert_eq!(&buf[..n], b"STOPPING=1\n");
     assert!(d.0.wait().unwrap().success());
 }
+
+/// `verify` shows a progress bar on a terminal and stays quiet elsewhere.
+#[test]
+fn progress_on_a_terminal_only() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("data");
+    let (code, _, e) = sh(&format!(
+        "head -c 20000000 /dev/urandom | base64 | {} append {} --segment-size 1000000",
+        env!("CARGO_BIN_EXE_walfs"),
+        d.display()
+    ));
+    assert_eq!(code, 0, "{e}");
+    // Not a terminal: the summary line only.
+    let o = walfs(&["verify", d.to_str().unwrap()]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("sound") && !err.contains("verifying"), "{err}");
+    // A terminal (script(1) gives the command a pseudo-terminal).
+    let (code, out, e) = sh(&format!(
+        "script -qec '{} verify {}' /dev/null",
+        env!("CARGO_BIN_EXE_walfs"),
+        d.display()
+    ));
+    assert_eq!(code, 0, "{e}");
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("verifying") && out.contains("sound"), "{out}");
+}

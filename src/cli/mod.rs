@@ -202,3 +202,55 @@ fn entry_id(s: &str) -> Result<u64, String> {
         format!("{s:?} is not an entry id: write it in decimal without leading zeros or signs, as entries/ names it")
     })
 }
+
+/// Progress of a long check over bytes: a bar on a terminal (indicatif),
+/// plain lines when asked for with `--progress` elsewhere, nothing else.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    lines: bool,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    /// For work described by `what` ("verifying").
+    pub fn new(what: &'static str, force_lines: bool) -> Progress {
+        use std::io::IsTerminal;
+        let bar = io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            b.set_message(what);
+            b
+        });
+        Progress {
+            lines: bar.is_none() && force_lines,
+            bar,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// `done` of `total` bytes checked.
+    pub fn update(&mut self, done: u64, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_position(done);
+        } else if self.lines
+            && (self.last.elapsed() > std::time::Duration::from_millis(500) || done == total)
+        {
+            self.last = std::time::Instant::now();
+            eprintln!("checked {} of {} MiB", done >> 20, total >> 20);
+        }
+    }
+
+    /// The work is over: the bar goes away.
+    pub fn finish(self) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! `walfs repair`: cut torn tails, rebuild metadata, verify; never drop an
 //! intact entry unless asked.
 
-use super::{fail, Failure};
+use super::{fail, Failure, Progress};
 use clap::Args;
 use std::path::PathBuf;
 use walfs::{CorruptionPolicy, RealStorage, Wal, WalOptions};
@@ -30,7 +30,9 @@ pub fn run(a: RepairArgs) -> Result<i32, Failure> {
     // A writable open cuts torn tails and rebuilds metadata; it keeps
     // corruption that intact frames follow.
     Wal::new(o.clone())?.close()?;
-    let mut report = walfs::verify(&RealStorage, &a.data, &mut |_, _| {})?;
+    let mut progress = Progress::new("checking", false);
+    let mut report = walfs::verify(&RealStorage, &a.data, &mut |d, t| progress.update(d, t))?;
+    progress.finish();
     if a.discard_damaged && !report.is_sound() {
         let mut ro = o.clone();
         ro.read_only = true;
@@ -64,7 +66,9 @@ pub fn run(a: RepairArgs) -> Result<i32, Failure> {
             );
         }
         Wal::new(o)?.close()?;
-        report = walfs::verify(&RealStorage, &a.data, &mut |_, _| {})?;
+        let mut progress = Progress::new("checking again", false);
+        report = walfs::verify(&RealStorage, &a.data, &mut |d, t| progress.update(d, t))?;
+        progress.finish();
     }
     for f in &report.faults {
         println!("{f}");

@@ -1,17 +1,17 @@
 //! `walfs verify`: every frame checked; exit 0 only for a sound log.
 
-use super::{fail, Failure};
+use super::{fail, Failure, Progress};
 use clap::Args;
-use std::io::{self, IsTerminal};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use walfs::RealStorage;
 
 #[derive(Args)]
 pub struct VerifyArgs {
     /// The data directory.
     data: PathBuf,
-    /// Show progress on standard error (default: when it is a terminal).
+    /// Print progress lines on standard error even when it is not a
+    /// terminal (on a terminal a progress bar is always shown).
     #[arg(long)]
     progress: bool,
 }
@@ -23,19 +23,10 @@ pub fn run(a: VerifyArgs) -> Result<i32, Failure> {
             a.data.display()
         )));
     }
-    let show = a.progress || io::stderr().is_terminal();
     let started = Instant::now();
-    let mut last = Instant::now();
-    let mut progress = |done: u64, total: u64| {
-        if show && (last.elapsed() > Duration::from_millis(500) || done == total) {
-            last = Instant::now();
-            eprint!("\rverifying: {} of {} MiB", done >> 20, total >> 20);
-        }
-    };
-    let report = walfs::verify(&RealStorage, &a.data, &mut progress)?;
-    if show {
-        eprintln!();
-    }
+    let mut progress = Progress::new("verifying", a.progress);
+    let report = walfs::verify(&RealStorage, &a.data, &mut |d, t| progress.update(d, t))?;
+    progress.finish();
     for f in &report.faults {
         println!("{f}");
     }
