@@ -341,3 +341,112 @@ fn progress_on_a_terminal_only() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.contains("verifying") && out.contains("sound"), "{out}");
 }
+
+/// `mount -t fuse` and `/etc/fstab` go through mount.fuse3, which runs
+/// `walfs DATA MNT -o OPTIONS` and waits for it: walfs returns once the
+/// mount serves, and the daemon stays until `umount`.
+#[test]
+fn mounts_through_mount_fuse3_and_fstab() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if common::mount::is_mounted(&self.0) {
+                common::mount::detach(&self.0);
+            }
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let exe = env!("CARGO_BIN_EXE_walfs");
+    let daemon_gone = |mnt: &std::path::Path| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mnt_arg = mnt.as_os_str().as_encoded_bytes().to_vec();
+        loop {
+            let running = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+                let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                    return false;
+                };
+                let argv: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+                argv.len() > 3
+                    && argv[0].ends_with(b"walfs")
+                    && argv[1] == b"mount"
+                    && argv[3] == mnt_arg.as_slice()
+            });
+            if !running {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    // mount -t fuse PROGRAM#SOURCE, as mount.fuse3 documents it.
+    let (code, out, err) = sh(&format!(
+        "mount -t fuse '{exe}#{}' {} -o sync=async,stream=ledger,nofail",
+        data.display(),
+        mnt.display()
+    ));
+    assert_eq!(code, 0, "{err} {}", String::from_utf8_lossy(&out));
+    assert!(
+        common::mount::is_mounted(&mnt),
+        "returned before the mount served"
+    );
+    sh(&format!("echo via-mount >> {}/append", mnt.display()));
+    let stat = std::fs::read_to_string(mnt.join("stat")).unwrap();
+    assert!(
+        stat.contains("stream: ledger\n") && stat.contains("sync_mode: async\n"),
+        "{stat}"
+    );
+    let (code, _, err) = sh(&format!("umount {}", mnt.display()));
+    assert_eq!(code, 0, "{err}");
+    daemon_gone(&mnt);
+
+    // An fstab line (a file of our own, through mount -T), read-only.
+    let fstab = t.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "{exe}#{} {} fuse ro,stream=ledger,noauto,_netdev 0 0\n",
+            data.display(),
+            mnt.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = sh(&format!("mount -T {} {}", fstab.display(), mnt.display()));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(mnt.join("entries/0")).unwrap(),
+        b"via-mount\n"
+    );
+    assert!(std::fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("append"))
+        .is_err());
+    let (code, _, err) = sh(&format!("umount {}", mnt.display()));
+    assert_eq!(code, 0, "{err}");
+    daemon_gone(&mnt);
+
+    // A bad option fails the mount with a message that names it.
+    let (code, _, err) = sh(&format!(
+        "mount -t fuse '{exe}#{}' {} -o stream=ledger,colour=blue",
+        data.display(),
+        mnt.display()
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("colour=blue"), "{err}");
+    // So does a daemon that cannot start (a read-only mount of nothing).
+    let (code, _, err) = sh(&format!(
+        "mount -t fuse '{exe}#{}' {} -o ro",
+        t.path().join("missing").display(),
+        mnt.display()
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!common::mount::is_mounted(&mnt));
+}

@@ -4,6 +4,7 @@
 
 mod append;
 mod cat;
+mod fstab;
 mod get;
 mod mount;
 mod repair;
@@ -136,6 +137,16 @@ fn fail(message: impl Into<String>) -> Failure {
 }
 
 pub fn main() -> i32 {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if fstab::is_fstab_form(&args) {
+        return match fstab::run(&args) {
+            Ok(code) => code,
+            Err(f) => {
+                eprintln!("walfs: mount: {}", f.message);
+                f.code
+            }
+        };
+    }
     let cli = Cli::parse();
     let (name, result) = match cli.command {
         Command::Mount(a) => ("mount", mount::run(a)),

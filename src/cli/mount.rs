@@ -70,7 +70,12 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         file_mode: a.file_mode,
         dir_mode: a.dir_mode,
     };
-    walfs::mount::mount(cfg).map_err(|e| fail(e.0))?;
+    if let Err(e) = walfs::mount::mount(cfg) {
+        // Whoever waits for READY=1 (systemd, `mount -t fuse.walfs`) hears
+        // why it will not come.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&e.0)]);
+        return Err(fail(e.0));
+    }
     Ok(0)
 }
 
