@@ -199,10 +199,14 @@ impl Commit {
             st.syncing = true;
             let (written, written_len, segment) = (st.written, st.written_len, st.segment);
             let file = st.file.clone();
+            let (before, started) = (st.durable, std::time::Instant::now());
             let result = parking_lot::MutexGuard::unlocked(&mut st, || match file {
                 Some(f) => f.sync_data(),
                 None => open(segment).and_then(|f| f.sync_data()),
             });
+            if result.is_ok() {
+                crate::metrics::global().synced(started.elapsed(), written.saturating_sub(before));
+            }
             st.syncing = false;
             match result {
                 Ok(()) => {

@@ -16,6 +16,7 @@ mod error;
 pub mod format;
 pub mod index;
 mod iter;
+pub mod metrics;
 pub mod mount;
 mod options;
 pub mod recovery;

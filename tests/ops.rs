@@ -450,3 +450,71 @@ fn mounts_through_mount_fuse3_and_fstab() {
     assert!(err.contains("does not exist"), "{err}");
     assert!(!common::mount::is_mounted(&mnt));
 }
+
+/// `--metrics` serves Prometheus text: appends, fdatasyncs with latency and
+/// group-commit sizes, FUSE requests by kind, errors by errno, open handles.
+#[test]
+fn metrics_are_scraped() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut m = Mounted::start(&["--metrics", &port.to_string()]);
+    let (code, _, e) = sh(&format!(
+        "for i in 1 2 3 4; do (for j in $(seq 25); do echo w$i-$j >> {0}; done) & done; wait",
+        m.path("append").display()
+    ));
+    assert_eq!(code, 0, "{e}");
+    assert!(std::fs::read(m.path("entries/999")).is_err());
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let text = get("/metrics");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert!(value("walfs_appended_entries_total") >= 100.0);
+    assert!(value("walfs_appended_frames_total") >= 100.0);
+    let syncs = value("walfs_fdatasyncs_total");
+    assert!(syncs >= 1.0);
+    assert_eq!(value("walfs_group_commit_entries_count"), syncs);
+    assert!(value("walfs_group_commit_entries_sum") >= 100.0);
+    assert!(value("walfs_fdatasync_seconds_count") >= 1.0);
+    println!(
+        "4 shells x 25 appends: {} fdatasyncs for {} entries",
+        syncs,
+        value("walfs_group_commit_entries_sum")
+    );
+    assert!(value("walfs_fuse_requests_total{op=\"write\"}") >= 100.0);
+    assert!(value("walfs_fuse_request_seconds_count{op=\"write\"}") >= 100.0);
+    assert!(value("walfs_fuse_errors_total{errno=\"2\"}") >= 1.0);
+    assert!(text.contains("walfs_open_handles "), "{text}");
+    assert!(get("/elsewhere").starts_with("HTTP/1.1 404"));
+    m.stop();
+    // An address it cannot serve refuses the mount, before mounting.
+    let o = walfs(&[
+        "mount",
+        m.data.to_str().unwrap(),
+        m.mnt.to_str().unwrap(),
+        "--metrics",
+        "256.0.0.1:1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot serve metrics"));
+    assert!(!common::mount::is_mounted(&m.mnt));
+}

@@ -45,6 +45,10 @@ pub struct MountArgs {
     /// writes.
     #[arg(long, value_name = "MODE", default_value = "0755", value_parser = octal)]
     dir_mode: u16,
+    /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, or a
+    /// port alone for 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Bytes of decoded frames cached for reads.
     #[arg(long, default_value_t = 64 << 20)]
     block_cache: u64,
@@ -69,6 +73,7 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         gid: a.gid,
         file_mode: a.file_mode,
         dir_mode: a.dir_mode,
+        metrics: a.metrics,
     };
     if let Err(e) = walfs::mount::mount(cfg) {
         // Whoever waits for READY=1 (systemd, `mount -t fuse.walfs`) hears

@@ -49,6 +49,9 @@ pub struct MountConfig {
     pub file_mode: u16,
     /// Permission bits of directories.
     pub dir_mode: u16,
+    /// Where to serve Prometheus metrics over HTTP (`HOST:PORT`, or a port
+    /// alone for loopback).
+    pub metrics: Option<String>,
 }
 
 /// Why the mount could not start, as one line that names the fix.
@@ -326,6 +329,11 @@ fn serve(
             .with_modes(cfg.file_mode, cfg.dir_mode),
     );
 
+    let metrics = match &cfg.metrics {
+        Some(addr) => Some(bind_metrics(addr)?),
+        None => None,
+    };
+
     let mut options = vec![
         MountOption::FSName(format!("walfs:{}", data.display())),
         MountOption::Subtype("walfs".into()),
@@ -378,6 +386,9 @@ fn serve(
         mp.display(),
         if cfg.allow_other { ", allow-other" } else { "" }
     );
+    if let Some(server) = metrics {
+        serve_metrics(server, view.clone())?;
+    }
     // systemd's Type=notify: READY=1 once the mount serves (a no-op
     // without NOTIFY_SOCKET).
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
@@ -442,6 +453,49 @@ fn serve(
         mp.display()
     );
     Ok(())
+}
+
+/// Binds the metrics address before anything is mounted, so that a bad one
+/// refuses the mount with nothing left behind.
+fn bind_metrics(addr: &str) -> Result<tiny_http::Server, MountError> {
+    let addr = if addr.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{addr}")
+    } else {
+        addr.to_string()
+    };
+    tiny_http::Server::http(&addr).map_err(|e| {
+        MountError(format!(
+            "cannot serve metrics on {addr}: {e} (give --metrics HOST:PORT, or a free port for loopback)"
+        ))
+    })
+}
+
+/// Answers `GET /metrics` with the Prometheus text of every counter.
+fn serve_metrics(server: tiny_http::Server, view: Arc<View>) -> Result<(), MountError> {
+    let content_type: tiny_http::Header =
+        "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+            .parse()
+            .expect("a valid header");
+    std::thread::Builder::new()
+        .name("walfs-metrics".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let reply = if req.url() == "/metrics" {
+                    let m = crate::metrics::global();
+                    m.open_handles.set(view.open_handles() as i64);
+                    tiny_http::Response::from_string(m.encode())
+                        .with_header(content_type.clone())
+                        .boxed()
+                } else {
+                    tiny_http::Response::from_string("walfs serves /metrics\n")
+                        .with_status_code(404)
+                        .boxed()
+                };
+                let _ = req.respond(reply);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| MountError(format!("cannot start the metrics thread: {e}")))
 }
 
 /// How long a stop waits for files open for writing to close.

@@ -2,6 +2,7 @@
 //! view, and replies. No logic of its own.
 
 use super::view::{Attr, Cache, FileKind, Node, View};
+use crate::metrics;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
@@ -84,10 +85,12 @@ impl WalFs {
 }
 
 fn node(ino: INodeNo) -> Result<Node, Errno> {
-    Node::from_ino(ino.0).ok_or(Errno::ENOENT)
+    Node::from_ino(ino.0).ok_or_else(|| errno(libc::ENOENT))
 }
 
+/// The reply for an errno, counted by errno.
 fn errno(e: i32) -> Errno {
+    metrics::global().fuse_error(e);
     Errno::from_i32(e)
 }
 
@@ -117,6 +120,7 @@ impl Filesystem for WalFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _m = metrics::global().fuse_op("lookup");
         match node(parent).and_then(|p| self.view.lookup(p, name.as_bytes()).map_err(errno)) {
             Ok(a) => self.reply_entry(reply, &a),
             Err(e) => reply.error(e),
@@ -124,6 +128,7 @@ impl Filesystem for WalFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _m = metrics::global().fuse_op("getattr");
         match node(ino).and_then(|n| self.view.getattr(n).map_err(errno)) {
             Ok(a) => reply.attr(&Self::ttls(&a).0, &self.attr(&a)),
             Err(e) => reply.error(e),
@@ -148,6 +153,7 @@ impl Filesystem for WalFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _m = metrics::global().fuse_op("setattr");
         let other =
             mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
         match node(ino).and_then(|n| self.view.setattr(n, size, other).map_err(errno)) {
@@ -165,6 +171,7 @@ impl Filesystem for WalFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _m = metrics::global().fuse_op("mkdir");
         match node(parent).and_then(|p| self.view.mkdir(p, name.as_bytes()).map_err(errno)) {
             Ok(a) => self.reply_entry(reply, &a),
             Err(e) => reply.error(e),
@@ -172,6 +179,7 @@ impl Filesystem for WalFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _m = metrics::global().fuse_op("rmdir");
         reply_empty(
             reply,
             node(parent).and_then(|p| self.view.rmdir(p, name.as_bytes()).map_err(errno)),
@@ -179,6 +187,7 @@ impl Filesystem for WalFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _m = metrics::global().fuse_op("unlink");
         reply_empty(
             reply,
             node(parent).and_then(|p| self.view.unlink(p, name.as_bytes()).map_err(errno)),
@@ -186,6 +195,7 @@ impl Filesystem for WalFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _m = metrics::global().fuse_op("open");
         let (read, write) = match flags.acc_mode() {
             OpenAccMode::O_RDONLY => (true, false),
             OpenAccMode::O_WRONLY => (false, true),
@@ -219,6 +229,7 @@ impl Filesystem for WalFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _m = metrics::global().fuse_op("read");
         match node(ino).and_then(|n| self.view.read(n, fh.0, offset, size).map_err(errno)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
@@ -237,6 +248,7 @@ impl Filesystem for WalFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _m = metrics::global().fuse_op("write");
         match self.view.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -251,6 +263,7 @@ impl Filesystem for WalFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _m = metrics::global().fuse_op("flush");
         reply_empty(reply, self.view.flush(fh.0).map_err(errno));
     }
 
@@ -262,6 +275,7 @@ impl Filesystem for WalFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _m = metrics::global().fuse_op("fsync");
         reply_empty(
             reply,
             node(ino).and_then(|n| self.view.fsync(n, fh.0).map_err(errno)),
@@ -278,14 +292,16 @@ impl Filesystem for WalFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _m = metrics::global().fuse_op("release");
         self.view.release(fh.0);
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _m = metrics::global().fuse_op("opendir");
         match node(ino).and_then(|n| self.view.getattr(n).map_err(errno)) {
             Ok(a) if a.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(_) => reply.error(Errno::ENOTDIR),
+            Ok(_) => reply.error(errno(libc::ENOTDIR)),
             Err(e) => reply.error(e),
         }
     }
@@ -298,6 +314,7 @@ impl Filesystem for WalFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _m = metrics::global().fuse_op("readdir");
         let n = match node(ino) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -326,7 +343,8 @@ impl Filesystem for WalFs {
         _flags: i32,
         reply: fuser::ReplyCreate,
     ) {
-        reply.error(Errno::EACCES);
+        let _m = metrics::global().fuse_op("create");
+        reply.error(errno(libc::EACCES));
     }
 
     fn mknod(
@@ -339,7 +357,8 @@ impl Filesystem for WalFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EACCES);
+        let _m = metrics::global().fuse_op("mknod");
+        reply.error(errno(libc::EACCES));
     }
 
     fn symlink(
@@ -350,7 +369,8 @@ impl Filesystem for WalFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EACCES);
+        let _m = metrics::global().fuse_op("symlink");
+        reply.error(errno(libc::EACCES));
     }
 
     fn link(
@@ -361,7 +381,8 @@ impl Filesystem for WalFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EPERM);
+        let _m = metrics::global().fuse_op("link");
+        reply.error(errno(libc::EPERM));
     }
 
     fn rename(
@@ -374,7 +395,8 @@ impl Filesystem for WalFs {
         _flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EPERM);
+        let _m = metrics::global().fuse_op("rename");
+        reply.error(errno(libc::EPERM));
     }
 
     fn getxattr(
@@ -385,10 +407,12 @@ impl Filesystem for WalFs {
         _size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        reply.error(Errno::from_i32(libc::ENODATA));
+        let _m = metrics::global().fuse_op("getxattr");
+        reply.error(errno(libc::ENODATA));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let _m = metrics::global().fuse_op("listxattr");
         if size == 0 {
             reply.size(0);
         } else {
@@ -406,16 +430,19 @@ impl Filesystem for WalFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        let _m = metrics::global().fuse_op("setxattr");
+        reply.error(errno(libc::EOPNOTSUPP));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        let _m = metrics::global().fuse_op("removexattr");
+        reply.error(errno(libc::EOPNOTSUPP));
     }
 
     /// Only reached without `default_permissions`; the kernel checks modes
     /// itself otherwise. Existence is all there is to check here.
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        let _m = metrics::global().fuse_op("access");
         reply_empty(
             reply,
             node(ino).and_then(|n| self.view.getattr(n).map(|_| ()).map_err(errno)),
@@ -435,7 +462,8 @@ impl Filesystem for WalFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        let _m = metrics::global().fuse_op("ioctl");
+        reply.error(errno(libc::ENOTTY));
     }
 
     /// Like any regular file: always ready (`less +F`, `tail -f` with
@@ -450,6 +478,7 @@ impl Filesystem for WalFs {
         _flags: fuser::PollFlags,
         reply: fuser::ReplyPoll,
     ) {
+        let _m = metrics::global().fuse_op("poll");
         use fuser::PollEvents as P;
         reply.poll(events & (P::POLLIN | P::POLLRDNORM | P::POLLOUT | P::POLLWRNORM));
     }
@@ -464,7 +493,8 @@ impl Filesystem for WalFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        let _m = metrics::global().fuse_op("fallocate");
+        reply.error(errno(libc::EOPNOTSUPP));
     }
 
     /// ENOSYS tells the kernel to seek by itself from now on (SEEK_DATA and
@@ -478,7 +508,8 @@ impl Filesystem for WalFs {
         _whence: i32,
         reply: fuser::ReplyLseek,
     ) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        let _m = metrics::global().fuse_op("lseek");
+        reply.error(errno(libc::ENOSYS));
     }
 
     /// ENOSYS: the kernel falls back to reads and writes, which carry the
@@ -496,11 +527,13 @@ impl Filesystem for WalFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        let _m = metrics::global().fuse_op("copy_file_range");
+        reply.error(errno(libc::ENOSYS));
     }
 
     fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        reply.error(Errno::from_i32(libc::EINVAL));
+        let _m = metrics::global().fuse_op("readlink");
+        reply.error(errno(libc::EINVAL));
     }
 
     fn fsyncdir(
@@ -511,10 +544,12 @@ impl Filesystem for WalFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _m = metrics::global().fuse_op("fsyncdir");
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _m = metrics::global().fuse_op("statfs");
         let Some(root) = self.view.source().local_root() else {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         };

@@ -153,6 +153,11 @@ impl View {
         self.refused.load(Ordering::SeqCst)
     }
 
+    /// Files open through the mount.
+    pub fn open_handles(&self) -> usize {
+        self.handles.read().len()
+    }
+
     /// Files open for writing (`append` and `record` handles).
     pub fn open_writers(&self) -> usize {
         self.handles

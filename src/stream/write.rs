@@ -129,6 +129,7 @@ impl Stream {
             w.len += frame.len();
             w.next_id += n;
             w.payload += frame.payload;
+            crate::metrics::global().appended(n, frame.payload);
             w.active.note_frame(start, off, frame.payload);
             self.appended.store(w.next_id, Ordering::Release);
             if !buffer {

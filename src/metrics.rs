@@ -1,0 +1,182 @@
+//! Process-wide counters, in Prometheus's model (prometheus-client): what
+//! the engine did (appends, frames, fdatasyncs and how many entries each
+//! carried) and, when mounted, what the kernel asked (FUSE requests by
+//! kind, their latency, errors by errno). `walfs mount --metrics ADDR`
+//! serves them; the benchmark reads the same numbers.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+/// A FUSE request kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// The operation (`lookup`, `write`, ...).
+    pub op: &'static str,
+}
+
+/// An errno returned to the kernel.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrnoLabel {
+    /// The errno's number.
+    pub errno: i64,
+}
+
+/// Every counter walfs keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Entries appended.
+    pub entries: Counter,
+    /// Entry bytes appended.
+    pub bytes: Counter,
+    /// Frames (atomic batches) appended.
+    pub frames: Counter,
+    /// fdatasyncs of a group commit.
+    pub fdatasyncs: Counter,
+    /// How long each took.
+    pub fdatasync_seconds: Histogram,
+    /// How many entries each made durable.
+    pub group_commit_entries: Histogram,
+    /// FUSE requests by kind.
+    pub fuse_requests: Family<OpLabel, Counter>,
+    /// Their latency, by kind.
+    pub fuse_seconds: Family<OpLabel, Histogram>,
+    /// Errors returned to the kernel, by errno.
+    pub fuse_errors: Family<ErrnoLabel, Counter>,
+    /// Files open through the mount.
+    pub open_handles: Gauge,
+}
+
+fn latency() -> Histogram {
+    // 10 us .. ~10 s.
+    Histogram::new(exponential_buckets(1e-5, 4.0, 11))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("walfs");
+        let m = Metrics {
+            registry: Registry::default(),
+            entries: Counter::default(),
+            bytes: Counter::default(),
+            frames: Counter::default(),
+            fdatasyncs: Counter::default(),
+            fdatasync_seconds: latency(),
+            group_commit_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            fuse_requests: Family::default(),
+            fuse_seconds: Family::new_with_constructor(latency),
+            fuse_errors: Family::default(),
+            open_handles: Gauge::default(),
+        };
+        registry.register("appended_entries", "Entries appended", m.entries.clone());
+        registry.register("appended_bytes", "Entry bytes appended", m.bytes.clone());
+        registry.register(
+            "appended_frames",
+            "Frames (atomic batches) appended",
+            m.frames.clone(),
+        );
+        registry.register(
+            "fdatasyncs",
+            "fdatasyncs of group commits",
+            m.fdatasyncs.clone(),
+        );
+        registry.register(
+            "fdatasync_seconds",
+            "Time each group-commit fdatasync took",
+            m.fdatasync_seconds.clone(),
+        );
+        registry.register(
+            "group_commit_entries",
+            "Entries made durable by each fdatasync",
+            m.group_commit_entries.clone(),
+        );
+        registry.register(
+            "fuse_requests",
+            "FUSE requests by kind",
+            m.fuse_requests.clone(),
+        );
+        registry.register(
+            "fuse_request_seconds",
+            "FUSE request latency by kind",
+            m.fuse_seconds.clone(),
+        );
+        registry.register(
+            "fuse_errors",
+            "Errors returned to the kernel by errno",
+            m.fuse_errors.clone(),
+        );
+        registry.register(
+            "open_handles",
+            "Files open through the mount",
+            m.open_handles.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus (OpenMetrics) text of every counter.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// A group commit's fdatasync took `took` and made `entries` durable.
+    pub fn synced(&self, took: Duration, entries: u64) {
+        self.fdatasyncs.inc();
+        self.fdatasync_seconds.observe(took.as_secs_f64());
+        self.group_commit_entries.observe(entries as f64);
+    }
+
+    /// A frame of `entries` entries and `bytes` entry bytes was appended.
+    pub fn appended(&self, entries: u64, bytes: u64) {
+        self.frames.inc();
+        self.entries.inc_by(entries);
+        self.bytes.inc_by(bytes);
+    }
+
+    /// Counts a FUSE request; its latency is recorded when the guard drops.
+    pub fn fuse_op(&'static self, op: &'static str) -> OpTimer {
+        self.fuse_requests.get_or_create(&OpLabel { op }).inc();
+        OpTimer {
+            op,
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts an errno returned to the kernel.
+    pub fn fuse_error(&self, errno: i32) {
+        self.fuse_errors
+            .get_or_create(&ErrnoLabel {
+                errno: errno.into(),
+            })
+            .inc();
+    }
+}
+
+/// Records a FUSE request's latency when dropped.
+pub struct OpTimer {
+    op: &'static str,
+    started: Instant,
+}
+
+impl Drop for OpTimer {
+    fn drop(&mut self) {
+        global()
+            .fuse_seconds
+            .get_or_create(&OpLabel { op: self.op })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's counters.
+pub fn global() -> &'static Metrics {
+    &METRICS
+}
