@@ -71,13 +71,21 @@ impl Machine {
         let fuse_mode = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o7777;
         std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
         let fuse_conf = std::fs::read(FUSE_CONF).ok();
-        let mut conf = fuse_conf.clone().unwrap_or_default();
-        conf.extend_from_slice(b"\nuser_allow_other\n");
-        std::fs::write(FUSE_CONF, conf).unwrap();
-        Machine {
+        let m = Machine {
             fuse_mode,
             fuse_conf,
+        };
+        m.user_allow_other(true);
+        m
+    }
+
+    /// Writes /etc/fuse.conf as it was, plus `user_allow_other` if asked.
+    fn user_allow_other(&self, on: bool) {
+        let mut conf = self.fuse_conf.clone().unwrap_or_default();
+        if on {
+            conf.extend_from_slice(b"\nuser_allow_other\n");
         }
+        std::fs::write(FUSE_CONF, conf).unwrap();
     }
 
     fn remove_accounts() {
@@ -286,11 +294,30 @@ fn allowed(list: &[(&'static str, bool)]) -> Vec<&'static str> {
 #[test]
 fn who_may_read_append_and_remove() {
     let _serial = serial();
-    let _machine = Machine::set_up();
+    let machine = Machine::set_up();
     let (_t, home) = playground();
     let data = home.join("data");
     let mnt = home.join("mnt");
     let seg = ["--segment-size", "120"];
+
+    // 0. --allow-other for an ordinary user needs user_allow_other: refused
+    //    with the fix named, and nothing left behind.
+    machine.user_allow_other(false);
+    let (ok, said) = as_user_out(
+        OWNER,
+        &format!(
+            "{} mount {} {} --allow-other",
+            env!("CARGO_BIN_EXE_walfs"),
+            data.display(),
+            mnt.display()
+        ),
+    );
+    assert!(
+        !ok && said.contains("user_allow_other") && said.contains("fuse.conf"),
+        "{said}"
+    );
+    assert!(!data.exists() && !is_mounted(&mnt));
+    machine.user_allow_other(true);
 
     // 1. The owner's own mount: nobody else gets in, the owner does all.
     let mut m = UserMount::start(&data, &mnt, &seg);
