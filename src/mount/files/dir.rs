@@ -25,11 +25,20 @@ impl FileOps for StreamDir {
             .find(|(n, _)| n.as_bytes() == name)
             .ok_or(libc::ENOENT)?
             .1;
+        // Each lookup of `append` names a new inode: the kernel takes an
+        // exclusive per-inode lock for every O_APPEND write, so writers in
+        // different processes reach the daemon together (and share an
+        // fdatasync) only through different inodes.
+        let value = if kind == Kind::Append {
+            v.fresh_value()
+        } else {
+            0
+        };
         Ok(Node::In {
             sno: at.sno,
             root_view: at.node == Node::Root,
             kind,
-            value: 0,
+            value,
         })
     }
 
