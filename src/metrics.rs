@@ -44,6 +44,8 @@ pub struct Metrics {
     pub group_commit_entries: Histogram,
     /// FUSE requests by kind.
     pub fuse_requests: Family<OpLabel, Counter>,
+    /// FUSE requests of every kind.
+    pub fuse_requests_all: Counter,
     /// Their latency, by kind.
     pub fuse_seconds: Family<OpLabel, Histogram>,
     /// Errors returned to the kernel, by errno.
@@ -69,6 +71,7 @@ impl Metrics {
             fdatasync_seconds: latency(),
             group_commit_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             fuse_requests: Family::default(),
+            fuse_requests_all: Counter::default(),
             fuse_seconds: Family::new_with_constructor(latency),
             fuse_errors: Family::default(),
             open_handles: Gauge::default(),
@@ -143,6 +146,7 @@ impl Metrics {
     /// Counts a FUSE request; its latency is recorded when the guard drops.
     pub fn fuse_op(&'static self, op: &'static str) -> OpTimer {
         self.fuse_requests.get_or_create(&OpLabel { op }).inc();
+        self.fuse_requests_all.inc();
         OpTimer {
             op,
             started: Instant::now(),
