@@ -70,11 +70,19 @@ impl WalFs {
     }
 
     /// (attribute TTL, name TTL).
+    /// (attribute TTL, entry TTL). A directory's attributes (mode, owner,
+    /// size 0) never change while mounted: caching them spares the kernel
+    /// a GETATTR per path component when it checks permissions
+    /// (`default_permissions`) on every path walk.
     fn ttls(a: &Attr) -> (Duration, Duration) {
-        match a.cache {
+        let (attr, entry) = match a.cache {
             Cache::Live => (LIVE_TTL, LIVE_TTL),
             Cache::Name => (LIVE_TTL, IMMUTABLE_TTL),
             Cache::Immutable => (IMMUTABLE_TTL, IMMUTABLE_TTL),
+        };
+        match a.kind {
+            FileKind::Dir => (IMMUTABLE_TTL, entry),
+            FileKind::File => (attr, entry),
         }
     }
 
