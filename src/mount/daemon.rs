@@ -111,7 +111,10 @@ fn umount_detach(path: &Path) -> std::io::Result<()> {
 
 /// Checks the mountpoint, cleaning a stale mount left by a killed daemon.
 fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
-    match std::fs::metadata(mp) {
+    // A killed daemon's mount answers ENOTCONN, but a stat may still be
+    // served from the attributes the kernel cached: listing it tells.
+    let probe = std::fs::metadata(mp).and_then(|m| std::fs::read_dir(mp).map(|_| m));
+    match probe {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             log::warn!(
                 "{} is a stale mount left by a walfs that was killed; unmounting it",
