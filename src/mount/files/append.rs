@@ -73,12 +73,7 @@ impl FileOps for Append {
     }
 
     fn set_size(&self, size: u64) -> Result<(), Errno> {
-        // `>` and O_TRUNC: there is nothing to cut.
-        if size == 0 {
-            Ok(())
-        } else {
-            Err(libc::EPERM)
-        }
+        super::truncate_to_nothing(size)
     }
 }
 

@@ -44,7 +44,7 @@ impl FileOps for Entries {
         _read: bool,
         write: bool,
     ) -> Result<(Handle, Serve), Errno> {
-        Err(if write { libc::EACCES } else { libc::EISDIR })
+        super::refuse_dir_open(write)
     }
 }
 

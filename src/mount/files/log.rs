@@ -27,19 +27,11 @@ impl FileOps for Log {
         _read: bool,
         write: bool,
     ) -> Result<(Handle, Serve), Errno> {
-        if write {
-            return Err(libc::EACCES);
-        }
         // `log` bypasses the page cache: a page cached from a short read
         // (zero-filled past the old end) can survive the kernel's
         // invalidation while a concurrent read holds it, and a reader would
         // then see zeros where entries are.
-        let serve = Serve {
-            direct: true,
-            no_flush: true,
-            ..Serve::default()
-        };
-        Ok((Handle::Plain, serve))
+        super::open_live_reader(write)
     }
 
     fn read(

@@ -109,6 +109,35 @@ pub(super) trait FileOps: Sync {
     }
 }
 
+/// Opening a file whose contents change under readers (`log`, `stat`):
+/// read-only, served around the page cache.
+pub(super) fn open_live_reader(write: bool) -> Result<(Handle, Serve), Errno> {
+    if write {
+        return Err(libc::EACCES);
+    }
+    let serve = Serve {
+        direct: true,
+        no_flush: true,
+        ..Serve::default()
+    };
+    Ok((Handle::Plain, serve))
+}
+
+/// Opening a directory that takes no writes as a file.
+pub(super) fn refuse_dir_open(write: bool) -> Result<(Handle, Serve), Errno> {
+    Err(if write { libc::EACCES } else { libc::EISDIR })
+}
+
+/// `truncate` to 0 and `O_TRUNC` on a file that only takes new entries:
+/// nothing to cut. Any other size is refused.
+pub(super) fn truncate_to_nothing(size: u64) -> Result<(), Errno> {
+    if size == 0 {
+        Ok(())
+    } else {
+        Err(libc::EPERM)
+    }
+}
+
 /// The table: what each kind of node is.
 pub(super) fn ops(node: Node) -> &'static dyn FileOps {
     match node {

@@ -56,11 +56,7 @@ impl FileOps for Record {
     }
 
     fn set_size(&self, size: u64) -> Result<(), Errno> {
-        if size == 0 {
-            Ok(())
-        } else {
-            Err(libc::EPERM)
-        }
+        super::truncate_to_nothing(size)
     }
 }
 

@@ -56,7 +56,7 @@ impl FileOps for Segments {
         _read: bool,
         write: bool,
     ) -> Result<(Handle, Serve), Errno> {
-        Err(if write { libc::EACCES } else { libc::EISDIR })
+        super::refuse_dir_open(write)
     }
 
     /// Unlinking the oldest sealed segment truncates the stream; every

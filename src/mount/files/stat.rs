@@ -32,15 +32,7 @@ impl FileOps for Stat {
         _read: bool,
         write: bool,
     ) -> Result<(Handle, Serve), Errno> {
-        if write {
-            return Err(libc::EACCES);
-        }
-        let serve = Serve {
-            direct: true,
-            no_flush: true,
-            ..Serve::default()
-        };
-        Ok((Handle::Plain, serve))
+        super::open_live_reader(write)
     }
 
     fn read(
