@@ -79,6 +79,7 @@ impl WalFs {
             Cache::Live => (LIVE_TTL, LIVE_TTL),
             Cache::Name => (LIVE_TTL, IMMUTABLE_TTL),
             Cache::Immutable => (IMMUTABLE_TTL, IMMUTABLE_TTL),
+            Cache::Fixed => (IMMUTABLE_TTL, LIVE_TTL),
         };
         match a.kind {
             FileKind::Dir => (IMMUTABLE_TTL, entry),

@@ -145,6 +145,9 @@ pub enum Cache {
     Name,
     /// Everything: it never changes while it exists.
     Immutable,
+    /// The attributes (they never change), not the name's binding (a
+    /// lookup may name another inode).
+    Fixed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

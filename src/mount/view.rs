@@ -58,8 +58,8 @@ pub struct View {
     stopping: AtomicBool,
     /// Changes refused since stopping began: writers still at work.
     refused: AtomicU64,
-    /// The last inode value handed to a lookup of `append`.
-    append_values: AtomicU64,
+    /// Counts the inodes given to lookups of `append`.
+    append_value: AtomicU64,
 }
 
 impl View {
@@ -107,7 +107,7 @@ impl View {
             },
             stopping: AtomicBool::new(false),
             refused: AtomicU64::new(0),
-            append_values: AtomicU64::new(0),
+            append_value: AtomicU64::new(0),
         };
         view.root = root.map(|r| view.sno(r).expect("fresh numbering"));
         Ok(view)
@@ -118,10 +118,9 @@ impl View {
         &*self.source
     }
 
-    /// A new inode value for `append` (1 .. 2^40, wrapping).
-    pub(super) fn fresh_value(&self) -> u64 {
-        self.append_values.fetch_add(1, Ordering::Relaxed) % ((1 << super::tree::VALUE_BITS) - 1)
-            + 1
+    /// A new inode value for a lookup of `append` (1 .. 2^40, wrapping).
+    pub(super) fn append_value(&self) -> u64 {
+        self.append_value.fetch_add(1, Ordering::Relaxed) % ((1 << super::tree::VALUE_BITS) - 1) + 1
     }
 
     pub(super) fn read_only(&self) -> bool {

@@ -30,12 +30,13 @@ pub struct State {
 
 impl FileOps for Append {
     fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
-        // Nothing about it may be cached: it has no size of its own.
+        // Its attributes never change (cached: the kernel checks them on
+        // every open); its name is looked up every time (see the lookup).
         Ok(Attr::file(
             at.node.ino(),
             0,
             v.modes().append(),
-            Cache::Live,
+            Cache::Fixed,
         ))
     }
 

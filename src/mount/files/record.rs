@@ -24,7 +24,7 @@ impl FileOps for Record {
             at.node.ino(),
             0,
             v.modes().record(),
-            Cache::Live,
+            Cache::Fixed,
         ))
     }
 
