@@ -166,6 +166,11 @@ fn messages_name_the_flag_or_the_fix() {
     let ds = d.to_str().unwrap();
     let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
 
+    // A mistyped command is a usage error, never a mount.
+    let o = walfs(&["stats", ds]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(!d.exists());
+
     let o = walfs(&["append", ds, "--segment-size", "0", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("--segment-size"), "{}", err(&o));

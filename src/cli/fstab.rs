@@ -11,17 +11,17 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Whether `args` (without the program name) are the mount.fuse3 form:
-/// `SOURCE MOUNTPOINT [-o OPTIONS]`, SOURCE not a subcommand.
+/// `SOURCE MOUNTPOINT -o OPTIONS` (mount.fuse3 always passes options), with
+/// SOURCE not a subcommand. Anything else, a mistyped subcommand among
+/// them, goes to the ordinary parser and its usage message.
 pub fn is_fstab_form(args: &[OsString]) -> bool {
     const COMMANDS: [&str; 8] = [
         "mount", "append", "cat", "get", "stat", "verify", "repair", "truncate",
     ];
     match args {
-        [source, _mnt] | [source, _mnt, _, _] => {
+        [source, _mnt, o, _options] if o == "-o" => {
             let s = source.to_string_lossy();
-            !s.starts_with('-')
-                && !COMMANDS.contains(&s.as_ref())
-                && (args.len() == 2 || args[2] == "-o")
+            !s.starts_with('-') && !COMMANDS.contains(&s.as_ref())
         }
         _ => false,
     }
