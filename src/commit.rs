@@ -220,8 +220,8 @@ impl Commit {
             // that beat it, about half of them, and the rest would wait a
             // whole sync more. Wait (at most as long as the last sync took,
             // never more than MAX_GATHER) until as many entries are pending
-            // as the last sync carried. A lone writer never waits: its entry is all
-            // there is.
+            // as the last sync carried. A lone writer never waits: its
+            // entry is all there is.
             let want = st.last_batch;
             if st.written.saturating_sub(st.durable) < want {
                 let deadline = Instant::now() + st.last_sync.min(MAX_GATHER);
@@ -231,10 +231,12 @@ impl Commit {
                     && !self.wrote_cv.wait_until(&mut st, deadline).timed_out()
                 {}
             }
-            if st.durable >= target {
+            if st.durable >= target || st.failed.is_some() {
+                // Made durable meanwhile (a rotation), or failed (another
+                // writer poisoned the stream): the loop says which.
                 st.syncing = false;
                 self.synced.notify_all();
-                return Ok(());
+                continue;
             }
             let (written, written_len, segment) = (st.written, st.written_len, st.segment);
             let file = st.file.clone();

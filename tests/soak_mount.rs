@@ -74,6 +74,21 @@ fn writers_and_readers_together() {
                 .unwrap(),
         );
     }
+    // Each writer's acknowledgements are read as they come: a pipe left
+    // unread fills (64 KiB) and would stall its writer, not the mount.
+    let writers: Vec<_> = writers
+        .into_iter()
+        .map(|mut w| {
+            let out = w.stdout.take().unwrap();
+            let lines = std::thread::spawn(move || {
+                BufReader::new(out)
+                    .lines()
+                    .map_while(Result::ok)
+                    .collect::<Vec<String>>()
+            });
+            (w, lines)
+        })
+        .collect();
     let blob = m.dir.path().join("blob");
     std::fs::write(&blob, vec![7u8; 100_000]).unwrap();
     let recs = Command::new("sh")
@@ -164,11 +179,9 @@ fn writers_and_readers_together() {
     std::fs::remove_file(&run).unwrap();
     let acked: Vec<String> = writers
         .into_iter()
-        .flat_map(|mut w| {
-            let out = w.stdout.take().unwrap();
-            let lines: Vec<String> = BufReader::new(out).lines().map_while(Result::ok).collect();
+        .flat_map(|(mut w, lines)| {
             w.wait().unwrap();
-            lines
+            lines.join().unwrap()
         })
         .collect();
     let mut recs = recs;
