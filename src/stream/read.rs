@@ -180,8 +180,12 @@ impl Stream {
         };
         // Reading from the segment's first byte needs no index (building
         // one would check every crc a second time).
+        // One read should cover the request: `max` entry bytes plus their
+        // frame headers and length prefixes (an eighth more is generous for
+        // any entry over 36 bytes), so a request does not read twice.
+        let chunk = (max + max / 8 + 8192).clamp(1 << 16, 8 << 20);
         let (mut win, found) = if from == 0 {
-            let mut win = self.raw_window(ctx, seg, 1 << 17)?;
+            let mut win = self.raw_window(ctx, seg, chunk)?;
             let found = if win.limit() == 0 {
                 None
             } else {
@@ -189,7 +193,7 @@ impl Stream {
             };
             (win, found)
         } else {
-            let mut win = self.window(ctx, seg, 1 << 17)?;
+            let mut win = self.window(ctx, seg, chunk)?;
             let found = seg.locate_payload(&mut win, from).map_err(read_err)?;
             (win, found)
         };
