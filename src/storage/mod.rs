@@ -229,9 +229,21 @@ fn inherit_group(f: &File, dir: &Path) {
 }
 
 /// Opens for reading and writing, creating the file (private, with its
-/// directory's group) if it is missing; never through a symlink.
+/// directory's group) if it is missing; never through a symlink. The
+/// directory is looked at only when a file is created, not on every open.
 fn open_rw(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    let existing = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match existing() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        r => return r.map_err(|e| named(e, path)),
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     let created = OpenOptions::new()
         .read(true)
@@ -245,12 +257,11 @@ fn open_rw(path: &Path) -> io::Result<File> {
             inherit_group(&f, dir);
             Ok(f)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| named(e, path)),
+        // Created by someone else meanwhile (or a dangling link: refused
+        // by name on the second try).
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            existing().map_err(|e| named(e, path))
+        }
         Err(e) => Err(named(e, path)),
     }
 }
