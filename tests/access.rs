@@ -178,24 +178,9 @@ impl UserMount {
             child: Some(child),
             mnt: mnt.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(is_mounted(mnt) && as_user(OWNER, &format!("test -e {}/stat", mnt.display()))) {
-            if let Some(s) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                m.child
-                    .take()
-                    .unwrap()
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("walfs mount as {OWNER} exited with {s}: {err}");
-            }
-            assert!(Instant::now() < deadline, "the mount did not appear");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::mount::wait_ready(&mut m.child, || {
+            is_mounted(mnt) && as_user(OWNER, &format!("test -e {}/stat", mnt.display()))
+        });
         m
     }
 
@@ -539,6 +524,12 @@ fn symlinks_in_the_data_directory_are_never_followed() {
     // outside the data directory changed.
     let wal = Wal::new(WalOptions::new(&data)).unwrap();
     assert_eq!(wal.get("s", 0).unwrap().unwrap(), b"kept");
+    // Deleting a stream whose directory holds a link to elsewhere removes
+    // the link, never what it points to.
+    wal.append("doomed", b"x").unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("target"), data.join("doomed/escape")).unwrap();
+    wal.delete_stream("doomed").unwrap();
+    assert!(!data.join("doomed").exists());
     drop(wal);
     let mut now = snapshot(&elsewhere);
     now.retain(|p, _| !p.to_string_lossy().starts_with("decoy-"));

@@ -225,13 +225,7 @@ fn a_read_only_filesystem_suggests_read_only() {
         ro.display()
     ));
     assert_eq!(code, 0, "{e}");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            common::mount::detach(&self.0);
-        }
-    }
-    let _guard = Unmount(ro.clone());
+    let _guard = common::mount::DetachOnDrop(ro.clone());
     let mnt = t.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let o = walfs(&["mount", ro.to_str().unwrap(), mnt.to_str().unwrap()]);
@@ -356,15 +350,7 @@ fn mounts_through_mount_fuse3_and_fstab() {
     let data = t.path().join("data");
     let mnt = t.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            if common::mount::is_mounted(&self.0) {
-                common::mount::detach(&self.0);
-            }
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _guard = common::mount::DetachOnDrop(mnt.clone());
     let exe = env!("CARGO_BIN_EXE_walfs");
     let daemon_gone = |mnt: &std::path::Path| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

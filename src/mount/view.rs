@@ -51,7 +51,7 @@ pub struct View {
     logs: Mutex<HashMap<u32, LogMap>>,
     handles: RwLock<HashMap<u64, Arc<Mutex<Handle>>>>,
     next_fh: AtomicU64,
-    read_only: bool,
+    /// What the tree shows, read-only included.
     modes: Modes,
     /// Set when the daemon is asked to stop: every change (open for
     /// writing, write, mkdir, rmdir, unlink) is refused from then on.
@@ -100,7 +100,6 @@ impl View {
             logs: Mutex::default(),
             handles: RwLock::default(),
             next_fh: AtomicU64::new(1),
-            read_only,
             modes: Modes {
                 read_only,
                 ..Modes::default()
@@ -124,7 +123,7 @@ impl View {
     }
 
     pub(super) fn read_only(&self) -> bool {
-        self.read_only
+        self.modes.read_only
     }
 
     /// Shows files and directories with these permission bits
@@ -133,7 +132,7 @@ impl View {
         self.modes = Modes {
             file,
             dir,
-            read_only: self.read_only,
+            read_only: self.modes.read_only,
         };
         self
     }

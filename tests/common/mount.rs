@@ -29,6 +29,34 @@ pub fn detach(mnt: &Path) {
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }
 
+/// Waits (bounded) until `ready`, with the daemon in `child` running; if it
+/// exits first, panics with what it wrote on standard error (piped).
+pub fn wait_ready(child: &mut Option<Child>, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        if let Some(status) = child.as_mut().unwrap().try_wait().unwrap() {
+            let mut err = String::new();
+            let mut c = child.take().unwrap();
+            c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            let _ = c.wait();
+            panic!("walfs mount exited with {status}: {err}");
+        }
+        assert!(Instant::now() < deadline, "mount did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Detaches a mount on drop (and on panic) if it is still there.
+pub struct DetachOnDrop(pub PathBuf);
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            detach(&self.0);
+        }
+    }
+}
+
 impl Mounted {
     /// Mounts a fresh data directory with extra `walfs mount` arguments.
     pub fn start(args: &[&str]) -> Mounted {
@@ -70,23 +98,10 @@ impl Mounted {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(is_mounted(&self.mnt) && self.mnt.join("streams").exists()) {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let mut err = String::new();
-                self.child
-                    .take()
-                    .unwrap()
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("walfs mount exited with {status}: {err}");
-            }
-            assert!(Instant::now() < deadline, "mount did not appear");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mnt = self.mnt.clone();
+        wait_ready(&mut self.child, || {
+            is_mounted(&mnt) && mnt.join("streams").exists()
+        });
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
