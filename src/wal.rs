@@ -461,6 +461,13 @@ impl Wal {
         })
     }
 
+    /// One past the last id already visible, without handing Async-mode
+    /// buffers to the kernel first: for watching what readers may have
+    /// seen (the mount's cache invalidation), not for reading.
+    pub fn published_id(&self, stream: &str) -> u64 {
+        self.stream(stream).map_or(0, |s| s.commit.visible())
+    }
+
     /// The start id of the segment being appended to.
     pub fn current_segment_start_id(&self, stream: &str) -> Option<u64> {
         self.stream(stream).map(|s| s.writer.lock().active.start_id)

@@ -428,7 +428,9 @@ fn serve(
                 while !stop.load(Ordering::Acquire) {
                     epoch = view.source().wait_any(epoch, Duration::from_millis(250));
                     for (sno, name) in view.streams_of_interest() {
-                        let next = view.source().next_id(&name);
+                        // What readers may have seen; never a flush from
+                        // here (it would undo Async mode's batching).
+                        let next = view.source().published_id(&name);
                         if seen.insert(sno, next) == Some(next) {
                             continue;
                         }

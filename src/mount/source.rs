@@ -36,6 +36,11 @@ pub trait LogSource: Send + Sync {
     fn first_id(&self, stream: &str) -> u64;
     /// One past the last readable id.
     fn next_id(&self, stream: &str) -> u64;
+    /// One past the last id already published to readers, with no side
+    /// effect (next_id may first make buffered entries readable).
+    fn published_id(&self, stream: &str) -> u64 {
+        self.next_id(stream)
+    }
     /// The sync mode and compression of the process writing, for `stat`.
     fn modes(&self) -> Option<(SyncMode, CompressionType)>;
     /// The size of entry `id`, None if it is not retained or not yet written.
@@ -98,6 +103,9 @@ impl LogSource for Wal {
     }
     fn next_id(&self, stream: &str) -> u64 {
         Wal::next_id(self, stream)
+    }
+    fn published_id(&self, stream: &str) -> u64 {
+        Wal::published_id(self, stream)
     }
     fn modes(&self) -> Option<(SyncMode, CompressionType)> {
         let o = self.options();
