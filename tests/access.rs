@@ -272,6 +272,18 @@ fn abilities(user: &str, mnt: &Path, tag: &str) -> Vec<(&'static str, bool)> {
     ]
 }
 
+/// Every ability `abilities` checks, in its order.
+const EVERYTHING: [&str; 8] = [
+    "list",
+    "read log",
+    "read entry",
+    "append",
+    "write record",
+    "mkdir stream",
+    "rmdir stream",
+    "rm oldest segment",
+];
+
 fn allowed(list: &[(&'static str, bool)]) -> Vec<&'static str> {
     list.iter().filter(|(_, ok)| *ok).map(|(w, _)| *w).collect()
 }
@@ -349,19 +361,7 @@ fn who_may_read_append_and_remove() {
         Vec::<&str>::new(),
         "another user without --allow-other"
     );
-    assert_eq!(
-        allowed(&abilities(OWNER, &mnt, "w1")),
-        [
-            "list",
-            "read log",
-            "read entry",
-            "append",
-            "write record",
-            "mkdir stream",
-            "rmdir stream",
-            "rm oldest segment"
-        ]
-    );
+    assert_eq!(allowed(&abilities(OWNER, &mnt, "w1")), EVERYTHING);
     m.stop();
 
     // 2. A private data directory: 0700, files 0600, owned by the user.
@@ -396,7 +396,7 @@ fn who_may_read_append_and_remove() {
     );
     let (ok, err) = as_user_out(OTHER, &format!("echo forged >> {}/append", mnt.display()));
     assert!(!ok && err.contains("Permission denied"), "{err}");
-    assert_eq!(allowed(&abilities(OWNER, &mnt, "w2")).len(), 8);
+    assert_eq!(allowed(&abilities(OWNER, &mnt, "w2")), EVERYTHING);
     m.stop();
 
     // 4. The recipe for a group of appenders: --gid and group-writable modes.
@@ -428,16 +428,7 @@ fn who_may_read_append_and_remove() {
     );
     assert_eq!(
         allowed(&abilities(OTHER, &mnt, "o3")),
-        [
-            "list",
-            "read log",
-            "read entry",
-            "append",
-            "write record",
-            "mkdir stream",
-            "rmdir stream",
-            "rm oldest segment"
-        ],
+        EVERYTHING,
         "a member of the group"
     );
     m.stop();
