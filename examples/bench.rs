@@ -383,6 +383,7 @@ impl BenchMount {
             file_mode: 0o644,
             dir_mode: 0o755,
             metrics: None,
+            replicate: None,
         };
         let thread = std::thread::spawn(move || walfs::mount::mount(cfg).unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -100,6 +100,15 @@ pub enum Error {
     /// A write to a log opened read-only.
     ReadOnly,
 
+    /// Another writer took the bucket prefix this log ships to (or the
+    /// bucket diverges): this writer refuses every append.
+    #[error("fenced: {0}")]
+    Fenced(String),
+
+    /// Shipping to the bucket failed or timed out (strict replication).
+    #[error("replication: {0}")]
+    Replication(String),
+
     #[error("invalid configuration: {0}")]
     /// Options that cannot work together, named.
     Config(String),

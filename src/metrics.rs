@@ -52,6 +52,12 @@ pub struct Metrics {
     pub fuse_errors: Family<ErrnoLabel, Counter>,
     /// Files open through the mount.
     pub open_handles: Gauge,
+    /// Entries the bucket's manifest came to cover.
+    pub replicated_entries: Counter,
+    /// PUT requests to the bucket (objects and manifests).
+    pub replica_puts: Counter,
+    /// Upload rounds that wrote a manifest.
+    pub replica_rounds: Counter,
 }
 
 fn latency() -> Histogram {
@@ -75,6 +81,9 @@ impl Metrics {
             fuse_seconds: Family::new_with_constructor(latency),
             fuse_errors: Family::default(),
             open_handles: Gauge::default(),
+            replicated_entries: Counter::default(),
+            replica_puts: Counter::default(),
+            replica_rounds: Counter::default(),
         };
         registry.register("appended_entries", "Entries appended", m.entries.clone());
         registry.register("appended_bytes", "Entry bytes appended", m.bytes.clone());
@@ -118,6 +127,21 @@ impl Metrics {
             "Files open through the mount",
             m.open_handles.clone(),
         );
+        registry.register(
+            "replicated_entries",
+            "Entries the bucket's manifest came to cover",
+            m.replicated_entries.clone(),
+        );
+        registry.register(
+            "replica_puts",
+            "PUT requests to the bucket",
+            m.replica_puts.clone(),
+        );
+        registry.register(
+            "replica_rounds",
+            "Upload rounds that wrote a manifest",
+            m.replica_rounds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -141,6 +165,13 @@ impl Metrics {
         self.frames.inc();
         self.entries.inc_by(entries);
         self.bytes.inc_by(bytes);
+    }
+
+    /// An upload round shipped `entries` with `puts` PUT requests.
+    pub fn replicated(&self, entries: u64, puts: u64) {
+        self.replica_rounds.inc();
+        self.replica_puts.inc_by(puts);
+        self.replicated_entries.inc_by(entries);
     }
 
     /// Counts a FUSE request; its latency is recorded when the guard drops.

@@ -88,6 +88,8 @@ pub struct WalOptions {
     /// Open without the directory lock and never write: recovery reports
     /// but does not cut, appends fail with `Error::ReadOnly`.
     pub read_only: bool,
+    /// Ship every stream to an S3-compatible bucket (ignored read-only).
+    pub replicate: Option<crate::replica::ReplicaOptions>,
 }
 
 impl Default for WalOptions {
@@ -108,6 +110,7 @@ impl Default for WalOptions {
             min_compression_size: 1024,
             archive_path: None,
             read_only: false,
+            replicate: None,
         }
     }
 }

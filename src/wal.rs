@@ -31,6 +31,7 @@ pub(crate) struct Core {
 pub(crate) struct Shared {
     core: Arc<Core>,
     flusher: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
+    replica: Option<crate::replica::Replicator>,
     _lock: Option<DirLock>,
 }
 
@@ -42,6 +43,16 @@ impl std::ops::Deref for Shared {
 }
 
 impl Core {
+    /// Every open stream.
+    pub(crate) fn all_streams(&self) -> Vec<Arc<Stream>> {
+        self.streams.read().values().cloned().collect()
+    }
+
+    /// The stream named `name`, if open.
+    pub(crate) fn stream(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.read().get(name).cloned()
+    }
+
     fn flush_all(&self) {
         let all: Vec<Arc<Stream>> = self.streams.read().values().cloned().collect();
         for s in all {
@@ -155,12 +166,17 @@ impl Wal {
             streams: RwLock::new(streams),
             lifecycle: Mutex::new(()),
         });
+        let replica = match (&core.ctx.opts.replicate, core.ctx.opts.read_only) {
+            (Some(r), false) => Some(crate::replica::Replicator::start(core.clone(), r.clone())?),
+            _ => None,
+        };
         let flusher = (core.ctx.opts.sync_mode == SyncMode::Async && !core.ctx.opts.read_only)
             .then(|| spawn_flusher(core.clone()));
         Ok(Wal {
             inner: Arc::new(Shared {
                 core,
                 flusher,
+                replica,
                 _lock: lock,
             }),
         })
@@ -227,13 +243,20 @@ impl Wal {
             size,
             limit: MAX_BATCH_BYTES as u64,
         })?;
+        if let Some(r) = &self.inner.replica {
+            r.link.check()?;
+        }
         let s = self.stream_or_create(stream)?;
         let buffer = !sync && self.inner.ctx.opts.sync_mode == SyncMode::Async;
-        match s.append(&self.inner.ctx, frame, sync, buffer) {
+        let range = match s.append(&self.inner.ctx, frame, sync, buffer) {
             // Deleted between lookup and append: append to the new one.
-            Err(Error::NoSuchStream(_)) => self.write(stream, entries, sync),
-            r => r,
+            Err(Error::NoSuchStream(_)) => return self.write(stream, entries, sync),
+            r => r?,
+        };
+        if let Some(r) = &self.inner.replica {
+            r.link.appended(stream, range.end)?;
         }
+        Ok(range)
     }
 
     /// Appends one entry and returns its id. Durable on return in Strict mode.
@@ -439,7 +462,11 @@ impl Wal {
     pub fn stream_info(&self, stream: &str) -> Option<StreamInfo> {
         self.stream(stream).map(|s| {
             s.flush_for_read(&self.inner.ctx);
-            s.info(&self.inner.ctx)
+            let mut info = s.info(&self.inner.ctx);
+            if let Some(r) = &self.inner.replica {
+                info.replication = Some(r.link.info(stream, info.durable_id));
+            }
+            info
         })
     }
 
@@ -536,6 +563,12 @@ impl Wal {
         self.inner.ctx.epoch.wait(seen, timeout)
     }
 
+    /// Replication counters since open: upload rounds that wrote a
+    /// manifest, PUT requests, entries shipped (None without replication).
+    pub fn replication_counters(&self) -> Option<(u64, u64, u64)> {
+        self.inner.replica.as_ref().map(|r| r.link.counters())
+    }
+
     /// The data directory.
     pub fn root(&self) -> &Path {
         &self.inner.ctx.opts.root_path
@@ -566,6 +599,10 @@ impl Drop for Shared {
                 log::error!("stream {}: sync at close failed: {e}", s.name);
             }
             s.commit.close();
+        }
+        // Last: ship what the syncs above made durable.
+        if let Some(mut r) = self.replica.take() {
+            r.stop();
         }
     }
 }

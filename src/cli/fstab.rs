@@ -41,7 +41,8 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
             ("ro", None) => Some("--read-only"),
             ("allow_other", None) => Some("--allow-other"),
             ("sync" | "stream" | "compression" | "segment_size" | "threads" | "block_cache"
-            | "uid" | "gid" | "file_mode" | "dir_mode" | "metrics", Some(_)) => None,
+            | "uid" | "gid" | "file_mode" | "dir_mode" | "metrics" | "replicate"
+            | "replicate_sync" | "replicate_interval" | "replicate_timeout", Some(_)) => None,
             (
                 "rw" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime"
                 | "noatime" | "relatime" | "strictatime" | "auto" | "noauto" | "user" | "users"
@@ -49,7 +50,7 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
                 None,
             ) => continue,
             (k, _) if k.starts_with("x-") => continue,
-            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=BYTES, threads=N, block_cache=BYTES, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR")),
+            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=BYTES, threads=N, block_cache=BYTES, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR, replicate=s3://BUCKET/PREFIX, replicate_sync=async|strict, replicate_interval=SECONDS, replicate_timeout=SECONDS")),
         };
         match (flag, value) {
             (Some(f), _) => out.push(f.to_string()),

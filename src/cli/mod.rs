@@ -8,6 +8,7 @@ mod fstab;
 mod get;
 mod mount;
 mod repair;
+mod restore;
 mod stat;
 mod truncate;
 mod verify;
@@ -45,6 +46,9 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Free the sealed segments that hold only ids below ID.
     Truncate(truncate::TruncateArgs),
+    /// Rebuild a data directory from a bucket the log was shipped to
+    /// (`mount --replicate`); DATA must be absent or empty.
+    Restore(restore::RestoreArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -157,6 +161,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => ("verify", verify::run(a)),
         Command::Repair(a) => ("repair", repair::run(a)),
         Command::Truncate(a) => ("truncate", truncate::run(a)),
+        Command::Restore(a) => ("restore", restore::run(a)),
     };
     match result {
         Ok(code) => code,

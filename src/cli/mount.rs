@@ -52,9 +52,71 @@ pub struct MountArgs {
     /// Bytes of decoded frames cached for reads.
     #[arg(long, default_value_t = 64 << 20)]
     block_cache: u64,
+    #[command(flatten)]
+    replica: ReplicaArgs,
+}
+
+#[derive(Args)]
+pub struct ReplicaArgs {
+    /// Ship every stream to an S3-compatible bucket (s3://BUCKET/PREFIX).
+    /// Credentials, region and endpoint come from the AWS environment
+    /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT_URL; AWS_ALLOW_HTTP=true for plain HTTP) or
+    /// ~/.aws/credentials and ~/.aws/config.
+    #[arg(long, value_name = "URL")]
+    replicate: Option<String>,
+    /// async: appends are acknowledged once durable locally, the bucket
+    /// follows within --replicate-interval; strict: once the bucket holds
+    /// them.
+    #[arg(long, value_enum, default_value = "async", requires = "replicate")]
+    replicate_sync: ReplicaSyncArg,
+    /// Async mode: the most the bucket lags under steady load (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, requires = "replicate", value_parser = seconds)]
+    replicate_interval: f64,
+    /// How long a strict-mode append waits for the bucket before it fails
+    /// with ETIMEDOUT; also bounds each request (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, requires = "replicate", value_parser = seconds)]
+    replicate_timeout: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ReplicaSyncArg {
+    /// Acknowledged on local durability.
+    Async,
+    /// Acknowledged once in the bucket.
+    Strict,
+}
+
+impl ReplicaArgs {
+    pub fn options(&self) -> Option<walfs::ReplicaOptions> {
+        self.replicate.as_ref().map(|url| {
+            let mut o = walfs::ReplicaOptions::new(url.clone());
+            o.mode = match self.replicate_sync {
+                ReplicaSyncArg::Async => walfs::ReplicaMode::Async,
+                ReplicaSyncArg::Strict => walfs::ReplicaMode::Strict,
+            };
+            o.interval = std::time::Duration::from_secs_f64(self.replicate_interval);
+            o.timeout = std::time::Duration::from_secs_f64(self.replicate_timeout);
+            o
+        })
+    }
+}
+
+/// A positive number of seconds, at most a day.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400 (for example 1 or 0.25)")),
+    }
 }
 
 pub fn run(a: MountArgs) -> Result<i32, Failure> {
+    if let Some(url) = &a.replica.replicate {
+        walfs::replica::BucketUrl::parse(url).map_err(fail)?;
+        if a.read_only {
+            return Err(fail("--read-only and --replicate do not go together: only a writer ships the log"));
+        }
+    }
     let cfg = walfs::mount::MountConfig {
         data: a.data,
         mountpoint: a.mountpoint,
@@ -74,6 +136,7 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         file_mode: a.file_mode,
         dir_mode: a.dir_mode,
         metrics: a.metrics,
+        replicate: a.replica.options(),
     };
     if let Err(e) = walfs::mount::mount(cfg) {
         // Whoever waits for READY=1 (systemd, `mount -t fuse.walfs`) hears

@@ -52,6 +52,8 @@ pub struct MountConfig {
     /// Where to serve Prometheus metrics over HTTP (`HOST:PORT`, or a port
     /// alone for loopback).
     pub metrics: Option<String>,
+    /// Ship the log to a bucket.
+    pub replicate: Option<crate::ReplicaOptions>,
 }
 
 /// Why the mount could not start, as one line that names the fix.
@@ -308,6 +310,7 @@ fn serve(
     o.max_segment_size = cfg.segment_size;
     o.read_only = cfg.read_only;
     o.block_cache_size = Some(cfg.block_cache);
+    o.replicate = cfg.replicate.clone();
     let wal = match Wal::new(o) {
         Ok(w) => w,
         Err(Error::Locked { path, holder }) => {
@@ -323,6 +326,7 @@ fn serve(
                 data.display()
             ))
         }
+        Err(e @ (Error::Replication(_) | Error::Fenced(_))) => return fail(e.to_string()),
         Err(e) => return fail(format!("cannot open the log in {}: {e}", data.display())),
     };
     let root = root_stream(&wal, cfg.stream.as_deref(), cfg.read_only)?;
@@ -374,7 +378,18 @@ fn serve(
             CompressionType::None => "none",
             CompressionType::Lz4 => "lz4",
         };
-        format!("sync {sync}, compression {compression}")
+        let replica = match &cfg.replicate {
+            Some(r) => format!(
+                ", replicating to {} ({})",
+                r.url,
+                match r.mode {
+                    crate::ReplicaMode::Async => "async",
+                    crate::ReplicaMode::Strict => "strict",
+                }
+            ),
+            None => String::new(),
+        };
+        format!("sync {sync}, compression {compression}{replica}")
     };
     let shown = match &root {
         Some(s) => format!("stream {s}"),

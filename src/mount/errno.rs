@@ -19,9 +19,15 @@ pub fn errno(e: &Error) -> Errno {
         Error::Locked { .. } => libc::EBUSY,
         Error::ReadOnly => libc::EROFS,
         Error::Config(_) => libc::EINVAL,
+        Error::Fenced(_) => libc::ESTALE,
+        Error::Replication(_) => libc::ETIMEDOUT,
     };
     match e {
-        Error::Corruption { .. } | Error::Damaged { .. } | Error::Io(_) => log::error!("{e}"),
+        Error::Corruption { .. }
+        | Error::Damaged { .. }
+        | Error::Io(_)
+        | Error::Fenced(_)
+        | Error::Replication(_) => log::error!("{e}"),
         _ => log::debug!("{e}"),
     }
     code

@@ -29,6 +29,8 @@ mod read;
 mod retention;
 mod write;
 
+pub use read::ShipView;
+
 use crate::cache::{BlockCache, Lru};
 use crate::commit::Commit;
 use crate::format::{self};
@@ -106,6 +108,8 @@ pub struct StreamInfo {
     pub active_segment: u64,
     /// Structural damage that makes the stream refuse writes.
     pub damaged: Option<String>,
+    /// Shipping to a bucket, when the log replicates.
+    pub replication: Option<crate::replica::ReplicaInfo>,
 }
 
 impl StreamInfo {
@@ -125,6 +129,12 @@ impl StreamInfo {
         );
         if let Some(d) = &self.damaged {
             t.push_str(&format!("damaged: {d}\n"));
+        }
+        if let Some(r) = &self.replication {
+            t.push_str(&format!(
+                "replicated_id: {}\nreplication: {}\nreplication_lag_ms: {}\nreplica: {}\n",
+                r.replicated_id, r.state, r.lag_ms, r.url
+            ));
         }
         if let Some((sync, compression)) = modes {
             let sync = match sync {

@@ -241,6 +241,59 @@ impl Stream {
             bytes,
             active_segment: segs.last().map_or(0, |s| s.start_id),
             damaged: self.damaged.clone(),
+            replication: None,
+        }
+    }
+}
+
+/// One segment as the shipper sees it.
+pub struct ShipSegment {
+    pub start_id: u64,
+    pub path: std::path::PathBuf,
+    /// Bytes durable on disk (whole frames).
+    pub len: u64,
+    /// One past the last durable id it holds.
+    pub end_id: u64,
+    pub sealed: bool,
+}
+
+/// What of a stream is durable locally, consistently: sealed segments
+/// whole, the active one up to its last synced frame.
+pub struct ShipView {
+    pub segments: Vec<ShipSegment>,
+    /// One past the last durable id.
+    pub durable_id: u64,
+}
+
+impl Stream {
+    pub fn ship_view(&self) -> ShipView {
+        // Lock order: commit.state before segs, as the writer takes them.
+        let st = self.commit.state.lock();
+        let segs = self.segs.read();
+        let mut segments = Vec::with_capacity(segs.len());
+        for seg in segs.values().filter(|g| !g.missing) {
+            let e = seg.extent();
+            if seg.start_id < st.segment {
+                segments.push(ShipSegment {
+                    start_id: seg.start_id,
+                    path: seg.path.clone(),
+                    len: e.len,
+                    end_id: e.end_id,
+                    sealed: true,
+                });
+            } else if seg.start_id == st.segment {
+                segments.push(ShipSegment {
+                    start_id: seg.start_id,
+                    path: seg.path.clone(),
+                    len: st.durable_len,
+                    end_id: st.durable,
+                    sealed: false,
+                });
+            }
+        }
+        ShipView {
+            segments,
+            durable_id: st.durable,
         }
     }
 }

@@ -1,0 +1,47 @@
+//! `walfs restore`: a data directory rebuilt from a bucket.
+
+use super::{fail, Failure, Progress};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The bucket address the log was shipped to (s3://BUCKET/PREFIX).
+    url: String,
+    /// The data directory to create (absent or empty).
+    data: PathBuf,
+    /// Print progress lines on standard error even when it is not a
+    /// terminal (on a terminal a progress bar is always shown).
+    #[arg(long)]
+    progress: bool,
+    /// How long each request may take, retries included (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = super::mount::seconds)]
+    timeout: f64,
+}
+
+pub fn run(a: RestoreArgs) -> Result<i32, Failure> {
+    walfs::replica::BucketUrl::parse(&a.url).map_err(fail)?;
+    let started = Instant::now();
+    let mut progress = Progress::new("restoring", a.progress);
+    let r = walfs::replica::restore(
+        &a.url,
+        &a.data,
+        std::time::Duration::from_secs_f64(a.timeout),
+        &mut |d, t| progress.update(d, t),
+    )?;
+    progress.finish();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "restored {} streams, {} segments, {} entries ({} bytes from {} objects, epoch {}) into {} in {secs:.1}s ({:.1} MB/s); `walfs verify` finds it sound",
+        r.streams,
+        r.segments,
+        r.entries,
+        r.bytes,
+        r.objects,
+        r.epoch,
+        a.data.display(),
+        r.bytes as f64 / 1e6 / secs.max(1e-9),
+    );
+    Ok(0)
+}

@@ -1,0 +1,213 @@
+//! The manifest: the one object that says what the bucket holds, and the
+//! fence. Data objects are immutable and named after the epoch of the
+//! writer that made them, so two writers never write the same key.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The manifest's key under the prefix.
+pub const MANIFEST: &str = "manifest.json";
+/// What `format` holds, so a stray JSON object is never taken for one.
+pub const FORMAT: &str = "walfs-manifest";
+/// The layout version this code writes and reads.
+pub const VERSION: u32 = 1;
+/// Parts of an active segment are merged, four of one level into one of
+/// the next, so a segment never has more than 3 per level.
+pub const MERGE_FAN_IN: usize = 4;
+
+/// The bucket's table of contents.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`VERSION`].
+    pub version: u32,
+    /// Advanced by every writer that takes the prefix.
+    pub epoch: u64,
+    /// Who wrote it (host and pid), for people.
+    pub writer: String,
+    /// Milliseconds since the Unix epoch of the write, for people and lag.
+    pub updated_ms: u64,
+    /// Per stream, in name order.
+    pub streams: BTreeMap<String, StreamManifest>,
+}
+
+/// One stream in the bucket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamManifest {
+    /// One past the last id in the bucket.
+    pub next_id: u64,
+    /// Segments in id order; history truncated locally stays here.
+    pub segments: Vec<SegmentManifest>,
+}
+
+/// One segment in the bucket: its bytes are its objects, concatenated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentManifest {
+    /// Its first id (its file name).
+    pub start_id: u64,
+    /// One past its last id in the bucket.
+    pub end_id: u64,
+    /// Bytes in the bucket (whole frames).
+    pub len: u64,
+    /// Sealed: one object, byte-identical to the local file.
+    pub sealed: bool,
+    /// Objects covering `0..len`, in order, without gaps.
+    pub objects: Vec<ObjectRef>,
+}
+
+/// One immutable object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// Its key, relative to the prefix.
+    pub key: String,
+    /// Its first byte's offset in the segment.
+    pub offset: u64,
+    /// Its size.
+    pub len: u64,
+    /// crc32 (IEEE, as crc32fast) of its bytes.
+    pub crc32: u32,
+    /// Merge level of an active segment's part (0 for a fresh one).
+    #[serde(default)]
+    pub level: u32,
+}
+
+impl Manifest {
+    /// An empty manifest at `epoch`.
+    pub fn empty(epoch: u64) -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            epoch,
+            writer: String::new(),
+            updated_ms: 0,
+            streams: BTreeMap::new(),
+        }
+    }
+
+    /// Parses and checks a manifest's bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, String> {
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a walfs manifest: {e}"))?;
+        if m.format != FORMAT {
+            return Err(format!("not a walfs manifest (format {:?})", m.format));
+        }
+        if m.version != VERSION {
+            return Err(format!(
+                "manifest version {} is not supported (this walfs reads {VERSION})",
+                m.version
+            ));
+        }
+        for (name, s) in &m.streams {
+            if !crate::format::validate_stream_name(name) {
+                return Err(format!("manifest names an invalid stream {name:?}"));
+            }
+            for seg in &s.segments {
+                let mut at = 0;
+                for o in &seg.objects {
+                    if o.offset != at || !valid_key(&o.key) {
+                        return Err(format!(
+                            "manifest: stream {name} segment {} has a gap or a bad key at byte {at}",
+                            seg.start_id
+                        ));
+                    }
+                    at += o.len;
+                }
+                if at != seg.len || seg.end_id < seg.start_id {
+                    return Err(format!(
+                        "manifest: stream {name} segment {} is inconsistent",
+                        seg.start_id
+                    ));
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// The manifest's bytes (pretty JSON: people read it).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a manifest always serializes")
+    }
+
+    /// Every key the manifest references.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.streams
+            .values()
+            .flat_map(|s| s.segments.iter())
+            .flat_map(|g| g.objects.iter())
+            .map(|o| o.key.as_str())
+    }
+}
+
+/// A key stays inside the prefix: no absolute path, no `..`.
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
+}
+
+/// The key of a sealed segment's object.
+pub fn sealed_key(stream: &str, start_id: u64, epoch: u64) -> String {
+    format!(
+        "{stream}/{}.e{epoch}.wal",
+        crate::format::segment_name(start_id).trim_end_matches(".wal")
+    )
+}
+
+/// The key of bytes `from..to` of an active segment.
+pub fn part_key(stream: &str, start_id: u64, epoch: u64, from: u64, to: u64) -> String {
+    format!(
+        "{stream}/{}.e{epoch}.{from:020}-{to:020}.part",
+        crate::format::segment_name(start_id).trim_end_matches(".wal")
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_round_trips_and_bad_ones_are_refused() {
+        let mut m = Manifest::empty(3);
+        m.streams.insert(
+            "default".into(),
+            StreamManifest {
+                next_id: 10,
+                segments: vec![SegmentManifest {
+                    start_id: 0,
+                    end_id: 10,
+                    len: 100,
+                    sealed: true,
+                    objects: vec![ObjectRef {
+                        key: sealed_key("default", 0, 3),
+                        offset: 0,
+                        len: 100,
+                        crc32: 7,
+                        level: 0,
+                    }],
+                }],
+            },
+        );
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        assert_eq!(
+            m.keys().collect::<Vec<_>>(),
+            ["default/00000000000000000000.e3.wal"]
+        );
+        let mut gap = m.clone();
+        gap.streams.get_mut("default").unwrap().segments[0].objects[0].offset = 1;
+        assert!(Manifest::decode(&gap.encode()).unwrap_err().contains("gap"));
+        let mut escape = m.clone();
+        escape.streams.get_mut("default").unwrap().segments[0].objects[0].key = "../x".into();
+        assert!(Manifest::decode(&escape.encode()).is_err());
+        assert!(Manifest::decode(b"{}").is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! Shipping a log to S3-compatible object storage, and restoring it.
+//!
+//! - `store.rs`: the bucket client (object_store's S3 client, configured
+//!   from the AWS environment and files, on a runtime of its own);
+//! - `manifest.rs`: the manifest, the bucket's single commit point;
+//! - `ship.rs`: the shipping thread: takeover (fencing), upload rounds,
+//!   part merging;
+//! - `restore.rs`: a data directory rebuilt from the bucket.
+//!
+//! How it fits the engine: appends never wait for the bucket in async
+//! mode; in strict mode they wait (bounded) until a manifest that covers
+//! them is written. A writer whose conditional manifest write fails has
+//! been fenced and refuses every later append.
+
+pub mod manifest;
+mod restore;
+mod ship;
+pub mod store;
+
+pub use restore::{restore, RestoreReport};
+
+/// The manifest at `url`, or None if the prefix holds none.
+pub fn read_manifest(url: &str, timeout: Duration) -> crate::Result<Option<manifest::Manifest>> {
+    let u = BucketUrl::parse(url).map_err(crate::Error::Config)?;
+    let b = store::Bucket::open(&u, timeout).map_err(crate::Error::Replication)?;
+    match b.get_manifest() {
+        Ok(None) => Ok(None),
+        Ok(Some((bytes, _))) => manifest::Manifest::decode(&bytes)
+            .map(Some)
+            .map_err(|e| crate::Error::Replication(format!("{u}: {e}"))),
+        Err(f) => Err(crate::Error::Replication(format!("{u}: {f}"))),
+    }
+}
+pub(crate) use ship::Replicator;
+pub use store::BucketUrl;
+
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// When an append is acknowledged, relative to the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaMode {
+    /// On local durability; the bucket follows within `interval`.
+    Async,
+    /// Once the bucket's manifest covers the entry.
+    Strict,
+}
+
+/// Where and how a writer ships its log.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// `s3://BUCKET/PREFIX`.
+    pub url: String,
+    /// When appends are acknowledged.
+    pub mode: ReplicaMode,
+    /// Async mode: the longest the bucket lags behind local durability
+    /// under steady load (plus one upload round).
+    pub interval: Duration,
+    /// Strict mode: how long an append waits for the bucket before it
+    /// fails; also bounds each request.
+    pub timeout: Duration,
+}
+
+impl ReplicaOptions {
+    /// Async shipping to `url`, 1 s interval, 10 s timeout.
+    pub fn new(url: impl Into<String>) -> ReplicaOptions {
+        ReplicaOptions {
+            url: url.into(),
+            mode: ReplicaMode::Async,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The shipping state, as `stat` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Not yet in touch with the bucket.
+    Connecting,
+    /// Everything durable locally is in the bucket, or on its way.
+    Ok,
+    /// The last attempt failed; retrying.
+    Unreachable(String),
+    /// Another writer took the prefix, or the bucket diverges: this writer
+    /// never writes to the bucket again and refuses appends.
+    Fenced(String),
+}
+
+/// Replication facts of one stream, for `stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    /// One past the last id the bucket's manifest covers.
+    pub replicated_id: u64,
+    /// `ok`, `behind`, `connecting`, `unreachable` or `fenced`.
+    pub state: String,
+    /// How long the oldest entry not yet in the bucket has waited, in ms
+    /// (0 when the bucket has everything).
+    pub lag_ms: u64,
+    /// The bucket address.
+    pub url: String,
+}
+
+#[derive(Default)]
+struct Counters {
+    rounds: u64,
+    puts: u64,
+    entries: u64,
+}
+
+struct LinkState {
+    phase: Phase,
+    /// Per stream: one past the last id the bucket holds.
+    shipped: HashMap<String, u64>,
+    /// Per stream: since when something appended has not been shipped.
+    behind_since: HashMap<String, Instant>,
+    /// Strict-mode appenders waiting for a round.
+    waiters: usize,
+    stop: bool,
+    counters: Counters,
+}
+
+/// What appenders and the shipping thread share.
+pub(crate) struct Link {
+    opts: ReplicaOptions,
+    state: Mutex<LinkState>,
+    /// Signalled when shipped ids advance or the phase changes.
+    progress: Condvar,
+    /// Signalled to start a round early (strict waiters, stop).
+    wake: Condvar,
+}
+
+impl Link {
+    fn new(opts: ReplicaOptions) -> Link {
+        Link {
+            opts,
+            state: Mutex::new(LinkState {
+                phase: Phase::Connecting,
+                shipped: HashMap::new(),
+                behind_since: HashMap::new(),
+                waiters: 0,
+                stop: false,
+                counters: Counters::default(),
+            }),
+            progress: Condvar::new(),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Refuses appends once fenced.
+    pub fn check(&self) -> crate::Result<()> {
+        match &self.state.lock().phase {
+            Phase::Fenced(why) => Err(crate::Error::Fenced(why.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Called after entries below `end` were appended to `stream`; in
+    /// strict mode, returns once the bucket holds them (the shipper makes
+    /// them durable locally first).
+    pub fn appended(&self, stream: &str, end: u64) -> crate::Result<()> {
+        let mut st = self.state.lock();
+        if !st.behind_since.contains_key(stream)
+            && st.shipped.get(stream).copied().unwrap_or(0) < end
+        {
+            st.behind_since.insert(stream.to_owned(), Instant::now());
+        }
+        if self.opts.mode != ReplicaMode::Strict {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.opts.timeout;
+        st.waiters += 1;
+        self.wake.notify_one();
+        let r = loop {
+            if let Phase::Fenced(why) = &st.phase {
+                break Err(crate::Error::Fenced(why.clone()));
+            }
+            if st.shipped.get(stream).copied().unwrap_or(0) >= end {
+                break Ok(());
+            }
+            if st.stop {
+                break Err(crate::Error::Replication(
+                    "the log closed before the bucket had the entry".into(),
+                ));
+            }
+            if self.progress.wait_until(&mut st, deadline).timed_out() {
+                let why = match &st.phase {
+                    Phase::Unreachable(m) => format!(": {m}"),
+                    _ => String::new(),
+                };
+                break Err(crate::Error::Replication(format!(
+                    "the bucket did not confirm the entry within {:?}{why}",
+                    self.opts.timeout
+                )));
+            }
+        };
+        st.waiters -= 1;
+        r
+    }
+
+    /// `stat`'s view of `stream`.
+    pub fn info(&self, stream: &str, durable: u64) -> ReplicaInfo {
+        let st = self.state.lock();
+        let replicated_id = st.shipped.get(stream).copied().unwrap_or(0);
+        let lag_ms = if replicated_id >= durable {
+            0
+        } else {
+            st.behind_since
+                .get(stream)
+                .map_or(0, |t| t.elapsed().as_millis() as u64)
+        };
+        let state = match &st.phase {
+            Phase::Connecting => "connecting".into(),
+            Phase::Unreachable(m) => format!("unreachable ({m})"),
+            Phase::Fenced(m) => format!("fenced ({m})"),
+            Phase::Ok if lag_ms > 2 * self.opts.interval.as_millis() as u64 + 1000 => {
+                "behind".into()
+            }
+            Phase::Ok => "ok".into(),
+        };
+        ReplicaInfo {
+            replicated_id,
+            state,
+            lag_ms,
+            url: self.opts.url.clone(),
+        }
+    }
+
+    /// Upload rounds that wrote a manifest, PUT requests, and entries
+    /// shipped, since start.
+    pub fn counters(&self) -> (u64, u64, u64) {
+        let c = &self.state.lock().counters;
+        (c.rounds, c.puts, c.entries)
+    }
+}

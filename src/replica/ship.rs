@@ -1,0 +1,568 @@
+//! The shipping thread: takes the prefix (advancing the epoch with a
+//! conditional write), then in rounds uploads what became durable locally
+//! and commits it with one conditional manifest write.
+//!
+//! A round, per stream: each sealed segment the manifest does not hold
+//! sealed goes up whole (byte-identical to the file); the active segment's
+//! newly durable bytes go up as one part. Parts merge four of a level into
+//! one of the next level (read back from the local file), so a long-lived
+//! active segment holds at most 3 parts per level, about 3·log4(rounds).
+//! Objects are written before the manifest that references them, and
+//! superseded objects are deleted only after it.
+
+use super::manifest::{self, Manifest, ObjectRef, SegmentManifest, MERGE_FAN_IN};
+use super::store::{Bucket, BucketUrl, Fault};
+use super::{Link, Phase, ReplicaMode, ReplicaOptions};
+use crate::error::{Error, Result};
+use crate::options::SyncMode;
+use crate::stream::Stream;
+use crate::wal::Core;
+use bytes::Bytes;
+use object_store::UpdateVersion;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The shipping thread and its link to appenders.
+pub(crate) struct Replicator {
+    pub link: Arc<Link>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum Takeover {
+    /// Retry later (the bucket is unreachable).
+    Retry(String),
+    /// Never: the prefix belongs to someone else, or diverges.
+    Fatal(String),
+}
+
+struct Shipper {
+    core: Arc<Core>,
+    bucket: Bucket,
+    link: Arc<Link>,
+    /// The manifest this writer last wrote, and its version; None until
+    /// the prefix is taken.
+    manifest: Option<(Manifest, UpdateVersion)>,
+    /// Waiters the last strict round carried: how many to gather.
+    last_waiters: usize,
+    last_round: Duration,
+}
+
+impl Replicator {
+    /// Connects and takes the prefix. A refusal (credentials, missing
+    /// bucket, another writer, a bucket ahead of the local log) is an
+    /// error; an unreachable bucket is retried in the background.
+    pub fn start(core: Arc<Core>, opts: ReplicaOptions) -> Result<Replicator> {
+        let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
+        let bucket = Bucket::open(&url, opts.timeout).map_err(Error::Replication)?;
+        let link = Arc::new(Link::new(opts));
+        let mut shipper = Shipper {
+            core,
+            bucket,
+            link: link.clone(),
+            manifest: None,
+            last_waiters: 0,
+            last_round: Duration::ZERO,
+        };
+        match shipper.take_over() {
+            Ok(()) => {}
+            Err(Takeover::Fatal(m)) => return Err(Error::Replication(m)),
+            Err(Takeover::Retry(m)) => {
+                log::warn!("replication to {url}: the bucket is unreachable ({m}); appends go on locally and shipping starts when it answers");
+                link.state.lock().phase = Phase::Unreachable(m);
+            }
+        }
+        let thread = std::thread::Builder::new()
+            .name("walfs-replicate".into())
+            .spawn(move || shipper.run())
+            .map_err(Error::Io)?;
+        Ok(Replicator {
+            link,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ships what is durable (one last round) and stops the thread.
+    pub fn stop(&mut self) {
+        self.link.state.lock().stop = true;
+        self.link.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Bytes `from..to` of a local file.
+fn read_range(path: &Path, from: u64, to: u64) -> std::io::Result<Bytes> {
+    let f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; (to - from) as usize];
+    f.read_exact_at(&mut buf, from)?;
+    Ok(Bytes::from(buf))
+}
+
+fn object(key: String, offset: u64, bytes: &Bytes, level: u32) -> ObjectRef {
+    ObjectRef {
+        key,
+        offset,
+        len: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes),
+        level,
+    }
+}
+
+fn writer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host} pid {}", std::process::id())
+}
+
+fn ahead_message(url: &BucketUrl, what: String) -> String {
+    format!(
+        "{what}: the bucket at {url} is ahead of, or diverges from, this data directory; rebuild a data directory from it with `walfs restore {url} NEW_DATA`, or ship to another prefix"
+    )
+}
+
+impl Shipper {
+    fn ctx(&self) -> &crate::stream::Ctx {
+        &self.core.ctx
+    }
+
+    fn take_over(&mut self) -> std::result::Result<(), Takeover> {
+        let url = self.bucket.url.clone();
+        let classify = |f: Fault| match f {
+            Fault::Refused(m) => Takeover::Fatal(format!("{url}: {m}")),
+            Fault::Conflict => Takeover::Fatal("another writer took the prefix at the same moment".into()),
+            f => Takeover::Retry(f.to_string()),
+        };
+        let (current, expected) = match self.bucket.get_manifest().map_err(classify)? {
+            None => {
+                // A GET of a missing bucket is also "not found": listing
+                // tells the two apart.
+                self.bucket.list().map_err(classify)?;
+                (Manifest::empty(0), None)
+            }
+            Some((bytes, v)) => (
+                Manifest::decode(&bytes)
+                    .map_err(|m| Takeover::Fatal(format!("{url}/{}: {m}", manifest::MANIFEST)))?,
+                Some(v),
+            ),
+        };
+        self.check_against_local(&current)
+            .map_err(|m| Takeover::Fatal(ahead_message(&url, m)))?;
+        let mut next = current.clone();
+        next.epoch += 1;
+        next.writer = writer_name();
+        next.updated_ms = manifest::now_ms();
+        let version = self
+            .bucket
+            .put_manifest(next.encode(), expected)
+            .map_err(|f| match f {
+                Fault::Conflict => Takeover::Fatal(format!(
+                    "another writer took {url} at the same moment (epoch {}); this one stands down",
+                    current.epoch + 1
+                )),
+                f => classify(f),
+            })?;
+        // Objects no manifest references are leftovers of a writer killed
+        // mid-round or fenced: nobody will ever reference them.
+        let referenced: std::collections::HashSet<&str> = next.keys().collect();
+        if let Ok(all) = self.bucket.list() {
+            let orphans: Vec<String> = all
+                .into_iter()
+                .filter(|k| k != manifest::MANIFEST && !referenced.contains(k.as_str()))
+                .filter(|k| k.ends_with(".wal") || k.ends_with(".part"))
+                .collect();
+            if !orphans.is_empty() {
+                log::info!("replication: removing {} unreferenced objects left by an earlier writer", orphans.len());
+                if let Err(f) = self.bucket.delete_all(orphans) {
+                    log::warn!("replication: removing unreferenced objects failed: {f}");
+                }
+            }
+        }
+        {
+            let mut st = self.link.state.lock();
+            for (name, s) in &next.streams {
+                st.shipped.insert(name.clone(), s.next_id);
+            }
+            st.phase = Phase::Ok;
+        }
+        self.link.progress.notify_all();
+        log::info!(
+            "replication: took {url} at epoch {} ({} streams in the bucket)",
+            next.epoch,
+            next.streams.len()
+        );
+        self.manifest = Some((next, version));
+        Ok(())
+    }
+
+    /// The manifest must describe a prefix of what this directory holds.
+    fn check_against_local(&self, m: &Manifest) -> std::result::Result<(), String> {
+        for (name, sm) in &m.streams {
+            if sm.next_id == 0 {
+                continue;
+            }
+            let Some(s) = self.core.stream(name) else {
+                return Err(format!(
+                    "the bucket holds stream {name} up to id {}, this directory has no such stream",
+                    sm.next_id
+                ));
+            };
+            let view = s.ship_view();
+            if view.durable_id < sm.next_id {
+                return Err(format!(
+                    "the bucket holds stream {name} up to id {}, this directory only up to {}",
+                    sm.next_id, view.durable_id
+                ));
+            }
+            let first_local = view.segments.first().map_or(u64::MAX, |g| g.start_id);
+            for (i, mseg) in sm.segments.iter().enumerate() {
+                let Some(local) = view.segments.iter().find(|g| g.start_id == mseg.start_id) else {
+                    if mseg.start_id < first_local {
+                        continue; // truncated here, kept in the bucket
+                    }
+                    return Err(format!(
+                        "stream {name}: the bucket has segment {} that this directory lacks",
+                        mseg.start_id
+                    ));
+                };
+                if local.len < mseg.len || (mseg.sealed && local.len != mseg.len) {
+                    return Err(format!(
+                        "stream {name}: segment {} holds {} bytes here and {} in the bucket",
+                        mseg.start_id, local.len, mseg.len
+                    ));
+                }
+                // The newest segment is where a diverging writer would
+                // differ: compare its bytes.
+                if i + 1 == sm.segments.len() {
+                    for o in &mseg.objects {
+                        let bytes = read_range(&local.path, o.offset, o.offset + o.len)
+                            .map_err(|e| format!("reading {}: {e}", local.path.display()))?;
+                        if crc32fast::hash(&bytes) != o.crc32 {
+                            return Err(format!(
+                                "stream {name}: bytes {}..{} of segment {} differ from the bucket's",
+                                o.offset,
+                                o.offset + o.len,
+                                mseg.start_id
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(mut self) {
+        let interval = self.link.opts.interval;
+        let strict = self.link.opts.mode == ReplicaMode::Strict;
+        let mut last_round = Instant::now();
+        loop {
+            let stopping = {
+                let mut st = self.link.state.lock();
+                loop {
+                    if st.stop {
+                        break;
+                    }
+                    if st.waiters > 0 && self.manifest.is_some() {
+                        // Gather the writers a round carried last time
+                        // (they are appending again), for at most about
+                        // one round's time.
+                        let until = Instant::now()
+                            + self.last_round.min(Duration::from_millis(20));
+                        while st.waiters < self.last_waiters && !st.stop {
+                            if self.link.wake.wait_until(&mut st, until).timed_out() {
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                    let due = last_round + interval;
+                    if Instant::now() >= due {
+                        break;
+                    }
+                    self.link.wake.wait_until(&mut st, due);
+                }
+                if let Phase::Fenced(_) = st.phase {
+                    if st.stop {
+                        return;
+                    }
+                    // Fenced for good: wait for the end.
+                    while !st.stop {
+                        self.link.wake.wait(&mut st);
+                    }
+                    return;
+                }
+                st.stop
+            };
+            last_round = Instant::now();
+            if self.manifest.is_none() {
+                match self.take_over() {
+                    Ok(()) => {}
+                    Err(Takeover::Retry(m)) => {
+                        self.set_unreachable(m);
+                        if stopping {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(Takeover::Fatal(m)) => {
+                        self.fence(m);
+                        continue;
+                    }
+                }
+            }
+            let waiters = self.link.state.lock().waiters;
+            let started = Instant::now();
+            match self.round() {
+                Ok(()) => {
+                    self.last_round = started.elapsed();
+                    if strict {
+                        self.last_waiters = waiters;
+                    }
+                    let mut st = self.link.state.lock();
+                    if st.phase != Phase::Ok {
+                        log::info!("replication to {}: shipping again", self.bucket.url);
+                        st.phase = Phase::Ok;
+                    }
+                }
+                Err(Fault::Conflict) => {
+                    let url = self.bucket.url.clone();
+                    self.fence(format!("another writer took {url}: a conditional manifest write lost; this daemon no longer acknowledges appends"));
+                }
+                Err(f) => self.set_unreachable(f.to_string()),
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    fn set_unreachable(&self, m: String) {
+        let mut st = self.link.state.lock();
+        if !matches!(st.phase, Phase::Unreachable(_)) {
+            log::warn!("replication to {}: {m}; retrying", self.bucket.url);
+        }
+        st.phase = Phase::Unreachable(m);
+        drop(st);
+        self.link.progress.notify_all();
+    }
+
+    fn fence(&self, m: String) {
+        log::error!("replication: fenced: {m}");
+        self.link.state.lock().phase = Phase::Fenced(m);
+        self.link.progress.notify_all();
+    }
+
+    /// One upload round and its manifest write.
+    fn round(&mut self) -> std::result::Result<(), Fault> {
+        let (current, version) = self.manifest.clone().expect("the prefix is taken");
+        let epoch = current.epoch;
+        let mut next = current.clone();
+        let mut uploads: Vec<(String, Bytes)> = Vec::new();
+        let mut superseded: Vec<String> = Vec::new();
+        let snapshot = Instant::now();
+        let mut ends: Vec<(String, u64)> = Vec::new();
+        for s in self.core.all_streams() {
+            if s.damaged.is_some() {
+                continue;
+            }
+            if self.ctx().opts.sync_mode != SyncMode::Strict && s.writer.lock().poisoned.is_none() {
+                // Only what is durable locally is shipped.
+                if let Err(e) = s.sync(self.ctx()) {
+                    log::warn!("replication: syncing stream {} failed: {e}", s.name);
+                }
+            }
+            let view = s.ship_view();
+            let sm = next.streams.entry(s.name.clone()).or_default();
+            if view.durable_id < sm.next_id {
+                log::warn!(
+                    "replication: stream {} holds fewer ids here ({}) than in the bucket ({}): not shipped",
+                    s.name, view.durable_id, sm.next_id
+                );
+                continue;
+            }
+            ship_stream(&s, &view, sm, epoch, &mut uploads, &mut superseded);
+            ends.push((s.name.clone(), sm.next_id));
+        }
+        if uploads.is_empty() && next.streams == current.streams {
+            self.settle(&ends, snapshot, 0);
+            return Ok(());
+        }
+        let puts = uploads.len() as u64 + 1;
+        self.bucket.put_all(uploads)?;
+        next.updated_ms = manifest::now_ms();
+        next.writer = current.writer.clone();
+        let version = self.bucket.put_manifest(next.encode(), Some(version))?;
+        let shipped: u64 = next
+            .streams
+            .iter()
+            .map(|(n, s)| s.next_id - current.streams.get(n).map_or(0, |c| c.next_id))
+            .sum();
+        self.manifest = Some((next, version));
+        self.settle(&ends, snapshot, puts);
+        {
+            let mut st = self.link.state.lock();
+            st.counters.rounds += 1;
+            st.counters.entries += shipped;
+        }
+        crate::metrics::global().replicated(shipped, puts);
+        if !superseded.is_empty() {
+            if let Err(f) = self.bucket.delete_all(superseded) {
+                log::warn!("replication: removing superseded objects failed ({f}); the next writer removes them");
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes what the bucket now holds and wakes waiters.
+    fn settle(&self, ends: &[(String, u64)], snapshot: Instant, puts: u64) {
+        let mut st = self.link.state.lock();
+        st.counters.puts += puts;
+        for (name, end) in ends {
+            st.shipped.insert(name.clone(), *end);
+            let appended = self.core.stream(name).map_or(0, |s| s.appended());
+            if appended <= *end {
+                st.behind_since.remove(name);
+            } else {
+                let since = st.behind_since.entry(name.clone()).or_insert(snapshot);
+                if *since < snapshot {
+                    *since = snapshot;
+                }
+            }
+        }
+        drop(st);
+        self.link.progress.notify_all();
+    }
+}
+
+/// Adds to `uploads` what `sm` lacks of the local stream, and updates `sm`.
+fn ship_stream(
+    s: &Stream,
+    view: &crate::stream::ShipView,
+    sm: &mut manifest::StreamManifest,
+    epoch: u64,
+    uploads: &mut Vec<(String, Bytes)>,
+    superseded: &mut Vec<String>,
+) {
+    for seg in &view.segments {
+        let pos = sm.segments.iter().position(|g| g.start_id == seg.start_id);
+        if let Some(i) = pos {
+            if sm.segments[i].sealed || (!seg.sealed && sm.segments[i].len >= seg.len) {
+                continue;
+            }
+        }
+        if seg.sealed {
+            let bytes = match read_range(&seg.path, 0, seg.len) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::warn!(
+                        "replication: stream {}: segment {} could not be read ({e}); it was removed here before it was shipped",
+                        s.name,
+                        seg.start_id
+                    );
+                    continue;
+                }
+            };
+            let key = manifest::sealed_key(&s.name, seg.start_id, epoch);
+            let entry = SegmentManifest {
+                start_id: seg.start_id,
+                end_id: seg.end_id,
+                len: seg.len,
+                sealed: true,
+                objects: vec![object(key.clone(), 0, &bytes, 0)],
+            };
+            uploads.push((key, bytes));
+            match pos {
+                Some(i) => {
+                    superseded.extend(sm.segments[i].objects.drain(..).map(|o| o.key));
+                    sm.segments[i] = entry;
+                }
+                None => {
+                    let at = sm.segments.partition_point(|g| g.start_id < seg.start_id);
+                    sm.segments.insert(at, entry);
+                }
+            }
+        } else {
+            let i = match pos {
+                Some(i) => i,
+                None => {
+                    let at = sm.segments.partition_point(|g| g.start_id < seg.start_id);
+                    sm.segments.insert(
+                        at,
+                        SegmentManifest {
+                            start_id: seg.start_id,
+                            end_id: seg.start_id,
+                            len: 0,
+                            sealed: false,
+                            objects: Vec::new(),
+                        },
+                    );
+                    at
+                }
+            };
+            let g = &mut sm.segments[i];
+            let from = g.len;
+            let bytes = match read_range(&seg.path, from, seg.len) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::warn!("replication: stream {}: reading the active segment failed: {e}", s.name);
+                    continue;
+                }
+            };
+            let key = manifest::part_key(&s.name, seg.start_id, epoch, from, seg.len);
+            g.objects.push(object(key.clone(), from, &bytes, 0));
+            uploads.push((key, bytes));
+            merge_parts(&seg.path, &s.name, g, epoch, uploads, superseded);
+            g.len = seg.len;
+            g.end_id = seg.end_id;
+        }
+    }
+    sm.next_id = sm.next_id.max(view.durable_id);
+}
+
+/// While the last MERGE_FAN_IN parts share a level, replaces them with one
+/// part of the next level, read back from the local file.
+fn merge_parts(
+    path: &Path,
+    stream: &str,
+    g: &mut SegmentManifest,
+    epoch: u64,
+    uploads: &mut Vec<(String, Bytes)>,
+    superseded: &mut Vec<String>,
+) {
+    loop {
+        let n = g.objects.len();
+        if n < MERGE_FAN_IN {
+            return;
+        }
+        let tail = &g.objects[n - MERGE_FAN_IN..];
+        let level = tail[0].level;
+        if tail.iter().any(|o| o.level != level) {
+            return;
+        }
+        let (from, to) = (tail[0].offset, tail[MERGE_FAN_IN - 1].offset + tail[MERGE_FAN_IN - 1].len);
+        let Ok(bytes) = read_range(path, from, to) else {
+            return;
+        };
+        let key = manifest::part_key(stream, g.start_id, epoch, from, to);
+        for o in g.objects.drain(n - MERGE_FAN_IN..) {
+            // A part made in this round is simply not uploaded.
+            if let Some(p) = uploads.iter().position(|(k, _)| *k == o.key) {
+                uploads.remove(p);
+            } else {
+                superseded.push(o.key);
+            }
+        }
+        g.objects.push(object(key.clone(), from, &bytes, level + 1));
+        uploads.push((key, bytes));
+    }
+}
