@@ -24,10 +24,11 @@ pub fn run(a: RestoreArgs) -> Result<i32, Failure> {
     walfs::replica::BucketUrl::parse(&a.url).map_err(fail)?;
     let started = Instant::now();
     let mut progress = Progress::new("restoring", a.progress);
+    let mut opts = walfs::ReplicaOptions::new(a.url.clone());
+    opts.timeout = std::time::Duration::from_secs_f64(a.timeout);
     let r = walfs::replica::restore(
-        &a.url,
+        &opts,
         &a.data,
-        std::time::Duration::from_secs_f64(a.timeout),
         &mut |d, t| progress.update(d, t),
     )?;
     progress.finish();

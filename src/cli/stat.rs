@@ -18,7 +18,7 @@ pub fn run(a: StatArgs) -> Result<i32, Failure> {
     need_stream(&wal, &a.common.stream)?;
     let mut info = wal.stream_info(&a.common.stream).expect("checked");
     if let Some(url) = &a.replicate {
-        let m = walfs::replica::read_manifest(url, std::time::Duration::from_secs(10))
+        let m = walfs::replica::read_manifest(&walfs::ReplicaOptions::new(url.clone()))
             .map_err(|e| fail(e.to_string()))?;
         let (replicated_id, updated_ms) = m.as_ref().map_or((0, 0), |m| {
             (

@@ -19,10 +19,11 @@ pub mod store;
 
 pub use restore::{restore, RestoreReport};
 
-/// The manifest at `url`, or None if the prefix holds none.
-pub fn read_manifest(url: &str, timeout: Duration) -> crate::Result<Option<manifest::Manifest>> {
-    let u = BucketUrl::parse(url).map_err(crate::Error::Config)?;
-    let b = store::Bucket::open(&u, timeout).map_err(crate::Error::Replication)?;
+/// The manifest at `opts.url`, or None if the prefix holds none.
+pub fn read_manifest(opts: &ReplicaOptions) -> crate::Result<Option<manifest::Manifest>> {
+    let u = BucketUrl::parse(&opts.url).map_err(crate::Error::Config)?;
+    let b = store::Bucket::open(&u, opts.timeout, &opts.settings)
+        .map_err(crate::Error::Replication)?;
     match b.get_manifest() {
         Ok(None) => Ok(None),
         Ok(Some((bytes, _))) => manifest::Manifest::decode(&bytes)
@@ -60,6 +61,11 @@ pub struct ReplicaOptions {
     /// Strict mode: how long an append waits for the bucket before it
     /// fails; also bounds each request.
     pub timeout: Duration,
+    /// S3 settings applied over the environment's, as (key, value) with
+    /// object_store's names (`aws_endpoint`, `aws_access_key_id`,
+    /// `aws_allow_http`, ...): for programs that configure the bucket
+    /// themselves.
+    pub settings: Vec<(String, String)>,
 }
 
 impl ReplicaOptions {
@@ -70,6 +76,7 @@ impl ReplicaOptions {
             mode: ReplicaMode::Async,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
+            settings: Vec::new(),
         }
     }
 }

@@ -9,7 +9,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// What a restore rebuilt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,13 +48,13 @@ fn sync_dir(path: &Path) -> Result<()> {
         .map_err(io_at(path))
 }
 
-/// Rebuilds the log at `url` into `data`, which must be absent or empty.
+/// Rebuilds the log at `opts.url` into `data`, which must be absent or
+/// empty (`opts.timeout` bounds each request).
 /// `progress(done, total)` sees bytes. Every object's length and crc32 are
 /// checked against the manifest, and the result is verified frame by frame.
 pub fn restore(
-    url: &str,
+    opts: &super::ReplicaOptions,
     data: &Path,
-    timeout: Duration,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RestoreReport> {
     if data.exists() {
@@ -70,8 +69,9 @@ pub fn restore(
             )));
         }
     }
-    let url = BucketUrl::parse(url).map_err(Error::Config)?;
-    let bucket = Bucket::open(&url, timeout).map_err(Error::Replication)?;
+    let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
+    let bucket =
+        Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
     let (bytes, _) = bucket
         .get_manifest()
         .map_err(|f| Error::Replication(format!("{url}: {f}")))?

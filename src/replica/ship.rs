@@ -55,7 +55,8 @@ impl Replicator {
     /// error; an unreachable bucket is retried in the background.
     pub fn start(core: Arc<Core>, opts: ReplicaOptions) -> Result<Replicator> {
         let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
-        let bucket = Bucket::open(&url, opts.timeout).map_err(Error::Replication)?;
+        let bucket =
+            Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
         let link = Arc::new(Link::new(opts));
         let mut shipper = Shipper {
             core,

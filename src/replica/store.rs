@@ -186,7 +186,11 @@ pub struct Bucket {
 impl Bucket {
     /// Builds the client (no request is made). `timeout` bounds each
     /// request, retries included.
-    pub fn open(url: &BucketUrl, timeout: Duration) -> Result<Bucket, String> {
+    pub fn open(
+        url: &BucketUrl,
+        timeout: Duration,
+        settings: &[(String, String)],
+    ) -> Result<Bucket, String> {
         let per_try = (timeout / 2).max(Duration::from_millis(500));
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         // Timeouts first, so that AWS_* variables for them still win.
@@ -213,6 +217,13 @@ impl Bucket {
         }
         if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_some() {
             b = b.with_region(std::env::var("AWS_DEFAULT_REGION").unwrap_or_default());
+        }
+        for (k, v) in settings {
+            let key = k
+                .to_ascii_lowercase()
+                .parse::<AmazonS3ConfigKey>()
+                .map_err(|_| format!("{k:?} is not an S3 setting (use the names of object_store's AmazonS3ConfigKey, such as aws_endpoint)"))?;
+            b = b.with_config(key, v);
         }
         let store = b
             .with_bucket_name(&url.bucket)

@@ -40,3 +40,4 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+pub mod s3;

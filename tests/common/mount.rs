@@ -13,6 +13,7 @@ pub struct Mounted {
     pub mnt: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 pub fn is_mounted(mnt: &Path) -> bool {
@@ -70,18 +71,33 @@ impl Mounted {
         Mounted::with(tempfile::tempdir().unwrap(), data.to_path_buf(), args)
     }
 
+    /// Mounts `data` (a fresh one if None) with extra environment.
+    pub fn start_env(data: Option<&Path>, args: &[&str], env: &[(String, String)]) -> Mounted {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
+        let mut m = Mounted::prepare(dir, data, args);
+        m.env = env.to_vec();
+        m.spawn();
+        m
+    }
+
     fn with(dir: tempfile::TempDir, data: PathBuf, args: &[&str]) -> Mounted {
+        let mut m = Mounted::prepare(dir, data, args);
+        m.spawn();
+        m
+    }
+
+    fn prepare(dir: tempfile::TempDir, data: PathBuf, args: &[&str]) -> Mounted {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let mut m = Mounted {
+        Mounted {
             data,
             mnt: mnt.canonicalize().unwrap(),
             dir,
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        m.spawn();
-        m
+            env: Vec::new(),
+        }
     }
 
     /// Starts the daemon again on the same data and mountpoint.
@@ -92,6 +108,7 @@ impl Mounted {
             .arg(&self.data)
             .arg(&self.mnt)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -106,6 +123,16 @@ impl Mounted {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
+    }
+
+    /// Kills the daemon with SIGKILL (a crash) and clears its mount.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("running");
+        let _ = c.kill();
+        let _ = c.wait();
+        if is_mounted(&self.mnt) {
+            detach(&self.mnt);
+        }
     }
 
     pub fn pid(&self) -> u32 {

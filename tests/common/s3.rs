@@ -1,0 +1,343 @@
+//! A real S3-compatible server (moto's) on loopback for the replication
+//! tests, started and stopped by each test, and a TCP proxy in front of it
+//! that can delay, reset or black-hole connections.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A secret no log line or message may ever show.
+pub const SECRET: &str = "walfs-test-secret-Zq8vX1";
+
+/// Where moto_server is: $WALFS_MOTO_SERVER, then `.ci/venv` (where
+/// `.ci/run` installs it), then PATH.
+fn moto_server() -> PathBuf {
+    if let Some(p) = std::env::var_os("WALFS_MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join("moto_server").exists() {
+            return dir.join("moto_server");
+        }
+    }
+    panic!(
+        "moto_server (an S3-compatible server) is not installed: `.ci/run` installs it into .ci/venv, or `python3 -m venv .ci/venv && .ci/venv/bin/pip install 'moto[server]>=5.2'`"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One moto server, killed on drop.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        S3Server::start_with(&[])
+    }
+
+    /// Starts with extra environment (INITIAL_NO_AUTH_ACTION_COUNT=0 makes
+    /// it check credentials).
+    pub fn start_with(env: &[(&str, &str)]) -> S3Server {
+        let port = free_port();
+        let mut cmd = Command::new(moto_server());
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // SAFETY: prctl in the child before exec, async-signal-safe: the
+        // server dies with the test thread even if it is killed.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start moto_server");
+        let s = S3Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http(port, "GET", "/moto-api/", b"").is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        let (code, body) = http(self.port, "PUT", &format!("/{name}"), b"").unwrap();
+        assert_eq!(code, 200, "create bucket: {body}");
+    }
+
+    /// Every key in the bucket.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let (code, body) = http(self.port, "GET", &format!("/{bucket}?list-type=2"), b"").unwrap();
+        assert_eq!(code, 200, "{body}");
+        body.split("<Key>")
+            .skip(1)
+            .map(|s| s.split("</Key>").next().unwrap().to_string())
+            .collect()
+    }
+
+    /// An object's bytes.
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let (code, body) = http_bytes(self.port, "GET", &format!("/{bucket}/{key}"), b"").unwrap();
+        assert_eq!(code, 200);
+        body
+    }
+
+    /// Writes an object (unsigned; moto accepts it).
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        let (code, _) = http(self.port, "PUT", &format!("/{bucket}/{key}"), body).unwrap();
+        assert_eq!(code, 200);
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The environment a walfs process needs to reach `endpoint`.
+pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID".into(), "walfs-test-key".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ENDPOINT_URL".into(), endpoint.into()),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        // Never the developer's own files.
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), "/nonexistent".into()),
+        ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
+    ]
+}
+
+fn http_bytes(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        // moto answers unsigned object reads as a browser's (403); any
+        // signature-shaped header will do, it does not check them.
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=walfs-test-key/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP header"))?;
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    let mut body = out[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Ok((code, body))
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    http_bytes(port, method, path, body).map(|(c, b)| (c, String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// What the proxy does with traffic.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// Forward.
+    Pass,
+    /// Forward, each chunk after a pause.
+    Delay(Duration),
+    /// Reset every connection (new and open ones).
+    Reset,
+    /// Accept, then never answer.
+    Blackhole,
+}
+
+/// A TCP proxy on loopback in front of a server.
+pub struct Proxy {
+    pub port: u16,
+    mode: Arc<Mutex<Mode>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn reset(s: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket we own, with a correctly sized value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+    let _ = s.shutdown(Shutdown::Both);
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, mode: Arc<Mutex<Mode>>, stop: Arc<AtomicBool>) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            reset(&from);
+            reset(&to);
+            return;
+        }
+        let m = *mode.lock().unwrap();
+        match m {
+            Mode::Reset => {
+                reset(&from);
+                reset(&to);
+                return;
+            }
+            Mode::Blackhole => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            _ => {}
+        }
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if let Mode::Delay(d) = m {
+                    std::thread::sleep(d);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    reset(&from);
+                    return;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => {
+                reset(&to);
+                return;
+            }
+        }
+    }
+}
+
+impl Proxy {
+    pub fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(Mutex::new(Mode::Pass));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, st) = (mode.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut pumps = Vec::new();
+            while !st.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                match *m.lock().unwrap() {
+                    Mode::Reset => {
+                        reset(&client);
+                        continue;
+                    }
+                    Mode::Blackhole => {
+                        // Held open, never answered (until the mode changes
+                        // and the pump below forwards it).
+                    }
+                    _ => {}
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    reset(&client);
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (m1, m2, st1, st2) = (m.clone(), m.clone(), st.clone(), st.clone());
+                pumps.push(std::thread::spawn(move || pump(client, server, m1, st1)));
+                pumps.push(std::thread::spawn(move || pump(s2, c2, m2, st2)));
+                pumps.retain(|p: &std::thread::JoinHandle<()>| !p.is_finished());
+            }
+            for p in pumps {
+                let _ = p.join();
+            }
+        });
+        Proxy {
+            port,
+            mode,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
