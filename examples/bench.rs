@@ -4,7 +4,10 @@
 //!     cargo run --release --example bench            # full run
 //!     WALFS_BENCH_DIR=/path cargo run --release --example bench
 //!     WALFS_BENCH_OPEN_GIB=10 ...                     # the spec's 10 GiB open
-//!     WALFS_BENCH_ONLY=strict,async,get,iter,open ...  # some rows only
+//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,replica,open ...  # some rows only
+//!
+//! The replication rows need moto's S3 server (`.ci/run` installs it into
+//! .ci/venv); without it they are skipped with a note.
 //!
 //! Every row prints walfs, its baseline and the ratio; the machine is
 //! noisy, so read the ratios, not the absolute figures.
@@ -16,6 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const RUN: Duration = Duration::from_secs(3);
+
+#[path = "../tests/common/s3.rs"]
+mod s3;
 
 struct Row {
     name: String,
@@ -578,6 +584,233 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
     let _ = std::fs::remove_dir_all(root);
 }
 
+fn replica_opts(url: &str, endpoint: &str, mode: walfs::ReplicaMode) -> walfs::ReplicaOptions {
+    let mut o = walfs::ReplicaOptions::new(url);
+    o.mode = mode;
+    o.settings = vec![
+        ("aws_access_key_id".into(), "bench".into()),
+        ("aws_secret_access_key".into(), "bench".into()),
+        ("aws_region".into(), "us-east-1".into()),
+        ("aws_endpoint".into(), endpoint.into()),
+        ("aws_allow_http".into(), "true".into()),
+    ];
+    o
+}
+
+/// Strict appends of 100 bytes by `threads` threads, shipping as `r`
+/// says: (ops/s, entries per upload round).
+fn replicated_appends(threads: usize, r: Option<walfs::ReplicaOptions>) -> (f64, f64) {
+    let entry = [5u8; 100];
+    let d = dir("replica-w");
+    let mut o = walfs_opts(&d, walfs::SyncMode::Strict);
+    o.replicate = r;
+    let w = walfs::Wal::new(o).unwrap();
+    let ops = rate(threads, |_, _| {
+        w.append("s", &entry).unwrap();
+    });
+    let per_round = w
+        .replication_counters()
+        .map_or(0.0, |(rounds, _, entries)| {
+            entries as f64 / rounds.max(1) as f64
+        });
+    drop(w);
+    let _ = std::fs::remove_dir_all(d);
+    (ops, per_round)
+}
+
+/// A steady 1,000 appends/s for `secs` with async shipping (1 s interval):
+/// (lag p50 ms, lag p99 ms, PUTs per second) from each append's return
+/// to the manifest covering it.
+fn replication_lag(endpoint: &str, secs: u64) -> (f64, f64, f64) {
+    let d = dir("replica-lag");
+    let mut o = walfs_opts(&d, walfs::SyncMode::Strict);
+    o.replicate = Some(replica_opts(
+        "s3://bench/lag",
+        endpoint,
+        walfs::ReplicaMode::Async,
+    ));
+    let w = walfs::Wal::new(o).unwrap();
+    let n = (secs * 1000) as usize;
+    let times = std::sync::Mutex::new(Vec::with_capacity(n));
+    let done = AtomicBool::new(false);
+    let lags = std::sync::Mutex::new(Vec::with_capacity(n));
+    let start = Instant::now();
+    let puts0 = walfs::metrics::global().replica_puts.get();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            for i in 0..n {
+                let due = start + Duration::from_micros(i as u64 * 1000);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                w.append(
+                    "s",
+                    b"a steady entry of about fifty bytes, as ledgers write",
+                )
+                .unwrap();
+                times.lock().unwrap().push(Instant::now());
+            }
+            done.store(true, Ordering::Release);
+        });
+        sc.spawn(|| {
+            let mut seen = 0usize;
+            loop {
+                let shipped = w
+                    .stream_info("s")
+                    .and_then(|i| i.replication)
+                    .map_or(0, |r| r.replicated_id as usize);
+                let now = Instant::now();
+                let t = times.lock().unwrap();
+                let mut l = lags.lock().unwrap();
+                while seen < shipped.min(t.len()) {
+                    l.push(now.duration_since(t[seen]).as_secs_f64() * 1000.0);
+                    seen += 1;
+                }
+                drop(l);
+                if seen >= n && done.load(Ordering::Acquire) {
+                    break;
+                }
+                drop(t);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let puts = walfs::metrics::global().replica_puts.get() - puts0;
+    drop(w);
+    let _ = std::fs::remove_dir_all(d);
+    let mut l = lags.into_inner().unwrap();
+    l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+    (pct(0.5), pct(0.99), puts as f64 / elapsed)
+}
+
+/// Ships `mib` MiB, then restores it: (restore MB/s, the server's raw GET
+/// MB/s for the same objects, one at a time over plain HTTP).
+fn restore_rate(server: &s3::S3Server, mib: usize) -> (f64, f64) {
+    let endpoint = server.endpoint();
+    let d = dir("replica-src");
+    let r = replica_opts("s3://bench/restore", &endpoint, walfs::ReplicaMode::Async);
+    {
+        let mut o = walfs_opts(&d, walfs::SyncMode::Async);
+        o.max_segment_size = 8 << 20;
+        o.replicate = Some(r.clone());
+        let w = walfs::Wal::new(o).unwrap();
+        let entry = vec![7u8; 64 * 1024];
+        for _ in 0..mib * 16 {
+            w.append("s", &entry).unwrap();
+        }
+    }
+    let out = dir("replica-out").join("data");
+    let t = Instant::now();
+    let rep = walfs::replica::restore(&r, &out, &mut |_, _| {}).unwrap();
+    let restore_mbs = rep.bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
+    let keys: Vec<String> = server
+        .keys("bench")
+        .into_iter()
+        .filter(|k| k.starts_with("restore/") && k.ends_with(".wal"))
+        .collect();
+    let t = Instant::now();
+    let mut bytes = 0;
+    for k in &keys {
+        bytes += server.get("bench", k).len();
+    }
+    let raw_mbs = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(d);
+    let _ = std::fs::remove_dir_all(out.parent().unwrap());
+    (restore_mbs, raw_mbs)
+}
+
+fn replica_rows(rows: &mut Vec<Row>) {
+    let server = s3::S3Server::start();
+    server.create_bucket("bench");
+    let endpoint = server.endpoint();
+    for n in [1usize, 8] {
+        let (local, _) = replicated_appends(n, None);
+        let (asy, _) = replicated_appends(
+            n,
+            Some(replica_opts(
+                &format!("s3://bench/async{n}"),
+                &endpoint,
+                walfs::ReplicaMode::Async,
+            )),
+        );
+        let (strict, per_round) = replicated_appends(
+            n,
+            Some(replica_opts(
+                &format!("s3://bench/strict{n}"),
+                &endpoint,
+                walfs::ReplicaMode::Strict,
+            )),
+        );
+        rows.push(Row {
+            name: format!("strict append, {n} writers, --replicate-sync async"),
+            unit: "ops/s",
+            walfs: asy,
+            baseline_name: "local only",
+            baseline: local,
+            target: 0.9,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: format!("strict append, {n} writers, --replicate-sync strict"),
+            unit: "ops/s",
+            walfs: strict,
+            baseline_name: "local only",
+            baseline: local,
+            target: 0.0,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: format!("--replicate-sync strict, {n} writers: entries per upload round"),
+            unit: "entries",
+            walfs: per_round,
+            baseline_name: "writers",
+            baseline: n as f64,
+            target: if n == 8 { 0.5 } else { 0.0 },
+            lower_is_better: false,
+        });
+    }
+    let (p50, p99, puts) = replication_lag(&endpoint, 8);
+    rows.push(Row {
+        name: "replication lag at 1,000 appends/s (async, 1 s interval), p50".into(),
+        unit: "ms",
+        walfs: p50,
+        baseline_name: "2 s",
+        baseline: 2000.0,
+        target: 0.0,
+        lower_is_better: true,
+    });
+    rows.push(Row {
+        name: "replication lag at 1,000 appends/s (async, 1 s interval), p99".into(),
+        unit: "ms",
+        walfs: p99,
+        baseline_name: "2 s",
+        baseline: 2000.0,
+        target: 1.0,
+        lower_is_better: true,
+    });
+    rows.push(Row {
+        name: "PUT requests per second, one stream at 1,000 appends/s".into(),
+        unit: "PUT/s",
+        walfs: puts,
+        baseline_name: "appends/s",
+        baseline: 1000.0,
+        target: 0.0,
+        lower_is_better: true,
+    });
+    let (restore, raw) = restore_rate(&server, 128);
+    rows.push(Row {
+        name: "restore 128 MiB".into(),
+        unit: "MB/s",
+        walfs: restore,
+        baseline_name: "raw GET, same objects",
+        baseline: raw,
+        target: 0.5,
+        lower_is_better: false,
+    });
+}
+
 fn wanted(group: &str) -> bool {
     std::env::var("WALFS_BENCH_ONLY").map_or(true, |v| v.split(',').any(|g| g == group))
 }
@@ -733,6 +966,22 @@ fn main() {
     if wanted("mount") {
         eprintln!("the mount...");
         mount_rows(&mut rows, fsyncs);
+    }
+    if wanted("replica") {
+        eprintln!("replication (moto's S3 server on loopback)...");
+        let found = std::env::var_os("WALFS_MOTO_SERVER").is_some()
+            || Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/.ci/venv/bin/moto_server"
+            ))
+            .exists()
+            || std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .any(|p| p.join("moto_server").exists());
+        if found {
+            replica_rows(&mut rows);
+        } else {
+            eprintln!("skipping the replication rows: no moto_server (`.ci/run` installs it into .ci/venv)");
+        }
     }
     let mut open_ms = None;
     if wanted("open") {

@@ -114,7 +114,14 @@ fn a_shipped_log_restores_byte_for_byte() {
     let env = aws_env(&s3.endpoint());
     let mut m = Mounted::start_env(
         None,
-        &["--replicate", "s3://walfs-test/logs/one", "--replicate-interval", "0.1", "--segment-size", "8192"],
+        &[
+            "--replicate",
+            "s3://walfs-test/logs/one",
+            "--replicate-interval",
+            "0.1",
+            "--segment-size",
+            "8192",
+        ],
         &env,
     );
     let mnt = m.mnt.display().to_string();
@@ -132,7 +139,10 @@ fn a_shipped_log_restores_byte_for_byte() {
 
     // The CLI's stat reads the bucket too.
     let data = m.data.display().to_string();
-    let (code, out, err) = walfs(&["stat", &data, "--replicate", "s3://walfs-test/logs/one"], &env);
+    let (code, out, err) = walfs(
+        &["stat", &data, "--replicate", "s3://walfs-test/logs/one"],
+        &env,
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(stat_value(&out, "replicated_id"), "602");
     assert_eq!(stat_value(&out, "replication"), "ok");
@@ -141,7 +151,10 @@ fn a_shipped_log_restores_byte_for_byte() {
     let segs = &m1.streams["default"].segments;
     assert!(segs.len() >= 3, "{segs:?}");
     for g in &segs[..segs.len() - 1] {
-        assert!(g.sealed && g.objects.len() == 1, "a sealed segment is one object: {g:?}");
+        assert!(
+            g.sealed && g.objects.len() == 1,
+            "a sealed segment is one object: {g:?}"
+        );
     }
 
     let restored = m.dir.path().join("restored");
@@ -184,7 +197,12 @@ fn an_active_segment_stays_a_few_objects_over_many_rounds() {
     for i in 0..rounds {
         let id = wal.append("s", format!("entry {i}").as_bytes()).unwrap();
         eventually("a round", 10, || {
-            wal.stream_info("s").unwrap().replication.unwrap().replicated_id > id
+            wal.stream_info("s")
+                .unwrap()
+                .replication
+                .unwrap()
+                .replicated_id
+                > id
         });
     }
     let (shipped_rounds, _, entries) = wal.replication_counters().unwrap();
@@ -194,7 +212,12 @@ fn an_active_segment_stays_a_few_objects_over_many_rounds() {
     let g = &m.streams["s"].segments[0];
     assert!(!g.sealed);
     // 150 parts: at most 3 per level over 4 levels.
-    assert!(g.objects.len() <= 12, "{} objects: {:?}", g.objects.len(), g.objects);
+    assert!(
+        g.objects.len() <= 12,
+        "{} objects: {:?}",
+        g.objects.len(),
+        g.objects
+    );
     drop(wal);
     // Superseded parts were deleted: only referenced objects remain.
     let mut keys = s3.keys("walfs-test");
@@ -238,7 +261,10 @@ fn strict_replication_acknowledges_only_what_the_bucket_holds() {
                     let id = wal.append("s", format!("t{t} {i}").as_bytes()).unwrap();
                     if i % 10 == 9 {
                         let m = walfs::replica::read_manifest(&r).unwrap().unwrap();
-                        assert!(m.streams["s"].next_id > id, "acknowledged {id} before the bucket had it");
+                        assert!(
+                            m.streams["s"].next_id > id,
+                            "acknowledged {id} before the bucket had it"
+                        );
                     }
                 }
             });
@@ -246,7 +272,10 @@ fn strict_replication_acknowledges_only_what_the_bucket_holds() {
     });
     let (rounds, _, entries) = wal.replication_counters().unwrap();
     assert_eq!(entries, 240);
-    assert!(rounds < entries, "{rounds} rounds for {entries} entries: no group commit");
+    assert!(
+        rounds < entries,
+        "{rounds} rounds for {entries} entries: no group commit"
+    );
 
     proxy.set(Mode::Blackhole);
     let started = Instant::now();
@@ -256,7 +285,9 @@ fn strict_replication_acknowledges_only_what_the_bucket_holds() {
     }
     assert!(started.elapsed() < Duration::from_secs(15));
     proxy.set(Mode::Pass);
-    eventually("shipping to resume", 30, || wal.append("s", b"back").is_ok());
+    eventually("shipping to resume", 30, || {
+        wal.append("s", b"back").is_ok()
+    });
     let info = wal.stream_info("s").unwrap();
     assert_eq!(info.replication.unwrap().replicated_id, info.next_id);
 }
@@ -274,17 +305,29 @@ fn an_unreachable_bucket_delays_shipping_not_appends() {
     let env = aws_env(&proxy.endpoint());
     let mut m = Mounted::start_env(
         None,
-        &["--replicate", "s3://walfs-test/flaky", "--replicate-interval", "0.1", "--replicate-timeout", "2"],
+        &[
+            "--replicate",
+            "s3://walfs-test/flaky",
+            "--replicate-interval",
+            "0.1",
+            "--replicate-timeout",
+            "2",
+        ],
         &env,
     );
     let append = |n: usize| {
         let mnt = m.mnt.display().to_string();
-        let (code, _, err) = sh(&format!("for i in $(seq 1 {n}); do echo line $i >> {mnt}/append || exit 1; done"));
+        let (code, _, err) = sh(&format!(
+            "for i in $(seq 1 {n}); do echo line $i >> {mnt}/append || exit 1; done"
+        ));
         assert_eq!(code, 0, "{err}");
     };
     append(50);
     let stat = std::fs::read_to_string(m.path("stat")).unwrap();
-    assert!(stat_value(&stat, "replication").starts_with("unreachable"), "{stat}");
+    assert!(
+        stat_value(&stat, "replication").starts_with("unreachable"),
+        "{stat}"
+    );
     assert_eq!(stat_value(&stat, "replicated_id"), "0");
     assert!(!stat.contains(SECRET));
     proxy.set(Mode::Pass);
@@ -298,17 +341,29 @@ fn an_unreachable_bucket_delays_shipping_not_appends() {
     });
     proxy.set(Mode::Delay(Duration::from_millis(20)));
     append(20);
-    eventually("the bucket to catch up through a slow link", 60, || mount_caught_up(&m));
+    eventually("the bucket to catch up through a slow link", 60, || {
+        mount_caught_up(&m)
+    });
     proxy.set(Mode::Pass);
     let log = m.stop_capturing();
     assert!(!log.contains(SECRET), "{log}");
     assert!(log.contains("unreachable"), "{log}");
-    assert_eq!(manifest(&s3, "walfs-test", "flaky").streams["default"].next_id, 100);
+    assert_eq!(
+        manifest(&s3, "walfs-test", "flaky").streams["default"].next_id,
+        100
+    );
 
     // Strict mode through the mount.
     let mut m = Mounted::start_env(
         None,
-        &["--replicate", "s3://walfs-test/strict", "--replicate-sync", "strict", "--replicate-timeout", "1"],
+        &[
+            "--replicate",
+            "s3://walfs-test/strict",
+            "--replicate-sync",
+            "strict",
+            "--replicate-timeout",
+            "1",
+        ],
         &env,
     );
     let mnt = m.mnt.display().to_string();
@@ -411,26 +466,38 @@ fn kill_9_mid_upload_then_restart_resumes_and_restores() {
     let line = "x".repeat(2000);
     let writer = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("while true; do echo {line} >> {mnt}/append || exit 0; done"))
+        .arg(format!(
+            "while true; do echo {line} >> {mnt}/append || exit 0; done"
+        ))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut writer = scopeguard(writer);
     eventually("a few rounds", 30, || {
-        s3.keys("walfs-test").iter().filter(|k| k.ends_with(".wal")).count() >= 3
+        s3.keys("walfs-test")
+            .iter()
+            .filter(|k| k.ends_with(".wal"))
+            .count()
+            >= 3
     });
     m.kill9();
     let _ = writer.0.wait();
     let env_direct = aws_env(&s3.endpoint());
 
     let r1 = m.dir.path().join("r1");
-    let (code, _, err) = walfs(&["restore", "s3://walfs-test/k", r1.to_str().unwrap()], &env_direct);
+    let (code, _, err) = walfs(
+        &["restore", "s3://walfs-test/k", r1.to_str().unwrap()],
+        &env_direct,
+    );
     assert_eq!(code, 0, "{err}");
 
     // Restart: the local log is ahead of the bucket; shipping resumes.
     proxy.set(Mode::Pass);
     let mut m2 = Mounted::start_env(Some(&m.data), &args, &env);
-    assert_eq!(sh(&format!("echo after >> {}/append", m2.mnt.display())).0, 0);
+    assert_eq!(
+        sh(&format!("echo after >> {}/append", m2.mnt.display())).0,
+        0
+    );
     eventually("the bucket to catch up", 30, || mount_caught_up(&m2));
     m2.stop();
     let man = manifest(&s3, "walfs-test", "k");
@@ -443,7 +510,10 @@ fn kill_9_mid_upload_then_restart_resumes_and_restores() {
     assert!(man.epoch >= 2);
 
     let r2 = m.dir.path().join("r2");
-    let (code, _, err) = walfs(&["restore", "s3://walfs-test/k", r2.to_str().unwrap()], &env_direct);
+    let (code, _, err) = walfs(
+        &["restore", "s3://walfs-test/k", r2.to_str().unwrap()],
+        &env_direct,
+    );
     assert_eq!(code, 0, "{err}");
     assert_same_log(&m.data, &r2);
 }
@@ -474,7 +544,13 @@ fn refusals_at_start_are_one_clear_line() {
     let mount = |data: &Path, url: &str, env: &[(String, String)]| {
         let _guard = common::mount::DetachOnDrop(mnt.clone());
         walfs(
-            &["mount", data.to_str().unwrap(), mnt.to_str().unwrap(), "--replicate", url],
+            &[
+                "mount",
+                data.to_str().unwrap(),
+                mnt.to_str().unwrap(),
+                "--replicate",
+                url,
+            ],
             env,
         )
     };
@@ -533,7 +609,13 @@ fn refusals_at_start_are_one_clear_line() {
 fn mount_and_umount(data: &Path, mnt: &Path, env: &[(String, String)]) -> i32 {
     let _guard = common::mount::DetachOnDrop(mnt.to_path_buf());
     let mut child = Command::new(env!("CARGO_BIN_EXE_walfs"))
-        .args(["mount", data.to_str().unwrap(), mnt.to_str().unwrap(), "--replicate", "s3://walfs-test/p"])
+        .args([
+            "mount",
+            data.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+            "--replicate",
+            "s3://walfs-test/p",
+        ])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -555,7 +637,12 @@ fn a_fenced_daemon_stops_acknowledging() {
     let env = aws_env(&s3.endpoint());
     let m = Mounted::start_env(
         None,
-        &["--replicate", "s3://walfs-test/f", "--replicate-interval", "0.05"],
+        &[
+            "--replicate",
+            "s3://walfs-test/f",
+            "--replicate-interval",
+            "0.05",
+        ],
         &env,
     );
     let mnt = m.mnt.display().to_string();
@@ -574,7 +661,10 @@ fn a_fenced_daemon_stops_acknowledging() {
         code != 0 && err.contains("Stale file handle")
     });
     let stat = std::fs::read_to_string(m.path("stat")).unwrap();
-    assert!(stat_value(&stat, "replication").starts_with("fenced"), "{stat}");
+    assert!(
+        stat_value(&stat, "replication").starts_with("fenced"),
+        "{stat}"
+    );
     drop(other);
     let after = manifest(&s3, "walfs-test", "f");
     assert_eq!(after.epoch, epoch, "the fenced daemon wrote a manifest");

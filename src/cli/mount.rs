@@ -106,7 +106,9 @@ impl ReplicaArgs {
 pub fn seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400 (for example 1 or 0.25)")),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400 (for example 1 or 0.25)"
+        )),
     }
 }
 
@@ -114,7 +116,9 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
     if let Some(url) = &a.replica.replicate {
         walfs::replica::BucketUrl::parse(url).map_err(fail)?;
         if a.read_only {
-            return Err(fail("--read-only and --replicate do not go together: only a writer ships the log"));
+            return Err(fail(
+                "--read-only and --replicate do not go together: only a writer ships the log",
+            ));
         }
     }
     let cfg = walfs::mount::MountConfig {

@@ -26,11 +26,7 @@ pub fn run(a: RestoreArgs) -> Result<i32, Failure> {
     let mut progress = Progress::new("restoring", a.progress);
     let mut opts = walfs::ReplicaOptions::new(a.url.clone());
     opts.timeout = std::time::Duration::from_secs_f64(a.timeout);
-    let r = walfs::replica::restore(
-        &opts,
-        &a.data,
-        &mut |d, t| progress.update(d, t),
-    )?;
+    let r = walfs::replica::restore(&opts, &a.data, &mut |d, t| progress.update(d, t))?;
     progress.finish();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(

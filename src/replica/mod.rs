@@ -22,8 +22,8 @@ pub use restore::{restore, RestoreReport};
 /// The manifest at `opts.url`, or None if the prefix holds none.
 pub fn read_manifest(opts: &ReplicaOptions) -> crate::Result<Option<manifest::Manifest>> {
     let u = BucketUrl::parse(&opts.url).map_err(crate::Error::Config)?;
-    let b = store::Bucket::open(&u, opts.timeout, &opts.settings)
-        .map_err(crate::Error::Replication)?;
+    let b =
+        store::Bucket::open(&u, opts.timeout, &opts.settings).map_err(crate::Error::Replication)?;
     match b.get_manifest() {
         Ok(None) => Ok(None),
         Ok(Some((bytes, _))) => manifest::Manifest::decode(&bytes)
@@ -35,8 +35,9 @@ pub fn read_manifest(opts: &ReplicaOptions) -> crate::Result<Option<manifest::Ma
 pub(crate) use ship::Replicator;
 pub use store::BucketUrl;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// When an append is acknowledged, relative to the bucket.
@@ -120,8 +121,6 @@ struct LinkState {
     phase: Phase,
     /// Per stream: one past the last id the bucket holds.
     shipped: HashMap<String, u64>,
-    /// Per stream: since when something appended has not been shipped.
-    behind_since: HashMap<String, Instant>,
     /// Strict-mode appenders waiting for a round.
     waiters: usize,
     stop: bool,
@@ -136,6 +135,11 @@ pub(crate) struct Link {
     progress: Condvar,
     /// Signalled to start a round early (strict waiters, stop).
     wake: Condvar,
+    /// Per stream: since when (ns after `born`, plus one; 0 for never)
+    /// something appended has not been shipped. Atomics behind a read
+    /// lock, so appenders rarely write shared memory.
+    behind: RwLock<HashMap<String, AtomicU64>>,
+    born: Instant,
 }
 
 impl Link {
@@ -145,13 +149,66 @@ impl Link {
             state: Mutex::new(LinkState {
                 phase: Phase::Connecting,
                 shipped: HashMap::new(),
-                behind_since: HashMap::new(),
                 waiters: 0,
                 stop: false,
                 counters: Counters::default(),
             }),
             progress: Condvar::new(),
             wake: Condvar::new(),
+            behind: RwLock::new(HashMap::new()),
+            born: Instant::now(),
+        }
+    }
+
+    fn stamp(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.born).as_nanos() as u64 + 1
+    }
+
+    /// Notes that `stream` has entries the bucket lacks, since `at` unless
+    /// an earlier time is already noted.
+    fn mark_behind(&self, stream: &str, at: Instant) {
+        {
+            let b = self.behind.read();
+            if let Some(c) = b.get(stream) {
+                if c.load(Ordering::Relaxed) == 0 {
+                    let _ =
+                        c.compare_exchange(0, self.stamp(at), Ordering::Relaxed, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        self.behind
+            .write()
+            .entry(stream.to_owned())
+            .or_insert_with(|| AtomicU64::new(self.stamp(at)));
+    }
+
+    /// After a round: caught up (None), or still behind since `at`.
+    fn set_behind(&self, stream: &str, at: Option<Instant>) {
+        let v = at.map_or(0, |t| self.stamp(t));
+        let b = self.behind.read();
+        if let Some(c) = b.get(stream) {
+            let old = c.load(Ordering::Relaxed);
+            // Keep an older mark only when it is still the oldest unshipped.
+            if v == 0 || old == 0 || old < v {
+                c.store(v, Ordering::Relaxed);
+            }
+            return;
+        }
+        drop(b);
+        if v != 0 {
+            self.mark_behind(stream, at.expect("set"));
+        }
+    }
+
+    fn behind_ms(&self, stream: &str) -> u64 {
+        let b = self.behind.read();
+        match b.get(stream).map(|c| c.load(Ordering::Relaxed)) {
+            None | Some(0) => 0,
+            Some(v) => {
+                let since = self.born + std::time::Duration::from_nanos(v - 1);
+                since.elapsed().as_millis() as u64
+            }
         }
     }
 
@@ -167,15 +224,11 @@ impl Link {
     /// strict mode, returns once the bucket holds them (the shipper makes
     /// them durable locally first).
     pub fn appended(&self, stream: &str, end: u64) -> crate::Result<()> {
-        let mut st = self.state.lock();
-        if !st.behind_since.contains_key(stream)
-            && st.shipped.get(stream).copied().unwrap_or(0) < end
-        {
-            st.behind_since.insert(stream.to_owned(), Instant::now());
-        }
+        self.mark_behind(stream, Instant::now());
         if self.opts.mode != ReplicaMode::Strict {
             return Ok(());
         }
+        let mut st = self.state.lock();
         let deadline = Instant::now() + self.opts.timeout;
         st.waiters += 1;
         self.wake.notify_one();
@@ -213,9 +266,7 @@ impl Link {
         let lag_ms = if replicated_id >= durable {
             0
         } else {
-            st.behind_since
-                .get(stream)
-                .map_or(0, |t| t.elapsed().as_millis() as u64)
+            self.behind_ms(stream)
         };
         let state = match &st.phase {
             Phase::Connecting => "connecting".into(),

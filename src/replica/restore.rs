@@ -28,7 +28,12 @@ pub struct RestoreReport {
 }
 
 fn io_at(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    move |e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        ))
+    }
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -58,10 +63,7 @@ pub fn restore(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RestoreReport> {
     if data.exists() {
-        let empty = fs::read_dir(data)
-            .map_err(io_at(data))?
-            .next()
-            .is_none();
+        let empty = fs::read_dir(data).map_err(io_at(data))?.next().is_none();
         if !empty {
             return Err(Error::Config(format!(
                 "{} is not empty: restore into a new or empty directory",
@@ -70,8 +72,7 @@ pub fn restore(
         }
     }
     let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
-    let bucket =
-        Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
+    let bucket = Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
     let (bytes, _) = bucket
         .get_manifest()
         .map_err(|f| Error::Replication(format!("{url}: {f}")))?

@@ -140,7 +140,9 @@ impl Shipper {
         let url = self.bucket.url.clone();
         let classify = |f: Fault| match f {
             Fault::Refused(m) => Takeover::Fatal(format!("{url}: {m}")),
-            Fault::Conflict => Takeover::Fatal("another writer took the prefix at the same moment".into()),
+            Fault::Conflict => {
+                Takeover::Fatal("another writer took the prefix at the same moment".into())
+            }
             f => Takeover::Retry(f.to_string()),
         };
         let (current, expected) = match self.bucket.get_manifest().map_err(classify)? {
@@ -182,7 +184,10 @@ impl Shipper {
                 .filter(|k| k.ends_with(".wal") || k.ends_with(".part"))
                 .collect();
             if !orphans.is_empty() {
-                log::info!("replication: removing {} unreferenced objects left by an earlier writer", orphans.len());
+                log::info!(
+                    "replication: removing {} unreferenced objects left by an earlier writer",
+                    orphans.len()
+                );
                 if let Err(f) = self.bucket.delete_all(orphans) {
                     log::warn!("replication: removing unreferenced objects failed: {f}");
                 }
@@ -277,8 +282,7 @@ impl Shipper {
                         // Gather the writers a round carried last time
                         // (they are appending again), for at most about
                         // one round's time.
-                        let until = Instant::now()
-                            + self.last_round.min(Duration::from_millis(20));
+                        let until = Instant::now() + self.last_round.min(Duration::from_millis(20));
                         while st.waiters < self.last_waiters && !st.stop {
                             if self.link.wake.wait_until(&mut st, until).timed_out() {
                                 break;
@@ -431,14 +435,8 @@ impl Shipper {
         for (name, end) in ends {
             st.shipped.insert(name.clone(), *end);
             let appended = self.core.stream(name).map_or(0, |s| s.appended());
-            if appended <= *end {
-                st.behind_since.remove(name);
-            } else {
-                let since = st.behind_since.entry(name.clone()).or_insert(snapshot);
-                if *since < snapshot {
-                    *since = snapshot;
-                }
-            }
+            self.link
+                .set_behind(name, (appended > *end).then_some(snapshot));
         }
         drop(st);
         self.link.progress.notify_all();
@@ -515,7 +513,10 @@ fn ship_stream(
             let bytes = match read_range(&seg.path, from, seg.len) {
                 Ok(b) => b,
                 Err(e) => {
-                    log::warn!("replication: stream {}: reading the active segment failed: {e}", s.name);
+                    log::warn!(
+                        "replication: stream {}: reading the active segment failed: {e}",
+                        s.name
+                    );
                     continue;
                 }
             };
@@ -550,7 +551,10 @@ fn merge_parts(
         if tail.iter().any(|o| o.level != level) {
             return;
         }
-        let (from, to) = (tail[0].offset, tail[MERGE_FAN_IN - 1].offset + tail[MERGE_FAN_IN - 1].len);
+        let (from, to) = (
+            tail[0].offset,
+            tail[MERGE_FAN_IN - 1].offset + tail[MERGE_FAN_IN - 1].len,
+        );
         let Ok(bytes) = read_range(path, from, to) else {
             return;
         };

@@ -93,9 +93,9 @@ pub struct BucketUrl {
 impl BucketUrl {
     /// Parses `s3://BUCKET[/PREFIX]`.
     pub fn parse(url: &str) -> Result<BucketUrl, String> {
-        let rest = url.strip_prefix("s3://").ok_or_else(|| {
-            format!("{url:?} is not a bucket address: use s3://BUCKET/PREFIX")
-        })?;
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{url:?} is not a bucket address: use s3://BUCKET/PREFIX"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(format!("{url:?} names no bucket: use s3://BUCKET/PREFIX"));
@@ -153,7 +153,10 @@ fn shared_files() -> Vec<(AmazonS3ConfigKey, String)> {
             out.push((key, v.to_owned()));
         }
     };
-    take(file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), profile.clone());
+    take(
+        file("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+        profile.clone(),
+    );
     let config_section = if profile == "default" {
         profile
     } else {
@@ -215,7 +218,9 @@ impl Bucket {
                 }
             }
         }
-        if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_some() {
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_some()
+        {
             b = b.with_region(std::env::var("AWS_DEFAULT_REGION").unwrap_or_default());
         }
         for (k, v) in settings {
@@ -412,7 +417,9 @@ mod tests {
         let u = BucketUrl::parse("s3://b/some/prefix/").unwrap();
         assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("b", "some/prefix"));
         assert_eq!(BucketUrl::parse("s3://b").unwrap().prefix, "");
-        assert!(BucketUrl::parse("/data").unwrap_err().contains("s3://BUCKET/PREFIX"));
+        assert!(BucketUrl::parse("/data")
+            .unwrap_err()
+            .contains("s3://BUCKET/PREFIX"));
         assert!(BucketUrl::parse("s3:///x").is_err());
         assert!(BucketUrl::parse("s3://b/../x").is_err());
     }

@@ -65,14 +65,17 @@ impl S3Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        // SAFETY: prctl in the child before exec, async-signal-safe: the
-        // server dies with the test thread even if it is killed.
-        unsafe {
+        {
             use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let die_with_parent = || {
+                // SAFETY: prctl with integer arguments only; async-signal-safe.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
                 Ok(())
-            });
+            };
+            // SAFETY: the hook runs in the child before exec and calls only
+            // prctl: the server dies with the test thread even if the test
+            // process is killed.
+            unsafe { cmd.pre_exec(die_with_parent) };
         }
         let child = cmd.spawn().expect("start moto_server");
         let s = S3Server { child, port };
@@ -162,7 +165,10 @@ fn http_bytes(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Resu
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other("no status"))?;
     let mut body = out[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok((code, body))
@@ -174,7 +180,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
             return out;
         };
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        let n =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
         if n == 0 {
             return out;
         }
@@ -263,7 +270,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: Arc<Mutex<Mode>>, stop: Ar
                     return;
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => {
                 reset(&to);
                 return;
