@@ -595,7 +595,7 @@ fn refusals_at_start_are_one_clear_line() {
     assert_eq!(mount_and_umount(&a, &mnt, &env), 0);
 
     // Credentials the server refuses.
-    let strict = S3Server::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let (strict, _, _) = S3Server::start_authenticated("walfs-test");
     let env2 = aws_env(&strict.endpoint());
     let (code, _, err) = mount(&fresh, "s3://walfs-test/p", &env2);
     one_line(code, &err, "credentials");
@@ -669,4 +669,72 @@ fn a_fenced_daemon_stops_acknowledging() {
     let after = manifest(&s3, "walfs-test", "f");
     assert_eq!(after.epoch, epoch, "the fenced daemon wrote a manifest");
     assert_eq!(after.streams["default"].next_id, 2);
+}
+
+/// Credentials, region and endpoint from `~/.aws/credentials` and
+/// `~/.aws/config` (here through AWS_SHARED_CREDENTIALS_FILE and
+/// AWS_CONFIG_FILE), for the profile in AWS_PROFILE, as the AWS tools read
+/// them, against a server that checks signatures; and a wrong secret is a
+/// one-line refusal that does not show it.
+#[test]
+fn aws_files_configure_the_bucket() {
+    let (s3, key, secret) = S3Server::start_authenticated("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica("s3://walfs-test/files", &s3.endpoint());
+    r.settings.retain(|(k, _)| !k.contains("access_key"));
+    r.settings.push(("aws_access_key_id".into(), key.clone()));
+    r.settings
+        .push(("aws_secret_access_key".into(), secret.clone()));
+    r.interval = Duration::from_millis(20);
+    {
+        let wal = wal_at(&dir.path().join("data"), r, 1 << 20).unwrap();
+        wal.append("default", b"configured from files\n").unwrap();
+    }
+    let creds = dir.path().join("credentials");
+    let config = dir.path().join("config");
+    let write_creds = |secret: &str| {
+        std::fs::write(
+            &creds,
+            format!("[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\n[ledger]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"),
+        )
+        .unwrap()
+    };
+    write_creds(&secret);
+    std::fs::write(
+        &config,
+        format!("[default]\nregion = eu-west-1\n\n[profile ledger]\nregion = us-east-1\nendpoint_url = {}\n", s3.endpoint()),
+    )
+    .unwrap();
+    let restore = |to: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_walfs"))
+            .args([
+                "restore",
+                "s3://walfs-test/files",
+                dir.path().join(to).to_str().unwrap(),
+                "--timeout",
+                "5",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_PROFILE", "ledger")
+            .env("AWS_ALLOW_HTTP", "true")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = restore("r1");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 entries"), "{err}");
+
+    write_creds(SECRET);
+    let (code, err) = restore("r2");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("credentials"), "{err}");
+    assert!(!err.contains(SECRET), "{err}");
 }

@@ -91,6 +91,41 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// A server that checks every request's signature against its IAM
+    /// users, with bucket `bucket` and one user allowed everything: returns
+    /// the server and that user's (access key id, secret key).
+    pub fn start_authenticated(bucket: &str) -> (S3Server, String, String) {
+        // Four requests go unchecked: the three that make the user, and
+        // the bucket's creation.
+        let s = S3Server::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]);
+        let iam = |query: &str| {
+            let (code, body) = http_service(
+                s.port,
+                "POST",
+                &format!("/?{query}&Version=2010-05-08"),
+                b"",
+                "iam",
+            )
+            .unwrap();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            assert_eq!(code, 200, "{body}");
+            body
+        };
+        iam("Action=CreateUser&UserName=walfs");
+        iam("Action=PutUserPolicy&UserName=walfs&PolicyName=all&PolicyDocument=%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22*%22%2C%22Resource%22%3A%22*%22%7D%5D%7D");
+        let key = iam("Action=CreateAccessKey&UserName=walfs");
+        let field = |name: &str| {
+            key.split(&format!("<{name}>"))
+                .nth(1)
+                .and_then(|r| r.split(&format!("</{name}>")).next())
+                .unwrap()
+                .to_string()
+        };
+        let (id, secret) = (field("AccessKeyId"), field("SecretAccessKey"));
+        s.create_bucket(bucket);
+        (s, id, secret)
+    }
+
     pub fn create_bucket(&self, name: &str) {
         let (code, body) = http(self.port, "PUT", &format!("/{name}"), b"").unwrap();
         assert_eq!(code, 200, "create bucket: {body}");
@@ -142,13 +177,24 @@ pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
 }
 
 fn http_bytes(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    http_service(port, method, path, body, "s3")
+}
+
+/// moto routes a request by the service named in its Authorization header.
+fn http_service(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    service: &str,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
         // moto answers unsigned object reads as a browser's (403); any
         // signature-shaped header will do, it does not check them.
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=walfs-test-key/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=walfs-test-key/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
     s.write_all(body)?;
