@@ -339,6 +339,15 @@ fn an_unreachable_bucket_delays_shipping_not_appends() {
         let stat = std::fs::read_to_string(m.path("stat")).unwrap();
         stat_value(&stat, "replication").starts_with("unreachable")
     });
+    proxy.set(Mode::Pass);
+    eventually("the bucket to catch up after the black hole", 30, || {
+        mount_caught_up(&m)
+    });
+    // Connections reset while rounds upload.
+    proxy.set(Mode::Delay(Duration::from_millis(20)));
+    append(10);
+    proxy.set(Mode::Reset);
+    append(10);
     proxy.set(Mode::Delay(Duration::from_millis(20)));
     append(20);
     eventually("the bucket to catch up through a slow link", 60, || {
@@ -350,7 +359,7 @@ fn an_unreachable_bucket_delays_shipping_not_appends() {
     assert!(log.contains("unreachable"), "{log}");
     assert_eq!(
         manifest(&s3, "walfs-test", "flaky").streams["default"].next_id,
-        100
+        120
     );
 
     // Strict mode through the mount.
