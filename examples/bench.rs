@@ -390,6 +390,7 @@ impl BenchMount {
             dir_mode: 0o755,
             metrics: None,
             replicate: None,
+            follow: None,
         };
         let thread = std::thread::spawn(move || walfs::mount::mount(cfg).unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -120,9 +120,21 @@ impl Wal {
                     storage.sync_dir(parent)?;
                 }
             }
-            match storage.lock_dir(&root)? {
-                Ok(l) => Some(l),
-                Err(holder) => return Err(Error::Locked { path: root, holder }),
+            // A lock held by this very process may be a handle just
+            // dropped whose descriptor a child forked meanwhile still
+            // shares until it execs: wait for that (briefly) before saying
+            // the directory is in use.
+            let patience = std::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                match storage.lock_dir(&root)? {
+                    Ok(l) => break Some(l),
+                    Err(Some(pid))
+                        if pid == std::process::id() && std::time::Instant::now() < patience =>
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(holder) => return Err(Error::Locked { path: root, holder }),
+                }
             }
         };
         let ctx = Ctx {

@@ -18,6 +18,9 @@ pub struct CatArgs {
 }
 
 pub fn run(a: CatArgs) -> Result<i32, Failure> {
+    if let Some(url) = super::bucket_url(&a.common.data) {
+        return from_bucket(&url, &a);
+    }
     let data = &a.common.data;
     let s = &a.common.stream;
     let mut out = io::stdout().lock();
@@ -64,4 +67,37 @@ fn fingerprint(dir: &std::path::Path) -> Vec<(std::ffi::OsString, u64)> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// `walfs cat s3://BUCKET/PREFIX`: entries read from the bucket; with
+/// --follow, new ones as the writer ships them.
+fn from_bucket(url: &str, a: &CatArgs) -> Result<i32, Failure> {
+    use walfs::mount::source::LogSource;
+    let b = super::open_bucket(url)?;
+    let s = &a.common.stream;
+    if !a.follow {
+        super::need_bucket_stream(&b, url, s)?;
+    }
+    let mut out = io::stdout().lock();
+    let mut next = a.from.max(b.first_id(s));
+    let mut seen = 0;
+    loop {
+        let end = b.next_id(s);
+        next = next.max(b.first_id(s));
+        while next < end {
+            if let Some(e) = b.read_entry(s, next, 0, usize::MAX)? {
+                if let Err(e) = out.write_all(&e) {
+                    return broken_pipe(e);
+                }
+            }
+            next += 1;
+        }
+        if let Err(e) = out.flush() {
+            return broken_pipe(e);
+        }
+        if !a.follow {
+            return Ok(0);
+        }
+        seen = b.wait_any(seen, Duration::from_secs(1));
+    }
 }

@@ -14,9 +14,20 @@ pub struct GetArgs {
 }
 
 pub fn run(a: GetArgs) -> Result<i32, Failure> {
-    let wal = open_read(&a.common.data)?;
-    need_stream(&wal, &a.common.stream)?;
-    match wal.get(&a.common.stream, a.id)? {
+    let entry = match super::bucket_url(&a.common.data) {
+        Some(url) => {
+            use walfs::mount::source::LogSource;
+            let b = super::open_bucket(&url)?;
+            super::need_bucket_stream(&b, &url, &a.common.stream)?;
+            b.read_entry(&a.common.stream, a.id, 0, usize::MAX)?
+        }
+        None => {
+            let wal = open_read(&a.common.data)?;
+            need_stream(&wal, &a.common.stream)?;
+            wal.get(&a.common.stream, a.id)?
+        }
+    };
+    match entry {
         Some(e) => {
             io::stdout()
                 .lock()

@@ -79,7 +79,7 @@ pub enum CompressionArg {
 
 #[derive(Args)]
 struct Common {
-    /// The data directory (one subdirectory per stream).
+    /// The data directory, or s3://BUCKET/PREFIX for a log shipped there
     data: PathBuf,
     /// The stream to work on (names may start with '-').
     #[arg(
@@ -182,6 +182,32 @@ fn write_options(data: &std::path::Path, w: &WriteOpts) -> WalOptions {
     };
     o.max_segment_size = w.segment_size;
     o
+}
+
+/// The bucket address DATA names, if it is one (`s3://BUCKET/PREFIX`).
+fn bucket_url(data: &std::path::Path) -> Option<String> {
+    data.to_str()
+        .filter(|d| walfs::replica::BucketUrl::is_bucket(d))
+        .map(str::to_owned)
+}
+
+/// A shipped log, read from its bucket.
+fn open_bucket(url: &str) -> Result<walfs::replica::follow::BucketLog, Failure> {
+    walfs::replica::BucketUrl::parse(url).map_err(fail)?;
+    let o = walfs::replica::follow::FollowOptions::new(walfs::ReplicaOptions::new(url));
+    Ok(walfs::replica::follow::BucketLog::open(o)?)
+}
+
+fn need_bucket_stream(
+    b: &walfs::replica::follow::BucketLog,
+    url: &str,
+    stream: &str,
+) -> Result<(), Failure> {
+    use walfs::mount::source::LogSource;
+    if !b.has_stream(stream) {
+        return Err(fail(format!("no stream '{stream}' in {url}")));
+    }
+    Ok(())
 }
 
 fn open_read(data: &std::path::Path) -> Result<Wal, Failure> {

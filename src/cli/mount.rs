@@ -7,7 +7,8 @@ use walfs::CompressionType;
 
 #[derive(Args)]
 pub struct MountArgs {
-    /// The data directory (created if missing).
+    /// The data directory (created if missing), or s3://BUCKET/PREFIX to
+    /// follow a shipped log read-only from its bucket.
     data: PathBuf,
     /// An empty directory to mount on.
     mountpoint: PathBuf,
@@ -54,6 +55,40 @@ pub struct MountArgs {
     block_cache: u64,
     #[command(flatten)]
     replica: ReplicaArgs,
+    #[command(flatten)]
+    follow: FollowArgs,
+}
+
+#[derive(Args)]
+pub struct FollowArgs {
+    /// Following a bucket: how often its manifest is read (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = seconds)]
+    poll: f64,
+    /// Following a bucket: where fetched blocks are cached (default
+    /// $XDG_CACHE_HOME/walfs, else ~/.cache/walfs; emptied at start and
+    /// removed at exit).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Following a bucket: the most bytes the cache keeps.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    cache_size: u64,
+    /// Following a bucket: how long each request may take, retries
+    /// included (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = seconds)]
+    request_timeout: f64,
+}
+
+impl FollowArgs {
+    /// Options to follow `url`.
+    pub fn options(&self, url: &str) -> walfs::replica::follow::FollowOptions {
+        let mut b = walfs::ReplicaOptions::new(url.to_owned());
+        b.timeout = std::time::Duration::from_secs_f64(self.request_timeout);
+        let mut o = walfs::replica::follow::FollowOptions::new(b);
+        o.poll = std::time::Duration::from_secs_f64(self.poll);
+        o.cache_dir = self.cache_dir.clone();
+        o.cache_size = self.cache_size;
+        o
+    }
 }
 
 #[derive(Args)]
@@ -113,6 +148,19 @@ pub fn seconds(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(a: MountArgs) -> Result<i32, Failure> {
+    let bucket = a
+        .data
+        .to_str()
+        .filter(|d| walfs::replica::BucketUrl::is_bucket(d))
+        .map(str::to_owned);
+    if let Some(url) = &bucket {
+        walfs::replica::BucketUrl::parse(url).map_err(fail)?;
+        if a.replica.replicate.is_some() {
+            return Err(fail(
+                "a bucket is followed read-only: --replicate is for a data directory",
+            ));
+        }
+    }
     if let Some(url) = &a.replica.replicate {
         walfs::replica::BucketUrl::parse(url).map_err(fail)?;
         if a.read_only {
@@ -141,6 +189,7 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         dir_mode: a.dir_mode,
         metrics: a.metrics,
         replicate: a.replica.options(),
+        follow: bucket.as_deref().map(|u| a.follow.options(u)),
     };
     if let Err(e) = walfs::mount::mount(cfg) {
         // Whoever waits for READY=1 (systemd, `mount -t fuse.walfs`) hears

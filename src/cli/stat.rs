@@ -14,6 +14,14 @@ pub struct StatArgs {
 }
 
 pub fn run(a: StatArgs) -> Result<i32, Failure> {
+    if let Some(url) = super::bucket_url(&a.common.data) {
+        use walfs::mount::source::LogSource;
+        let b = super::open_bucket(&url)?;
+        super::need_bucket_stream(&b, &url, &a.common.stream)?;
+        let info = b.stream_info(&a.common.stream).expect("checked");
+        print!("{}", info.to_text(None));
+        return Ok(0);
+    }
     let wal = open_read(&a.common.data)?;
     need_stream(&wal, &a.common.stream)?;
     let mut info = wal.stream_info(&a.common.stream).expect("checked");

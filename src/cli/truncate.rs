@@ -14,6 +14,19 @@ pub struct TruncateArgs {
 }
 
 pub fn run(a: TruncateArgs) -> Result<i32, Failure> {
+    if let Some(url) = super::bucket_url(&a.common.data) {
+        walfs::replica::BucketUrl::parse(&url).map_err(fail)?;
+        let n = walfs::replica::check::truncate_bucket(
+            &walfs::ReplicaOptions::new(url.clone()),
+            &a.common.stream,
+            a.before,
+        )?;
+        println!(
+            "removed {n} segment(s) of stream {} from {url}",
+            a.common.stream
+        );
+        return Ok(0);
+    }
     if !a.common.data.is_dir() {
         return Err(fail(format!(
             "{}: no such data directory",

@@ -8,7 +8,8 @@ use walfs::RealStorage;
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// The data directory.
+    /// The data directory, or s3://BUCKET/PREFIX: every object checked
+    /// against the manifest, every frame's crc.
     data: PathBuf,
     /// Print progress lines on standard error even when it is not a
     /// terminal (on a terminal a progress bar is always shown).
@@ -17,7 +18,8 @@ pub struct VerifyArgs {
 }
 
 pub fn run(a: VerifyArgs) -> Result<i32, Failure> {
-    if !a.data.is_dir() {
+    let bucket = super::bucket_url(&a.data);
+    if bucket.is_none() && !a.data.is_dir() {
         return Err(fail(format!(
             "{}: no such data directory",
             a.data.display()
@@ -25,7 +27,16 @@ pub fn run(a: VerifyArgs) -> Result<i32, Failure> {
     }
     let started = Instant::now();
     let mut progress = Progress::new("verifying", a.progress);
-    let report = walfs::verify(&RealStorage, &a.data, &mut |d, t| progress.update(d, t))?;
+    let report = match &bucket {
+        Some(url) => {
+            walfs::replica::BucketUrl::parse(url).map_err(super::fail)?;
+            walfs::replica::check::verify_bucket(
+                &walfs::ReplicaOptions::new(url.clone()),
+                &mut |d, t| progress.update(d, t),
+            )?
+        }
+        None => walfs::verify(&RealStorage, &a.data, &mut |d, t| progress.update(d, t))?,
+    };
     progress.finish();
     for f in &report.faults {
         println!("{f}");

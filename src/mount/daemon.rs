@@ -54,6 +54,37 @@ pub struct MountConfig {
     pub metrics: Option<String>,
     /// Ship the log to a bucket.
     pub replicate: Option<crate::ReplicaOptions>,
+    /// Follow a log in a bucket instead of a data directory (read-only;
+    /// `data` is then only its address, for messages).
+    pub follow: Option<crate::replica::follow::FollowOptions>,
+}
+
+/// What the mount shows: a local log, or one followed in a bucket.
+#[derive(Clone)]
+enum Backend {
+    Local(Wal),
+    Bucket(Arc<crate::replica::follow::BucketLog>),
+}
+
+impl Backend {
+    fn source(&self) -> Arc<dyn crate::mount::source::LogSource> {
+        match self {
+            Backend::Local(w) => Arc::new(w.clone()),
+            Backend::Bucket(b) => b.clone(),
+        }
+    }
+    fn sync_all(&self) -> crate::Result<()> {
+        match self {
+            Backend::Local(w) => w.sync_all(),
+            Backend::Bucket(_) => Ok(()),
+        }
+    }
+    fn close(self) -> crate::Result<()> {
+        match self {
+            Backend::Local(w) => w.close(),
+            Backend::Bucket(_) => Ok(()),
+        }
+    }
 }
 
 /// Why the mount could not start, as one line that names the fix.
@@ -172,6 +203,11 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
             "invalid stream name {s:?} for --stream: use 1-255 bytes of [A-Za-z0-9._-], not \".\" or \"..\""
         ));
     }
+    if cfg.follow.is_some() {
+        let mut mounted = false;
+        let label = cfg.data.clone();
+        return serve(&cfg, &label, &mp, signals, &mut mounted);
+    }
     // Every check comes before anything is created: a refused mount leaves
     // no trace (a data directory made inside the mountpoint would make the
     // next, correct mount fail on a non-empty mountpoint).
@@ -229,8 +265,9 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
 /// unless read-only); else `default` if it exists; else the only stream;
 /// else none (the root holds `streams/` alone). A new, empty data directory
 /// gets `default`: the one stream anybody could have asked for.
-pub fn root_stream(
-    wal: &Wal,
+fn root_stream(
+    wal: &dyn crate::mount::source::LogSource,
+    place: &Path,
     asked: Option<&str>,
     read_only: bool,
 ) -> Result<Option<String>, MountError> {
@@ -246,7 +283,7 @@ pub fn root_stream(
         Some(s) if wal.has_stream(s) => Ok(Some(s.to_owned())),
         Some(s) if read_only => fail(format!(
             "no stream {s} in {} ({}); a --read-only mount creates none",
-            wal.root().display(),
+            place.display(),
             listed()
         )),
         Some(s) => wal
@@ -311,8 +348,13 @@ fn serve(
     o.read_only = cfg.read_only;
     o.block_cache_size = Some(cfg.block_cache);
     o.replicate = cfg.replicate.clone();
-    let wal = match Wal::new(o) {
-        Ok(w) => w,
+    let wal = match &cfg.follow {
+        Some(f) => match crate::replica::follow::BucketLog::open(f.clone()) {
+            Ok(b) => Backend::Bucket(Arc::new(b)),
+            Err(e) => return fail(e.to_string()),
+        },
+        None => match Wal::new(o) {
+        Ok(w) => Backend::Local(w),
         Err(Error::Locked { path, holder }) => {
             return fail(format!(
                 "data directory {} is in use by another walfs process{}: unmount it or stop that process first",
@@ -328,10 +370,13 @@ fn serve(
         }
         Err(e @ (Error::Replication(_) | Error::Fenced(_))) => return fail(e.to_string()),
         Err(e) => return fail(format!("cannot open the log in {}: {e}", data.display())),
+        },
     };
-    let root = root_stream(&wal, cfg.stream.as_deref(), cfg.read_only)?;
+    let read_only = cfg.read_only || cfg.follow.is_some();
+    let source = wal.source();
+    let root = root_stream(source.as_ref(), data, cfg.stream.as_deref(), read_only)?;
     let view = Arc::new(
-        View::with_root(Arc::new(wal.clone()), root.as_deref(), cfg.read_only)
+        View::with_root(source.clone(), root.as_deref(), read_only)
             .map_err(|e| MountError(format!("cannot show the log: {e}")))?
             .with_modes(cfg.file_mode, cfg.dir_mode),
     );
@@ -346,7 +391,7 @@ fn serve(
         MountOption::Subtype("walfs".into()),
         MountOption::NoAtime,
     ];
-    if cfg.read_only {
+    if read_only {
         options.push(MountOption::RO);
     }
     // The kernel enforces the modes the tree shows, for the owner too: what
@@ -366,7 +411,9 @@ fn serve(
     let mut session = fuser::Session::new(fs, &mp, &config)
         .map_err(|e| MountError(format!("cannot mount on {}: {e}{}", mp.display(), hint(&e))))?;
     *mounted = true;
-    let how = if cfg.read_only {
+    let how = if cfg.follow.is_some() {
+        "read-only, following the bucket".to_string()
+    } else if cfg.read_only {
         "read-only".to_string()
     } else {
         let sync = match cfg.sync {
@@ -395,7 +442,7 @@ fn serve(
         Some(s) => format!("stream {s}"),
         None => format!(
             "no stream at the root: {} under streams/",
-            wal.streams().len()
+            source.streams().len()
         ),
     };
     log::info!(
@@ -537,7 +584,7 @@ const STOP_QUIET: Duration = Duration::from_millis(300);
 fn stop_on_signal(
     sig: i32,
     view: &View,
-    wal: &Wal,
+    wal: &Backend,
     mp: &Path,
     unmounter: &mut fuser::SessionUnmounter,
 ) {

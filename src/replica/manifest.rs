@@ -37,6 +37,10 @@ pub struct Manifest {
 pub struct StreamManifest {
     /// One past the last id in the bucket.
     pub next_id: u64,
+    /// Ids below this were removed from the bucket on purpose (`walfs
+    /// truncate s3://...`): a writer never ships them again.
+    #[serde(default)]
+    pub floor: u64,
     /// Segments in id order; history truncated locally stays here.
     pub segments: Vec<SegmentManifest>,
 }
@@ -52,6 +56,9 @@ pub struct SegmentManifest {
     pub len: u64,
     /// Sealed: one object, byte-identical to the local file.
     pub sealed: bool,
+    /// Entry bytes its frames hold (the segment's share of `log`).
+    #[serde(default)]
+    pub payload: u64,
     /// Objects covering `0..len`, in order, without gaps.
     pub objects: Vec<ObjectRef>,
 }
@@ -171,6 +178,22 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Entry bytes of the whole frames in `bytes` (a segment, or a part of
+/// one that starts and ends at frame boundaries).
+pub fn payload_of(bytes: &[u8]) -> u64 {
+    use crate::format::frame::{FrameHeader, HEADER_SIZE};
+    let mut at = 0usize;
+    let mut total = 0;
+    while at + HEADER_SIZE <= bytes.len() {
+        let Ok(h) = FrameHeader::decode(&bytes[at..at + HEADER_SIZE]) else {
+            break;
+        };
+        total += h.payload_len();
+        at += h.frame_len() as usize;
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,11 +205,13 @@ mod tests {
             "default".into(),
             StreamManifest {
                 next_id: 10,
+                floor: 0,
                 segments: vec![SegmentManifest {
                     start_id: 0,
                     end_id: 10,
                     len: 100,
                     sealed: true,
+                    payload: 90,
                     objects: vec![ObjectRef {
                         key: sealed_key("default", 0, 3),
                         offset: 0,

@@ -12,6 +12,8 @@
 //! them is written. A writer whose conditional manifest write fails has
 //! been fenced and refuses every later append.
 
+pub mod check;
+pub mod follow;
 pub mod manifest;
 mod restore;
 mod ship;

@@ -339,14 +339,51 @@ impl Shipper {
                         st.phase = Phase::Ok;
                     }
                 }
-                Err(Fault::Conflict) => {
-                    let url = self.bucket.url.clone();
-                    self.fence(format!("another writer took {url}: a conditional manifest write lost; this daemon no longer acknowledges appends"));
-                }
+                Err(Fault::Conflict) => match self.adopt() {
+                    Ok(()) => {}
+                    Err(why) => {
+                        let url = self.bucket.url.clone();
+                        self.fence(format!("another writer took {url} ({why}): a conditional manifest write lost; this daemon no longer acknowledges appends"));
+                    }
+                },
                 Err(f) => self.set_unreachable(f.to_string()),
             }
             if stopping {
                 return;
+            }
+        }
+    }
+
+    /// After a lost conditional write: if the manifest still carries this
+    /// writer's epoch, someone edited it without taking the prefix (a
+    /// bucket truncation): adopt it, and the next round retries. Anything
+    /// else means another writer.
+    fn adopt(&mut self) -> std::result::Result<(), String> {
+        let ours = self.manifest.as_ref().map_or(0, |(m, _)| m.epoch);
+        match self.bucket.get_manifest() {
+            Ok(Some((bytes, v))) => {
+                let m = Manifest::decode(&bytes)?;
+                if m.epoch != ours {
+                    return Err(format!("epoch {} is not ours ({ours})", m.epoch));
+                }
+                log::info!(
+                    "replication: the manifest was edited (a bucket truncation); adopting it"
+                );
+                {
+                    let mut st = self.link.state.lock();
+                    for (name, s) in &m.streams {
+                        st.shipped.insert(name.clone(), s.next_id);
+                    }
+                }
+                self.manifest = Some((m, v));
+                self.link.wake.notify_all();
+                Ok(())
+            }
+            Ok(None) => Err("the manifest is gone".into()),
+            // Cannot tell now: retry the round later.
+            Err(f) => {
+                self.set_unreachable(f.to_string());
+                Ok(())
             }
         }
     }
@@ -453,6 +490,9 @@ fn ship_stream(
     superseded: &mut Vec<String>,
 ) {
     for seg in &view.segments {
+        if seg.start_id < sm.floor {
+            continue; // removed from the bucket on purpose
+        }
         let pos = sm.segments.iter().position(|g| g.start_id == seg.start_id);
         if let Some(i) = pos {
             if sm.segments[i].sealed || (!seg.sealed && sm.segments[i].len >= seg.len) {
@@ -477,6 +517,7 @@ fn ship_stream(
                 end_id: seg.end_id,
                 len: seg.len,
                 sealed: true,
+                payload: manifest::payload_of(&bytes),
                 objects: vec![object(key.clone(), 0, &bytes, 0)],
             };
             uploads.push((key, bytes));
@@ -502,6 +543,7 @@ fn ship_stream(
                             end_id: seg.start_id,
                             len: 0,
                             sealed: false,
+                            payload: 0,
                             objects: Vec::new(),
                         },
                     );
@@ -521,6 +563,7 @@ fn ship_stream(
                 }
             };
             let key = manifest::part_key(&s.name, seg.start_id, epoch, from, seg.len);
+            g.payload += manifest::payload_of(&bytes);
             g.objects.push(object(key.clone(), from, &bytes, 0));
             uploads.push((key, bytes));
             merge_parts(&seg.path, &s.name, g, epoch, uploads, superseded);

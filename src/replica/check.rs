@@ -1,0 +1,234 @@
+//! `walfs verify` and `walfs truncate` on a bucket.
+
+use super::manifest::{self, Manifest};
+use super::store::{Bucket, BucketUrl, Fault};
+use super::ReplicaOptions;
+use crate::error::{Error, Location, Result};
+use crate::format::frame::{decode_batch, FrameHeader, HEADER_SIZE};
+use crate::verify::{FaultKind, VerifyFault, VerifyReport};
+
+fn open(opts: &ReplicaOptions) -> Result<(Bucket, Manifest, object_store::UpdateVersion)> {
+    let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
+    let bucket = Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
+    let (bytes, version) = match bucket.get_manifest() {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return Err(match bucket.list() {
+                Err(f) => Error::Replication(format!("{url}: {f}")),
+                Ok(_) => Error::Replication(format!(
+                    "no walfs log at {url}: it holds no {}",
+                    manifest::MANIFEST
+                )),
+            })
+        }
+        Err(f) => return Err(Error::Replication(format!("{url}: {f}"))),
+    };
+    let m = Manifest::decode(&bytes).map_err(|e| Error::Replication(format!("{url}: {e}")))?;
+    Ok((bucket, m, version))
+}
+
+/// Checks every object of the log at `opts.url` against the manifest
+/// (length, crc32) and every frame's header, crc and ids; each fault names
+/// the object and the byte offset in the segment.
+pub fn verify_bucket(
+    opts: &ReplicaOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport> {
+    let (bucket, m, _) = open(opts)?;
+    let total: u64 = m
+        .streams
+        .values()
+        .flat_map(|s| &s.segments)
+        .map(|g| g.len)
+        .sum();
+    let mut r = VerifyReport::default();
+    let mut done = 0;
+    for (name, sm) in &m.streams {
+        r.streams += 1;
+        let mut expect_start: Option<u64> = None;
+        for g in &sm.segments {
+            r.segments += 1;
+            let fault = |offset: u64, kind: FaultKind, reason: String| VerifyFault {
+                kind,
+                location: Location {
+                    stream: name.clone(),
+                    segment: crate::format::segment_name(g.start_id),
+                    offset,
+                },
+                reason,
+            };
+            if let Some(e) = expect_start.filter(|e| *e != g.start_id) {
+                r.faults.push(fault(
+                    0,
+                    FaultKind::Layout,
+                    format!("ids {e}..{} are in no segment", g.start_id),
+                ));
+            }
+            expect_start = Some(g.end_id);
+            let mut seg = vec![0u8; g.len as usize];
+            let keys: Vec<String> = g.objects.iter().map(|o| o.key.clone()).collect();
+            let mut bad = false;
+            bucket
+                .get_all(&keys, |i, body| {
+                    let o = &g.objects[i];
+                    if body.len() as u64 != o.len || crc32fast::hash(&body) != o.crc32 {
+                        r.faults.push(fault(
+                            o.offset,
+                            FaultKind::Corruption,
+                            format!(
+                                "object {} does not match the manifest ({} bytes, crc32 {:#010x}; the manifest says {} bytes, {:#010x})",
+                                o.key,
+                                body.len(),
+                                crc32fast::hash(&body),
+                                o.len,
+                                o.crc32
+                            ),
+                        ));
+                        bad = true;
+                    } else {
+                        seg[o.offset as usize..(o.offset + o.len) as usize].copy_from_slice(&body);
+                    }
+                    done += o.len;
+                    progress(done, total);
+                    Ok(())
+                })
+                .map_err(Error::Replication)?;
+            r.bytes += g.len;
+            if bad {
+                continue;
+            }
+            let mut at = 0usize;
+            let mut id = g.start_id;
+            while at < seg.len() {
+                let key = g
+                    .objects
+                    .iter()
+                    .find(|o| o.offset <= at as u64 && (at as u64) < o.offset + o.len)
+                    .map_or("?", |o| o.key.as_str());
+                let h = match seg
+                    .get(at..at + HEADER_SIZE)
+                    .ok_or_else(|| "a truncated frame header".to_string())
+                    .and_then(|b| FrameHeader::decode(b).map_err(|e| e.to_string()))
+                {
+                    Ok(h) if at + h.frame_len() as usize <= seg.len() => h,
+                    Ok(_) => {
+                        r.faults.push(fault(
+                            at as u64,
+                            FaultKind::Corruption,
+                            format!("object {key}: a frame runs past the segment's end"),
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        r.faults.push(fault(
+                            at as u64,
+                            FaultKind::Corruption,
+                            format!("object {key}: {e}"),
+                        ));
+                        break;
+                    }
+                };
+                if h.start_id != id {
+                    r.faults.push(fault(
+                        at as u64,
+                        FaultKind::Corruption,
+                        format!(
+                            "object {key}: the frame starts at id {}, expected {id}",
+                            h.start_id
+                        ),
+                    ));
+                }
+                let p = &seg[at + HEADER_SIZE..at + h.frame_len() as usize];
+                match decode_batch(&h, p) {
+                    Ok(d) => {
+                        r.frames += 1;
+                        r.entries += d.len() as u64;
+                    }
+                    Err(e) => r.faults.push(fault(
+                        at as u64,
+                        FaultKind::Corruption,
+                        format!("object {key}: {e}"),
+                    )),
+                }
+                id = h.end_id();
+                at += h.frame_len() as usize;
+            }
+            if id != g.end_id {
+                r.faults.push(fault(
+                    g.len,
+                    FaultKind::Corruption,
+                    format!(
+                        "the segment's frames end at id {id}, the manifest says {}",
+                        g.end_id
+                    ),
+                ));
+            }
+        }
+        if expect_start.is_some_and(|e| e != sm.next_id) {
+            r.faults.push(VerifyFault {
+                kind: FaultKind::Layout,
+                location: Location {
+                    stream: name.clone(),
+                    segment: String::new(),
+                    offset: 0,
+                },
+                reason: format!(
+                    "the manifest's next_id {} does not follow its last segment",
+                    sm.next_id
+                ),
+            });
+        }
+    }
+    Ok(r)
+}
+
+/// Removes from the bucket the segments of `stream` that hold only ids
+/// below the segment of `before` (never the last one): the manifest first,
+/// conditionally on the version read, then the objects. The epoch stays:
+/// a writer shipping to the prefix sees its next manifest write refused,
+/// reads the manifest, finds its own epoch and adopts the truncation
+/// (never shipping those ids again). Returns the segments removed.
+pub fn truncate_bucket(opts: &ReplicaOptions, stream: &str, before: u64) -> Result<usize> {
+    let (bucket, m, version) = open(opts)?;
+    let url = bucket.url.clone();
+    let Some(sm) = m.streams.get(stream) else {
+        return Err(Error::NoSuchStream(stream.to_owned()));
+    };
+    let keep_from = sm
+        .segments
+        .iter()
+        .rposition(|g| g.start_id <= before)
+        .unwrap_or(0)
+        .min(sm.segments.len().saturating_sub(1));
+    let mut next = m.clone();
+    next.updated_ms = manifest::now_ms();
+    let gone: Vec<String> = {
+        let s = next.streams.get_mut(stream).expect("present");
+        let gone = s
+            .segments
+            .drain(..keep_from)
+            .flat_map(|g| g.objects.into_iter().map(|o| o.key))
+            .collect();
+        if let Some(first) = s.segments.first() {
+            s.floor = s.floor.max(first.start_id);
+        }
+        gone
+    };
+    if keep_from == 0 {
+        return Ok(0);
+    }
+    bucket
+        .put_manifest(next.encode(), Some(version))
+        .map_err(|f| match f {
+            Fault::Conflict => Error::Replication(format!(
+                "{url} changed while truncating (a writer shipped a round): nothing removed; run it again"
+            )),
+            f => Error::Replication(format!("{url}: {f}")),
+        })?;
+    if let Err(f) = bucket.delete_all(gone) {
+        log::warn!(
+            "{url}: removing the truncated objects failed ({f}); the next writer removes them"
+        );
+    }
+    Ok(keep_from)
+}

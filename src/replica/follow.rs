@@ -1,0 +1,741 @@
+//! A log read straight from its bucket: the manifest, polled, says what
+//! exists; bytes come by range GETs, in blocks kept in a bounded local
+//! cache (objects are immutable, so a cached block is never stale).
+//!
+//! Finding an id in a sealed segment needs no index object: a binary
+//! search over byte offsets, each probe finding the first whole,
+//! crc-valid frame at or after its offset (as recovery resyncs after
+//! damage), so a cold `entries/<id>` costs about log2(segment / block)
+//! requests; what probes learn is kept per segment.
+
+use super::manifest::{Manifest, SegmentManifest};
+use super::store::{Bucket, BucketUrl};
+use crate::cache::Lru;
+use crate::error::{Error, Result};
+use crate::format::frame::{decode_batch, DecodedFrame, FrameHeader, HEADER_SIZE, MAGIC};
+use crate::mount::source::{LogSource, SegmentBytes};
+use crate::{CompressionType, ReplicaInfo, SegmentInfo, StreamInfo, SyncMode};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes fetched per range GET and kept per cache file.
+pub const BLOCK: u64 = 1 << 20;
+
+/// How a bucket is read.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// Where the log was shipped, and how to reach it.
+    pub bucket: super::ReplicaOptions,
+    /// How often the manifest is read for news.
+    pub poll: Duration,
+    /// The block cache's directory (default: `$XDG_CACHE_HOME/walfs` or
+    /// `~/.cache/walfs`, then one directory per bucket and prefix).
+    pub cache_dir: Option<PathBuf>,
+    /// The most bytes the block cache keeps on disk.
+    pub cache_size: u64,
+}
+
+impl FollowOptions {
+    /// Defaults: polled every second, 1 GiB of cache.
+    pub fn new(bucket: super::ReplicaOptions) -> FollowOptions {
+        FollowOptions {
+            bucket,
+            poll: Duration::from_secs(1),
+            cache_dir: None,
+            cache_size: 1 << 30,
+        }
+    }
+}
+
+fn io_err(m: impl Into<String>) -> Error {
+    Error::Io(std::io::Error::other(m.into()))
+}
+
+fn eio(m: impl Into<String>) -> Error {
+    let m = m.into();
+    log::error!("{m}");
+    Error::Io(std::io::Error::from_raw_os_error(libc::EIO))
+}
+
+/// Blocks of immutable objects, as files under a directory, LRU-bounded.
+struct DiskCache {
+    dir: PathBuf,
+    lru: Mutex<Lru<(String, u64), ()>>,
+}
+
+impl DiskCache {
+    fn open(dir: PathBuf, cap: u64) -> Result<DiskCache> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| io_err(format!("cache {}: {e}", dir.display())))?;
+        // What an earlier run left is not indexed: start empty.
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(DiskCache {
+            dir,
+            lru: Mutex::new(Lru::new(cap.max(BLOCK))),
+        })
+    }
+
+    fn file(&self, key: &str, block: u64) -> PathBuf {
+        let name: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join(format!("{name}.{block}"))
+    }
+
+    fn get(&self, key: &str, block: u64) -> Option<Vec<u8>> {
+        let k = (key.to_owned(), block);
+        self.lru.lock().get(&k)?;
+        std::fs::read(self.file(key, block)).ok()
+    }
+
+    fn put(&self, key: &str, block: u64, bytes: &[u8]) {
+        let path = self.file(key, block);
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .is_err()
+        {
+            return;
+        }
+        let evicted = self
+            .lru
+            .lock()
+            .insert((key.to_owned(), block), (), bytes.len() as u64);
+        for ((k, b), ()) in evicted {
+            let _ = std::fs::remove_file(self.file(&k, b));
+        }
+    }
+}
+
+/// A frame found in a segment.
+#[derive(Clone, Copy)]
+struct Found {
+    off: u64,
+    h: FrameHeader,
+}
+
+/// What reads have learned of one segment.
+#[derive(Default)]
+struct Learned {
+    /// Frames by start id.
+    by_id: BTreeMap<u64, Found>,
+    /// Frame offsets by the entry byte (of `log`) they start at, every
+    /// 64 KiB of entries or so.
+    by_payload: BTreeMap<u64, u64>,
+}
+
+struct State {
+    manifest: Manifest,
+    /// When the manifest was last read, and the last failure since.
+    fetched: Instant,
+    failure: Option<String>,
+    changes: u64,
+}
+
+struct Inner {
+    bucket: Bucket,
+    url: String,
+    state: RwLock<State>,
+    changed: Condvar,
+    changed_lock: Mutex<()>,
+    cache: DiskCache,
+    learned: Mutex<HashMap<(String, u64), Learned>>,
+    frames: Mutex<Lru<(String, u64, u64), Arc<DecodedFrame>>>,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+/// A shipped log, read from its bucket: a read-only [`LogSource`] for the
+/// mount and the CLI.
+pub struct BucketLog {
+    inner: Arc<Inner>,
+    poller: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+fn default_cache_root() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("walfs")
+}
+
+impl BucketLog {
+    /// Reads the manifest (an error if the bucket cannot be read or holds
+    /// no log) and starts polling it.
+    pub fn open(o: FollowOptions) -> Result<BucketLog> {
+        let url = BucketUrl::parse(&o.bucket.url).map_err(Error::Config)?;
+        let bucket =
+            Bucket::open(&url, o.bucket.timeout, &o.bucket.settings).map_err(Error::Replication)?;
+        let manifest = fetch_manifest(&bucket)?.ok_or_else(|| match bucket.list() {
+            Err(f) => Error::Replication(format!("{url}: {f}")),
+            Ok(_) => Error::Replication(format!(
+                "no walfs log at {url}: it holds no {}",
+                super::manifest::MANIFEST
+            )),
+        })?;
+        let dir = o.cache_dir.clone().unwrap_or_else(|| {
+            let mut safe: String = format!("{}-{}", url.bucket, url.prefix)
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            safe.truncate(200);
+            default_cache_root().join(format!("{safe}-{}", std::process::id()))
+        });
+        let inner = Arc::new(Inner {
+            bucket,
+            url: url.to_string(),
+            state: RwLock::new(State {
+                manifest,
+                fetched: Instant::now(),
+                failure: None,
+                changes: 1,
+            }),
+            changed: Condvar::new(),
+            changed_lock: Mutex::new(()),
+            cache: DiskCache::open(dir, o.cache_size)?,
+            learned: Mutex::new(HashMap::new()),
+            frames: Mutex::new(Lru::new(64 << 20)),
+            requests: Default::default(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (i2, s2) = (inner.clone(), stop.clone());
+        let poll = o.poll;
+        let h = std::thread::Builder::new()
+            .name("walfs-follow".into())
+            .spawn(move || {
+                while !s2.load(Ordering::Acquire) {
+                    std::thread::park_timeout(poll);
+                    if s2.load(Ordering::Acquire) {
+                        break;
+                    }
+                    i2.refresh();
+                }
+            })
+            .map_err(Error::Io)?;
+        Ok(BucketLog {
+            inner,
+            poller: Some((h, stop)),
+        })
+    }
+
+    /// Reads the manifest now (the poller does it every interval).
+    pub fn refresh(&self) {
+        self.inner.refresh();
+    }
+
+    /// Range GETs issued so far.
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// The manifest as last read.
+    pub fn manifest(&self) -> Manifest {
+        self.inner.state.read().manifest.clone()
+    }
+}
+
+impl Drop for BucketLog {
+    fn drop(&mut self) {
+        if let Some((h, stop)) = self.poller.take() {
+            stop.store(true, Ordering::Release);
+            h.thread().unpark();
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.inner.cache.dir);
+    }
+}
+
+fn fetch_manifest(bucket: &Bucket) -> Result<Option<Manifest>> {
+    match bucket.get_manifest() {
+        Ok(None) => Ok(None),
+        Ok(Some((bytes, _))) => Manifest::decode(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Replication(format!("{}: {e}", bucket.url))),
+        Err(f) => Err(Error::Replication(format!("{}: {f}", bucket.url))),
+    }
+}
+
+impl Inner {
+    fn refresh(&self) {
+        match fetch_manifest(&self.bucket) {
+            Ok(Some(m)) => {
+                let mut st = self.state.write();
+                st.fetched = Instant::now();
+                if st.failure.take().is_some() {
+                    log::info!("{}: reachable again", self.url);
+                }
+                // Never go back: a manifest is only ever replaced by one
+                // that holds as much (or truncated history).
+                if m != st.manifest {
+                    st.manifest = m;
+                    st.changes += 1;
+                    drop(st);
+                    let _g = self.changed_lock.lock();
+                    self.changed.notify_all();
+                }
+            }
+            Ok(None) => {
+                self.state.write().failure = Some("the manifest is gone".into());
+            }
+            Err(e) => {
+                let mut st = self.state.write();
+                if st.failure.is_none() {
+                    log::warn!("{e}; serving what is cached, retrying");
+                }
+                st.failure = Some(e.to_string());
+            }
+        }
+    }
+
+    fn segment(&self, stream: &str, start: u64) -> Option<SegmentManifest> {
+        let st = self.state.read();
+        let s = st.manifest.streams.get(stream)?;
+        s.segments.iter().find(|g| g.start_id == start).cloned()
+    }
+
+    fn segment_for(&self, stream: &str, id: u64) -> Option<SegmentManifest> {
+        let st = self.state.read();
+        let s = st.manifest.streams.get(stream)?;
+        if id >= s.next_id {
+            return None;
+        }
+        let i = s.segments.partition_point(|g| g.start_id <= id);
+        let g = s.segments.get(i.checked_sub(1)?)?;
+        (id < g.end_id).then(|| g.clone())
+    }
+
+    /// One block of an object, from the cache or the bucket.
+    fn block(&self, key: &str, obj_len: u64, b: u64) -> Result<Vec<u8>> {
+        if let Some(v) = self.cache.get(key, b) {
+            return Ok(v);
+        }
+        let range = b * BLOCK..((b + 1) * BLOCK).min(obj_len);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .bucket
+            .get_range(key, range)
+            .map_err(|f| eio(format!("{}/{key}: {f}", self.url)))?;
+        self.cache.put(key, b, &bytes);
+        Ok(bytes.to_vec())
+    }
+
+    /// Bytes `off..off + len` of a segment (clipped to its length).
+    fn read(&self, g: &SegmentManifest, off: u64, len: u64) -> Result<Vec<u8>> {
+        let end = (off + len).min(g.len);
+        let mut out = Vec::with_capacity(end.saturating_sub(off) as usize);
+        let mut at = off;
+        while at < end {
+            let i = g.objects.partition_point(|o| o.offset <= at) - 1;
+            let o = &g.objects[i];
+            let rel = at - o.offset;
+            let b = rel / BLOCK;
+            let block = self.block(&o.key, o.len, b)?;
+            let from = (rel - b * BLOCK) as usize;
+            let take = ((end - at) as usize).min(block.len() - from);
+            out.extend_from_slice(&block[from..from + take]);
+            at += take as u64;
+        }
+        Ok(out)
+    }
+
+    fn header(&self, stream: &str, g: &SegmentManifest, off: u64) -> Result<FrameHeader> {
+        let b = self.read(g, off, HEADER_SIZE as u64)?;
+        let h = FrameHeader::decode(&b).map_err(|e| {
+            eio(format!(
+                "{}: stream {stream} segment {} at byte {off}: {e}",
+                self.url, g.start_id
+            ))
+        })?;
+        if off + h.frame_len() > g.len {
+            return Err(eio(format!(
+                "{}: stream {stream} segment {} at byte {off}: a frame runs past the segment's end",
+                self.url, g.start_id
+            )));
+        }
+        Ok(h)
+    }
+
+    /// The decoded frame at `off`, crc-checked.
+    fn frame(&self, stream: &str, g: &SegmentManifest, f: Found) -> Result<Arc<DecodedFrame>> {
+        let k = (stream.to_owned(), g.start_id, f.off);
+        if let Some(d) = self.frames.lock().get(&k) {
+            return Ok(d);
+        }
+        let p = self.read(g, f.off + HEADER_SIZE as u64, f.h.disk_size as u64)?;
+        let d = Arc::new(decode_batch(&f.h, &p).map_err(|e| {
+            eio(format!(
+                "{}: stream {stream} segment {} at byte {}: {e}",
+                self.url, g.start_id, f.off
+            ))
+        })?);
+        let w = d.weight();
+        self.frames.lock().insert(k, d.clone(), w);
+        Ok(d)
+    }
+
+    /// The first whole, crc-valid frame at or after `from` starting at id
+    /// `min_start` or later, below `limit`.
+    fn resync(
+        &self,
+        g: &SegmentManifest,
+        from: u64,
+        limit: u64,
+        min_start: u64,
+    ) -> Result<Option<Found>> {
+        let magic = MAGIC.to_le_bytes();
+        let mut at = from;
+        while at + HEADER_SIZE as u64 <= limit {
+            let n = (limit - at).min(BLOCK);
+            let buf = self.read(g, at, n)?;
+            let mut i = 0;
+            while let Some(p) = buf[i..].windows(4).position(|w| w == magic) {
+                let cand = at + (i + p) as u64;
+                if let Ok(hb) = self.read(g, cand, HEADER_SIZE as u64) {
+                    if let Ok(h) = FrameHeader::decode(&hb) {
+                        if h.start_id >= min_start && cand + h.frame_len() <= g.len {
+                            let payload =
+                                self.read(g, cand + HEADER_SIZE as u64, h.disk_size as u64)?;
+                            if h.expected_crc(&payload) == h.crc {
+                                return Ok(Some(Found { off: cand, h }));
+                            }
+                        }
+                    }
+                }
+                i += p + 1;
+            }
+            at += (n).saturating_sub(3).max(1);
+        }
+        Ok(None)
+    }
+
+    /// The frame holding `id` in segment `g`.
+    fn locate(&self, stream: &str, g: &SegmentManifest, id: u64) -> Result<Found> {
+        let key = (stream.to_owned(), g.start_id);
+        let (mut lo, mut hi) = {
+            let mut l = self.learned.lock();
+            let l = l.entry(key.clone()).or_default();
+            if let Some((_, f)) = l.by_id.range(..=id).next_back() {
+                if f.h.contains(id) {
+                    return Ok(*f);
+                }
+            }
+            let lo = l.by_id.range(..=id).next_back().map(|(_, f)| *f);
+            let hi = l.by_id.range(id + 1..).next().map_or(g.len, |(_, f)| f.off);
+            (lo, hi)
+        };
+        let learn = |f: Found| {
+            self.learned
+                .lock()
+                .entry(key.clone())
+                .or_default()
+                .by_id
+                .insert(f.h.start_id, f);
+        };
+        let first = match lo {
+            Some(f) => f,
+            None => {
+                let h = self.header(stream, g, 0)?;
+                let f = Found { off: 0, h };
+                learn(f);
+                f
+            }
+        };
+        lo = Some(first);
+        loop {
+            let cur = lo.expect("set");
+            if cur.h.contains(id) {
+                return Ok(cur);
+            }
+            let next = cur.off + cur.h.frame_len();
+            if hi <= next + 2 * BLOCK {
+                // Close: walk frame by frame.
+                let mut at = next;
+                while at < g.len {
+                    let h = self.header(stream, g, at)?;
+                    let f = Found { off: at, h };
+                    learn(f);
+                    if h.contains(id) {
+                        return Ok(f);
+                    }
+                    at += h.frame_len();
+                }
+                return Err(eio(format!(
+                    "{}: stream {stream} segment {}: no frame holds id {id}",
+                    self.url, g.start_id
+                )));
+            }
+            let mid = next + (hi - next) / 2;
+            match self.resync(g, mid, hi, cur.h.end_id())? {
+                Some(f) if f.h.start_id <= id => {
+                    learn(f);
+                    lo = Some(f);
+                }
+                Some(f) => {
+                    learn(f);
+                    hi = mid;
+                }
+                None => hi = mid,
+            }
+        }
+    }
+
+    fn entry(&self, stream: &str, id: u64) -> Result<Option<Arc<DecodedFrame>>> {
+        let Some(g) = self.segment_for(stream, id) else {
+            return Ok(None);
+        };
+        let f = self.locate(stream, &g, id)?;
+        self.frame(stream, &g, f).map(Some)
+    }
+
+    /// Entry bytes of segment `g` from its entry byte `from`, up to `max`.
+    fn payload(
+        &self,
+        stream: &str,
+        g: &SegmentManifest,
+        from: u64,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let key = (stream.to_owned(), g.start_id);
+        let (mut pos, mut off) = {
+            let mut l = self.learned.lock();
+            let l = l.entry(key.clone()).or_default();
+            l.by_payload
+                .range(..=from)
+                .next_back()
+                .map_or((0, 0), |(p, o)| (*p, *o))
+        };
+        let want_end = out.len() + max;
+        let mut last_mark = pos;
+        while off < g.len && out.len() < want_end {
+            let h = self.header(stream, g, off)?;
+            let plen = h.payload_len();
+            if pos + plen > from {
+                let d = self.frame(stream, g, Found { off, h })?;
+                let mut at = pos;
+                for e in d.entries() {
+                    let (s, t) = (at, at + e.len() as u64);
+                    if t > from && out.len() < want_end {
+                        let a = from.max(s) - s;
+                        let take = ((t - s - a) as usize).min(want_end - out.len());
+                        out.extend_from_slice(&e[a as usize..a as usize + take]);
+                    }
+                    at = t;
+                }
+            }
+            pos += plen;
+            off += h.frame_len();
+            if pos - last_mark >= 64 << 10 {
+                last_mark = pos;
+                self.learned
+                    .lock()
+                    .entry(key.clone())
+                    .or_default()
+                    .by_payload
+                    .insert(pos, off);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LogSource for BucketLog {
+    fn streams(&self) -> Vec<String> {
+        self.inner
+            .state
+            .read()
+            .manifest
+            .streams
+            .keys()
+            .cloned()
+            .collect()
+    }
+    fn has_stream(&self, stream: &str) -> bool {
+        self.inner
+            .state
+            .read()
+            .manifest
+            .streams
+            .contains_key(stream)
+    }
+    fn stream_info(&self, stream: &str) -> Option<StreamInfo> {
+        let st = self.inner.state.read();
+        let s = st.manifest.streams.get(stream)?;
+        Some(StreamInfo {
+            name: stream.to_owned(),
+            first_id: s.segments.first().map_or(s.next_id, |g| g.start_id),
+            next_id: s.next_id,
+            durable_id: s.next_id,
+            segments: s.segments.len(),
+            bytes: s.segments.iter().map(|g| g.len).sum(),
+            active_segment: s.segments.last().map_or(0, |g| g.start_id),
+            damaged: None,
+            replication: Some(ReplicaInfo {
+                replicated_id: s.next_id,
+                state: match &st.failure {
+                    Some(f) => format!("unreachable ({f})"),
+                    None => format!(
+                        "following (epoch {}, manifest read {} ms ago)",
+                        st.manifest.epoch,
+                        st.fetched.elapsed().as_millis()
+                    ),
+                },
+                // How stale this view may be beyond the writer's own lag.
+                lag_ms: st.fetched.elapsed().as_millis() as u64,
+                url: self.inner.url.clone(),
+            }),
+        })
+    }
+    fn first_id(&self, stream: &str) -> u64 {
+        self.stream_info(stream).map_or(0, |i| i.first_id)
+    }
+    fn next_id(&self, stream: &str) -> u64 {
+        let st = self.inner.state.read();
+        st.manifest.streams.get(stream).map_or(0, |s| s.next_id)
+    }
+    fn modes(&self) -> Option<(SyncMode, CompressionType)> {
+        None
+    }
+    fn entry_len(&self, stream: &str, id: u64) -> Result<Option<u64>> {
+        Ok(self
+            .inner
+            .entry(stream, id)?
+            .and_then(|d| d.entry(id).map(|e| e.len() as u64)))
+    }
+    fn read_entry(
+        &self,
+        stream: &str,
+        id: u64,
+        offset: u64,
+        size: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.entry(stream, id)?.and_then(|d| {
+            d.entry(id).map(|e| {
+                let a = (offset as usize).min(e.len());
+                let b = a.saturating_add(size).min(e.len());
+                e[a..b].to_vec()
+            })
+        }))
+    }
+    fn segments(&self, stream: &str) -> Vec<SegmentInfo> {
+        let st = self.inner.state.read();
+        st.manifest
+            .streams
+            .get(stream)
+            .map(|s| {
+                s.segments
+                    .iter()
+                    .map(|g| SegmentInfo {
+                        start_id: g.start_id,
+                        end_id: g.end_id,
+                        path: PathBuf::from(crate::format::segment_name(g.start_id)),
+                        len: g.len,
+                        sealed: g.sealed,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    fn open_segment(&self, stream: &str, segment: &SegmentInfo) -> Result<Box<dyn SegmentBytes>> {
+        let g = self
+            .inner
+            .segment(stream, segment.start_id)
+            .ok_or_else(|| Error::NoSuchStream(stream.to_owned()))?;
+        Ok(Box::new(Remote {
+            inner: self.inner.clone(),
+            g,
+        }))
+    }
+    fn segment_payloads(&self, stream: &str) -> Result<Vec<(u64, u64)>> {
+        let st = self.inner.state.read();
+        Ok(st
+            .manifest
+            .streams
+            .get(stream)
+            .map(|s| s.segments.iter().map(|g| (g.start_id, g.payload)).collect())
+            .unwrap_or_default())
+    }
+    fn read_payload(
+        &self,
+        stream: &str,
+        segment: u64,
+        from: u64,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let Some(g) = self.inner.segment(stream, segment) else {
+            return Ok(());
+        };
+        self.inner.payload(stream, &g, from, max, out)
+    }
+    fn wait_any(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.inner.changed_lock.lock();
+        loop {
+            let now = self.inner.state.read().changes;
+            if now != seen {
+                return now;
+            }
+            if self.inner.changed.wait_until(&mut g, deadline).timed_out() {
+                return self.inner.state.read().changes;
+            }
+        }
+    }
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+    fn append_batch(&self, _: &str, _: &[&[u8]]) -> Result<Range<u64>> {
+        Err(Error::ReadOnly)
+    }
+    fn sync(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn create_stream(&self, _: &str) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+    fn delete_stream(&self, _: &str) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+    fn truncate(&self, _: &str, _: u64) -> Result<usize> {
+        Err(Error::ReadOnly)
+    }
+}
+
+/// A segment's bytes in the bucket, for `segments/`.
+struct Remote {
+    inner: Arc<Inner>,
+    g: SegmentManifest,
+}
+
+impl SegmentBytes for Remote {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let b = self
+            .inner
+            .read(&self.g, offset, buf.len() as u64)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EIO))?;
+        buf[..b.len()].copy_from_slice(&b);
+        Ok(b.len())
+    }
+}
