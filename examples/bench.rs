@@ -800,6 +800,7 @@ fn replica_rows(rows: &mut Vec<Row>) {
         target: 0.0,
         lower_is_better: true,
     });
+    follow_rows(rows, &server);
     let (restore, raw) = restore_rate(&server, 128);
     rows.push(Row {
         name: "restore 128 MiB".into(),
@@ -810,6 +811,198 @@ fn replica_rows(rows: &mut Vec<Row>) {
         target: 0.5,
         lower_is_better: false,
     });
+}
+
+fn follower(r: &walfs::ReplicaOptions, poll: Duration) -> walfs::replica::follow::BucketLog {
+    let mut o = walfs::replica::follow::FollowOptions::new(r.clone());
+    o.poll = poll;
+    o.cache_dir = Some(dir("follow-cache"));
+    walfs::replica::follow::BucketLog::open(o).unwrap()
+}
+
+/// Follower rows: how long after shipping a follower (default 1 s poll)
+/// sees an entry; cold and warm random reads (requests, ms); a sequential
+/// read of `log` against the raw GET bandwidth of the same objects.
+fn follow_rows(rows: &mut Vec<Row>, server: &s3::S3Server) {
+    use walfs::mount::source::LogSource;
+    let endpoint = server.endpoint();
+    // Latency: one entry every 50 ms, shipped every 100 ms.
+    let d = dir("follow-lat");
+    let mut r = replica_opts(
+        "s3://bench/follow-lat",
+        &endpoint,
+        walfs::ReplicaMode::Async,
+    );
+    r.interval = Duration::from_millis(100);
+    let mut o = walfs_opts(&d, walfs::SyncMode::Strict);
+    o.replicate = Some(r.clone());
+    let w = walfs::Wal::new(o).unwrap();
+    w.append("s", b"first").unwrap();
+    while w
+        .stream_info("s")
+        .unwrap()
+        .replication
+        .unwrap()
+        .replicated_id
+        < 1
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let f = follower(&r, Duration::from_secs(1));
+    let mut lat = Vec::new();
+    for i in 0..60u64 {
+        let id = w.append("s", format!("entry {i}").as_bytes()).unwrap();
+        while w
+            .stream_info("s")
+            .unwrap()
+            .replication
+            .unwrap()
+            .replicated_id
+            <= id
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let shipped = Instant::now();
+        let mut seen = 0;
+        while f.next_id("s") <= id {
+            seen = f.wait_any(seen, Duration::from_millis(50));
+        }
+        lat.push(shipped.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(f);
+    drop(w);
+    let _ = std::fs::remove_dir_all(d);
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let v = lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        rows.push(Row {
+            name: format!("follower sees an entry after it is shipped (1 s poll), {name}"),
+            unit: "ms",
+            walfs: v,
+            baseline_name: "2 s",
+            baseline: 2000.0,
+            target: if name == "p99" { 1.0 } else { 0.0 },
+            lower_is_better: true,
+        });
+    }
+
+    // A 128 MiB log in 32 MiB segments of 100-byte entries.
+    let d = dir("follow-src");
+    let r = replica_opts("s3://bench/follow", &endpoint, walfs::ReplicaMode::Async);
+    let n = 1_200_000u64;
+    {
+        let mut o = walfs_opts(&d, walfs::SyncMode::Async);
+        o.max_segment_size = 32 << 20;
+        o.replicate = Some(r.clone());
+        let w = walfs::Wal::new(o).unwrap();
+        let e = [9u8; 100];
+        for _ in 0..n {
+            w.append("s", &e).unwrap();
+        }
+    }
+    let local = walfs::Wal::new(walfs_opts(&d, walfs::SyncMode::Strict)).unwrap();
+    let ids = random_ids(200, 7);
+    let t = Instant::now();
+    for &i in &ids {
+        local.get("s", i % n).unwrap().unwrap();
+    }
+    let local_ms = t.elapsed().as_secs_f64() * 1000.0 / ids.len() as f64;
+    drop(local);
+    let f = follower(&r, Duration::from_secs(1));
+    let (mut cold_ms, mut cold_req) = (0.0, 0);
+    for &i in ids.iter().take(50) {
+        let before = f.requests();
+        let t = Instant::now();
+        f.read_entry("s", i % n, 0, 1 << 20).unwrap().unwrap();
+        cold_ms += t.elapsed().as_secs_f64() * 1000.0;
+        cold_req += f.requests() - before;
+    }
+    let before = f.requests();
+    let t = Instant::now();
+    for &i in ids.iter().take(50) {
+        f.read_entry("s", i % n, 0, 1 << 20).unwrap().unwrap();
+    }
+    let warm_ms = t.elapsed().as_secs_f64() * 1000.0 / 50.0;
+    let warm_req = (f.requests() - before) as f64 / 50.0;
+    drop(f);
+    rows.push(Row {
+        name: "follower: cold random entries/<id> (128 MiB log, 32 MiB segments)".into(),
+        unit: "ms/read",
+        walfs: cold_ms / 50.0,
+        baseline_name: "local get",
+        baseline: local_ms,
+        target: 0.0,
+        lower_is_better: true,
+    });
+    rows.push(Row {
+        name: "follower: cold random entries/<id>: range GETs per read".into(),
+        unit: "requests",
+        walfs: cold_req as f64 / 50.0,
+        baseline_name: "blocks in a segment",
+        baseline: 32.0,
+        target: 0.0,
+        lower_is_better: true,
+    });
+    rows.push(Row {
+        name: "follower: warm entries/<id> (same ids again)".into(),
+        unit: "ms/read",
+        walfs: warm_ms,
+        baseline_name: "local get",
+        baseline: local_ms,
+        target: 0.0,
+        lower_is_better: true,
+    });
+    rows.push(Row {
+        name: "follower: warm entries/<id>: range GETs per read".into(),
+        unit: "requests",
+        walfs: warm_req,
+        baseline_name: "one",
+        baseline: 1.0,
+        target: 0.0,
+        lower_is_better: true,
+    });
+    // Sequential `log`, cold.
+    let f = follower(&r, Duration::from_secs(1));
+    let payloads = f.segment_payloads("s").unwrap();
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    let mut out = Vec::with_capacity(1 << 20);
+    for (seg, total) in payloads {
+        let mut from = 0;
+        while from < total {
+            out.clear();
+            f.read_payload("s", seg, from, 1 << 20, &mut out).unwrap();
+            from += out.len() as u64;
+            bytes += out.len() as u64;
+            if out.is_empty() {
+                break;
+            }
+        }
+    }
+    let log_mbs = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
+    drop(f);
+    let keys: Vec<String> = server
+        .keys("bench")
+        .into_iter()
+        .filter(|k| k.starts_with("follow/s/"))
+        .collect();
+    let t = Instant::now();
+    let mut raw = 0;
+    for k in &keys {
+        raw += server.get("bench", k).len();
+    }
+    let raw_mbs = raw as f64 / 1e6 / t.elapsed().as_secs_f64();
+    rows.push(Row {
+        name: "follower: sequential log, cold (entry bytes)".into(),
+        unit: "MB/s",
+        walfs: log_mbs,
+        baseline_name: "raw GET, same objects",
+        baseline: raw_mbs,
+        target: 0.5,
+        lower_is_better: false,
+    });
+    let _ = std::fs::remove_dir_all(d);
 }
 
 fn wanted(group: &str) -> bool {

@@ -364,6 +364,17 @@ impl Bucket {
             .block_on(async { self.store.get_range(&path, range).await.map_err(fault) })
     }
 
+    /// Several ranges of one object (adjacent ones fetched together).
+    pub fn get_ranges(
+        &self,
+        key: &str,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<Bytes>, Fault> {
+        let path = self.path(key);
+        self.rt
+            .block_on(async { self.store.get_ranges(&path, ranges).await.map_err(fault) })
+    }
+
     /// Deletes objects, ignoring those already gone.
     pub fn delete_all(&self, keys: Vec<String>) -> Result<(), Fault> {
         use futures::stream::{StreamExt, TryStreamExt};
