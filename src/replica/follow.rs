@@ -142,6 +142,9 @@ struct Learned {
     by_payload: BTreeMap<u64, u64>,
 }
 
+/// An object's key and a block number in it.
+type BlockKey = (String, u64);
+
 struct State {
     manifest: Manifest,
     /// When the manifest was last read, and the last failure since.
@@ -160,7 +163,7 @@ struct Inner {
     learned: Mutex<HashMap<(String, u64), Learned>>,
     frames: Mutex<Lru<(String, u64, u64), Arc<DecodedFrame>>>,
     /// Blocks in memory, in front of the disk cache.
-    hot: Mutex<Lru<(String, u64), Arc<Vec<u8>>>>,
+    hot: Mutex<Lru<BlockKey, Arc<Vec<u8>>>>,
     requests: std::sync::atomic::AtomicU64,
 }
 
@@ -358,7 +361,7 @@ impl Inner {
     /// Fetches blocks `first..first + n` of an object that are not cached
     /// yet, in one request: a sequential reader's read-ahead.
     fn prefetch(&self, key: &str, obj_len: u64, first: u64, n: u64) {
-        let last = ((obj_len + BLOCK - 1) / BLOCK).min(first + n);
+        let last = obj_len.div_ceil(BLOCK).min(first + n);
         let want: Vec<u64> = (first..last)
             .filter(|b| self.hot.lock().get(&(key.to_owned(), *b)).is_none())
             .collect();
