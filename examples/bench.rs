@@ -4,7 +4,7 @@
 //!     cargo run --release --example bench            # full run
 //!     WALFS_BENCH_DIR=/path cargo run --release --example bench
 //!     WALFS_BENCH_OPEN_GIB=10 ...                     # the spec's 10 GiB open
-//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,replica,open ...  # some rows only
+//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,replica,follow,open ...  # some rows only
 //!
 //! The replication rows need moto's S3 server (`.ci/run` installs it into
 //! .ci/venv); without it they are skipped with a note.
@@ -800,7 +800,6 @@ fn replica_rows(rows: &mut Vec<Row>) {
         target: 0.0,
         lower_is_better: true,
     });
-    follow_rows(rows, &server);
     let (restore, raw) = restore_rate(&server, 128);
     rows.push(Row {
         name: "restore 128 MiB".into(),
@@ -1005,6 +1004,17 @@ fn follow_rows(rows: &mut Vec<Row>, server: &s3::S3Server) {
     let _ = std::fs::remove_dir_all(d);
 }
 
+fn moto_found() -> bool {
+    std::env::var_os("WALFS_MOTO_SERVER").is_some()
+        || Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.ci/venv/bin/moto_server"
+        ))
+        .exists()
+        || std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|p| p.join("moto_server").exists())
+}
+
 fn wanted(group: &str) -> bool {
     std::env::var("WALFS_BENCH_ONLY").map_or(true, |v| v.split(',').any(|g| g == group))
 }
@@ -1175,6 +1185,18 @@ fn main() {
             replica_rows(&mut rows);
         } else {
             eprintln!("skipping the replication rows: no moto_server (`.ci/run` installs it into .ci/venv)");
+        }
+    }
+    if wanted("follow") {
+        eprintln!("followers (moto's S3 server on loopback)...");
+        if moto_found() {
+            let server = s3::S3Server::start();
+            server.create_bucket("bench");
+            follow_rows(&mut rows, &server);
+        } else {
+            eprintln!(
+                "skipping the follower rows: no moto_server (`.ci/run` installs it into .ci/venv)"
+            );
         }
     }
     let mut open_ms = None;

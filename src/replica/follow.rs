@@ -164,6 +164,9 @@ struct Inner {
     frames: Mutex<Lru<(String, u64, u64), Arc<DecodedFrame>>>,
     /// Blocks in memory, in front of the disk cache.
     hot: Mutex<Lru<BlockKey, Arc<Vec<u8>>>>,
+    /// Blocks a read-ahead is fetching; readers wait for them.
+    inflight: Mutex<std::collections::HashSet<BlockKey>>,
+    landed: Condvar,
     requests: std::sync::atomic::AtomicU64,
 }
 
@@ -225,6 +228,8 @@ impl BucketLog {
             learned: Mutex::new(HashMap::new()),
             frames: Mutex::new(Lru::new(64 << 20)),
             hot: Mutex::new(Lru::new(64 << 20)),
+            inflight: Mutex::new(Default::default()),
+            landed: Condvar::new(),
             requests: Default::default(),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -337,6 +342,13 @@ impl Inner {
     /// One block of an object: from memory, the disk cache or the bucket.
     fn block(&self, key: &str, obj_len: u64, b: u64) -> Result<Arc<Vec<u8>>> {
         let k = (key.to_owned(), b);
+        {
+            // A read-ahead already fetching it: wait for that.
+            let mut inflight = self.inflight.lock();
+            while inflight.contains(&k) {
+                self.landed.wait(&mut inflight);
+            }
+        }
         if let Some(v) = self.hot.lock().get(&k) {
             return Ok(v);
         }
@@ -358,29 +370,60 @@ impl Inner {
         Ok(v)
     }
 
-    /// Fetches blocks `first..first + n` of an object that are not cached
-    /// yet, in one request: a sequential reader's read-ahead.
-    fn prefetch(&self, key: &str, obj_len: u64, first: u64, n: u64) {
+    /// Starts fetching blocks `first..first + n` of an object that are
+    /// neither cached nor being fetched, in one request on a thread of its
+    /// own: a sequential reader's read-ahead, overlapping the network with
+    /// the parsing of the blocks before.
+    fn prefetch(self: &Arc<Self>, key: &str, obj_len: u64, first: u64, n: u64) {
         let last = obj_len.div_ceil(BLOCK).min(first + n);
-        let want: Vec<u64> = (first..last)
-            .filter(|b| self.hot.lock().get(&(key.to_owned(), *b)).is_none())
-            .collect();
+        let want: Vec<u64> = {
+            let mut inflight = self.inflight.lock();
+            let want: Vec<u64> = (first..last)
+                .filter(|b| {
+                    let k = (key.to_owned(), *b);
+                    !inflight.contains(&k) && self.hot.lock().get(&k).is_none()
+                })
+                .collect();
+            for b in &want {
+                inflight.insert((key.to_owned(), *b));
+            }
+            want
+        };
         if want.is_empty() {
             return;
         }
-        let ranges: Vec<Range<u64>> = want
-            .iter()
-            .map(|b| b * BLOCK..((b + 1) * BLOCK).min(obj_len))
-            .collect();
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Ok(got) = self.bucket.get_ranges(key, &ranges) {
-            for (b, bytes) in want.into_iter().zip(got) {
-                self.cache.put(key, b, &bytes);
-                let w = bytes.len() as u64;
-                self.hot
-                    .lock()
-                    .insert((key.to_owned(), b), Arc::new(bytes.to_vec()), w);
+        let (me, owned) = (self.clone(), key.to_owned());
+        let fetch = move || {
+            let key = owned;
+            let ranges: Vec<Range<u64>> = want
+                .iter()
+                .map(|b| b * BLOCK..((b + 1) * BLOCK).min(obj_len))
+                .collect();
+            me.requests.fetch_add(1, Ordering::Relaxed);
+            if let Ok(got) = me.bucket.get_ranges(&key, &ranges) {
+                for (b, bytes) in want.iter().zip(got) {
+                    me.cache.put(&key, *b, &bytes);
+                    let w = bytes.len() as u64;
+                    me.hot
+                        .lock()
+                        .insert((key.clone(), *b), Arc::new(bytes.to_vec()), w);
+                }
             }
+            let mut inflight = me.inflight.lock();
+            for b in &want {
+                inflight.remove(&(key.clone(), *b));
+            }
+            me.landed.notify_all();
+        };
+        if std::thread::Builder::new()
+            .name("walfs-readahead".into())
+            .spawn(fetch)
+            .is_err()
+        {
+            // No thread: readers fetch what they need themselves.
+            let mut inflight = self.inflight.lock();
+            inflight.retain(|(k, b)| !(k == &key && (first..last).contains(b)));
+            self.landed.notify_all();
         }
     }
 
@@ -556,7 +599,7 @@ impl Inner {
     /// Frames inside one cached block are parsed in place; a miss reads
     /// ahead 8 blocks in one request.
     fn payload(
-        &self,
+        self: &Arc<Self>,
         stream: &str,
         g: &SegmentManifest,
         from: u64,
@@ -591,10 +634,10 @@ impl Inner {
             let o = &g.objects[i];
             let rel = off - o.offset;
             let b = rel / BLOCK;
-            let before = self.requests.load(Ordering::Relaxed);
             let block = self.block(&o.key, o.len, b)?;
-            if self.requests.load(Ordering::Relaxed) != before {
-                self.prefetch(&o.key, o.len, b + 1, 8);
+            // Keep 8 to 16 blocks ahead of the reader in flight.
+            if b % 8 == 0 {
+                self.prefetch(&o.key, o.len, b + 1, 16);
             }
             let mut p = (rel - b * BLOCK) as usize;
             let mut progressed = false;
