@@ -422,7 +422,7 @@ impl Inner {
         {
             // No thread: readers fetch what they need themselves.
             let mut inflight = self.inflight.lock();
-            inflight.retain(|(k, b)| !(k == &key && (first..last).contains(b)));
+            inflight.retain(|(k, b)| !(k == key && (first..last).contains(b)));
             self.landed.notify_all();
         }
     }
