@@ -194,7 +194,9 @@ fn bucket_url(data: &std::path::Path) -> Option<String> {
 /// A shipped log, read from its bucket.
 fn open_bucket(url: &str) -> Result<walfs::replica::follow::BucketLog, Failure> {
     walfs::replica::BucketUrl::parse(url).map_err(fail)?;
-    let o = walfs::replica::follow::FollowOptions::new(walfs::ReplicaOptions::new(url));
+    let mut o = walfs::replica::follow::FollowOptions::new(walfs::ReplicaOptions::new(url));
+    // One command's blocks: a temporary cache, removed when it ends.
+    o.cache_dir = Some(std::env::temp_dir().join(format!("walfs-{}", std::process::id())));
     Ok(walfs::replica::follow::BucketLog::open(o)?)
 }
 
