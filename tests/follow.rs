@@ -15,14 +15,7 @@ use walfs::replica::follow::{BucketLog, FollowOptions};
 use walfs::{ReplicaOptions, Wal, WalOptions};
 
 fn replica(url: &str, endpoint: &str) -> ReplicaOptions {
-    let mut o = ReplicaOptions::new(url);
-    o.settings = vec![
-        ("aws_access_key_id".into(), "walfs-test-key".into()),
-        ("aws_secret_access_key".into(), "secret".into()),
-        ("aws_region".into(), "us-east-1".into()),
-        ("aws_endpoint".into(), endpoint.into()),
-        ("aws_allow_http".into(), "true".into()),
-    ];
+    let mut o = common::replica_options(url, endpoint);
     o.interval = Duration::from_millis(50);
     o.timeout = Duration::from_secs(2);
     o
@@ -35,33 +28,7 @@ fn follower(r: &ReplicaOptions, cache: &Path) -> BucketLog {
     BucketLog::open(o).unwrap()
 }
 
-fn walfs(args: &[&str], env: &[(String, String)]) -> (i32, Vec<u8>, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_walfs"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        o.stdout,
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stat_value(stat: &str, key: &str) -> String {
-    stat.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
-        .unwrap_or_else(|| panic!("no {key} in {stat}"))
-        .to_string()
-}
+use common::{eventually, stat_value, walfs_cli as walfs};
 
 /// A primary mount shipping, a follower mount on the bucket: the
 /// follower's `segments/`, `entries/` and `log` match the primary's byte
@@ -205,9 +172,9 @@ fn tiered_retention_and_the_explicit_bucket_truncation() {
     let (code, out, err) = walfs(&["cat", "s3://walfs-test/t", "-s", "s"], &env);
     assert_eq!(code, 0, "{err}");
     let want: String = (0..400).map(|i| format!("entry {i}\n")).collect();
-    assert_eq!(String::from_utf8(out).unwrap(), want);
+    assert_eq!(out, want);
     let (code, out, _) = walfs(&["get", "s3://walfs-test/t", "-s", "s", "7"], &env);
-    assert_eq!((code, out), (0, b"entry 7\n".to_vec()));
+    assert_eq!((code, out.as_str()), (0, "entry 7\n"));
 
     // The explicit removal, while the primary runs.
     let objects_before = s3.keys("walfs-test").len();
@@ -223,7 +190,7 @@ fn tiered_retention_and_the_explicit_bucket_truncation() {
         &env,
     );
     assert_eq!(code, 0, "{err}");
-    assert!(String::from_utf8_lossy(&out).contains("removed"), "{out:?}");
+    assert!(out.contains("removed"), "{out:?}");
     assert!(s3.keys("walfs-test").len() < objects_before);
     wal.append("s", b"after the truncation\n").unwrap();
     eventually("the primary to ship again", 20, || {
@@ -374,7 +341,6 @@ fn verify_on_a_bucket_names_the_object() {
     s3.put("walfs-test", &victim, &bytes);
     let (code, out, err) = walfs(&["verify", "s3://walfs-test/v"], &env);
     assert_eq!(code, 1, "{err}");
-    let out = String::from_utf8(out).unwrap();
     let key = victim.trim_start_matches("v/");
     assert!(out.contains(key) && out.contains("corruption"), "{out}");
 }

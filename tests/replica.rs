@@ -14,22 +14,7 @@ use walfs::replica::manifest::Manifest;
 use walfs::{Error, ReplicaMode, ReplicaOptions, Wal, WalOptions};
 
 fn replica(url: &str, endpoint: &str) -> ReplicaOptions {
-    let mut o = ReplicaOptions::new(url);
-    o.settings = aws_env(endpoint)
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let key = match k.as_str() {
-                "AWS_ACCESS_KEY_ID" => "aws_access_key_id",
-                "AWS_SECRET_ACCESS_KEY" => "aws_secret_access_key",
-                "AWS_REGION" => "aws_region",
-                "AWS_ENDPOINT_URL" => "aws_endpoint",
-                "AWS_ALLOW_HTTP" => "aws_allow_http",
-                _ => return None,
-            };
-            Some((key.to_string(), v))
-        })
-        .collect();
-    o
+    common::replica_options(url, endpoint)
 }
 
 fn wal_at(root: &Path, r: ReplicaOptions, segment: u64) -> walfs::Result<Wal> {
@@ -40,37 +25,14 @@ fn wal_at(root: &Path, r: ReplicaOptions, segment: u64) -> walfs::Result<Wal> {
 }
 
 fn walfs(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_walfs"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    common::walfs_cli(args, env)
 }
 
 fn manifest(s: &S3Server, bucket: &str, prefix: &str) -> Manifest {
     Manifest::decode(&s.get(bucket, &format!("{prefix}/manifest.json"))).unwrap()
 }
 
-fn stat_value(stat: &str, key: &str) -> String {
-    stat.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
-        .unwrap_or_else(|| panic!("no {key} in {stat}"))
-        .to_string()
-}
-
-/// Polls `f` (bounded) until it holds.
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{eventually, stat_value};
 
 fn mount_caught_up(m: &Mounted) -> bool {
     let stat = std::fs::read_to_string(m.path("stat")).unwrap();

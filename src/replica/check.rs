@@ -1,30 +1,14 @@
 //! `walfs verify` and `walfs truncate` on a bucket.
 
 use super::manifest::{self, Manifest};
-use super::store::{Bucket, BucketUrl, Fault};
+use super::store::{Bucket, Fault};
 use super::ReplicaOptions;
 use crate::error::{Error, Location, Result};
 use crate::format::frame::{decode_batch, FrameHeader, HEADER_SIZE};
 use crate::verify::{FaultKind, VerifyFault, VerifyReport};
 
 fn open(opts: &ReplicaOptions) -> Result<(Bucket, Manifest, object_store::UpdateVersion)> {
-    let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
-    let bucket = Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
-    let (bytes, version) = match bucket.get_manifest() {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            return Err(match bucket.list() {
-                Err(f) => Error::Replication(format!("{url}: {f}")),
-                Ok(_) => Error::Replication(format!(
-                    "no walfs log at {url}: it holds no {}",
-                    manifest::MANIFEST
-                )),
-            })
-        }
-        Err(f) => return Err(Error::Replication(format!("{url}: {f}"))),
-    };
-    let m = Manifest::decode(&bytes).map_err(|e| Error::Replication(format!("{url}: {e}")))?;
-    Ok((bucket, m, version))
+    super::open_log(opts)
 }
 
 /// Checks every object of the log at `opts.url` against the manifest

@@ -9,7 +9,7 @@
 //! requests; what probes learn is kept per segment.
 
 use super::manifest::{Manifest, SegmentManifest};
-use super::store::{Bucket, BucketUrl};
+use super::store::Bucket;
 use crate::cache::Lru;
 use crate::error::{Error, Result};
 use crate::format::frame::{
@@ -189,16 +189,8 @@ impl BucketLog {
     /// Reads the manifest (an error if the bucket cannot be read or holds
     /// no log) and starts polling it.
     pub fn open(o: FollowOptions) -> Result<BucketLog> {
-        let url = BucketUrl::parse(&o.bucket.url).map_err(Error::Config)?;
-        let bucket =
-            Bucket::open(&url, o.bucket.timeout, &o.bucket.settings).map_err(Error::Replication)?;
-        let manifest = fetch_manifest(&bucket)?.ok_or_else(|| match bucket.list() {
-            Err(f) => Error::Replication(format!("{url}: {f}")),
-            Ok(_) => Error::Replication(format!(
-                "no walfs log at {url}: it holds no {}",
-                super::manifest::MANIFEST
-            )),
-        })?;
+        let (bucket, manifest, _) = super::open_log(&o.bucket)?;
+        let url = bucket.url.clone();
         let dir = o.cache_dir.clone().unwrap_or_else(|| {
             let mut safe: String = format!("{}-{}", url.bucket, url.prefix)
                 .chars()

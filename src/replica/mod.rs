@@ -34,6 +34,35 @@ pub fn read_manifest(opts: &ReplicaOptions) -> crate::Result<Option<manifest::Ma
         Err(f) => Err(crate::Error::Replication(format!("{u}: {f}"))),
     }
 }
+/// The bucket at `opts.url` and the log it holds: its manifest and that
+/// manifest's version. No manifest is an error that tells a missing bucket
+/// (a GET there is "not found" too) from a prefix holding no log.
+pub(crate) fn open_log(
+    opts: &ReplicaOptions,
+) -> crate::Result<(
+    store::Bucket,
+    manifest::Manifest,
+    object_store::UpdateVersion,
+)> {
+    use crate::Error;
+    let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
+    let bucket =
+        store::Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
+    let (bytes, version) = bucket
+        .get_manifest()
+        .map_err(|f| Error::Replication(format!("{url}: {f}")))?
+        .ok_or_else(|| match bucket.list() {
+            Err(f) => Error::Replication(format!("{url}: {f}")),
+            Ok(_) => Error::Replication(format!(
+                "no walfs log at {url}: it holds no {}",
+                manifest::MANIFEST
+            )),
+        })?;
+    let m = manifest::Manifest::decode(&bytes)
+        .map_err(|e| Error::Replication(format!("{url}: {e}")))?;
+    Ok((bucket, m, version))
+}
+
 pub(crate) use ship::Replicator;
 pub use store::BucketUrl;
 

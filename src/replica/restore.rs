@@ -1,8 +1,8 @@
 //! `walfs restore`: a data directory rebuilt from the bucket, built aside
 //! and renamed into place, so a failed restore leaves nothing half-made.
 
-use super::manifest::{self, Manifest};
-use super::store::{Bucket, BucketUrl};
+use super::manifest::Manifest;
+use super::store::Bucket;
 use crate::error::{Error, Result};
 use crate::format;
 use std::fs;
@@ -71,20 +71,7 @@ pub fn restore(
             )));
         }
     }
-    let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
-    let bucket = Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
-    let (bytes, _) = bucket
-        .get_manifest()
-        .map_err(|f| Error::Replication(format!("{url}: {f}")))?
-        .ok_or_else(|| match bucket.list() {
-            // A GET in a missing bucket is "not found" too.
-            Err(f) => Error::Replication(format!("{url}: {f}")),
-            Ok(_) => Error::Replication(format!(
-                "no walfs log at {url}: it holds no {}",
-                manifest::MANIFEST
-            )),
-        })?;
-    let m = Manifest::decode(&bytes).map_err(|e| Error::Replication(format!("{url}: {e}")))?;
+    let (bucket, m, _) = super::open_log(opts)?;
     let mut staging = data.as_os_str().to_owned();
     staging.push(".restoring");
     let staging = PathBuf::from(staging);

@@ -41,3 +41,58 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 pub mod s3;
+
+/// Polls `f` (bounded) until it holds.
+pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The value of `key: value` in a `stat` text.
+pub fn stat_value(stat: &str, key: &str) -> String {
+    stat.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key} in {stat}"))
+        .to_string()
+}
+
+/// Runs the walfs binary with extra environment: (status, stdout, stderr).
+pub fn walfs_cli(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Options to ship to (or read) `url` on the test server at `endpoint`,
+/// configured in code rather than through the environment.
+pub fn replica_options(url: &str, endpoint: &str) -> walfs::ReplicaOptions {
+    let mut o = walfs::ReplicaOptions::new(url);
+    o.settings = s3::aws_env(endpoint)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let key = match k.as_str() {
+                "AWS_ACCESS_KEY_ID" => "aws_access_key_id",
+                "AWS_SECRET_ACCESS_KEY" => "aws_secret_access_key",
+                "AWS_REGION" => "aws_region",
+                "AWS_ENDPOINT_URL" => "aws_endpoint",
+                "AWS_ALLOW_HTTP" => "aws_allow_http",
+                _ => return None,
+            };
+            Some((key.to_string(), v))
+        })
+        .collect();
+    o
+}
