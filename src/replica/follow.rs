@@ -609,9 +609,11 @@ impl Inner {
         };
         let want_end = out.len() + max;
         let mut last_mark = pos;
-        let emit = |d: &DecodedFrame, pos: u64, out: &mut Vec<u8>| {
+        // Copies the part of a frame's entries (the first at entry byte
+        // `pos`) that lies at `from` or later, up to `want_end`.
+        let emit = |entries: &mut dyn Iterator<Item = &[u8]>, pos: u64, out: &mut Vec<u8>| {
             let mut at = pos;
-            for e in d.entries() {
+            for e in entries {
                 let (s, t) = (at, at + e.len() as u64);
                 if t > from && out.len() < want_end {
                     let a = (from.max(s) - s) as usize;
@@ -652,19 +654,14 @@ impl Inner {
                     };
                     if h.frame_type == FrameType::Raw {
                         // In place: entries copied once, straight to `out`.
-                        let mut at = pos;
-                        for span in raw_spans(&h, payload).map_err(bad)? {
-                            let e = &payload[span.start as usize..span.end as usize];
-                            let (s, t) = (at, at + e.len() as u64);
-                            if t > from && out.len() < want_end {
-                                let a = (from.max(s) - s) as usize;
-                                let take = (e.len() - a).min(want_end - out.len());
-                                out.extend_from_slice(&e[a..a + take]);
-                            }
-                            at = t;
-                        }
+                        let spans = raw_spans(&h, payload).map_err(bad)?;
+                        let mut entries = spans
+                            .iter()
+                            .map(|r| &payload[r.start as usize..r.end as usize]);
+                        emit(&mut entries, pos, out);
                     } else {
-                        emit(&decode_batch(&h, payload).map_err(bad)?, pos, out);
+                        let d = decode_batch(&h, payload).map_err(bad)?;
+                        emit(&mut d.entries(), pos, out);
                     }
                 }
                 pos += plen;
@@ -687,7 +684,7 @@ impl Inner {
                 let plen = h.payload_len();
                 if pos + plen > from {
                     let d = self.frame(stream, g, Found { off, h })?;
-                    emit(&d, pos, out);
+                    emit(&mut d.entries(), pos, out);
                 }
                 pos += plen;
                 off += h.frame_len();
