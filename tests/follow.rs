@@ -173,6 +173,36 @@ fn tiered_retention_and_the_explicit_bucket_truncation() {
     assert_eq!(code, 0, "{err}");
     let want: String = (0..400).map(|i| format!("entry {i}\n")).collect();
     assert_eq!(out, want);
+    // `cat --follow` on the bucket prints what the primary ships next.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args([
+            "cat",
+            "s3://walfs-test/t",
+            "-s",
+            "s",
+            "--from",
+            "399",
+            "--follow",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut fout = follow.stdout.take().unwrap();
+    wal.append("s", b"followed\n").unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !got.ends_with(b"followed\n") && Instant::now() < deadline {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        match fout.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(got, b"entry 399\nfollowed\n");
     let (code, out, _) = walfs(&["get", "s3://walfs-test/t", "-s", "s", "7"], &env);
     assert_eq!((code, out.as_str()), (0, "entry 7\n"));
 
@@ -208,7 +238,7 @@ fn tiered_retention_and_the_explicit_bucket_truncation() {
     assert!(first > 0 && first <= 200, "{first}");
     assert_eq!(f.read_entry("s", 0, 0, 100).unwrap(), None);
     assert_eq!(
-        f.read_entry("s", 400, 0, 100).unwrap().unwrap(),
+        f.read_entry("s", 401, 0, 100).unwrap().unwrap(),
         b"after the truncation\n"
     );
     let (code, _, err) = walfs(&["verify", "s3://walfs-test/t"], &env);
