@@ -229,7 +229,7 @@ fn tiered_retention_and_the_explicit_bucket_truncation() {
             .replication
             .unwrap()
             .replicated_id
-            == 401
+            == 402
     });
     let info = wal.stream_info("s").unwrap();
     assert_eq!(info.replication.unwrap().state, "ok");

@@ -159,6 +159,9 @@ struct Inner {
     state: RwLock<State>,
     changed: Condvar,
     changed_lock: Mutex<()>,
+    /// One manifest read at a time: a slower, older read must never land
+    /// after a newer one.
+    refreshing: Mutex<()>,
     cache: DiskCache,
     learned: Mutex<HashMap<(String, u64), Learned>>,
     frames: Mutex<Lru<(String, u64, u64), Arc<DecodedFrame>>>,
@@ -216,6 +219,7 @@ impl BucketLog {
             }),
             changed: Condvar::new(),
             changed_lock: Mutex::new(()),
+            refreshing: Mutex::new(()),
             cache: DiskCache::open(dir, o.cache_size)?,
             learned: Mutex::new(HashMap::new()),
             frames: Mutex::new(Lru::new(64 << 20)),
@@ -284,7 +288,15 @@ fn fetch_manifest(bucket: &Bucket) -> Result<Option<Manifest>> {
 
 impl Inner {
     fn refresh(&self) {
+        let _one = self.refreshing.lock();
         match fetch_manifest(&self.bucket) {
+            Ok(Some(m)) if m.epoch < self.state.read().manifest.epoch => {
+                log::warn!(
+                    "{}: ignoring a manifest of an older epoch ({})",
+                    self.url,
+                    m.epoch
+                );
+            }
             Ok(Some(m)) => {
                 let mut st = self.state.write();
                 st.fetched = Instant::now();

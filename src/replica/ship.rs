@@ -449,6 +449,10 @@ impl Shipper {
             .iter()
             .map(|(n, s)| s.next_id - current.streams.get(n).map_or(0, |c| c.next_id))
             .sum();
+        log::debug!(
+            "replication: a round shipped {shipped} entries with {puts} PUTs ({:?})",
+            ends
+        );
         self.manifest = Some((next, version));
         self.settle(&ends, snapshot, puts);
         {
