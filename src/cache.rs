@@ -124,6 +124,11 @@ impl BlockCache {
         Some(frame.clone())
     }
 
+    /// Whether a frame of `weight` bytes can be kept.
+    pub fn fits(&self, weight: u64) -> bool {
+        weight <= self.inner.lock().cap
+    }
+
     /// Keeps a decoded frame of the stream incarnation `uid`.
     pub fn insert(&self, uid: u64, frame: Arc<DecodedFrame>) {
         let mut g = self.inner.lock();

@@ -142,6 +142,7 @@ impl Wal {
             readers: Mutex::new(Lru::new(options.max_open_read_segments.max(1) as u64)),
             writers: Mutex::new(Lru::new(options.max_open_segments.max(1) as u64)),
             epoch: Arc::default(),
+            last_big: Mutex::new(None),
             storage,
             opts: options,
         };

@@ -54,6 +54,10 @@ pub struct Ctx {
     pub writers: Mutex<Lru<u64, Weak<Stream>>>,
     /// Bumped on every publication in any stream.
     pub epoch: Arc<crate::commit::Epoch>,
+    /// The last decoded frame too large for the block cache (or every
+    /// frame, without one), with its stream's uid: the reads of one large
+    /// entry, request after request, decode it once.
+    pub last_big: Mutex<Option<(u64, Arc<crate::format::DecodedFrame>)>>,
 }
 
 pub struct Writer {

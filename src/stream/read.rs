@@ -118,6 +118,14 @@ impl Stream {
         let Some(seg) = self.segment_for(id) else {
             return Ok(None);
         };
+        if let Some((_, f)) = ctx
+            .last_big
+            .lock()
+            .as_ref()
+            .filter(|(uid, f)| *uid == self.uid && f.start_id <= id && id < f.end_id())
+        {
+            return Ok(Some(f.clone()));
+        }
         let mut win = match self.window(ctx, &seg, LOOKUP_READ) {
             Ok(w) => w,
             Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound && !self.is_retained(&seg) => {
@@ -144,8 +152,9 @@ impl Stream {
                 })
             }
         };
-        if let Some(b) = &ctx.blocks {
-            b.insert(self.uid, frame.clone());
+        match &ctx.blocks {
+            Some(b) if b.fits(frame.weight()) => b.insert(self.uid, frame.clone()),
+            _ => *ctx.last_big.lock() = Some((self.uid, frame.clone())),
         }
         Ok(Some(frame))
     }
