@@ -431,6 +431,38 @@ fn sh_time(cmd: &str) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// `cat entries/<id>` of one 64 MiB entry through a mount with default
+/// options, cold (first read: one decode) and warm, against a plain file.
+fn big_entry_rows(rows: &mut Vec<Row>) {
+    let root = dir("mount-big");
+    let plain = root.join("plain");
+    std::fs::write(&plain, vec![b'a'; (64 << 20) - 1024]).unwrap();
+    let m = BenchMount::start(&root.join("b"), walfs::SyncMode::Async);
+    let t = sh_time(&format!(
+        "cp {} {}",
+        plain.display(),
+        m.mnt.join("record").display()
+    ));
+    assert!(t > 0.0);
+    let entry = m.mnt.join("entries").join("0");
+    let base = sh_time(&format!("cat {} > /dev/null", plain.display()));
+    let cold = sh_time(&format!("cat {} > /dev/null", entry.display()));
+    let warm = sh_time(&format!("cat {} > /dev/null", entry.display()));
+    for (name, t) in [("cold", cold), ("warm", warm)] {
+        rows.push(Row {
+            name: format!("mount: cat entries/<id> of a 64 MiB entry, {name}"),
+            unit: "MB/s",
+            walfs: 64.0 * 1.048576 / t,
+            baseline_name: "cat plain 64 MiB file",
+            baseline: 64.0 * 1.048576 / base,
+            target: if name == "cold" { 0.3 } else { 0.0 },
+            lower_is_better: false,
+        });
+    }
+    drop(m);
+    let _ = std::fs::remove_dir_all(root);
+}
+
 fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
     let root = dir("mount");
     // A 256 MiB file of 100-byte lines.
@@ -1183,6 +1215,7 @@ fn main() {
     if wanted("mount") {
         eprintln!("the mount...");
         mount_rows(&mut rows, fsyncs);
+        big_entry_rows(&mut rows);
     }
     if wanted("replica") {
         eprintln!("replication (moto's S3 server on loopback)...");
