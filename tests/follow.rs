@@ -56,6 +56,11 @@ fn a_follower_mount_mirrors_the_primary() {
         "for w in 1 2 3; do (for i in $(seq 1 100); do echo \"w$w $i\" >> {pm}/append || exit 1; done) & done; wait"
     ));
     assert_eq!(code, 0, "{err}");
+    // The cache goes into a directory of its own inside the one given,
+    // and only that is removed.
+    let cache = p.dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::write(cache.join("mine"), b"keep").unwrap();
     let f = Mounted::start_env(
         Some(Path::new("s3://walfs-test/m")),
         &[
@@ -133,6 +138,11 @@ fn a_follower_mount_mirrors_the_primary() {
         b"from-the-primary\n"
     );
     drop(f);
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["mine"]);
 }
 
 /// History truncated on the primary stays in the bucket and is served by

@@ -196,7 +196,7 @@ fn open_bucket(url: &str) -> Result<walfs::replica::follow::BucketLog, Failure> 
     walfs::replica::BucketUrl::parse(url).map_err(fail)?;
     let mut o = walfs::replica::follow::FollowOptions::new(walfs::ReplicaOptions::new(url));
     // One command's blocks: a temporary cache, removed when it ends.
-    o.cache_dir = Some(std::env::temp_dir().join(format!("walfs-{}", std::process::id())));
+    o.cache_dir = Some(std::env::temp_dir());
     Ok(walfs::replica::follow::BucketLog::open(o)?)
 }
 

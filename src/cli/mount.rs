@@ -64,9 +64,9 @@ pub struct FollowArgs {
     /// Following a bucket: how often its manifest is read (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = seconds)]
     poll: f64,
-    /// Following a bucket: where fetched blocks are cached (default
-    /// $XDG_CACHE_HOME/walfs, else ~/.cache/walfs; emptied at start and
-    /// removed at exit).
+    /// Following a bucket: where the cache of fetched blocks goes (default
+    /// $XDG_CACHE_HOME/walfs, else ~/.cache/walfs): a directory of its own
+    /// inside, named after the bucket, prefix and process, removed at exit.
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Following a bucket: the most bytes the cache keeps.

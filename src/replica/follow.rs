@@ -35,8 +35,9 @@ pub struct FollowOptions {
     pub bucket: super::ReplicaOptions,
     /// How often the manifest is read for news.
     pub poll: Duration,
-    /// The block cache's directory (default: `$XDG_CACHE_HOME/walfs` or
-    /// `~/.cache/walfs`, then one directory per bucket and prefix).
+    /// Where the block cache goes (default: `$XDG_CACHE_HOME/walfs` or
+    /// `~/.cache/walfs`): a directory of its own inside, named after the
+    /// bucket, prefix and process, removed when the log is dropped.
     pub cache_dir: Option<PathBuf>,
     /// The most bytes the block cache keeps on disk.
     pub cache_size: u64,
@@ -194,20 +195,25 @@ impl BucketLog {
     pub fn open(o: FollowOptions) -> Result<BucketLog> {
         let (bucket, manifest, _) = super::open_log(&o.bucket)?;
         let url = bucket.url.clone();
-        let dir = o.cache_dir.clone().unwrap_or_else(|| {
-            let mut safe: String = format!("{}-{}", url.bucket, url.prefix)
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            safe.truncate(200);
-            default_cache_root().join(format!("{safe}-{}", std::process::id()))
-        });
+        // Always a directory of our own inside the one given: it is
+        // emptied at start and removed at exit, so it must never be the
+        // user's directory itself.
+        let mut safe: String = format!("{}-{}", url.bucket, url.prefix)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        safe.truncate(200);
+        let dir = o
+            .cache_dir
+            .clone()
+            .unwrap_or_else(default_cache_root)
+            .join(format!("{safe}-{}", std::process::id()));
         let inner = Arc::new(Inner {
             bucket,
             url: url.to_string(),
