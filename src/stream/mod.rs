@@ -91,6 +91,9 @@ pub struct Stream {
     /// One past the last id appended, buffered or not: a reader asking for
     /// an id below it but not yet visible flushes the buffer first.
     appended: AtomicU64,
+    /// Where the last `read_payload` stopped, so the next request of a
+    /// sequential reader of `log` starts there without locating again.
+    cursor: Mutex<Option<read::Cursor>>,
 }
 
 /// A summary of a stream.

@@ -168,6 +168,7 @@ impl Stream {
             }),
             segs: RwLock::new(segs),
             appended: AtomicU64::new(rec.end_id),
+            cursor: Mutex::new(None),
             commit: Commit::new(
                 rec.end_id,
                 rec.valid_len,

@@ -2,7 +2,7 @@
 
 use super::{Ctx, Stream, StreamInfo};
 use crate::error::{Error, Location, Result};
-use crate::format::DecodedFrame;
+use crate::format::{DecodedFrame, FrameHeader};
 use crate::options::ReadStrategy;
 use crate::recovery;
 use crate::segment::{ReadError, ReadHandle, Segment, Window};
@@ -193,7 +193,16 @@ impl Stream {
         // frame headers and length prefixes (an eighth more is generous for
         // any entry over 36 bytes), so a request does not read twice.
         let chunk = (max + max / 8 + 8192).clamp(1 << 16, 8 << 20);
-        let (mut win, found) = if from == 0 {
+        let resume = (*self.cursor.lock()).filter(|c| c.seg == seg.start_id && c.pos == from);
+        let (mut win, found) = if let Some(c) = resume {
+            // The frame it stopped in is decoded in the block cache; what
+            // the request needs beyond it is all the window should read
+            // (the frame the request ends in is read whole anyway, and
+            // kept for the next request).
+            let served = (c.before + c.h.payload_len()).saturating_sub(from) as usize;
+            let rest = max.saturating_sub(served).max(4096);
+            (self.window(ctx, seg, rest)?, Some((c.off, c.h, c.before)))
+        } else if from == 0 {
             let mut win = self.raw_window(ctx, seg, chunk)?;
             let found = if win.limit() == 0 {
                 None
@@ -206,16 +215,42 @@ impl Stream {
             let found = seg.locate_payload(&mut win, from).map_err(read_err)?;
             (win, found)
         };
-        let Some((mut off, mut h, before)) = found else {
+        let Some((mut off, mut h, mut before)) = found else {
             return Ok(());
         };
+        let start_len = out.len();
         let mut skip = from - before;
         let limit = win.limit();
+        let stop = |off: u64, h: FrameHeader, before: u64, out: &Vec<u8>| {
+            *self.cursor.lock() = Some(Cursor {
+                seg: seg.start_id,
+                pos: from + (out.len() - start_len) as u64,
+                off,
+                h,
+                before,
+            });
+        };
         loop {
             if h.start_id >= visible || out.len() >= max {
+                stop(off, h, before, out);
                 return Ok(());
             }
-            let frame = win.frame(off, &h).map_err(read_err)?;
+            // The frame a request stopped in is the next one's first: the
+            // block cache keeps it decoded, so it is read once.
+            let frame = match ctx
+                .blocks
+                .as_ref()
+                .and_then(|b| b.get(self.uid, h.start_id))
+            {
+                Some(f) => f,
+                None => {
+                    let f = Arc::new(win.frame(off, &h).map_err(read_err)?);
+                    if let Some(b) = ctx.blocks.as_ref().filter(|b| b.fits(f.weight())) {
+                        b.insert(self.uid, f.clone());
+                    }
+                    f
+                }
+            };
             for e in frame.entries() {
                 if (skip as usize) >= e.len() {
                     skip -= e.len() as u64;
@@ -226,9 +261,11 @@ impl Stream {
                 let room = max - out.len();
                 out.extend_from_slice(&part[..part.len().min(room)]);
                 if out.len() >= max {
+                    stop(off, h, before, out);
                     return Ok(());
                 }
             }
+            before += h.payload_len();
             off += h.frame_len();
             if off >= limit {
                 return Ok(());
@@ -253,6 +290,17 @@ impl Stream {
             replication: None,
         }
     }
+}
+
+/// Where a read of entry bytes stopped: inside the frame at `off`, whose
+/// entries start at entry byte `before` of the segment.
+#[derive(Clone, Copy)]
+pub struct Cursor {
+    seg: u64,
+    pos: u64,
+    off: u64,
+    h: FrameHeader,
+    before: u64,
 }
 
 /// One segment as the shipper sees it.
