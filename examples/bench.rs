@@ -420,6 +420,60 @@ impl Drop for BenchMount {
     }
 }
 
+/// bindfs (a libfuse passthrough filesystem) of a scratch directory: the
+/// cost of a FUSE round trip on this kernel, as a second baseline.
+/// Unmounted on drop. None (with a note) when bindfs is not installed.
+struct BindMount {
+    src: PathBuf,
+    mnt: PathBuf,
+}
+
+impl BindMount {
+    fn start(root: &Path) -> Option<BindMount> {
+        let (src, mnt) = (root.join("src"), root.join("mnt"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&mnt).unwrap();
+        match std::process::Command::new("bindfs")
+            .arg(&src)
+            .arg(&mnt)
+            .status()
+        {
+            Ok(s) if s.success() => Some(BindMount { src, mnt }),
+            _ => {
+                eprintln!("bindfs is not installed (Debian: apt-get install bindfs): skipping the bindfs rows");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+        let _ = std::fs::remove_dir_all(&self.src);
+    }
+}
+
+/// A row against bindfs doing the same work: walfs must be ahead.
+fn bindfs_row(
+    rows: &mut Vec<Row>,
+    name: &str,
+    unit: &'static str,
+    walfs: f64,
+    bindfs: f64,
+    lower: bool,
+) {
+    rows.push(Row {
+        name: name.into(),
+        unit,
+        walfs,
+        baseline_name: "bindfs, same work",
+        baseline: bindfs,
+        target: 1.0,
+        lower_is_better: lower,
+    });
+}
+
 fn sh_time(cmd: &str) -> f64 {
     let start = Instant::now();
     let s = std::process::Command::new("sh")
@@ -448,7 +502,15 @@ fn big_entry_rows(rows: &mut Vec<Row>) {
     let base = sh_time(&format!("cat {} > /dev/null", plain.display()));
     let cold = sh_time(&format!("cat {} > /dev/null", entry.display()));
     let warm = sh_time(&format!("cat {} > /dev/null", entry.display()));
-    for (name, t) in [("cold", cold), ("warm", warm)] {
+    let bind = BindMount::start(&root.join("bind"));
+    let through_bindfs = bind.as_ref().map(|b| {
+        std::fs::copy(&plain, b.src.join("e")).unwrap();
+        let e = b.mnt.join("e");
+        let cold = sh_time(&format!("cat {} > /dev/null", e.display()));
+        let warm = sh_time(&format!("cat {} > /dev/null", e.display()));
+        (cold, warm)
+    });
+    for (i, (name, t)) in [("cold", cold), ("warm", warm)].into_iter().enumerate() {
         rows.push(Row {
             name: format!("mount: cat entries/<id> of a 64 MiB entry, {name}"),
             unit: "MB/s",
@@ -458,7 +520,19 @@ fn big_entry_rows(rows: &mut Vec<Row>) {
             target: if name == "cold" { 0.3 } else { 0.0 },
             lower_is_better: false,
         });
+        if let Some((bc, bw)) = through_bindfs {
+            let tb = if i == 0 { bc } else { bw };
+            bindfs_row(
+                rows,
+                &format!("mount: cat entries/<id> of a 64 MiB entry, {name}"),
+                "MB/s",
+                64.0 * 1.048576 / t,
+                64.0 * 1.048576 / tb,
+                false,
+            );
+        }
     }
+    drop(bind);
     drop(m);
     let _ = std::fs::remove_dir_all(root);
 }
@@ -476,6 +550,7 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
         }
     }
     let size = std::fs::metadata(&big).unwrap().len() as f64;
+    let bind = BindMount::start(&root.join("bind"));
     {
         let m = BenchMount::start(&root.join("a"), walfs::SyncMode::Async);
         let plain = root.join("plain");
@@ -494,8 +569,28 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             target: 0.5,
             lower_is_better: false,
         });
+        let append_t = t;
         let base = sh_time(&format!("cat {} > /dev/null", plain.display()));
         let t = sh_time(&format!("cat {} > /dev/null", m.mnt.join("log").display()));
+        // bindfs after walfs, its writeback flushed before anything else
+        // is timed.
+        if let Some(b) = &bind {
+            sh_time("sync");
+            let tb = sh_time(&format!(
+                "cat {} >> {}",
+                big.display(),
+                b.mnt.join("file").display()
+            ));
+            bindfs_row(
+                rows,
+                "mount: cat 256 MiB >> append (async)",
+                "MB/s",
+                size / 1e6 / append_t,
+                size / 1e6 / tb,
+                false,
+            );
+            sh_time("sync");
+        }
         rows.push(Row {
             name: "mount: cat log (256 MiB)".into(),
             unit: "MB/s",
@@ -505,6 +600,17 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             target: 0.5,
             lower_is_better: false,
         });
+        if let Some(b) = &bind {
+            let tb = sh_time(&format!("cat {} > /dev/null", b.mnt.join("file").display()));
+            bindfs_row(
+                rows,
+                "mount: cat log (256 MiB), warm",
+                "MB/s",
+                size / 1e6 / t,
+                size / 1e6 / tb,
+                false,
+            );
+        }
         let _ = std::fs::remove_file(plain);
     }
     {
@@ -524,6 +630,25 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             target: 0.0,
             lower_is_better: false,
         });
+        // The same durable append through bindfs: an O_APPEND write and
+        // its fdatasync, from one process per append (as echo is).
+        let durable = |b: &BindMount, who: &str| {
+            format!(
+                "i=0; while [ $i -lt {n} ]; do printf '{who} %s\\n' $i | dd of={} oflag=append conv=notrunc,fdatasync status=none; i=$((i+1)); done",
+                b.mnt.join("durable").display()
+            )
+        };
+        if let Some(b) = &bind {
+            let tb = sh_time(&durable(b, "one"));
+            bindfs_row(
+                rows,
+                "mount: strict echo >> append, 1 process",
+                "appends/s",
+                n as f64 / t,
+                n as f64 / tb,
+                false,
+            );
+        }
         let m0 = walfs::metrics::global();
         let (e0, s0, r0) = (
             m0.entries.get(),
@@ -548,6 +673,20 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             target: 3.0,
             lower_is_better: false,
         });
+        if let Some(b) = &bind {
+            let cmds: Vec<String> = (1..=8)
+                .map(|w| format!("({}) &", durable(b, &format!("w{w}"))))
+                .collect();
+            let tb = sh_time(&format!("{} wait", cmds.join(" ")));
+            bindfs_row(
+                rows,
+                "mount: strict echo >> append, 8 processes",
+                "appends/s",
+                8.0 * n as f64 / t,
+                8.0 * n as f64 / tb,
+                false,
+            );
+        }
         rows.push(Row {
             name: "mount: strict, 8 processes: entries per fdatasync".into(),
             unit: "entries",
@@ -613,7 +752,26 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             target: 0.0,
             lower_is_better: true,
         });
+        if let Some(b) = &bind {
+            for &id in ids.iter().take(2000) {
+                std::fs::write(b.src.join(id.to_string()), format!("{id}\n")).unwrap();
+            }
+            let start = Instant::now();
+            for &id in ids.iter().take(2000) {
+                std::fs::read(b.mnt.join(id.to_string())).unwrap();
+            }
+            let tb = start.elapsed().as_secs_f64() * 1e6 / 2000.0;
+            bindfs_row(
+                rows,
+                "mount: random read of entries/<id>",
+                "us/read",
+                per,
+                tb,
+                true,
+            );
+        }
     }
+    drop(bind);
     let _ = std::fs::remove_dir_all(root);
 }
 
