@@ -709,3 +709,37 @@ fn aws_files_configure_the_bucket() {
     assert!(err.contains("credentials"), "{err}");
     assert!(!err.contains(SECRET), "{err}");
 }
+
+/// A stream deleted and made again after its history was shipped is not
+/// shipped under the old one's ids (an id never names two entries in the
+/// bucket); other streams go on shipping.
+#[test]
+fn a_stream_made_again_never_ships_over_its_old_history() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica("s3://walfs-test/again", &s3.endpoint());
+    r.interval = Duration::from_millis(20);
+    let wal = wal_at(&dir.path().join("data"), r, 1 << 20).unwrap();
+    for i in 0..5 {
+        wal.append("s", format!("old {i}\n").as_bytes()).unwrap();
+    }
+    let shipped = |name: &str| {
+        wal.stream_info(name)
+            .unwrap()
+            .replication
+            .unwrap()
+            .replicated_id
+    };
+    eventually("the old stream shipped", 20, || shipped("s") == 5);
+    wal.delete_stream("s").unwrap();
+    for i in 0..10 {
+        wal.append("s", format!("new {i}\n").as_bytes()).unwrap();
+    }
+    wal.append("other", b"still shipping\n").unwrap();
+    eventually("the other stream shipped", 20, || shipped("other") == 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let m = manifest(&s3, "walfs-test", "again");
+    assert_eq!(m.streams["s"].next_id, 5);
+    assert_eq!(m.streams["other"].next_id, 1);
+}

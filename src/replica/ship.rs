@@ -47,6 +47,11 @@ struct Shipper {
     /// Waiters the last strict round carried: how many to gather.
     last_waiters: usize,
     last_round: Duration,
+    /// The incarnation (uid) of each stream this writer shipped: a stream
+    /// deleted and made again must not ship under the old one's ids.
+    incarnations: std::collections::HashMap<String, u64>,
+    /// Streams not shipped, and already said so.
+    reported: std::collections::HashSet<String>,
 }
 
 impl Replicator {
@@ -65,6 +70,8 @@ impl Replicator {
             manifest: None,
             last_waiters: 0,
             last_round: Duration::ZERO,
+            incarnations: Default::default(),
+            reported: Default::default(),
         };
         match shipper.take_over() {
             Ok(()) => {}
@@ -425,11 +432,16 @@ impl Shipper {
             }
             let view = s.ship_view();
             let sm = next.streams.entry(s.name.clone()).or_default();
-            if view.durable_id < sm.next_id {
-                log::warn!(
-                    "replication: stream {} holds fewer ids here ({}) than in the bucket ({}): not shipped",
-                    s.name, view.durable_id, sm.next_id
-                );
+            let first = *self.incarnations.entry(s.name.clone()).or_insert(s.uid);
+            if first != s.uid || view.durable_id < sm.next_id {
+                // A stream deleted and made again here: the bucket keeps the
+                // old one's history, and an id must never name two entries.
+                if self.reported.insert(s.name.clone()) {
+                    log::warn!(
+                        "replication: stream {} was deleted and made again here after its history was shipped: it is not shipped (its ids would name other entries in the bucket); ship to another prefix to keep it",
+                        s.name
+                    );
+                }
                 continue;
             }
             ship_stream(&s, &view, sm, epoch, &mut uploads, &mut superseded);
