@@ -743,3 +743,72 @@ fn a_stream_made_again_never_ships_over_its_old_history() {
     assert_eq!(m.streams["s"].next_id, 5);
     assert_eq!(m.streams["other"].next_id, 1);
 }
+
+/// Two daemons started together on one prefix (strict replication): at most
+/// one of them ever acknowledges an append; the other was refused at start
+/// or is fenced.
+#[test]
+fn two_daemons_racing_for_one_prefix() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let dir = tempfile::tempdir().unwrap();
+    let args = |d: &str, m: &str| {
+        vec![
+            "mount".to_string(),
+            dir.path().join(d).display().to_string(),
+            dir.path().join(m).display().to_string(),
+            "--replicate".into(),
+            "s3://walfs-test/race2".into(),
+            "--replicate-sync".into(),
+            "strict".into(),
+            "--replicate-timeout".into(),
+            "3".into(),
+        ]
+    };
+    let mut children = Vec::new();
+    let mut guards = Vec::new();
+    for (d, m) in [("d1", "m1"), ("d2", "m2")] {
+        std::fs::create_dir(dir.path().join(m)).unwrap();
+        guards.push(common::mount::DetachOnDrop(dir.path().join(m)));
+        children.push(
+            Command::new(env!("CARGO_BIN_EXE_walfs"))
+                .args(args(d, m))
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    // Each is either serving or has exited (refused).
+    eventually("both daemons to settle", 30, || {
+        children.iter_mut().zip(["m1", "m2"]).all(|(c, m)| {
+            c.try_wait().unwrap().is_some() || dir.path().join(m).join("streams").exists()
+        })
+    });
+    let mut acknowledged = Vec::new();
+    for m in ["m1", "m2"] {
+        let append = dir.path().join(m).join("append");
+        let ok = (0..5)
+            .filter(|i| {
+                append.exists() && sh(&format!("/bin/echo {m}-{i} >> {}", append.display())).0 == 0
+            })
+            .count();
+        acknowledged.push(ok);
+    }
+    for (c, m) in children.iter_mut().zip(["m1", "m2"]) {
+        if c.try_wait().unwrap().is_none() {
+            let _ = Command::new("umount").arg(dir.path().join(m)).status();
+            let _ = c.wait();
+        }
+    }
+    drop(guards);
+    assert_eq!(
+        acknowledged.iter().filter(|n| **n > 0).count(),
+        1,
+        "acknowledged per daemon: {acknowledged:?}"
+    );
+    assert!(acknowledged.contains(&5), "{acknowledged:?}");
+    let m = manifest(&s3, "walfs-test", "race2");
+    assert_eq!(m.streams["default"].next_id, 5);
+}
