@@ -134,6 +134,22 @@ fn a_shipped_log_restores_byte_for_byte() {
     assert_eq!(all[601], b"b2\n");
     drop(iw);
 
+    // On a terminal (script(1) gives it one) a progress bar shows.
+    let vars: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    let r3 = m.dir.path().join("restored-on-a-terminal");
+    let (code, out, err) = sh(&format!(
+        "script -qec 'env {vars}{} restore s3://walfs-test/logs/one {}' /dev/null",
+        env!("CARGO_BIN_EXE_walfs"),
+        r3.display()
+    ));
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("restoring") && out.contains("602 entries"),
+        "{out}"
+    );
+    assert!(!out.contains(SECRET));
+
     // A second restore into a directory that is not empty is refused.
     let (code, _, err) = walfs(&["restore", "s3://walfs-test/logs/one", &r], &env);
     assert_eq!(code, 1);
