@@ -876,6 +876,19 @@ fn replication_lag(endpoint: &str, secs: u64) -> (f64, f64, f64) {
     (pct(0.5), pct(0.99), puts as f64 / elapsed)
 }
 
+/// The server's raw GET rate (MB/s) for the objects of bucket `bench`
+/// whose keys `pick` takes, fetched whole, one at a time, over plain HTTP.
+fn raw_get_mbs(server: &s3::S3Server, pick: impl Fn(&str) -> bool) -> f64 {
+    let keys: Vec<String> = server
+        .keys("bench")
+        .into_iter()
+        .filter(|k| pick(k))
+        .collect();
+    let t = Instant::now();
+    let bytes: usize = keys.iter().map(|k| server.get("bench", k).len()).sum();
+    bytes as f64 / 1e6 / t.elapsed().as_secs_f64()
+}
+
 /// Ships `mib` MiB, then restores it: (restore MB/s, the server's raw GET
 /// MB/s for the same objects, one at a time over plain HTTP).
 fn restore_rate(server: &s3::S3Server, mib: usize) -> (f64, f64) {
@@ -896,17 +909,7 @@ fn restore_rate(server: &s3::S3Server, mib: usize) -> (f64, f64) {
     let t = Instant::now();
     let rep = walfs::replica::restore(&r, &out, &mut |_, _| {}).unwrap();
     let restore_mbs = rep.bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
-    let keys: Vec<String> = server
-        .keys("bench")
-        .into_iter()
-        .filter(|k| k.starts_with("restore/") && k.ends_with(".wal"))
-        .collect();
-    let t = Instant::now();
-    let mut bytes = 0;
-    for k in &keys {
-        bytes += server.get("bench", k).len();
-    }
-    let raw_mbs = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
+    let raw_mbs = raw_get_mbs(server, |k| k.starts_with("restore/") && k.ends_with(".wal"));
     let _ = std::fs::remove_dir_all(d);
     let _ = std::fs::remove_dir_all(out.parent().unwrap());
     (restore_mbs, raw_mbs)
@@ -1184,17 +1187,7 @@ fn follow_rows(rows: &mut Vec<Row>, server: &s3::S3Server) {
     }
     let log_mbs = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
     drop(f);
-    let keys: Vec<String> = server
-        .keys("bench")
-        .into_iter()
-        .filter(|k| k.starts_with("follow/s/"))
-        .collect();
-    let t = Instant::now();
-    let mut raw = 0;
-    for k in &keys {
-        raw += server.get("bench", k).len();
-    }
-    let raw_mbs = raw as f64 / 1e6 / t.elapsed().as_secs_f64();
+    let raw_mbs = raw_get_mbs(server, |k| k.starts_with("follow/s/"));
     rows.push(Row {
         name: "follower: sequential log, cold (entry bytes)".into(),
         unit: "MB/s",

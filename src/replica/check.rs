@@ -50,27 +50,17 @@ pub fn verify_bucket(
             }
             expect_start = Some(g.end_id);
             let mut seg = vec![0u8; g.len as usize];
-            let keys: Vec<String> = g.objects.iter().map(|o| o.key.clone()).collect();
             let mut bad = false;
             bucket
-                .get_all(&keys, |i, body| {
+                .get_all(&g.keys(), |i, body| {
                     let o = &g.objects[i];
-                    if body.len() as u64 != o.len || crc32fast::hash(&body) != o.crc32 {
-                        r.faults.push(fault(
-                            o.offset,
-                            FaultKind::Corruption,
-                            format!(
-                                "object {} does not match the manifest ({} bytes, crc32 {:#010x}; the manifest says {} bytes, {:#010x})",
-                                o.key,
-                                body.len(),
-                                crc32fast::hash(&body),
-                                o.len,
-                                o.crc32
-                            ),
-                        ));
-                        bad = true;
-                    } else {
-                        seg[o.offset as usize..(o.offset + o.len) as usize].copy_from_slice(&body);
+                    match o.check(&body) {
+                        Ok(()) => seg[o.offset as usize..(o.offset + o.len) as usize]
+                            .copy_from_slice(&body),
+                        Err(e) => {
+                            r.faults.push(fault(o.offset, FaultKind::Corruption, e));
+                            bad = true;
+                        }
                     }
                     done += o.len;
                     progress(done, total);
@@ -184,6 +174,9 @@ pub fn truncate_bucket(opts: &ReplicaOptions, stream: &str, before: u64) -> Resu
         .rposition(|g| g.start_id <= before)
         .unwrap_or(0)
         .min(sm.segments.len().saturating_sub(1));
+    if keep_from == 0 {
+        return Ok(0);
+    }
     let mut next = m.clone();
     next.updated_ms = manifest::now_ms();
     let gone: Vec<String> = {
@@ -198,9 +191,6 @@ pub fn truncate_bucket(opts: &ReplicaOptions, stream: &str, before: u64) -> Resu
         }
         gone
     };
-    if keep_from == 0 {
-        return Ok(0);
-    }
     bucket
         .put_manifest(next.encode(), Some(version))
         .map_err(|f| match f {

@@ -282,20 +282,10 @@ impl Drop for BucketLog {
     }
 }
 
-fn fetch_manifest(bucket: &Bucket) -> Result<Option<Manifest>> {
-    match bucket.get_manifest() {
-        Ok(None) => Ok(None),
-        Ok(Some((bytes, _))) => Manifest::decode(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Replication(format!("{}: {e}", bucket.url))),
-        Err(f) => Err(Error::Replication(format!("{}: {f}", bucket.url))),
-    }
-}
-
 impl Inner {
     fn refresh(&self) {
         let _one = self.refreshing.lock();
-        match fetch_manifest(&self.bucket) {
+        match super::fetch_manifest(&self.bucket) {
             Ok(Some(m)) if m.epoch < self.state.read().manifest.epoch => {
                 log::warn!(
                     "{}: ignoring a manifest of an older epoch ({})",
@@ -760,7 +750,11 @@ impl LogSource for BucketLog {
         })
     }
     fn first_id(&self, stream: &str) -> u64 {
-        self.stream_info(stream).map_or(0, |i| i.first_id)
+        let st = self.inner.state.read();
+        st.manifest
+            .streams
+            .get(stream)
+            .map_or(0, |s| s.segments.first().map_or(s.next_id, |g| g.start_id))
     }
     fn next_id(&self, stream: &str) -> u64 {
         let st = self.inner.state.read();

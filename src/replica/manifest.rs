@@ -79,6 +79,31 @@ pub struct ObjectRef {
     pub level: u32,
 }
 
+impl ObjectRef {
+    /// Whether `body` is this object as the manifest describes it (length
+    /// and crc32); the error says what differs.
+    pub fn check(&self, body: &[u8]) -> Result<(), String> {
+        let crc = crc32fast::hash(body);
+        if body.len() as u64 == self.len && crc == self.crc32 {
+            return Ok(());
+        }
+        Err(format!(
+            "object {} does not match the manifest ({} bytes, crc32 {crc:#010x}; the manifest says {} bytes, {:#010x})",
+            self.key,
+            body.len(),
+            self.len,
+            self.crc32
+        ))
+    }
+}
+
+impl SegmentManifest {
+    /// The keys of its objects, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.iter().map(|o| o.key.clone()).collect()
+    }
+}
+
 impl Manifest {
     /// An empty manifest at `epoch`.
     pub fn empty(epoch: u64) -> Manifest {

@@ -26,14 +26,20 @@ pub fn read_manifest(opts: &ReplicaOptions) -> crate::Result<Option<manifest::Ma
     let u = BucketUrl::parse(&opts.url).map_err(crate::Error::Config)?;
     let b =
         store::Bucket::open(&u, opts.timeout, &opts.settings).map_err(crate::Error::Replication)?;
+    fetch_manifest(&b)
+}
+
+/// The bucket's manifest, decoded, or None if it holds none.
+pub(crate) fn fetch_manifest(b: &store::Bucket) -> crate::Result<Option<manifest::Manifest>> {
     match b.get_manifest() {
         Ok(None) => Ok(None),
         Ok(Some((bytes, _))) => manifest::Manifest::decode(&bytes)
             .map(Some)
-            .map_err(|e| crate::Error::Replication(format!("{u}: {e}"))),
-        Err(f) => Err(crate::Error::Replication(format!("{u}: {f}"))),
+            .map_err(|e| crate::Error::Replication(format!("{}: {e}", b.url))),
+        Err(f) => Err(crate::Error::Replication(format!("{}: {f}", b.url))),
     }
 }
+
 /// The bucket at `opts.url` and the log it holds: its manifest and that
 /// manifest's version. No manifest is an error that tells a missing bucket
 /// (a GET there is "not found" too) from a prefix holding no log.

@@ -135,18 +135,10 @@ fn build(
                 .mode(0o600)
                 .open(&path)
                 .map_err(io_at(&path))?;
-            let keys: Vec<String> = g.objects.iter().map(|o| o.key.clone()).collect();
             bucket
-                .get_all(&keys, |i, body| {
+                .get_all(&g.keys(), |i, body| {
                     let o = &g.objects[i];
-                    if body.len() as u64 != o.len || crc32fast::hash(&body) != o.crc32 {
-                        return Err(format!(
-                            "object {} of stream {name} does not match the manifest (length {} for {}, or crc32)",
-                            o.key,
-                            body.len(),
-                            o.len
-                        ));
-                    }
+                    o.check(&body).map_err(|e| format!("stream {name}: {e}"))?;
                     file.write_all_at(&body, o.offset)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
                     report.bytes += o.len;
