@@ -112,6 +112,37 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     /// Options that cannot work together, named.
     Config(String),
+
+    /// No checkpoint has this id (sharded log).
+    #[error("no checkpoint named {0:?}")]
+    CheckpointNotFound(String),
+
+    /// A checkpoint id walfs cannot store: empty or over 65535 bytes.
+    #[error("invalid checkpoint id: {0}")]
+    InvalidCheckpointId(String),
+
+    /// A record of `checkpoints.log` that fails its checks.
+    #[error("checkpoints.log is damaged at byte {offset}: {reason}")]
+    CheckpointCorrupted {
+        /// Byte offset of the record in `checkpoints.log`.
+        offset: u64,
+        /// What is wrong there, and what to do.
+        reason: String,
+    },
+
+    /// A sharded log opened with another shard count than it was made with:
+    /// keys would route to other shards.
+    #[error("shard count mismatch: opened with {expected} shards, but the log was made with {found}; open it with {found} (changing the count needs a migration)")]
+    ShardCountMismatch {
+        /// The count asked for.
+        expected: u16,
+        /// The count the log holds.
+        found: u16,
+    },
+
+    /// A sharded log without any checkpoint.
+    #[error("no checkpoints yet")]
+    NoCheckpoints,
 }
 
 impl Error {

@@ -22,6 +22,7 @@ mod options;
 pub mod recovery;
 pub mod replica;
 pub mod segment;
+pub mod sharded;
 pub mod storage;
 mod stream;
 mod verify;

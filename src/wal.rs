@@ -582,6 +582,18 @@ impl Wal {
         self.inner.replica.as_ref().map(|r| r.link.counters())
     }
 
+    /// One past the last id of `stream` known durable (0 if it does not
+    /// exist): what a checkpoint may name.
+    pub fn durable_next(&self, stream: &str) -> u64 {
+        self.stream(stream)
+            .map_or(0, |s| s.commit.state.lock().durable)
+    }
+
+    /// The storage the log lives on.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.ctx.storage
+    }
+
     /// The data directory.
     pub fn root(&self) -> &Path {
         &self.inner.ctx.opts.root_path

@@ -21,9 +21,14 @@ pub fn errno(e: &Error) -> Errno {
         Error::Config(_) => libc::EINVAL,
         Error::Fenced(_) => libc::ESTALE,
         Error::Replication(_) => libc::ETIMEDOUT,
+        Error::CheckpointNotFound(_) | Error::NoCheckpoints => libc::ENOENT,
+        Error::InvalidCheckpointId(_) => libc::EINVAL,
+        Error::CheckpointCorrupted { .. } => libc::EIO,
+        Error::ShardCountMismatch { .. } => libc::EINVAL,
     };
     match e {
         Error::Corruption { .. }
+        | Error::CheckpointCorrupted { .. }
         | Error::Damaged { .. }
         | Error::Io(_)
         | Error::Fenced(_)

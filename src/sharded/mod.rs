@@ -1,0 +1,527 @@
+//! A sharded log: keys routed to N shard streams, and checkpoints (a
+//! user-chosen id naming one offset per shard), on disk exactly as
+//! ironwal 0.6's `sharded` feature lays them out.
+//!
+//! ```text
+//! DATA/
+//!   shard_00/ … shard_NN/   one ordinary stream per shard
+//!   checkpoints.log         the checkpoint history (see [`checkpoints`])
+//!   HEAD                    the latest checkpoint's id
+//!   SHARDS                  walfs only: the shard count, so that another
+//!                           count is refused at open (ironwal ignores it)
+//! ```
+//!
+//! ```no_run
+//! use walfs::{sharded::ShardedWal, WalOptions};
+//! let wal = ShardedWal::new(WalOptions::new("./data"), 16)?;
+//! let (shard, id) = wal.append(b"user_123", b"profile")?;
+//! wal.create_checkpoint(b"raft-5000")?;
+//! let (name, cp) = wal.load_latest_checkpoint()?;
+//! for (shard, &from) in cp.offsets.iter().enumerate() {
+//!     for entry in wal.iter_shard(shard as u16, from)? {
+//!         let _ = entry?;
+//!     }
+//! }
+//! # Ok::<(), walfs::Error>(())
+//! ```
+//!
+//! Where walfs differs from ironwal 0.6.9, on purpose:
+//!
+//! * A checkpoint names each shard's durable position as the engine knows
+//!   it (what has been fdatasynced), in every sync mode; ironwal tracks it
+//!   by hand and leaves it at 0 under `Async` until a flush.
+//! * Pruning never goes below an older checkpoint still listed: compact the
+//!   checkpoints first to release them ([`PruneStats::held_back_by`] names
+//!   the one that held a shard back).
+//! * Opening with another shard count than the log was made with fails
+//!   (`SHARDS`, the checkpoint records and the shard directories are all
+//!   checked); ironwal only notices when a checkpoint is loaded.
+//! * Listing and "latest" follow the order checkpoints were made in (the
+//!   log's order); ironwal sorts by timestamp, and walfs keeps timestamps
+//!   strictly increasing so both agree.
+//! * `compact_checkpoints(0)` also removes HEAD, so that
+//!   `load_latest_checkpoint` answers [`Error::NoCheckpoints`].
+
+pub mod checkpoints;
+
+use crate::storage::{RealStorage, Storage};
+use crate::{Error, Result, Wal, WalIdIterator, WalIterator, WalOptions};
+use checkpoints::{CheckpointLog, Entry};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use checkpoints::show_id;
+
+/// walfs's record of the shard count.
+pub const SHARDS_FILE: &str = "SHARDS";
+
+/// A checkpoint as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointData {
+    /// The offset (next id to read) of each shard, by shard number.
+    pub offsets: Vec<u64>,
+    /// Unix time in nanoseconds when it was made.
+    pub timestamp: u64,
+    /// The number of shards.
+    pub shard_count: u16,
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneStats {
+    /// Shards that lost at least one segment.
+    pub shards_pruned: u16,
+    /// Segments freed across all shards.
+    pub segments_deleted: usize,
+    /// The oldest listed checkpoint that kept some shard from being pruned
+    /// as far as asked, if one did.
+    pub held_back_by: Option<Vec<u8>>,
+}
+
+/// What a compaction of the checkpoint log did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionStats {
+    /// Checkpoints listed before.
+    pub checkpoints_before: usize,
+    /// Checkpoints listed after.
+    pub checkpoints_after: usize,
+    /// Bytes the log shrank by.
+    pub bytes_reclaimed: u64,
+}
+
+/// The shard `key` routes to among `shards`: SipHash-1-3 with zero keys
+/// over the key as Rust's `Hash` for a byte slice feeds it (its length as
+/// a `usize`, then its bytes), modulo the count. This is what ironwal
+/// computes with the standard library's `DefaultHasher`; walfs names the
+/// algorithm so that a change of that (unspecified) hasher can never
+/// re-route a log.
+pub fn route(key: &[u8], shards: u16) -> u16 {
+    assert!(shards > 0, "shard count must be positive");
+    let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
+    h.write_usize(key.len());
+    h.write(key);
+    (h.finish() % shards as u64) as u16
+}
+
+/// The stream name of shard `id`: `shard_00`, `shard_01`, … `shard_100`.
+pub fn shard_name(id: u16) -> String {
+    format!("shard_{id:02}")
+}
+
+/// The shard number a stream name is, if it is one.
+pub fn shard_number(name: &str) -> Option<u16> {
+    let n: u16 = name.strip_prefix("shard_")?.parse().ok()?;
+    (shard_name(n) == name).then_some(n)
+}
+
+/// What a data directory says of its shard count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardCount {
+    /// Recorded: in `SHARDS` or in the checkpoint records.
+    Exact(u16),
+    /// Only a lower bound: one past the highest shard directory (ironwal
+    /// makes shard streams on first append, so some may be missing).
+    AtLeast(u16),
+}
+
+/// What a data directory says of its shard count, if it is sharded: from
+/// `SHARDS`, else the checkpoint records, else (a checkpoint log or HEAD
+/// present) the highest shard directory. None for a directory that shows
+/// no sign of being sharded.
+pub fn detect(root: &Path) -> Result<Option<ShardCount>> {
+    detect_on(&RealStorage, root)
+}
+
+fn detect_on(storage: &dyn Storage, root: &Path) -> Result<Option<ShardCount>> {
+    let shards_file = root.join(SHARDS_FILE);
+    if storage.exists(&shards_file) {
+        let text = storage.read_file(&shards_file)?;
+        let n = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{} does not hold a shard count (a number from 1 to 65535)",
+                    shards_file.display()
+                ))
+            })?;
+        return Ok(Some(ShardCount::Exact(n)));
+    }
+    let log = root.join(checkpoints::LOG_FILE);
+    if storage.exists(&log) {
+        let bytes = storage.read_file(&log)?;
+        if let Some((_, _, r)) = checkpoints::scan(&bytes).records.first() {
+            return Ok(Some(ShardCount::Exact(r.offsets.len() as u16)));
+        }
+    }
+    if storage.exists(&log) || storage.exists(&root.join(checkpoints::HEAD_FILE)) {
+        let top = highest_shard(storage, root)?;
+        return Ok(Some(ShardCount::AtLeast(top.map_or(1, |t| t + 1))));
+    }
+    Ok(None)
+}
+
+/// Refuses `asked` where the directory says otherwise.
+fn check_count(storage: &dyn Storage, root: &Path, asked: u16) -> Result<()> {
+    let found = match detect_on(storage, root)? {
+        Some(ShardCount::Exact(n)) if n != asked => Some(n),
+        _ => highest_shard(storage, root)?
+            .map(|t| t + 1)
+            .filter(|&n| n > asked),
+    };
+    match found {
+        Some(found) => Err(Error::ShardCountMismatch {
+            expected: asked,
+            found,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn highest_shard(storage: &dyn Storage, root: &Path) -> Result<Option<u16>> {
+    if !storage.exists(root) {
+        return Ok(None);
+    }
+    Ok(storage
+        .read_dir(root)?
+        .into_iter()
+        .filter(|e| e.is_dir)
+        .filter_map(|e| e.name.as_deref().and_then(shard_number))
+        .max())
+}
+
+/// A log of N shard streams with checkpoints. All methods take `&self` and
+/// are safe from many threads: appends to different shards run in
+/// parallel, appends to one shard share its fdatasyncs (group commit).
+pub struct ShardedWal {
+    wal: Wal,
+    shards: u16,
+    names: Vec<String>,
+    log: Mutex<CheckpointLog>,
+}
+
+impl ShardedWal {
+    /// Opens or creates the sharded log at `options.root_path` with
+    /// `shard_count` shards. A log made with another count is refused with
+    /// [`Error::ShardCountMismatch`].
+    pub fn new(options: WalOptions, shard_count: u16) -> Result<ShardedWal> {
+        ShardedWal::with_storage(options, Arc::new(RealStorage), shard_count)
+    }
+
+    /// Like [`ShardedWal::new`], on any storage (the simulated disk).
+    pub fn with_storage(
+        options: WalOptions,
+        storage: Arc<dyn Storage>,
+        shard_count: u16,
+    ) -> Result<ShardedWal> {
+        if shard_count == 0 {
+            return Err(Error::Config("shard_count must be greater than zero".into()));
+        }
+        // Refuse a wrong count before anything is created or recovered.
+        check_count(&*storage, &options.root_path, shard_count)?;
+        ShardedWal::from_wal(Wal::with_storage(options, storage)?, shard_count)
+    }
+
+    /// Opens an existing sharded log with the count it was made with.
+    pub fn open(options: WalOptions) -> Result<ShardedWal> {
+        let root = options.root_path.clone();
+        match detect(&root)? {
+            Some(ShardCount::Exact(n)) => ShardedWal::new(options, n),
+            Some(ShardCount::AtLeast(n)) => Err(Error::Config(format!(
+                "the shard count of {} is not recorded (no SHARDS file, no checkpoint) and its highest shard is {}: give the count it was made with (at least {n})",
+                root.display(),
+                shard_name(n - 1)
+            ))),
+            None => Err(Error::Config(format!(
+                "{} is not a sharded log (no SHARDS, checkpoints.log or HEAD); create one with a shard count",
+                root.display()
+            ))),
+        }
+    }
+
+    /// A sharded view of a log already open (the mount's).
+    pub fn from_wal(wal: Wal, shard_count: u16) -> Result<ShardedWal> {
+        if shard_count == 0 {
+            return Err(Error::Config("shard_count must be greater than zero".into()));
+        }
+        let storage = wal.storage().clone();
+        let root = wal.root().to_path_buf();
+        check_count(&*storage, &root, shard_count)?;
+        let writable = !wal.options().read_only;
+        let log = CheckpointLog::open(
+            storage.clone(),
+            &root,
+            shard_count,
+            writable,
+            wal.options().on_corruption,
+        )?;
+        let shards_file = root.join(SHARDS_FILE);
+        if writable && !storage.exists(&shards_file) {
+            storage.write_atomic(&shards_file, format!("{shard_count}\n").as_bytes())?;
+        }
+        Ok(ShardedWal {
+            wal,
+            shards: shard_count,
+            names: (0..shard_count).map(shard_name).collect(),
+            log: Mutex::new(log),
+        })
+    }
+
+    fn name(&self, shard: u16) -> Result<&str> {
+        self.names
+            .get(shard as usize)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "invalid shard {shard} (this log has shards 0 to {})",
+                    self.shards - 1
+                ))
+            })
+    }
+
+    /// The shard `key` routes to.
+    pub fn route(&self, key: &[u8]) -> u16 {
+        route(key, self.shards)
+    }
+
+    /// Appends `value` to the shard of `key` (the key is not stored).
+    /// Returns (shard, id).
+    pub fn append(&self, key: &[u8], value: &[u8]) -> Result<(u16, u64)> {
+        let shard = self.route(key);
+        let id = self.wal.append(&self.names[shard as usize], value)?;
+        Ok((shard, id))
+    }
+
+    /// Appends many (key, value) pairs: one atomic batch per shard (not
+    /// atomic across shards). Returns (shard, id) in input order.
+    pub fn append_batch(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<(u16, u64)>> {
+        let routes: Vec<u16> = entries.iter().map(|(k, _)| self.route(k)).collect();
+        let mut groups: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
+        for (&s, (_, v)) in routes.iter().zip(entries) {
+            groups.entry(s).or_default().push(v);
+        }
+        let mut next: BTreeMap<u16, u64> = BTreeMap::new();
+        for (s, values) in groups {
+            let range = self.wal.append_batch(&self.names[s as usize], &values)?;
+            next.insert(s, range.start);
+        }
+        Ok(routes
+            .into_iter()
+            .map(|s| {
+                let id = next.get_mut(&s).expect("grouped");
+                *id += 1;
+                (s, *id - 1)
+            })
+            .collect())
+    }
+
+    /// Appends `values` to the shard of `key` as one atomic batch.
+    pub fn append_batch_for_key(&self, key: &[u8], values: &[&[u8]]) -> Result<Vec<(u16, u64)>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shard = self.route(key);
+        let range = self.wal.append_batch(&self.names[shard as usize], values)?;
+        Ok(range.map(|id| (shard, id)).collect())
+    }
+
+    /// Each shard's durable position now (the offsets a checkpoint names).
+    pub fn durable_offsets(&self) -> Vec<u64> {
+        self.names.iter().map(|n| self.wal.durable_next(n)).collect()
+    }
+
+    /// Records a checkpoint named `id` holding every shard's durable
+    /// position; durable on return. An id made again replaces the earlier
+    /// one.
+    pub fn create_checkpoint(&self, id: &[u8]) -> Result<()> {
+        let mut log = self.log.lock();
+        let offsets = self.durable_offsets();
+        log.create(id, offsets)
+    }
+
+    fn data(&self, r: checkpoints::Record) -> CheckpointData {
+        CheckpointData {
+            shard_count: r.offsets.len() as u16,
+            offsets: r.offsets,
+            timestamp: r.timestamp,
+        }
+    }
+
+    /// Loads checkpoint `id` (read and checked from disk).
+    pub fn load_checkpoint(&self, id: &[u8]) -> Result<CheckpointData> {
+        let r = self.log.lock().load(id)?;
+        Ok(self.data(r))
+    }
+
+    /// The latest checkpoint, with its id.
+    pub fn load_latest_checkpoint(&self) -> Result<(Vec<u8>, CheckpointData)> {
+        let r = self.log.lock().load_latest()?;
+        let id = r.id.clone();
+        Ok((id, self.data(r)))
+    }
+
+    /// Every listed checkpoint as (id, timestamp), oldest first.
+    pub fn list_checkpoints(&self) -> Vec<(Vec<u8>, u64)> {
+        self.log
+            .lock()
+            .entries()
+            .map(|(_, e)| (e.id.clone(), e.timestamp))
+            .collect()
+    }
+
+    /// Every listed checkpoint with its serial number (stable while the
+    /// log is open: the mount's inode numbers), oldest first.
+    pub fn checkpoint_entries(&self) -> Vec<(u64, Entry)> {
+        self.log
+            .lock()
+            .entries()
+            .map(|(s, e)| (s, e.clone()))
+            .collect()
+    }
+
+    /// The listed checkpoint with serial `serial`.
+    pub fn checkpoint_by_serial(&self, serial: u64) -> Option<Entry> {
+        self.log.lock().by_serial(serial).cloned()
+    }
+
+    /// The serial number of checkpoint `id`.
+    pub fn checkpoint_serial(&self, id: &[u8]) -> Option<u64> {
+        self.log.lock().find(id).map(|(s, _)| s)
+    }
+
+    /// The number of listed checkpoints.
+    pub fn checkpoint_count(&self) -> usize {
+        self.log.lock().len()
+    }
+
+    /// Damage in `checkpoints.log` kept at open: (start, end, why).
+    pub fn checkpoint_damage(&self) -> Vec<(u64, u64, String)> {
+        self.log.lock().damage().to_vec()
+    }
+
+    /// Reads shard `shard` from id `start` on (empty if it has no stream yet).
+    pub fn iter_shard(&self, shard: u16, start: u64) -> Result<WalIterator> {
+        self.wal.iter(self.name(shard)?, start)
+    }
+
+    /// Like [`ShardedWal::iter_shard`], yielding (id, entry).
+    pub fn iter_shard_with_ids(&self, shard: u16, start: u64) -> Result<WalIdIterator> {
+        self.wal.iter_with_ids(self.name(shard)?, start)
+    }
+
+    /// Frees, in every shard, the sealed segments that hold only entries
+    /// below checkpoint `id`'s offset, but never below what an older listed
+    /// checkpoint still needs. Each shard's truncation is crash-safe on its
+    /// own; a crash between shards leaves some pruned and some not, and
+    /// every listed checkpoint readable either way.
+    pub fn prune_before_checkpoint(&self, id: &[u8]) -> Result<PruneStats> {
+        let log = self.log.lock();
+        let target = log.load(id)?;
+        let mut floors = target.offsets.clone();
+        let mut held_back_by: Option<Vec<u8>> = None;
+        for (_, e) in log.entries() {
+            for (s, &o) in e.offsets.iter().enumerate() {
+                if o < floors[s] {
+                    floors[s] = o;
+                    if held_back_by.is_none() {
+                        held_back_by = Some(e.id.clone());
+                    }
+                }
+            }
+        }
+        let mut stats = PruneStats {
+            shards_pruned: 0,
+            segments_deleted: 0,
+            held_back_by,
+        };
+        for (s, &floor) in floors.iter().enumerate() {
+            if floor == 0 {
+                continue;
+            }
+            let n = self.wal.truncate(&self.names[s], floor)?;
+            if n > 0 {
+                stats.shards_pruned += 1;
+                stats.segments_deleted += n;
+            }
+        }
+        if let Some(h) = &stats.held_back_by {
+            log::info!(
+                "prune before {:?} held back by the older checkpoint {:?}; compact the checkpoints to release it",
+                show_id(id),
+                show_id(h)
+            );
+        }
+        Ok(stats)
+    }
+
+    /// Rewrites the checkpoint log with only its `keep` newest checkpoints
+    /// (crash-safe: a new file, synced, renamed over the old one).
+    pub fn compact_checkpoints(&self, keep: usize) -> Result<CompactionStats> {
+        let (before, after, reclaimed) = self.log.lock().compact(keep)?;
+        Ok(CompactionStats {
+            checkpoints_before: before,
+            checkpoints_after: after,
+            bytes_reclaimed: reclaimed,
+        })
+    }
+
+    /// The number of shards.
+    pub fn shard_count(&self) -> u16 {
+        self.shards
+    }
+
+    /// The stream name of every shard, by number.
+    pub fn shard_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The log underneath.
+    pub fn inner(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// Makes everything appended to shard `shard` durable.
+    pub fn flush_shard(&self, shard: u16) -> Result<()> {
+        self.wal.sync(self.name(shard)?)
+    }
+
+    /// Makes every shard durable.
+    pub fn flush_all(&self) -> Result<()> {
+        for n in &self.names {
+            self.wal.sync(n)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{DefaultHasher, Hash};
+
+    #[test]
+    fn routing_is_the_standard_librarys_default_hasher() {
+        for i in 0..2000u32 {
+            let key = format!("key_{i}").into_bytes();
+            let mut h = DefaultHasher::new();
+            key.as_slice().hash(&mut h);
+            for n in [1u16, 3, 16, 100, 256] {
+                assert_eq!(route(&key, n), (h.finish() % n as u64) as u16);
+            }
+        }
+    }
+
+    #[test]
+    fn shard_names() {
+        assert_eq!(shard_name(0), "shard_00");
+        assert_eq!(shard_name(100), "shard_100");
+        assert_eq!(shard_number("shard_07"), Some(7));
+        assert_eq!(shard_number("shard_7"), None);
+        assert_eq!(shard_number("shard_100"), Some(100));
+        assert_eq!(shard_number("orders"), None);
+    }
+}
