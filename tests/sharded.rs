@@ -49,8 +49,16 @@ fn appends_route_by_key_and_read_back_in_order() {
         let key = format!("user_{}", i % 37);
         let v = format!("value {i}").into_bytes();
         let (s, id) = w.append(key.as_bytes(), &v).unwrap();
-        assert_eq!(s, w.route(key.as_bytes()), "a key always routes to its shard");
-        assert_eq!(id, model.entry(s).or_default().len() as u64, "ids dense per shard");
+        assert_eq!(
+            s,
+            w.route(key.as_bytes()),
+            "a key always routes to its shard"
+        );
+        assert_eq!(
+            id,
+            model.entry(s).or_default().len() as u64,
+            "ids dense per shard"
+        );
         model.entry(s).or_default().push(v);
     }
     // A mixed batch: results in input order, each shard's part contiguous.
@@ -85,15 +93,25 @@ fn appends_route_by_key_and_read_back_in_order() {
     let check = |w: &ShardedWal| {
         for shard in 0..4 {
             let got: Vec<Vec<u8>> = read_shard(w, shard, 0).into_iter().map(|e| e.1).collect();
-            assert_eq!(&got, model.get(&shard).unwrap_or(&Vec::new()), "shard {shard}");
+            assert_eq!(
+                &got,
+                model.get(&shard).unwrap_or(&Vec::new()),
+                "shard {shard}"
+            );
             // From an offset, with ids.
             let from = read_shard(w, shard, 3);
-            assert!(from.iter().enumerate().all(|(k, (id, _))| *id == 3 + k as u64));
+            assert!(from
+                .iter()
+                .enumerate()
+                .all(|(k, (id, _))| *id == 3 + k as u64));
         }
     };
     check(&w);
     assert!(matches!(w.iter_shard(4, 0), Err(Error::Config(_))));
-    assert!(matches!(w.iter_shard_with_ids(99, 0), Err(Error::Config(_))));
+    assert!(matches!(
+        w.iter_shard_with_ids(99, 0),
+        Err(Error::Config(_))
+    ));
     drop(w);
     let w = ShardedWal::new(opts(t.path()), 4).unwrap();
     check(&w);
@@ -123,7 +141,10 @@ fn routing_is_ironwals_for_every_shard_count() {
 fn checkpoints_name_durable_offsets_and_survive_restarts() {
     let t = tempfile::tempdir().unwrap();
     let w = ShardedWal::new(opts(t.path()), 4).unwrap();
-    assert!(matches!(w.load_latest_checkpoint(), Err(Error::NoCheckpoints)));
+    assert!(matches!(
+        w.load_latest_checkpoint(),
+        Err(Error::NoCheckpoints)
+    ));
     // Before any write: all offsets 0.
     w.create_checkpoint(b"empty").unwrap();
     assert_eq!(w.load_checkpoint(b"empty").unwrap().offsets, vec![0; 4]);
@@ -161,10 +182,11 @@ fn checkpoints_name_durable_offsets_and_survive_restarts() {
     assert_eq!(latest, b"cp2");
     assert_eq!(cp2.offsets.iter().sum::<u64>(), 90);
     assert!(cp2.timestamp > cp1.timestamp);
-    assert!(
-        matches!(w.load_checkpoint(b"nope"), Err(Error::CheckpointNotFound(n)) if n == "nope")
-    );
-    assert!(matches!(w.create_checkpoint(b""), Err(Error::InvalidCheckpointId(_))));
+    assert!(matches!(w.load_checkpoint(b"nope"), Err(Error::CheckpointNotFound(n)) if n == "nope"));
+    assert!(matches!(
+        w.create_checkpoint(b""),
+        Err(Error::InvalidCheckpointId(_))
+    ));
     assert!(matches!(
         w.create_checkpoint(&vec![b'x'; 70_000]),
         Err(Error::InvalidCheckpointId(_))
@@ -173,9 +195,19 @@ fn checkpoints_name_durable_offsets_and_survive_restarts() {
     w.append(b"more", b"m").unwrap();
     w.create_checkpoint(b"cp1").unwrap();
     let ids: Vec<Vec<u8>> = w.list_checkpoints().into_iter().map(|c| c.0).collect();
-    assert_eq!(ids, vec![b"empty".to_vec(), b"cp2".to_vec(), b"cp1".to_vec()]);
+    assert_eq!(
+        ids,
+        vec![b"empty".to_vec(), b"cp2".to_vec(), b"cp1".to_vec()]
+    );
     assert_eq!(w.load_latest_checkpoint().unwrap().0, b"cp1");
-    assert_eq!(w.load_checkpoint(b"cp1").unwrap().offsets.iter().sum::<u64>(), 91);
+    assert_eq!(
+        w.load_checkpoint(b"cp1")
+            .unwrap()
+            .offsets
+            .iter()
+            .sum::<u64>(),
+        91
+    );
     assert_eq!(w.checkpoint_count(), 3);
     let listed = w.list_checkpoints();
     drop(w);
@@ -201,7 +233,14 @@ fn checkpoints_follow_the_sync_mode() {
     assert!(before.offsets.iter().sum::<u64>() <= 20);
     w.flush_all().unwrap();
     w.create_checkpoint(b"after-flush").unwrap();
-    assert_eq!(w.load_checkpoint(b"after-flush").unwrap().offsets.iter().sum::<u64>(), 20);
+    assert_eq!(
+        w.load_checkpoint(b"after-flush")
+            .unwrap()
+            .offsets
+            .iter()
+            .sum::<u64>(),
+        20
+    );
     assert!(matches!(w.flush_shard(2), Err(Error::Config(_))));
     // BatchOnly: batches are durable on return, and so in the checkpoint.
     let t = tempfile::tempdir().unwrap();
@@ -229,8 +268,14 @@ fn another_shard_count_is_refused_at_open() {
             other => panic!("{n} shards: {:?}", other.err()),
         }
     }
-    assert!(matches!(ShardedWal::new(opts(t.path()), 0), Err(Error::Config(_))));
-    let e = ShardedWal::new(opts(t.path()), 8).err().unwrap().to_string();
+    assert!(matches!(
+        ShardedWal::new(opts(t.path()), 0),
+        Err(Error::Config(_))
+    ));
+    let e = ShardedWal::new(opts(t.path()), 8)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("open it with 4"), "{e}");
     assert_eq!(ShardedWal::open(opts(t.path())).unwrap().shard_count(), 4);
 
@@ -243,9 +288,15 @@ fn another_shard_count_is_refused_at_open() {
     }
     assert!(matches!(
         ShardedWal::new(opts(t.path()), 8),
-        Err(Error::ShardCountMismatch { expected: 8, found: 4 })
+        Err(Error::ShardCountMismatch {
+            expected: 8,
+            found: 4
+        })
     ));
-    assert!(!t.path().join(sharded::SHARDS_FILE).exists(), "a refused open writes nothing");
+    assert!(
+        !t.path().join(sharded::SHARDS_FILE).exists(),
+        "a refused open writes nothing"
+    );
     // ... or, without checkpoints, a shard directory beyond the count.
     let t = tempfile::tempdir().unwrap();
     {
@@ -256,10 +307,19 @@ fn another_shard_count_is_refused_at_open() {
     }
     assert!(matches!(
         ShardedWal::new(opts(t.path()), 4),
-        Err(Error::ShardCountMismatch { expected: 4, found: 16 })
+        Err(Error::ShardCountMismatch {
+            expected: 4,
+            found: 16
+        })
     ));
-    assert!(ShardedWal::open(opts(t.path())).is_err(), "the count is only known to be >= 16");
-    assert_eq!(ShardedWal::new(opts(t.path()), 16).unwrap().shard_count(), 16);
+    assert!(
+        ShardedWal::open(opts(t.path())).is_err(),
+        "the count is only known to be >= 16"
+    );
+    assert_eq!(
+        ShardedWal::new(opts(t.path()), 16).unwrap().shard_count(),
+        16
+    );
     assert_eq!(ShardedWal::open(opts(t.path())).unwrap().shard_count(), 16);
 }
 
@@ -349,7 +409,11 @@ fn a_directory_written_by_either_engine_reads_the_same_in_the_other() {
     }
     let by_walfs = snapshot_walfs(&root, 4);
     assert_eq!(by_walfs.checkpoints.len(), 4);
-    assert_eq!(snapshot_ironwal(&root, 4), by_walfs, "ironwal reads what walfs wrote");
+    assert_eq!(
+        snapshot_ironwal(&root, 4),
+        by_walfs,
+        "ironwal reads what walfs wrote"
+    );
     // ironwal continues the same directory; walfs reads it all.
     {
         let iw = ironwal::sharded::ShardedWal::new(iron(&root), 4).unwrap();
@@ -362,7 +426,11 @@ fn a_directory_written_by_either_engine_reads_the_same_in_the_other() {
     let by_ironwal = snapshot_ironwal(&root, 4);
     assert_eq!(by_ironwal.checkpoints.len(), 7);
     assert_eq!(by_ironwal.latest, b"r2-119");
-    assert_eq!(snapshot_walfs(&root, 4), by_ironwal, "walfs reads what ironwal wrote");
+    assert_eq!(
+        snapshot_walfs(&root, 4),
+        by_ironwal,
+        "walfs reads what ironwal wrote"
+    );
     // And back: walfs adds a checkpoint, ironwal sees it as the latest.
     {
         let w = ShardedWal::new(opts(&root), 4).unwrap();
@@ -490,7 +558,11 @@ fn head_is_repaired_from_the_log() {
     std::fs::write(root.join("HEAD"), b"\x06\x00ckpt_1").unwrap();
     drop(ShardedWal::new(opts(root), 4).unwrap());
     let iw = ironwal::sharded::ShardedWal::new(iron(root), 4).unwrap();
-    assert_eq!(iw.load_latest_checkpoint().unwrap().0, b"ckpt_2", "ironwal trusts HEAD");
+    assert_eq!(
+        iw.load_latest_checkpoint().unwrap().0,
+        b"ckpt_2",
+        "ironwal trusts HEAD"
+    );
     drop(iw);
     std::fs::remove_file(root.join("HEAD")).unwrap();
     let w = ShardedWal::new(opts(root), 4).unwrap();
@@ -524,7 +596,10 @@ fn a_torn_record_is_cut_so_later_checkpoints_are_never_lost() {
     }
     let ids = |w: Vec<(Vec<u8>, u64)>| w.into_iter().map(|c| c.0).collect::<Vec<_>>();
     let w = ShardedWal::new(opts(root), 2).unwrap();
-    assert_eq!(ids(w.list_checkpoints()), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(
+        ids(w.list_checkpoints()),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
     drop(w);
     // ironwal, which stops at the first bad record, sees them all too.
     let iw = ironwal::sharded::ShardedWal::new(iron(root), 2).unwrap();
@@ -570,7 +645,10 @@ fn damage_inside_the_log_loses_only_the_damaged_checkpoint() {
     assert_eq!(ids, vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]);
     assert_eq!(w.load_latest_checkpoint().unwrap().0, b"d");
     assert_eq!(w.checkpoint_damage().len(), 1);
-    assert!(matches!(w.load_checkpoint(b"b"), Err(Error::CheckpointNotFound(_))));
+    assert!(matches!(
+        w.load_checkpoint(b"b"),
+        Err(Error::CheckpointNotFound(_))
+    ));
     // New checkpoints go on after it and are found again.
     w.create_checkpoint(b"e").unwrap();
     drop(w);
@@ -603,7 +681,11 @@ fn the_latest_checkpoints_damage_is_an_error_not_an_older_answer() {
         Err(Error::CheckpointCorrupted { offset, .. }) => assert_eq!(offset, n as u64 / 2),
         other => panic!("{other:?}"),
     }
-    assert_eq!(log_bytes(root), bytes, "the damaged record is kept, not cut");
+    assert_eq!(
+        log_bytes(root),
+        bytes,
+        "the damaged record is kept, not cut"
+    );
     assert!(w.load_checkpoint(b"a").is_ok());
     // Reading a record checks it again: damage after open is seen.
     w.create_checkpoint(b"c").unwrap();
@@ -645,9 +727,15 @@ fn pruning_keeps_what_every_listed_checkpoint_needs() {
     assert_eq!(st.held_back_by.as_deref(), Some(&b"old"[..]));
     for s in 0..4u16 {
         let name = sharded::shard_name(s);
-        assert!(w.inner().first_id(&name) <= old.offsets[s as usize], "shard {s}");
+        assert!(
+            w.inner().first_id(&name) <= old.offsets[s as usize],
+            "shard {s}"
+        );
         let from = read_shard(&w, s, old.offsets[s as usize]);
-        assert_eq!(from.len() as u64, model[s as usize].len() as u64 - old.offsets[s as usize]);
+        assert_eq!(
+            from.len() as u64,
+            model[s as usize].len() as u64 - old.offsets[s as usize]
+        );
     }
     // Compacting releases "old"; the prune then frees segments.
     w.compact_checkpoints(1).unwrap();
@@ -672,12 +760,18 @@ fn pruning_keeps_what_every_listed_checkpoint_needs() {
     drop(w);
     let w = ShardedWal::new(small(t.path()), 4).unwrap();
     check(&w, &model);
-    assert_eq!(w.prune_before_checkpoint(b"mid").unwrap().segments_deleted, 0);
+    assert_eq!(
+        w.prune_before_checkpoint(b"mid").unwrap().segments_deleted,
+        0
+    );
     // A checkpoint of empty shards prunes nothing.
     let t2 = tempfile::tempdir().unwrap();
     let w2 = ShardedWal::new(small(t2.path()), 4).unwrap();
     w2.create_checkpoint(b"e").unwrap();
-    assert_eq!(w2.prune_before_checkpoint(b"e").unwrap().segments_deleted, 0);
+    assert_eq!(
+        w2.prune_before_checkpoint(b"e").unwrap().segments_deleted,
+        0
+    );
 }
 
 #[test]
@@ -685,10 +779,14 @@ fn compaction_keeps_the_newest_and_never_loses_a_concurrent_create() {
     let t = tempfile::tempdir().unwrap();
     let w = Arc::new(ShardedWal::new(opts(t.path()), 2).unwrap());
     for i in 0..50 {
-        w.create_checkpoint(format!("seed_{i:03}").as_bytes()).unwrap();
+        w.create_checkpoint(format!("seed_{i:03}").as_bytes())
+            .unwrap();
     }
     let c = w.compact_checkpoints(100).unwrap();
-    assert_eq!((c.checkpoints_before, c.checkpoints_after, c.bytes_reclaimed), (50, 50, 0));
+    assert_eq!(
+        (c.checkpoints_before, c.checkpoints_after, c.bytes_reclaimed),
+        (50, 50, 0)
+    );
     let c = w.compact_checkpoints(10).unwrap();
     assert_eq!((c.checkpoints_before, c.checkpoints_after), (50, 10));
     assert!(c.bytes_reclaimed > 0);
@@ -699,7 +797,8 @@ fn compaction_keeps_the_newest_and_never_loses_a_concurrent_create() {
         std::thread::spawn(move || {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
-                w.create_checkpoint(format!("live_{i:06}").as_bytes()).unwrap();
+                w.create_checkpoint(format!("live_{i:06}").as_bytes())
+                    .unwrap();
                 i += 1;
             }
             format!("live_{:06}", i - 1).into_bytes()
@@ -720,7 +819,10 @@ fn compaction_keeps_the_newest_and_never_loses_a_concurrent_create() {
     assert_eq!(w.load_latest_checkpoint().unwrap().0, last);
     // Keeping none: no checkpoints, no HEAD.
     w.compact_checkpoints(0).unwrap();
-    assert!(matches!(w.load_latest_checkpoint(), Err(Error::NoCheckpoints)));
+    assert!(matches!(
+        w.load_latest_checkpoint(),
+        Err(Error::NoCheckpoints)
+    ));
     assert!(!t.path().join("HEAD").exists());
     drop(w);
     let w = ShardedWal::new(opts(t.path()), 2).unwrap();
@@ -774,7 +876,10 @@ fn concurrent_writers_checkpoints_loads_and_prunes() {
     let oldest = w.load_checkpoint(&listed[0].0).unwrap();
     let mut by_shard: BTreeMap<u16, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
     for ((s, id), v) in all {
-        assert!(by_shard.entry(s).or_default().insert(id, v).is_none(), "id given twice");
+        assert!(
+            by_shard.entry(s).or_default().insert(id, v).is_none(),
+            "id given twice"
+        );
     }
     for (s, ids) in by_shard {
         let from = oldest.offsets[s as usize];

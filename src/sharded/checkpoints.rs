@@ -113,7 +113,9 @@ impl Record {
                 .try_into()
                 .expect("2"),
         );
-        let id = take(id_len as usize).ok_or_else(|| bad("short id"))?.to_vec();
+        let id = take(id_len as usize)
+            .ok_or_else(|| bad("short id"))?
+            .to_vec();
         let timestamp = u64::from_le_bytes(
             take(8)
                 .ok_or_else(|| bad("no timestamp"))?
@@ -498,7 +500,10 @@ impl CheckpointLog {
             if let Some((h, at)) = self.damaged_head.as_ref().filter(|(h, _)| h == id) {
                 return Err(Error::CheckpointCorrupted {
                     offset: *at,
-                    reason: format!("the record of checkpoint {:?} (named by HEAD) is damaged", show_id(h)),
+                    reason: format!(
+                        "the record of checkpoint {:?} (named by HEAD) is damaged",
+                        show_id(h)
+                    ),
                 });
             }
             return Err(Error::CheckpointNotFound(show_id(id)));

@@ -219,7 +219,9 @@ impl ShardedWal {
         shard_count: u16,
     ) -> Result<ShardedWal> {
         if shard_count == 0 {
-            return Err(Error::Config("shard_count must be greater than zero".into()));
+            return Err(Error::Config(
+                "shard_count must be greater than zero".into(),
+            ));
         }
         // Refuse a wrong count before anything is created or recovered.
         check_count(&*storage, &options.root_path, shard_count)?;
@@ -246,7 +248,9 @@ impl ShardedWal {
     /// A sharded view of a log already open (the mount's).
     pub fn from_wal(wal: Wal, shard_count: u16) -> Result<ShardedWal> {
         if shard_count == 0 {
-            return Err(Error::Config("shard_count must be greater than zero".into()));
+            return Err(Error::Config(
+                "shard_count must be greater than zero".into(),
+            ));
         }
         let storage = wal.storage().clone();
         let root = wal.root().to_path_buf();
@@ -331,7 +335,10 @@ impl ShardedWal {
 
     /// Each shard's durable position now (the offsets a checkpoint names).
     pub fn durable_offsets(&self) -> Vec<u64> {
-        self.names.iter().map(|n| self.wal.durable_next(n)).collect()
+        self.names
+            .iter()
+            .map(|n| self.wal.durable_next(n))
+            .collect()
     }
 
     /// Records a checkpoint named `id` holding every shard's durable
