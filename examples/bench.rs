@@ -391,6 +391,7 @@ impl BenchMount {
             metrics: None,
             replicate: None,
             follow: None,
+            shards: None,
         };
         let thread = std::thread::spawn(move || walfs::mount::mount(cfg).unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);

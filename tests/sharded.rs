@@ -323,12 +323,11 @@ fn another_shard_count_is_refused_at_open() {
     assert_eq!(ShardedWal::open(opts(t.path())).unwrap().shard_count(), 16);
 }
 
+/// An engine's append: (key, value) to (shard, id).
+type Append<'a> = dyn FnMut(&[u8], &[u8]) -> (u16, u64) + 'a;
+
 /// The workload both engines run for the compatibility tests.
-fn sharded_workload(
-    append: &mut dyn FnMut(&[u8], &[u8]) -> (u16, u64),
-    checkpoint: &mut dyn FnMut(&[u8]),
-    round: u32,
-) {
+fn sharded_workload(append: &mut Append, checkpoint: &mut dyn FnMut(&[u8]), round: u32) {
     for i in 0..120 {
         let key = format!("acct-{}", (i * 7 + round) % 41);
         let v = format!("round {round} txn {i} {}", "p".repeat(i as usize % 50));

@@ -4,6 +4,7 @@
 
 mod append;
 mod cat;
+mod checkpoint;
 mod fstab;
 mod get;
 mod mount;
@@ -49,6 +50,10 @@ enum Command {
     /// Rebuild a data directory from a bucket the log was shipped to
     /// (`mount --replicate`); DATA must be absent or empty.
     Restore(restore::RestoreArgs),
+    /// Make, list, show or compact the checkpoints of a sharded log.
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// Free every shard's segments below a checkpoint of a sharded log.
+    Prune(checkpoint::PruneArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -162,6 +167,8 @@ pub fn main() -> i32 {
         Command::Repair(a) => ("repair", repair::run(a)),
         Command::Truncate(a) => ("truncate", truncate::run(a)),
         Command::Restore(a) => ("restore", restore::run(a)),
+        Command::Checkpoint(a) => ("checkpoint", checkpoint::run(a)),
+        Command::Prune(a) => ("prune", checkpoint::run_prune(a)),
     };
     match result {
         Ok(code) => code,

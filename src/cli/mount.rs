@@ -53,6 +53,12 @@ pub struct MountArgs {
     /// Bytes of decoded frames cached for reads.
     #[arg(long, default_value_t = 64 << 20)]
     block_cache: u64,
+    /// A sharded log (ironwal's ShardedWal layout): its shard count, to
+    /// make a new one or where DATA does not record it. A sharded DATA is
+    /// recognized without it; it then shows its shards under streams/ and
+    /// its checkpoints under checkpoints/.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    shards: Option<u16>,
     #[command(flatten)]
     replica: ReplicaArgs,
     #[command(flatten)]
@@ -190,6 +196,7 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         metrics: a.metrics,
         replicate: a.replica.options(),
         follow: bucket.as_deref().map(|u| a.follow.options(u)),
+        shards: a.shards,
     };
     if let Err(e) = walfs::mount::mount(cfg) {
         // Whoever waits for READY=1 (systemd, `mount -t fuse.walfs`) hears

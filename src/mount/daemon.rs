@@ -57,6 +57,9 @@ pub struct MountConfig {
     /// Follow a log in a bucket instead of a data directory (read-only;
     /// `data` is then only its address, for messages).
     pub follow: Option<crate::replica::follow::FollowOptions>,
+    /// The shard count of a sharded log (`checkpoints/`): needed to make
+    /// one, or where the directory does not record it.
+    pub shards: Option<u16>,
 }
 
 /// What the mount shows: a local log, or one followed in a bucket.
@@ -265,6 +268,37 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
 /// unless read-only); else `default` if it exists; else the only stream;
 /// else none (the root holds `streams/` alone). A new, empty data directory
 /// gets `default`: the one stream anybody could have asked for.
+/// The sharded log in `w`, if the directory is one or `--shards` makes it
+/// one.
+fn open_sharded(
+    w: &Wal,
+    data: &Path,
+    asked: Option<u16>,
+) -> Result<Option<Arc<crate::sharded::ShardedWal>>, MountError> {
+    use crate::sharded::{detect, shard_name, ShardCount, ShardedWal};
+    let count = match (detect(data), asked) {
+        (Err(e), _) => return fail(format!("cannot read the shard count of {}: {e}", data.display())),
+        (Ok(None), None) => return Ok(None),
+        (Ok(Some(ShardCount::AtLeast(n))), None) => {
+            return fail(format!(
+                "{} is a sharded log whose shard count is not recorded (its highest shard is {}): give it with --shards N (at least {n})",
+                data.display(),
+                shard_name(n - 1)
+            ))
+        }
+        (Ok(Some(ShardCount::Exact(n))), None) => n,
+        (Ok(_), Some(n)) => n,
+    };
+    match ShardedWal::from_wal(w.clone(), count) {
+        Ok(s) => Ok(Some(Arc::new(s))),
+        Err(Error::ShardCountMismatch { expected, found }) => fail(format!(
+            "{} is a sharded log of {found} shards, not {expected}: mount it with --shards {found} (or without --shards)",
+            data.display()
+        )),
+        Err(e) => fail(format!("cannot open the checkpoints of {}: {e}", data.display())),
+    }
+}
+
 fn root_stream(
     wal: &dyn crate::mount::source::LogSource,
     place: &Path,
@@ -373,13 +407,26 @@ fn serve(
         },
     };
     let read_only = cfg.read_only || cfg.follow.is_some();
+    let sharded = match &wal {
+        Backend::Local(w) => open_sharded(w, data, cfg.shards)?,
+        Backend::Bucket(_) if cfg.shards.is_some() => {
+            return fail("--shards applies to a local data directory, not to a bucket".into())
+        }
+        Backend::Bucket(_) => None,
+    };
     let source = wal.source();
-    let root = root_stream(source.as_ref(), data, cfg.stream.as_deref(), read_only)?;
-    let view = Arc::new(
-        View::with_root(source.clone(), root.as_deref(), read_only)
-            .map_err(|e| MountError(format!("cannot show the log: {e}")))?
-            .with_modes(cfg.file_mode, cfg.dir_mode),
-    );
+    // A sharded log shows its shards under streams/ and makes no `default`.
+    let root = match (&sharded, cfg.stream.as_deref()) {
+        (Some(_), None) => None,
+        _ => root_stream(source.as_ref(), data, cfg.stream.as_deref(), read_only)?,
+    };
+    let mut view = View::with_root(source.clone(), root.as_deref(), read_only)
+        .map_err(|e| MountError(format!("cannot show the log: {e}")))?
+        .with_modes(cfg.file_mode, cfg.dir_mode);
+    if let Some(s) = sharded {
+        view = view.with_sharded(s);
+    }
+    let view = Arc::new(view);
 
     let metrics = match &cfg.metrics {
         Some(addr) => Some(bind_metrics(addr)?),

@@ -11,6 +11,9 @@
 //!   entries/<id>        read-only: one entry
 //!   segments/<name>.wal read-only: raw segment files; unlink the oldest to truncate
 //!   streams/<name>/     the same layout for every stream; mkdir creates, rmdir deletes
+//!   checkpoints/        a sharded log only: one read-only file per checkpoint
+//!     HEAD              the latest checkpoint's id
+//!     new               write-only: each line written is a checkpoint to make
 //! ```
 //!
 //! An inode number is `kind << 60 | root_view << 59 | sno << 40 | value`:
@@ -22,6 +25,14 @@
 pub const ROOT_INO: u64 = 1;
 /// `streams/`.
 pub const STREAMS_INO: u64 = 2;
+/// `checkpoints/` (a sharded log).
+pub const CHECKPOINTS_INO: u64 = 3;
+/// `checkpoints/HEAD`.
+pub const CHECKPOINT_HEAD_INO: u64 = 4;
+/// `checkpoints/new`.
+pub const CHECKPOINT_NEW_INO: u64 = 5;
+/// The kind bits of a checkpoint file's inode (its value is the serial).
+const CHECKPOINT_KIND: u64 = 10;
 
 /// What a file of a stream directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +75,14 @@ pub enum Node {
     Root,
     /// `streams/`.
     Streams,
+    /// `checkpoints/`.
+    Checkpoints,
+    /// `checkpoints/HEAD`.
+    CheckpointHead,
+    /// `checkpoints/new`.
+    CheckpointNew,
+    /// `checkpoints/<id>`, by the checkpoint's serial number.
+    Checkpoint(u64),
     /// A node of one stream.
     In {
         /// The stream's number.
@@ -88,6 +107,10 @@ impl Node {
         match self {
             Node::Root => ROOT_INO,
             Node::Streams => STREAMS_INO,
+            Node::Checkpoints => CHECKPOINTS_INO,
+            Node::CheckpointHead => CHECKPOINT_HEAD_INO,
+            Node::CheckpointNew => CHECKPOINT_NEW_INO,
+            Node::Checkpoint(serial) => CHECKPOINT_KIND << 60 | (serial & ((1 << 60) - 1)),
             Node::In {
                 sno,
                 root_view,
@@ -104,7 +127,13 @@ impl Node {
         match ino {
             ROOT_INO => return Some(Node::Root),
             STREAMS_INO => return Some(Node::Streams),
+            CHECKPOINTS_INO => return Some(Node::Checkpoints),
+            CHECKPOINT_HEAD_INO => return Some(Node::CheckpointHead),
+            CHECKPOINT_NEW_INO => return Some(Node::CheckpointNew),
             _ => {}
+        }
+        if ino >> 60 == CHECKPOINT_KIND {
+            return Some(Node::Checkpoint(ino & ((1 << 60) - 1)));
         }
         let kind = match ino >> 60 {
             1 => Kind::Dir,
@@ -174,6 +203,7 @@ impl Node {
     /// The inode of the directory holding this node's listing's `..`.
     pub fn parent_ino(self) -> u64 {
         match self {
+            Node::CheckpointHead | Node::CheckpointNew | Node::Checkpoint(_) => CHECKPOINTS_INO,
             Node::In {
                 root_view: true, ..
             } => ROOT_INO,
@@ -330,6 +360,15 @@ mod tests {
                 kind: Kind::Segment,
                 value: 4096,
             },
+        ] {
+            assert_eq!(Node::from_ino(node.ino()), Some(node));
+        }
+        for node in [
+            Node::Checkpoints,
+            Node::CheckpointHead,
+            Node::CheckpointNew,
+            Node::Checkpoint(1),
+            Node::Checkpoint(1 << 40),
         ] {
             assert_eq!(Node::from_ino(node.ino()), Some(node));
         }

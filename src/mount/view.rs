@@ -60,6 +60,8 @@ pub struct View {
     refused: AtomicU64,
     /// Counts the inodes given to lookups of `append`.
     append_value: AtomicU64,
+    /// The sharded log behind a local source, for `checkpoints/`.
+    sharded: Option<Arc<crate::sharded::ShardedWal>>,
 }
 
 impl View {
@@ -107,9 +109,22 @@ impl View {
             stopping: AtomicBool::new(false),
             refused: AtomicU64::new(0),
             append_value: AtomicU64::new(0),
+            sharded: None,
         };
         view.root = root.map(|r| view.sno(r).expect("fresh numbering"));
         Ok(view)
+    }
+
+    /// Shows `checkpoints/` for this sharded log (the same log as the
+    /// source).
+    pub fn with_sharded(mut self, sharded: Arc<crate::sharded::ShardedWal>) -> View {
+        self.sharded = Some(sharded);
+        self
+    }
+
+    /// The sharded log, if the view shows one.
+    pub(super) fn sharded(&self) -> Option<&crate::sharded::ShardedWal> {
+        self.sharded.as_deref()
     }
 
     /// The log behind the view.
@@ -251,7 +266,12 @@ impl View {
         f: impl FnOnce(&dyn super::files::FileOps, &At) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         let (sno, root_view, value) = match node {
-            Node::Root | Node::Streams => (self.root.unwrap_or(u32::MAX), true, 0),
+            Node::Root
+            | Node::Streams
+            | Node::Checkpoints
+            | Node::CheckpointHead
+            | Node::CheckpointNew
+            | Node::Checkpoint(_) => (self.root.unwrap_or(u32::MAX), true, 0),
             Node::In {
                 sno,
                 root_view,
@@ -260,7 +280,11 @@ impl View {
             } => (sno, root_view, value),
         };
         let name = match node {
-            Node::Streams => String::new(),
+            Node::Streams
+            | Node::Checkpoints
+            | Node::CheckpointHead
+            | Node::CheckpointNew
+            | Node::Checkpoint(_) => String::new(),
             Node::Root if self.root.is_none() => String::new(),
             _ => self.name(sno).ok_or(libc::ENOENT)?,
         };
@@ -378,7 +402,7 @@ impl View {
     /// Opens `node`; `write` and `read` are the access asked for.
     pub fn open(&self, node: Node, read: bool, write: bool) -> Result<Opened, Errno> {
         let (handle, serve) = self.with(node, true, |k, at| {
-            if write && matches!(node, Node::In { .. }) {
+            if write && matches!(node, Node::In { .. } | Node::CheckpointNew) {
                 self.refuse_if_stopping()?;
             }
             k.open(self, at, read, write)
@@ -452,6 +476,10 @@ impl View {
     /// fsync(2): makes everything written through the handle durable, in
     /// every sync mode.
     pub fn fsync(&self, node: Node, fh: u64) -> Result<(), Errno> {
+        if node == Node::CheckpointNew {
+            // Checkpoints are durable when the write that makes them returns.
+            return self.flush(fh);
+        }
         let name = self.with(node, true, |_, at| Ok(at.stream.to_owned()))?;
         if let Some(e) = self.handles.read().get(&fh).and_then(|h| h.lock().failed()) {
             return Err(e);

@@ -16,6 +16,9 @@ impl FileOps for StreamDir {
         if at.node == Node::Root && name == b"streams" {
             return Ok(Node::Streams);
         }
+        if at.node == Node::Root && name == b"checkpoints" && v.sharded().is_some() {
+            return Ok(Node::Checkpoints);
+        }
         if at.node == Node::Root && v.root_stream().is_none() {
             return Err(libc::ENOENT);
         }
@@ -70,12 +73,16 @@ impl FileOps for StreamDir {
             .collect();
         if root_view {
             items.push(("streams", Node::Streams));
+            if v.sharded().is_some() {
+                items.push(("checkpoints", Node::Checkpoints));
+            }
         }
         for (i, (n, node)) in items.into_iter().enumerate() {
             let next = i as u64 + 3;
             let is_dir = matches!(
                 node,
                 Node::Streams
+                    | Node::Checkpoints
                     | Node::In {
                         kind: Kind::Entries | Kind::Segments,
                         ..

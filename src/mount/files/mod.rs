@@ -4,6 +4,7 @@
 //! [`ops`].
 
 mod append;
+mod checkpoints;
 mod dir;
 mod entries;
 mod log;
@@ -143,6 +144,10 @@ pub(super) fn ops(node: Node) -> &'static dyn FileOps {
     match node {
         Node::Root => &dir::StreamDir,
         Node::Streams => &streams::Streams,
+        Node::Checkpoints => &checkpoints::Dir,
+        Node::CheckpointHead => &checkpoints::Head,
+        Node::CheckpointNew => &checkpoints::New,
+        Node::Checkpoint(_) => &checkpoints::File,
         Node::In { kind, .. } => match kind {
             Kind::Dir => &dir::StreamDir,
             Kind::Append => &append::Append,
@@ -161,6 +166,8 @@ pub(super) fn ops(node: Node) -> &'static dyn FileOps {
 pub enum Handle {
     Append(append::State),
     Record(record::State),
+    /// An open `checkpoints/new`.
+    Checkpoint(checkpoints::State),
     Segment(Box<dyn SegmentBytes>),
     Plain,
 }
@@ -168,7 +175,10 @@ pub enum Handle {
 impl Handle {
     /// Open for writing (`append`, `record`).
     pub fn is_writer(&self) -> bool {
-        matches!(self, Handle::Append(_) | Handle::Record(_))
+        matches!(
+            self,
+            Handle::Append(_) | Handle::Record(_) | Handle::Checkpoint(_)
+        )
     }
 
     /// The errno of an earlier failed write, if this handle took one.
@@ -176,6 +186,7 @@ impl Handle {
         match self {
             Handle::Append(a) => a.failed,
             Handle::Record(r) => r.failed,
+            Handle::Checkpoint(c) => c.failed,
             _ => None,
         }
     }
@@ -185,6 +196,7 @@ impl Handle {
         match self {
             Handle::Append(a) => a.poison(errno),
             Handle::Record(r) => r.poison(errno),
+            Handle::Checkpoint(c) => c.poison(errno),
             _ => {}
         }
     }
@@ -194,6 +206,7 @@ impl Handle {
         match self {
             Handle::Append(a) => a.write(v, data),
             Handle::Record(r) => r.write(offset, data),
+            Handle::Checkpoint(c) => c.write(v, data),
             _ => Err(libc::EBADF),
         }
     }
@@ -203,6 +216,7 @@ impl Handle {
         match self {
             Handle::Append(a) => a.commit(v),
             Handle::Record(r) => r.commit(v),
+            Handle::Checkpoint(c) => c.commit(v),
             _ => Ok(()),
         }
     }
