@@ -4,7 +4,7 @@
 //!     cargo run --release --example bench            # full run
 //!     WALFS_BENCH_DIR=/path cargo run --release --example bench
 //!     WALFS_BENCH_OPEN_GIB=10 ...                     # the spec's 10 GiB open
-//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,replica,follow,open ...  # some rows only
+//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,sharded,replica,follow,open ...  # some rows only
 //!
 //! The replication rows need moto's S3 server (`.ci/run` installs it into
 //! .ci/venv); without it they are skipped with a note.
@@ -151,6 +151,64 @@ fn strict_appends(threads: usize) -> (f64, f64, f64) {
         iron_rate,
         (e1 - e0) as f64 / (s1 - s0).max(1) as f64,
     )
+}
+
+/// Strict sharded appends, `writers` threads over `shards` shards, each
+/// thread cycling through keys of its own: (walfs ops/s, ironwal
+/// ShardedWal ops/s, walfs entries per fdatasync).
+fn sharded_appends(shards: u16, writers: usize) -> (f64, f64, f64) {
+    let entry = [3u8; 100];
+    let keys: Vec<Vec<Vec<u8>>> = (0..writers)
+        .map(|t| {
+            (0..64)
+                .map(|k| format!("w{t}-key{k}").into_bytes())
+                .collect()
+        })
+        .collect();
+    let d = dir("sharded-w");
+    let w =
+        walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), shards).unwrap();
+    let (e0, s0) = engine_counters();
+    let walfs_rate = rate(writers, |t, i| {
+        w.append(&keys[t][i as usize % 64], &entry).unwrap();
+    });
+    let (e1, s1) = engine_counters();
+    drop(w);
+    let d2 = dir("sharded-i");
+    let mut o = ironwal_opts(&d2, ironwal::SyncMode::Strict);
+    o.max_open_segments = (shards as usize * 2).max(o.max_open_segments);
+    let i = ironwal::sharded::ShardedWal::new(o, shards).unwrap();
+    let iron_rate = rate(writers, |t, n| {
+        i.append(&keys[t][n as usize % 64], &entry).unwrap();
+    });
+    drop(i);
+    let _ = std::fs::remove_dir_all(d);
+    let _ = std::fs::remove_dir_all(d2);
+    (
+        walfs_rate,
+        iron_rate,
+        (e1 - e0) as f64 / (s1 - s0).max(1) as f64,
+    )
+}
+
+/// Checkpoints made per second on a 16-shard log: (walfs, ironwal).
+fn sharded_checkpoints() -> (f64, f64) {
+    let d = dir("ckpt-w");
+    let w = walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), 16).unwrap();
+    let walfs_rate = rate(1, |_, i| {
+        w.create_checkpoint(format!("cp-{i}").as_bytes()).unwrap();
+    });
+    drop(w);
+    let d2 = dir("ckpt-i");
+    let i = ironwal::sharded::ShardedWal::new(ironwal_opts(&d2, ironwal::SyncMode::Strict), 16)
+        .unwrap();
+    let iron_rate = rate(1, |_, n| {
+        i.create_checkpoint(format!("cp-{n}").as_bytes()).unwrap();
+    });
+    drop(i);
+    let _ = std::fs::remove_dir_all(d);
+    let _ = std::fs::remove_dir_all(d2);
+    (walfs_rate, iron_rate)
 }
 
 fn async_4k() -> (f64, f64) {
@@ -1368,6 +1426,42 @@ fn main() {
         eprintln!("the mount...");
         mount_rows(&mut rows, fsyncs);
         big_entry_rows(&mut rows);
+    }
+    if wanted("sharded") {
+        eprintln!("sharded appends...");
+        for (shards, writers) in [(4u16, 1usize), (4, 4), (4, 16), (16, 16)] {
+            let (w, i, g) = sharded_appends(shards, writers);
+            rows.push(Row {
+                name: format!("sharded strict append, {shards} shards, {writers} writers"),
+                unit: "ops/s",
+                walfs: w,
+                baseline_name: "ironwal",
+                baseline: i,
+                target: 1.0,
+                lower_is_better: false,
+            });
+            rows.push(Row {
+                name: format!(
+                    "sharded strict append, {shards} shards, {writers} writers: entries per fdatasync"
+                ),
+                unit: "entries",
+                walfs: g,
+                baseline_name: "writers/shard",
+                baseline: (writers as f64 / shards as f64).max(1.0),
+                target: 0.0,
+                lower_is_better: false,
+            });
+        }
+        let (w, i) = sharded_checkpoints();
+        rows.push(Row {
+            name: "create_checkpoint, 16 shards".into(),
+            unit: "ops/s",
+            walfs: w,
+            baseline_name: "ironwal",
+            baseline: i,
+            target: 0.0,
+            lower_is_better: false,
+        });
     }
     if wanted("replica") {
         eprintln!("replication (moto's S3 server on loopback)...");
