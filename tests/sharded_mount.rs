@@ -209,6 +209,23 @@ fn the_cli_makes_shows_compacts_and_prunes() {
     let (code, _, err) = walfs_cli(&["checkpoint", "list", d, "--shards", "3"], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("holds 2 shards"), "{err}");
+    // verify checks the checkpoint log too, and names the damaged byte.
+    let (code, _, err) = walfs_cli(&["verify", d], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("checkpoints.log: 1 checkpoint record(s), sound"),
+        "{err}"
+    );
+    let log = data.join("checkpoints.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&log, &bytes).unwrap();
+    let (code, out, _) = walfs_cli(&["verify", d], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("checkpoints.log at byte 0: crc mismatch"),
+        "{out}"
+    );
     let (code, out, _) = walfs_cli(&["checkpoint", "--help"], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("create") && out.contains("compact"));

@@ -41,6 +41,10 @@ pub fn run(a: VerifyArgs) -> Result<i32, Failure> {
     for f in &report.faults {
         println!("{f}");
     }
+    let checkpoint_faults = match &bucket {
+        Some(_) => 0,
+        None => verify_checkpoints(&a.data)?,
+    };
     eprintln!(
         "{} streams, {} segments, {} frames, {} entries, {} bytes checked in {:.1}s: {}",
         report.streams,
@@ -49,11 +53,62 @@ pub fn run(a: VerifyArgs) -> Result<i32, Failure> {
         report.entries,
         report.bytes,
         started.elapsed().as_secs_f64(),
-        if report.is_sound() {
+        if report.is_sound() && checkpoint_faults == 0 {
             "sound".to_string()
         } else {
-            format!("{} fault(s)", report.faults.len())
+            format!("{} fault(s)", report.faults.len() + checkpoint_faults)
         }
     );
-    Ok(if report.is_sound() { 0 } else { 1 })
+    Ok(if report.is_sound() && checkpoint_faults == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+/// The checkpoint log of a sharded log: every record's magic, crc and
+/// shard count. Prints each fault; returns how many.
+fn verify_checkpoints(data: &std::path::Path) -> Result<usize, Failure> {
+    use walfs::sharded::checkpoints::{scan, LOG_FILE};
+    let path = data.join(LOG_FILE);
+    if !path.exists() {
+        return Ok(0);
+    }
+    let s = scan(&std::fs::read(&path)?);
+    let mut faults = 0;
+    for (start, end, why) in &s.damage {
+        let what = if Some(*start) == s.torn_at {
+            "a torn last record (a checkpoint whose create never returned; the next writable open cuts it)"
+        } else {
+            "damaged bytes (the checkpoints in them are lost; every other one stays listed)"
+        };
+        println!(
+            "{LOG_FILE} at byte {start}: {why}, {} bytes: {what}",
+            end - start
+        );
+        faults += 1;
+    }
+    if let Some((_, _, first)) = s.records.first() {
+        for (offset, _, r) in &s.records {
+            if r.offsets.len() != first.offsets.len() {
+                println!(
+                    "{LOG_FILE} at byte {offset}: checkpoint {:?} has {} shards, the first one {}",
+                    walfs::sharded::show_id(&r.id),
+                    r.offsets.len(),
+                    first.offsets.len()
+                );
+                faults += 1;
+            }
+        }
+    }
+    eprintln!(
+        "{LOG_FILE}: {} checkpoint record(s), {}",
+        s.records.len(),
+        if faults == 0 {
+            "sound".to_string()
+        } else {
+            format!("{faults} fault(s)")
+        }
+    );
+    Ok(faults)
 }
