@@ -150,6 +150,28 @@ fn mounting_makes_or_refuses_by_the_shard_count() {
     assert!(m.path("checkpoints/empty").exists());
     let e = std::fs::write(m.path("checkpoints/new"), "x\n").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    drop(m);
+    // An ironwal directory without a checkpoint (no recorded count) mounts
+    // too: its shards as streams; --shards adds checkpoints/.
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("iron");
+    {
+        let iw = ironwal::sharded::ShardedWal::new(ironwal::WalOptions::new(&data), 8).unwrap();
+        for i in 0..100 {
+            iw.append(format!("k{i}").as_bytes(), b"v\n").unwrap();
+        }
+    }
+    let m = Mounted::start_on(&data, &[]);
+    assert!(m.path("streams/shard_07/log").exists());
+    assert!(!m.path("checkpoints").exists());
+    drop(m);
+    let m = Mounted::start_on(&data, &["--shards", "8"]);
+    std::fs::write(m.path("checkpoints/new"), "first\n").unwrap();
+    let total: u64 = read(&m.path("checkpoints/first"))
+        .lines()
+        .map(|l| l.split_once(": ").unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 100);
 }
 
 #[test]

@@ -277,14 +277,22 @@ fn open_sharded(
 ) -> Result<Option<Arc<crate::sharded::ShardedWal>>, MountError> {
     use crate::sharded::{detect, shard_name, ShardCount, ShardedWal};
     let count = match (detect(data), asked) {
-        (Err(e), _) => return fail(format!("cannot read the shard count of {}: {e}", data.display())),
+        (Err(e), _) => {
+            return fail(format!(
+                "cannot read the shard count of {}: {e}",
+                data.display()
+            ))
+        }
         (Ok(None), None) => return Ok(None),
         (Ok(Some(ShardCount::AtLeast(n))), None) => {
-            return fail(format!(
-                "{} is a sharded log whose shard count is not recorded (its highest shard is {}): give it with --shards N (at least {n})",
+            // Any ironwal directory mounts: its shards as streams, and
+            // checkpoints/ once the count is known.
+            log::warn!(
+                "{} is a sharded log whose shard count is not recorded (no checkpoint yet; its highest shard is {}): its shards are under streams/, and `--shards N` (at least {n}) also shows checkpoints/",
                 data.display(),
                 shard_name(n - 1)
-            ))
+            );
+            return Ok(None);
         }
         (Ok(Some(ShardCount::Exact(n))), None) => n,
         (Ok(_), Some(n)) => n,
