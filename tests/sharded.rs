@@ -887,3 +887,110 @@ fn concurrent_writers_checkpoints_loads_and_prunes() {
         assert_eq!(got, want, "shard {s}");
     }
 }
+
+mod model {
+    //! A model of the sharded log under random appends, batches,
+    //! checkpoints (ids made again), compactions, prunes and restarts.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(Vec<u8>, Vec<u8>),
+        Batch(Vec<(Vec<u8>, Vec<u8>)>),
+        Checkpoint(u8),
+        Compact(usize),
+        Prune,
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let key = prop::collection::vec(any::<u8>(), 0..24);
+        let val = prop::collection::vec(any::<u8>(), 0..150);
+        prop_oneof![
+            6 => (key.clone(), val.clone()).prop_map(|(k, v)| Op::Append(k, v)),
+            3 => prop::collection::vec((key, val), 1..8).prop_map(Op::Batch),
+            2 => (0u8..6).prop_map(Op::Checkpoint),
+            1 => (0usize..4).prop_map(Op::Compact),
+            1 => Just(Op::Prune),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+
+        #[test]
+        fn the_sharded_log_matches_its_model(ops in prop::collection::vec(op(), 1..80)) {
+            let t = tempfile::tempdir().unwrap();
+            let mut o = small(t.path());
+            o.max_segment_size = 600;
+            let mut w = ShardedWal::new(o.clone(), 4).unwrap();
+            let mut shards: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
+            // Listed checkpoints in order: (id, offsets).
+            let mut listed: Vec<(Vec<u8>, Vec<u64>)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Append(k, v) => {
+                        let (s, id) = w.append(&k, &v).unwrap();
+                        prop_assert_eq!(s, sharded::route(&k, 4));
+                        prop_assert_eq!(id, shards[s as usize].len() as u64);
+                        shards[s as usize].push(v);
+                    }
+                    Op::Batch(b) => {
+                        let r = w.append_batch(&b).unwrap();
+                        for ((s, id), (_, v)) in r.into_iter().zip(b) {
+                            prop_assert_eq!(id, shards[s as usize].len() as u64);
+                            shards[s as usize].push(v);
+                        }
+                    }
+                    Op::Checkpoint(n) => {
+                        let id = format!("cp{n}").into_bytes();
+                        w.create_checkpoint(&id).unwrap();
+                        let offsets: Vec<u64> = shards.iter().map(|s| s.len() as u64).collect();
+                        prop_assert_eq!(&w.load_checkpoint(&id).unwrap().offsets, &offsets);
+                        listed.retain(|c| c.0 != id);
+                        listed.push((id, offsets));
+                    }
+                    Op::Compact(keep) => {
+                        w.compact_checkpoints(keep).unwrap();
+                        let cut = listed.len().saturating_sub(keep);
+                        listed.drain(..cut);
+                    }
+                    Op::Prune => {
+                        if let Some((id, _)) = listed.last() {
+                            w.prune_before_checkpoint(id).unwrap();
+                        }
+                    }
+                    Op::Restart => {
+                        drop(w);
+                        w = ShardedWal::new(o.clone(), 4).unwrap();
+                    }
+                }
+                let got: Vec<(Vec<u8>, Vec<u64>)> = w
+                    .list_checkpoints()
+                    .into_iter()
+                    .map(|(id, _)| {
+                        let off = w.load_checkpoint(&id).unwrap().offsets;
+                        (id, off)
+                    })
+                    .collect();
+                prop_assert_eq!(&got, &listed);
+                match listed.last() {
+                    Some(l) => prop_assert_eq!(&w.load_latest_checkpoint().unwrap().0, &l.0),
+                    None => prop_assert!(w.load_latest_checkpoint().is_err()),
+                }
+            }
+            // Every shard holds its entries from its first retained id, and
+            // every listed checkpoint can be read from.
+            for s in 0..4u16 {
+                let first = w.inner().first_id(&sharded::shard_name(s));
+                for (_, off) in &listed {
+                    prop_assert!(first <= off[s as usize]);
+                }
+                let got: Vec<Vec<u8>> = read_shard(&w, s, first).into_iter().map(|e| e.1).collect();
+                prop_assert_eq!(&got[..], &shards[s as usize][first as usize..]);
+            }
+        }
+    }
+}

@@ -267,10 +267,18 @@ impl ShardedWal {
         if writable && !storage.exists(&shards_file) {
             storage.write_atomic(&shards_file, format!("{shard_count}\n").as_bytes())?;
         }
+        let names: Vec<String> = (0..shard_count).map(shard_name).collect();
+        if writable {
+            // Every shard exists from the start (ironwal makes them on first
+            // append): the mount lists them all, and their count shows.
+            for n in names.iter().filter(|n| !wal.has_stream(n)) {
+                wal.create_stream(n)?;
+            }
+        }
         Ok(ShardedWal {
             wal,
             shards: shard_count,
-            names: (0..shard_count).map(shard_name).collect(),
+            names,
             log: Mutex::new(log),
         })
     }

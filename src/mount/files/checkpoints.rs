@@ -1,7 +1,8 @@
 //! `checkpoints/` of a sharded log: one read-only file per checkpoint
 //! (`shard_NN: offset` lines), `HEAD` (the latest one's file name) and
 //! `new` (each line written makes a checkpoint with that id, durable when
-//! the write returns).
+//! the write returns, naming every entry acknowledged before it, whatever
+//! the sync mode).
 //!
 //! A checkpoint id is its file name when it is one (1-255 bytes, no `/` or
 //! NUL, not `.`, `..`, `HEAD` or `new`, not starting with `%`); any other id
@@ -270,9 +271,14 @@ impl State {
         self.line = Vec::new();
     }
 
+    /// A checkpoint through the mount names every entry acknowledged
+    /// before it, in every sync mode: the shards are synced first (in
+    /// strict mode there is nothing left to sync).
     fn make(v: &View, id: &[u8]) -> Result<(), Errno> {
         let sw = v.sharded().ok_or(libc::ENOENT)?;
-        sw.create_checkpoint(id).map_err(|e| errno(&e))
+        sw.flush_all()
+            .and_then(|()| sw.create_checkpoint(id))
+            .map_err(|e| errno(&e))
     }
 
     /// Makes a checkpoint of every whole line; keeps the rest.
