@@ -828,3 +828,94 @@ fn two_daemons_racing_for_one_prefix() {
     let m = manifest(&s3, "walfs-test", "race2");
     assert_eq!(m.streams["default"].next_id, 5);
 }
+
+/// A sharded log ships its checkpoints (SHARDS, checkpoints.log, HEAD) with
+/// its shards; a restore brings them back, readable by walfs and ironwal,
+/// and verify on the bucket checks them.
+#[test]
+fn a_sharded_log_ships_and_restores_its_checkpoints() {
+    use walfs::sharded::ShardedWal;
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut r = replica("s3://walfs-test/sharded", &s3.endpoint());
+    r.interval = Duration::from_millis(20);
+    let mut o = WalOptions::new(&data);
+    o.max_segment_size = 4096;
+    o.replicate = Some(r);
+    let w = ShardedWal::new(o, 4).unwrap();
+    for round in 0..3 {
+        for i in 0..100 {
+            w.append(
+                format!("key-{i}").as_bytes(),
+                format!("r{round} e{i}").as_bytes(),
+            )
+            .unwrap();
+        }
+        w.create_checkpoint(format!("cp-{round}").as_bytes())
+            .unwrap();
+    }
+    w.compact_checkpoints(2).unwrap();
+    let caught_up = || {
+        let m = manifest(&s3, "walfs-test", "sharded");
+        let log = std::fs::read(data.join("checkpoints.log")).unwrap();
+        m.files
+            .get("checkpoints.log")
+            .is_some_and(|o| o.crc32 == crc32fast::hash(&log))
+            && (0..4u16).all(|s| {
+                let n = walfs::sharded::shard_name(s);
+                m.streams.get(&n).map(|x| x.next_id) == Some(w.inner().next_id(&n))
+            })
+    };
+    eventually("the checkpoints shipped", 20, caught_up);
+    let m = manifest(&s3, "walfs-test", "sharded");
+    assert_eq!(
+        m.files.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["HEAD", "SHARDS", "checkpoints.log"]
+    );
+    // The versions compaction replaced are gone from the bucket.
+    let files = || {
+        s3.keys("walfs-test")
+            .into_iter()
+            .filter(|k| k.starts_with("sharded/files/"))
+            .count()
+    };
+    eventually("superseded checkpoint files removed", 20, || files() == 3);
+    let listed = w.list_checkpoints();
+    drop(w);
+
+    let env = aws_env(&s3.endpoint());
+    let (code, _, err) = walfs(&["verify", "s3://walfs-test/sharded"], &env);
+    assert_eq!(code, 0, "{err}");
+    let restored = dir.path().join("restored");
+    let (code, _, err) = walfs(
+        &[
+            "restore",
+            "s3://walfs-test/sharded",
+            restored.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    for f in ["SHARDS", "checkpoints.log", "HEAD"] {
+        assert_eq!(
+            std::fs::read(restored.join(f)).unwrap(),
+            std::fs::read(data.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let back = ShardedWal::open(WalOptions::new(&restored)).unwrap();
+    assert_eq!(back.list_checkpoints(), listed);
+    let (latest, cp) = back.load_latest_checkpoint().unwrap();
+    assert_eq!(latest, b"cp-2");
+    assert_eq!(cp.offsets.iter().sum::<u64>(), 300);
+    let cp1 = back.load_checkpoint(b"cp-1").unwrap();
+    let after: usize = (0..4u16)
+        .map(|s| back.iter_shard(s, cp1.offsets[s as usize]).unwrap().count())
+        .sum();
+    assert_eq!(after, 100);
+    drop(back);
+    let iw = ironwal::sharded::ShardedWal::new(ironwal::WalOptions::new(&restored), 4).unwrap();
+    assert_eq!(iw.load_latest_checkpoint().unwrap().0, b"cp-2");
+}

@@ -153,6 +153,33 @@ pub fn verify_bucket(
             });
         }
     }
+    // A sharded log's checkpoint files: each object against the manifest,
+    // and the checkpoint log record by record.
+    for (name, o) in &m.files {
+        let fault = |offset: u64, reason: String| VerifyFault {
+            kind: FaultKind::Corruption,
+            location: Location {
+                stream: String::new(),
+                segment: name.clone(),
+                offset,
+            },
+            reason,
+        };
+        bucket
+            .get_all(std::slice::from_ref(&o.key), |_, body| {
+                if let Err(e) = o.check(&body) {
+                    r.faults.push(fault(0, e));
+                } else if name == crate::sharded::checkpoints::LOG_FILE {
+                    for (start, _, why) in crate::sharded::checkpoints::scan(&body).damage {
+                        r.faults
+                            .push(fault(start, format!("object {}: {why}", o.key)));
+                    }
+                }
+                r.bytes += o.len;
+                Ok(())
+            })
+            .map_err(Error::Replication)?;
+    }
     Ok(r)
 }
 

@@ -30,6 +30,24 @@ pub struct Manifest {
     pub updated_ms: u64,
     /// Per stream, in name order.
     pub streams: BTreeMap<String, StreamManifest>,
+    /// Files at the data directory's root that belong to the log, by name
+    /// (one of [`ROOT_FILES`]: a sharded log's checkpoints), one object each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, ObjectRef>,
+}
+
+/// The root files shipped with the streams: a sharded log's shard count,
+/// checkpoint log and HEAD.
+pub const ROOT_FILES: [&str; 3] = [
+    crate::sharded::SHARDS_FILE,
+    crate::sharded::checkpoints::LOG_FILE,
+    crate::sharded::checkpoints::HEAD_FILE,
+];
+
+/// The key of a root file's object: its name, the writer's epoch and its
+/// crc, so that a new version never overwrites the one a manifest names.
+pub fn file_key(name: &str, epoch: u64, crc: u32) -> String {
+    format!("files/{name}.e{epoch}.{crc:08x}.file")
 }
 
 /// One stream in the bucket.
@@ -114,6 +132,7 @@ impl Manifest {
             writer: String::new(),
             updated_ms: 0,
             streams: BTreeMap::new(),
+            files: BTreeMap::new(),
         }
     }
 
@@ -153,6 +172,11 @@ impl Manifest {
                 }
             }
         }
+        for (name, o) in &m.files {
+            if !ROOT_FILES.contains(&name.as_str()) || !valid_key(&o.key) || o.offset != 0 {
+                return Err(format!("manifest names an unknown root file {name:?}"));
+            }
+        }
         Ok(m)
     }
 
@@ -167,6 +191,7 @@ impl Manifest {
             .values()
             .flat_map(|s| s.segments.iter())
             .flat_map(|g| g.objects.iter())
+            .chain(self.files.values())
             .map(|o| o.key.as_str())
     }
 }

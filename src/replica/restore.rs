@@ -167,6 +167,18 @@ fn build(
         sync_dir(&dir)?;
         report.streams += 1;
     }
+    // A sharded log's checkpoints (SHARDS, checkpoints.log, HEAD).
+    for (name, o) in &m.files {
+        let path = root.join(name);
+        bucket
+            .get_all(std::slice::from_ref(&o.key), |_, body| {
+                o.check(&body)?;
+                write_new(&path, &body).map_err(|e| e.to_string())?;
+                report.objects += 1;
+                Ok(())
+            })
+            .map_err(Error::Replication)?;
+    }
     sync_dir(root)?;
     Ok(report)
 }

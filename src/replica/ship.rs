@@ -188,7 +188,7 @@ impl Shipper {
             let orphans: Vec<String> = all
                 .into_iter()
                 .filter(|k| k != manifest::MANIFEST && !referenced.contains(k.as_str()))
-                .filter(|k| k.ends_with(".wal") || k.ends_with(".part"))
+                .filter(|k| k.ends_with(".wal") || k.ends_with(".part") || k.ends_with(".file"))
                 .collect();
             if !orphans.is_empty() {
                 log::info!(
@@ -420,6 +420,15 @@ impl Shipper {
         let mut superseded: Vec<String> = Vec::new();
         let snapshot = Instant::now();
         let mut ends: Vec<(String, u64)> = Vec::new();
+        // Root files first: a checkpoint names offsets durable when it was
+        // made, so the streams read after it cover them in this manifest.
+        ship_files(
+            &self.ctx().opts.root_path,
+            &mut next,
+            epoch,
+            &mut uploads,
+            &mut superseded,
+        );
         for s in self.core.all_streams() {
             if s.damaged.is_some() {
                 continue;
@@ -447,7 +456,7 @@ impl Shipper {
             ship_stream(&s, &view, sm, epoch, &mut uploads, &mut superseded);
             ends.push((s.name.clone(), sm.next_id));
         }
-        if uploads.is_empty() && next.streams == current.streams {
+        if uploads.is_empty() && next.streams == current.streams && next.files == current.files {
             self.settle(&ends, snapshot, 0);
             return Ok(());
         }
@@ -493,6 +502,47 @@ impl Shipper {
         }
         drop(st);
         self.link.progress.notify_all();
+    }
+}
+
+/// Adds to `uploads` the root files (a sharded log's checkpoints) whose
+/// bytes differ from what `m` names, and drops from `m` those gone here.
+fn ship_files(
+    root: &std::path::Path,
+    m: &mut Manifest,
+    epoch: u64,
+    uploads: &mut Vec<(String, Bytes)>,
+    superseded: &mut Vec<String>,
+) {
+    for name in manifest::ROOT_FILES {
+        match std::fs::read(root.join(name)) {
+            Ok(bytes) => {
+                let crc = crc32fast::hash(&bytes);
+                if m.files
+                    .get(name)
+                    .is_some_and(|o| o.len == bytes.len() as u64 && o.crc32 == crc)
+                {
+                    continue;
+                }
+                let bytes = Bytes::from(bytes);
+                let key = manifest::file_key(name, epoch, crc);
+                if let Some(old) = m
+                    .files
+                    .insert(name.to_owned(), object(key.clone(), 0, &bytes, 0))
+                {
+                    if old.key != key {
+                        superseded.push(old.key);
+                    }
+                }
+                uploads.push((key, bytes));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(old) = m.files.remove(name) {
+                    superseded.push(old.key);
+                }
+            }
+            Err(e) => log::warn!("replication: {name} could not be read ({e}); shipped later"),
+        }
     }
 }
 
