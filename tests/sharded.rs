@@ -994,3 +994,14 @@ mod model {
         }
     }
 }
+
+#[test]
+fn a_stream_named_head_is_not_a_sharded_log() {
+    let t = tempfile::tempdir().unwrap();
+    let w = walfs::Wal::new(opts(t.path())).unwrap();
+    w.append("HEAD", b"an ordinary stream").unwrap();
+    w.append("checkpoints.log", b"another").unwrap();
+    drop(w);
+    assert_eq!(sharded::detect(t.path()).unwrap(), None);
+    assert!(ShardedWal::open(opts(t.path())).is_err());
+}

@@ -136,8 +136,19 @@ pub fn detect(root: &Path) -> Result<Option<ShardCount>> {
 }
 
 fn detect_on(storage: &dyn Storage, root: &Path) -> Result<Option<ShardCount>> {
+    if !storage.exists(root) {
+        return Ok(None);
+    }
+    // Regular files only: `HEAD` may also be an ordinary stream's name.
+    let files: Vec<String> = storage
+        .read_dir(root)?
+        .into_iter()
+        .filter(|e| !e.is_dir && !e.is_symlink)
+        .filter_map(|e| e.name)
+        .collect();
+    let has = |name: &str| files.iter().any(|f| f == name);
     let shards_file = root.join(SHARDS_FILE);
-    if storage.exists(&shards_file) {
+    if has(SHARDS_FILE) {
         let text = storage.read_file(&shards_file)?;
         let n = std::str::from_utf8(&text)
             .ok()
@@ -152,13 +163,13 @@ fn detect_on(storage: &dyn Storage, root: &Path) -> Result<Option<ShardCount>> {
         return Ok(Some(ShardCount::Exact(n)));
     }
     let log = root.join(checkpoints::LOG_FILE);
-    if storage.exists(&log) {
+    if has(checkpoints::LOG_FILE) {
         let bytes = storage.read_file(&log)?;
         if let Some((_, _, r)) = checkpoints::scan(&bytes).records.first() {
             return Ok(Some(ShardCount::Exact(r.offsets.len() as u16)));
         }
     }
-    if storage.exists(&log) || storage.exists(&root.join(checkpoints::HEAD_FILE)) {
+    if has(checkpoints::LOG_FILE) || has(checkpoints::HEAD_FILE) {
         let top = highest_shard(storage, root)?;
         return Ok(Some(ShardCount::AtLeast(top.map_or(1, |t| t + 1))));
     }
