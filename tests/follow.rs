@@ -384,3 +384,75 @@ fn verify_on_a_bucket_names_the_object() {
     let key = victim.trim_start_matches("v/");
     assert!(out.contains(key) && out.contains("corruption"), "{out}");
 }
+
+/// A follower of a sharded log shows its checkpoints/ as the primary makes
+/// them, read-only.
+#[test]
+fn a_follower_shows_a_sharded_logs_checkpoints() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let p = Mounted::start_env(
+        None,
+        &[
+            "--shards",
+            "2",
+            "--replicate",
+            "s3://walfs-test/sh",
+            "--replicate-interval",
+            "0.1",
+        ],
+        &env,
+    );
+    let pm = p.mnt.display().to_string();
+    let (code, _, err) = sh(&format!(
+        "for i in 1 2 3; do echo a$i >> {pm}/streams/shard_00/append; done; echo b >> {pm}/streams/shard_01/append; echo cp1 > {pm}/checkpoints/new"
+    ));
+    assert_eq!(code, 0, "{err}");
+    let cp1 = std::fs::read_to_string(p.path("checkpoints/cp1")).unwrap();
+    assert_eq!(cp1, "shard_00: 3\nshard_01: 1\n");
+    let f = Mounted::start_env(
+        Some(Path::new("s3://walfs-test/sh")),
+        &[
+            "--poll",
+            "0.1",
+            "--cache-dir",
+            p.dir.path().to_str().unwrap(),
+        ],
+        &env,
+    );
+    eventually("the follower to list cp1", 30, || {
+        std::fs::read_to_string(f.path("checkpoints/cp1"))
+            .ok()
+            .as_deref()
+            == Some(cp1.as_str())
+    });
+    assert_eq!(
+        std::fs::read_to_string(f.path("checkpoints/HEAD")).unwrap(),
+        "cp1\n"
+    );
+    let e = std::fs::write(f.path("checkpoints/new"), "x\n").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    // A new checkpoint on the primary appears on the follower.
+    let (code, _, err) = sh(&format!(
+        "echo a4 >> {pm}/streams/shard_00/append && echo cp2 > {pm}/checkpoints/new"
+    ));
+    assert_eq!(code, 0, "{err}");
+    eventually("the follower to list cp2", 30, || {
+        std::fs::read_to_string(f.path("checkpoints/HEAD")).unwrap() == "cp2\n"
+    });
+    assert_eq!(
+        std::fs::read_to_string(f.path("checkpoints/cp2")).unwrap(),
+        "shard_00: 4\nshard_01: 1\n"
+    );
+    // The follower's shard streams hold what the checkpoint names.
+    eventually("the follower to hold shard_00's 4 entries", 30, || {
+        std::fs::read_to_string(f.path("streams/shard_00/log")).unwrap() == "a1\na2\na3\na4\n"
+    });
+    let mut names: Vec<String> = std::fs::read_dir(f.path("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["HEAD", "cp1", "cp2", "new"]);
+}

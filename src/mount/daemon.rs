@@ -415,17 +415,19 @@ fn serve(
         },
     };
     let read_only = cfg.read_only || cfg.follow.is_some();
-    let sharded = match &wal {
-        Backend::Local(w) => open_sharded(w, data, cfg.shards)?,
+    let sharded: Option<Arc<dyn crate::sharded::CheckpointSource>> = match &wal {
+        Backend::Local(w) => open_sharded(w, data, cfg.shards)?.map(|s| s as _),
         Backend::Bucket(_) if cfg.shards.is_some() => {
             return fail("--shards applies to a local data directory, not to a bucket".into())
         }
-        Backend::Bucket(_) => None,
+        Backend::Bucket(b) => Some(Arc::new(crate::replica::follow::BucketCheckpoints::of(
+            b.clone(),
+        ))),
     };
     let source = wal.source();
     // A sharded log shows its shards under streams/ and makes no `default`.
     let root = match (&sharded, cfg.stream.as_deref()) {
-        (Some(_), None) => None,
+        (Some(s), None) if s.shown() => None,
         _ => root_stream(source.as_ref(), data, cfg.stream.as_deref(), read_only)?,
     };
     let mut view = View::with_root(source.clone(), root.as_deref(), read_only)

@@ -60,8 +60,8 @@ pub struct View {
     refused: AtomicU64,
     /// Counts the inodes given to lookups of `append`.
     append_value: AtomicU64,
-    /// The sharded log behind a local source, for `checkpoints/`.
-    sharded: Option<Arc<crate::sharded::ShardedWal>>,
+    /// The checkpoints of a sharded log, for `checkpoints/`.
+    sharded: Option<Arc<dyn crate::sharded::CheckpointSource>>,
 }
 
 impl View {
@@ -117,14 +117,14 @@ impl View {
 
     /// Shows `checkpoints/` for this sharded log (the same log as the
     /// source).
-    pub fn with_sharded(mut self, sharded: Arc<crate::sharded::ShardedWal>) -> View {
+    pub fn with_sharded(mut self, sharded: Arc<dyn crate::sharded::CheckpointSource>) -> View {
         self.sharded = Some(sharded);
         self
     }
 
-    /// The sharded log, if the view shows one.
-    pub(super) fn sharded(&self) -> Option<&crate::sharded::ShardedWal> {
-        self.sharded.as_deref()
+    /// The sharded log's checkpoints, if the view shows them.
+    pub(super) fn sharded(&self) -> Option<&dyn crate::sharded::CheckpointSource> {
+        self.sharded.as_deref().filter(|s| s.shown())
     }
 
     /// The log behind the view.

@@ -172,6 +172,9 @@ struct Inner {
     inflight: Mutex<std::collections::HashSet<BlockKey>>,
     landed: Condvar,
     requests: std::sync::atomic::AtomicU64,
+    /// Root files fetched (a sharded log's checkpoints), by name: the key
+    /// they were fetched under and their bytes.
+    files: Mutex<HashMap<String, (String, Arc<Vec<u8>>)>>,
 }
 
 /// A shipped log, read from its bucket: a read-only [`LogSource`] for the
@@ -233,6 +236,7 @@ impl BucketLog {
             inflight: Mutex::new(Default::default()),
             landed: Condvar::new(),
             requests: Default::default(),
+            files: Mutex::default(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (i2, s2) = (inner.clone(), stop.clone());
@@ -268,6 +272,132 @@ impl BucketLog {
     /// The manifest as last read.
     pub fn manifest(&self) -> Manifest {
         self.inner.state.read().manifest.clone()
+    }
+
+    /// A root file of the log (a sharded log's `checkpoints.log`, `HEAD`
+    /// or `SHARDS`) as the manifest last read names it, checked against
+    /// it; fetched once per version. None if the manifest names none.
+    pub fn root_file(&self, name: &str) -> Result<Option<Arc<Vec<u8>>>> {
+        let Some(o) = self.inner.state.read().manifest.files.get(name).cloned() else {
+            return Ok(None);
+        };
+        if let Some((key, bytes)) = self.inner.files.lock().get(name) {
+            if *key == o.key {
+                return Ok(Some(bytes.clone()));
+            }
+        }
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let body = self
+            .inner
+            .bucket
+            .get_range(&o.key, 0..o.len)
+            .map_err(|f| Error::Replication(format!("{}: {f}", o.key)))?;
+        o.check(&body).map_err(Error::Replication)?;
+        let bytes = Arc::new(body.to_vec());
+        self.inner
+            .files
+            .lock()
+            .insert(name.to_owned(), (o.key, bytes.clone()));
+        Ok(Some(bytes))
+    }
+}
+
+/// The checkpoints of a sharded log followed in a bucket, for the
+/// follower's `checkpoints/` (read-only). Serial numbers stay with a
+/// checkpoint (its id and time) across manifest updates.
+pub struct BucketCheckpoints {
+    log: Arc<BucketLog>,
+    state: Mutex<Listed>,
+}
+
+#[derive(Default)]
+struct Listed {
+    /// The object the list was read from.
+    key: Option<String>,
+    list: Vec<(u64, crate::sharded::checkpoints::Entry)>,
+    serials: HashMap<(Vec<u8>, u64), u64>,
+}
+
+impl BucketCheckpoints {
+    /// The checkpoints of `log`: shown once its manifest names a
+    /// checkpoint log or a shard count.
+    pub fn of(log: Arc<BucketLog>) -> BucketCheckpoints {
+        BucketCheckpoints {
+            log,
+            state: Mutex::default(),
+        }
+    }
+
+    /// The list as the manifest last read names it (kept as it was when the
+    /// bucket cannot be read).
+    fn current(&self) -> Vec<(u64, crate::sharded::checkpoints::Entry)> {
+        let key = self
+            .log
+            .manifest()
+            .files
+            .get(crate::sharded::checkpoints::LOG_FILE)
+            .map(|o| o.key.clone());
+        let mut st = self.state.lock();
+        if st.key != key {
+            let bytes = match self.log.root_file(crate::sharded::checkpoints::LOG_FILE) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::warn!("checkpoints: {e}");
+                    return st.list.clone();
+                }
+            };
+            let scan = crate::sharded::checkpoints::scan(bytes.as_deref().map_or(&[][..], |b| b));
+            let st = &mut *st;
+            let mut list = Vec::new();
+            for e in crate::sharded::listed(&scan) {
+                let next = st.serials.len() as u64 + 1;
+                let serial = *st
+                    .serials
+                    .entry((e.id.clone(), e.timestamp))
+                    .or_insert(next);
+                list.push((serial, e));
+            }
+            st.list = list;
+            st.key = key;
+        }
+        st.list.clone()
+    }
+}
+
+impl crate::sharded::CheckpointSource for BucketCheckpoints {
+    fn shown(&self) -> bool {
+        let st = self.log.inner.state.read();
+        let f = &st.manifest.files;
+        f.contains_key(crate::sharded::checkpoints::LOG_FILE)
+            || f.contains_key(crate::sharded::SHARDS_FILE)
+    }
+
+    fn checkpoints(&self) -> Vec<(u64, crate::sharded::checkpoints::Entry)> {
+        self.current()
+    }
+
+    fn by_serial(&self, serial: u64) -> Option<crate::sharded::checkpoints::Entry> {
+        self.current()
+            .into_iter()
+            .find(|(s, _)| *s == serial)
+            .map(|(_, e)| e)
+    }
+
+    fn serial_of(&self, id: &[u8]) -> Option<u64> {
+        self.current()
+            .into_iter()
+            .find(|(_, e)| e.id == id)
+            .map(|(s, _)| s)
+    }
+
+    fn check(&self, _id: &[u8]) -> Result<()> {
+        // The object was checked against the manifest when fetched, and
+        // every listed record's crc when it was read.
+        Ok(())
+    }
+
+    fn make(&self, _id: &[u8]) -> Result<()> {
+        Err(Error::ReadOnly)
     }
 }
 

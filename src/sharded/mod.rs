@@ -524,6 +524,71 @@ impl ShardedWal {
     }
 }
 
+/// What the mount's `checkpoints/` needs of a sharded log: the local one
+/// ([`ShardedWal`]) or one followed in a bucket (read-only).
+pub trait CheckpointSource: Send + Sync {
+    /// Whether the log is sharded now (a followed bucket may become so
+    /// once its primary ships its checkpoints).
+    fn shown(&self) -> bool {
+        true
+    }
+    /// Listed checkpoints with their serial numbers (stable while mounted:
+    /// the inode numbers), oldest first.
+    fn checkpoints(&self) -> Vec<(u64, Entry)>;
+    /// The checkpoint with serial `serial`.
+    fn by_serial(&self, serial: u64) -> Option<Entry>;
+    /// The serial of checkpoint `id`.
+    fn serial_of(&self, id: &[u8]) -> Option<u64>;
+    /// Reads checkpoint `id`'s record again and checks it.
+    fn check(&self, id: &[u8]) -> Result<()>;
+    /// Makes checkpoint `id` naming every entry acknowledged so far (the
+    /// shards are synced first); [`Error::ReadOnly`] where it cannot.
+    fn make(&self, id: &[u8]) -> Result<()>;
+}
+
+impl CheckpointSource for ShardedWal {
+    fn checkpoints(&self) -> Vec<(u64, Entry)> {
+        self.checkpoint_entries()
+    }
+
+    fn by_serial(&self, serial: u64) -> Option<Entry> {
+        self.checkpoint_by_serial(serial)
+    }
+
+    fn serial_of(&self, id: &[u8]) -> Option<u64> {
+        self.checkpoint_serial(id)
+    }
+
+    fn check(&self, id: &[u8]) -> Result<()> {
+        self.load_checkpoint(id).map(|_| ())
+    }
+
+    fn make(&self, id: &[u8]) -> Result<()> {
+        if self.wal.options().read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.flush_all()?;
+        self.create_checkpoint(id)
+    }
+}
+
+/// The checkpoints a log's bytes list, in order, the latest record of an
+/// id replacing its earlier ones: (offset, framed length, record).
+pub fn listed(scan: &checkpoints::Scan) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::new();
+    for (offset, len, r) in &scan.records {
+        out.retain(|e| e.id != r.id);
+        out.push(Entry {
+            id: r.id.clone(),
+            offset: *offset,
+            len: *len,
+            timestamp: r.timestamp,
+            offsets: r.offsets.clone(),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,7 +62,7 @@ fn head_text(v: &View) -> Vec<u8> {
     let Some(sw) = v.sharded() else {
         return Vec::new();
     };
-    match sw.checkpoint_entries().last() {
+    match sw.checkpoints().last() {
         Some((_, e)) => {
             let mut t = file_name(&e.id);
             t.push(b'\n');
@@ -93,9 +93,7 @@ impl FileOps for Dir {
                 if file_name(&id) != name {
                     return Err(libc::ENOENT);
                 }
-                sw.checkpoint_serial(&id)
-                    .map(Node::Checkpoint)
-                    .ok_or(libc::ENOENT)
+                sw.serial_of(&id).map(Node::Checkpoint).ok_or(libc::ENOENT)
             }
         }
     }
@@ -109,7 +107,7 @@ impl FileOps for Dir {
         // An id whose name would be over 255 bytes cannot be listed; it
         // stays reachable through the library and the CLI.
         items.extend(
-            sw.checkpoint_entries()
+            sw.checkpoints()
                 .into_iter()
                 .map(|(s, e)| (file_name(&e.id), Node::Checkpoint(s)))
                 .filter(|(n, _)| n.len() <= 255),
@@ -139,7 +137,7 @@ fn entry(v: &View, at: &At) -> Result<Entry, Errno> {
         return Err(libc::ENOENT);
     };
     v.sharded()
-        .and_then(|sw| sw.checkpoint_by_serial(serial))
+        .and_then(|sw| sw.by_serial(serial))
         .ok_or(libc::ENOENT)
 }
 
@@ -161,7 +159,7 @@ impl FileOps for File {
         // Opening reads the record again and checks it.
         let e = entry(v, at)?;
         let sw = v.sharded().ok_or(libc::ENOENT)?;
-        sw.load_checkpoint(&e.id).map_err(|err| errno(&err))?;
+        sw.check(&e.id).map_err(|err| errno(&err))?;
         Ok((
             Handle::Plain,
             Serve {
@@ -276,9 +274,7 @@ impl State {
     /// strict mode there is nothing left to sync).
     fn make(v: &View, id: &[u8]) -> Result<(), Errno> {
         let sw = v.sharded().ok_or(libc::ENOENT)?;
-        sw.flush_all()
-            .and_then(|()| sw.create_checkpoint(id))
-            .map_err(|e| errno(&e))
+        sw.make(id).map_err(|e| errno(&e))
     }
 
     /// Makes a checkpoint of every whole line; keeps the rest.
