@@ -146,6 +146,9 @@ struct Learned {
 /// An object's key and a block number in it.
 type BlockKey = (String, u64);
 
+/// A root file as fetched: the key it was fetched under, and its bytes.
+type Fetched = (String, Arc<Vec<u8>>);
+
 struct State {
     manifest: Manifest,
     /// When the manifest was last read, and the last failure since.
@@ -174,7 +177,7 @@ struct Inner {
     requests: std::sync::atomic::AtomicU64,
     /// Root files fetched (a sharded log's checkpoints), by name: the key
     /// they were fetched under and their bytes.
-    files: Mutex<HashMap<String, (String, Arc<Vec<u8>>)>>,
+    files: Mutex<HashMap<String, Fetched>>,
 }
 
 /// A shipped log, read from its bucket: a read-only [`LogSource`] for the
