@@ -215,6 +215,16 @@ fn checkpoints_name_durable_offsets_and_survive_restarts() {
     assert_eq!(w.list_checkpoints(), listed);
     assert_eq!(w.load_latest_checkpoint().unwrap().0, b"cp1");
     assert_eq!(w.load_checkpoint(b"cp2").unwrap(), cp2);
+    // After a restart, a checkpoint names everything already on disk.
+    w.create_checkpoint(b"after-restart").unwrap();
+    assert_eq!(
+        w.load_checkpoint(b"after-restart")
+            .unwrap()
+            .offsets
+            .iter()
+            .sum::<u64>(),
+        91
+    );
 }
 
 #[test]
