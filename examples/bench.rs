@@ -165,50 +165,70 @@ fn sharded_appends(shards: u16, writers: usize) -> (f64, f64, f64) {
                 .collect()
         })
         .collect();
-    let d = dir("sharded-w");
-    let w =
-        walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), shards).unwrap();
-    let (e0, s0) = engine_counters();
-    let walfs_rate = rate(writers, |t, i| {
-        w.append(&keys[t][i as usize % 64], &entry).unwrap();
-    });
-    let (e1, s1) = engine_counters();
-    drop(w);
-    let d2 = dir("sharded-i");
-    let mut o = ironwal_opts(&d2, ironwal::SyncMode::Strict);
-    o.max_open_segments = (shards as usize * 2).max(o.max_open_segments);
-    let i = ironwal::sharded::ShardedWal::new(o, shards).unwrap();
-    let iron_rate = rate(writers, |t, n| {
-        i.append(&keys[t][n as usize % 64], &entry).unwrap();
-    });
-    drop(i);
-    let _ = std::fs::remove_dir_all(d);
-    let _ = std::fs::remove_dir_all(d2);
+    // The two engines run alternately, three times each (the machine is
+    // noisy), and the medians are compared.
+    let (mut walfs_rates, mut iron_rates) = (Vec::new(), Vec::new());
+    let (mut entries, mut syncs) = (0, 0);
+    for _ in 0..3 {
+        let d = dir("sharded-w");
+        let w = walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), shards)
+            .unwrap();
+        let (e0, s0) = engine_counters();
+        walfs_rates.push(rate(writers, |t, i| {
+            w.append(&keys[t][i as usize % 64], &entry).unwrap();
+        }));
+        let (e1, s1) = engine_counters();
+        (entries, syncs) = (entries + e1 - e0, syncs + s1 - s0);
+        drop(w);
+        let d2 = dir("sharded-i");
+        let mut o = ironwal_opts(&d2, ironwal::SyncMode::Strict);
+        o.max_open_segments = (shards as usize * 2).max(o.max_open_segments);
+        let i = ironwal::sharded::ShardedWal::new(o, shards).unwrap();
+        iron_rates.push(rate(writers, |t, n| {
+            i.append(&keys[t][n as usize % 64], &entry).unwrap();
+        }));
+        drop(i);
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_dir_all(d2);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     (
-        walfs_rate,
-        iron_rate,
-        (e1 - e0) as f64 / (s1 - s0).max(1) as f64,
+        median(&mut walfs_rates),
+        median(&mut iron_rates),
+        entries as f64 / syncs.max(1) as f64,
     )
 }
 
-/// Checkpoints made per second on a 16-shard log: (walfs, ironwal).
+/// Checkpoints made per second on a 16-shard log: (walfs, ironwal),
+/// medians of 3 alternating runs.
 fn sharded_checkpoints() -> (f64, f64) {
-    let d = dir("ckpt-w");
-    let w = walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), 16).unwrap();
-    let walfs_rate = rate(1, |_, i| {
-        w.create_checkpoint(format!("cp-{i}").as_bytes()).unwrap();
-    });
-    drop(w);
-    let d2 = dir("ckpt-i");
-    let i = ironwal::sharded::ShardedWal::new(ironwal_opts(&d2, ironwal::SyncMode::Strict), 16)
-        .unwrap();
-    let iron_rate = rate(1, |_, n| {
-        i.create_checkpoint(format!("cp-{n}").as_bytes()).unwrap();
-    });
-    drop(i);
-    let _ = std::fs::remove_dir_all(d);
-    let _ = std::fs::remove_dir_all(d2);
-    (walfs_rate, iron_rate)
+    let (mut walfs_rates, mut iron_rates) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let d = dir("ckpt-w");
+        let w =
+            walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), 16).unwrap();
+        walfs_rates.push(rate(1, |_, i| {
+            w.create_checkpoint(format!("cp-{i}").as_bytes()).unwrap();
+        }));
+        drop(w);
+        let d2 = dir("ckpt-i");
+        let i = ironwal::sharded::ShardedWal::new(ironwal_opts(&d2, ironwal::SyncMode::Strict), 16)
+            .unwrap();
+        iron_rates.push(rate(1, |_, n| {
+            i.create_checkpoint(format!("cp-{n}").as_bytes()).unwrap();
+        }));
+        drop(i);
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_dir_all(d2);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut walfs_rates), median(&mut iron_rates))
 }
 
 fn async_4k() -> (f64, f64) {
@@ -1432,7 +1452,9 @@ fn main() {
         for (shards, writers) in [(4u16, 1usize), (4, 4), (4, 16), (16, 16)] {
             let (w, i, g) = sharded_appends(shards, writers);
             rows.push(Row {
-                name: format!("sharded strict append, {shards} shards, {writers} writers"),
+                name: format!(
+                    "sharded strict append, {shards} shards, {writers} writers (median of 3)"
+                ),
                 unit: "ops/s",
                 walfs: w,
                 baseline_name: "ironwal",
@@ -1454,7 +1476,7 @@ fn main() {
         }
         let (w, i) = sharded_checkpoints();
         rows.push(Row {
-            name: "create_checkpoint, 16 shards".into(),
+            name: "create_checkpoint, 16 shards (median of 3)".into(),
             unit: "ops/s",
             walfs: w,
             baseline_name: "ironwal",
