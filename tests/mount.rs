@@ -603,3 +603,27 @@ fn read_only_mount_serves_reads_and_refuses_writes() {
     assert!(std::fs::create_dir(ro.path("streams/x")).is_err());
     ro.stop();
 }
+
+#[test]
+fn the_mount_reads_ahead_a_whole_request() {
+    // As root the daemon raises its mount's read-ahead from the kernel's
+    // 128 KiB to the 1 MiB a request carries (fewer, larger reads).
+    let m = Mounted::start(&[]);
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(&m.mnt).unwrap().dev();
+    let knob = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 {
+        assert_eq!(
+            std::fs::read_to_string(&knob).unwrap().trim(),
+            "1024",
+            "{knob}"
+        );
+    } else {
+        assert!(std::fs::read_to_string(&knob).is_ok(), "{knob}");
+    }
+}
