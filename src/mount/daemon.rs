@@ -292,7 +292,7 @@ fn raise_readahead(mp: &Path) {
             let f: Vec<&str> = l.split(' ').collect();
             (f.get(4) == Some(&escaped.as_str())).then(|| f.get(2).map(|d| d.to_string()))
         })
-        .last()
+        .next_back()
         .flatten()
     else {
         return;
