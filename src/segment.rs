@@ -59,6 +59,8 @@ pub struct Window {
     handle: Arc<ReadHandle>,
     limit: u64,
     chunk: usize,
+    /// Extend a filled window only as far as asked (see [`Window::exact`]).
+    exact: bool,
     /// Read buffer; `buf[base..base + buf_len]` holds the file bytes from
     /// `buf_off`. `base` puts them at a page-aligned address and `buf_off`
     /// is page aligned: the kernel copies aligned reads several times
@@ -82,11 +84,21 @@ impl Window {
             handle,
             limit,
             chunk,
+            exact: false,
             buf: Vec::new(),
             base: 0,
             buf_len: 0,
             buf_off: 0,
         }
+    }
+
+    /// After the first read of `chunk` bytes, reads only what is asked:
+    /// for a reader whose first read covers all it wants but the rest of
+    /// its last frame (a `log` request), so that the rest is not read ahead
+    /// for nothing.
+    pub fn exact(mut self) -> Window {
+        self.exact = true;
+        self
     }
 
     /// One past the last byte readable.
@@ -107,23 +119,45 @@ impl Window {
                 let buf_end = self.buf_off + self.buf_len as u64;
                 if !(off >= self.buf_off && end <= buf_end) {
                     let start = off / PAGE * PAGE;
-                    let stop =
-                        (end.max(off + self.chunk as u64).div_ceil(PAGE) * PAGE).min(self.limit);
-                    let size = (stop - start) as usize;
-                    if self.buf.len() < size + PAGE as usize {
-                        self.buf = vec![0u8; size + PAGE as usize];
-                        self.base = self.buf.as_ptr().align_offset(PAGE as usize);
-                        self.buf_len = 0;
-                    }
                     // Keep the part of the window that is still wanted
-                    // (sequential readers ask for the rest of a frame).
-                    let keep = if start >= self.buf_off && start < buf_end && self.buf_len > 0 {
-                        let from = self.base + (start - self.buf_off) as usize;
-                        let keep = (buf_end - start) as usize;
-                        self.buf.copy_within(from..from + keep, self.base);
+                    // (sequential readers ask for the rest of a frame), also
+                    // when the buffer must grow for it: a frame longer than
+                    // the first read is then not read twice.
+                    let wanted = (start >= self.buf_off && start < buf_end && self.buf_len > 0)
+                        .then(|| {
+                            let from = self.base + (start - self.buf_off) as usize;
+                            (from, (buf_end - start) as usize)
+                        });
+                    let ahead = if self.exact && self.buf_len > 0 {
+                        end
+                    } else {
+                        end.max(off + self.chunk as u64)
+                    };
+                    let stop = (ahead.div_ceil(PAGE) * PAGE).min(self.limit);
+                    let size = (stop - start) as usize;
+                    let keep = if self.buf.len() < size + PAGE as usize {
+                        let mut grown = vec![0u8; size + PAGE as usize];
+                        let base = grown.as_ptr().align_offset(PAGE as usize);
+                        let keep = match wanted {
+                            Some((from, keep)) => {
+                                grown[base..base + keep]
+                                    .copy_from_slice(&self.buf[from..from + keep]);
+                                keep
+                            }
+                            None => 0,
+                        };
+                        self.buf = grown;
+                        self.base = base;
+                        self.buf_len = 0;
                         keep
                     } else {
-                        0
+                        match wanted {
+                            Some((from, keep)) => {
+                                self.buf.copy_within(from..from + keep, self.base);
+                                keep
+                            }
+                            None => 0,
+                        }
                     };
                     let b = self.base;
                     f.read_exact_at(&mut self.buf[b + keep..b + size], start + keep as u64)?;

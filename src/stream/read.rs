@@ -192,7 +192,9 @@ impl Stream {
         // One read should cover the request: `max` entry bytes plus their
         // frame headers and length prefixes (an eighth more is generous for
         // any entry over 36 bytes), so a request does not read twice.
-        let chunk = (max + max / 8 + 8192).clamp(1 << 16, 8 << 20);
+        // (What earlier segments put in `out` is not wanted again.)
+        let room = max.saturating_sub(out.len());
+        let chunk = (room + room / 8 + 8192).clamp(1 << 16, 8 << 20);
         let resume = (*self.cursor.lock()).filter(|c| c.seg == seg.start_id && c.pos == from);
         let (mut win, found) = if let Some(c) = resume {
             // The frame it stopped in is decoded in the block cache; what
@@ -201,9 +203,14 @@ impl Stream {
             // kept for the next request).
             let served = (c.before + c.h.payload_len()).saturating_sub(from) as usize;
             let rest = max.saturating_sub(served).max(4096);
-            (self.window(ctx, seg, rest)?, Some((c.off, c.h, c.before)))
+            // The cursor knows where the frame is: no index needed (building
+            // one would read the whole segment first).
+            (
+                self.raw_window(ctx, seg, rest)?.exact(),
+                Some((c.off, c.h, c.before)),
+            )
         } else if from == 0 {
-            let mut win = self.raw_window(ctx, seg, chunk)?;
+            let mut win = self.raw_window(ctx, seg, chunk)?.exact();
             let found = if win.limit() == 0 {
                 None
             } else {
@@ -211,7 +218,7 @@ impl Stream {
             };
             (win, found)
         } else {
-            let mut win = self.window(ctx, seg, chunk)?;
+            let mut win = self.window(ctx, seg, chunk)?.exact();
             let found = seg.locate_payload(&mut win, from).map_err(read_err)?;
             (win, found)
         };
@@ -237,16 +244,28 @@ impl Stream {
             }
             // The frame a request stopped in is the next one's first: the
             // block cache keeps it decoded, so it is read once.
+            // The last frame the cache cannot hold (or every frame, with
+            // no cache) waits in the one-frame slot: a request that stops
+            // inside it must not make the next one read it again.
+            let slot = || {
+                ctx.last_big
+                    .lock()
+                    .as_ref()
+                    .filter(|(uid, f)| *uid == self.uid && f.start_id == h.start_id)
+                    .map(|(_, f)| f.clone())
+            };
             let frame = match ctx
                 .blocks
                 .as_ref()
                 .and_then(|b| b.get(self.uid, h.start_id))
+                .or_else(slot)
             {
                 Some(f) => f,
                 None => {
                     let f = Arc::new(win.frame(off, &h).map_err(read_err)?);
-                    if let Some(b) = ctx.blocks.as_ref().filter(|b| b.fits(f.weight())) {
-                        b.insert(self.uid, f.clone());
+                    match ctx.blocks.as_ref().filter(|b| b.fits(f.weight())) {
+                        Some(b) => b.insert(self.uid, f.clone()),
+                        None => *ctx.last_big.lock() = Some((self.uid, f.clone())),
                     }
                     f
                 }
