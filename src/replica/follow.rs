@@ -317,7 +317,7 @@ pub struct BucketCheckpoints {
 struct Listed {
     /// The object the list was read from.
     key: Option<String>,
-    list: Vec<(u64, crate::sharded::checkpoints::Entry)>,
+    list: Arc<Vec<(u64, crate::sharded::checkpoints::Entry)>>,
     serials: HashMap<(Vec<u8>, u64), u64>,
 }
 
@@ -333,7 +333,7 @@ impl BucketCheckpoints {
 
     /// The list as the manifest last read names it (kept as it was when the
     /// bucket cannot be read).
-    fn current(&self) -> Vec<(u64, crate::sharded::checkpoints::Entry)> {
+    fn current(&self) -> Arc<Vec<(u64, crate::sharded::checkpoints::Entry)>> {
         let key = self
             .log
             .manifest()
@@ -360,7 +360,7 @@ impl BucketCheckpoints {
                     .or_insert(next);
                 list.push((serial, e));
             }
-            st.list = list;
+            st.list = Arc::new(list);
             st.key = key;
         }
         st.list.clone()
@@ -376,21 +376,25 @@ impl crate::sharded::CheckpointSource for BucketCheckpoints {
     }
 
     fn checkpoints(&self) -> Vec<(u64, crate::sharded::checkpoints::Entry)> {
-        self.current()
+        self.current().to_vec()
     }
 
     fn by_serial(&self, serial: u64) -> Option<crate::sharded::checkpoints::Entry> {
         self.current()
-            .into_iter()
+            .iter()
             .find(|(s, _)| *s == serial)
-            .map(|(_, e)| e)
+            .map(|(_, e)| e.clone())
+    }
+
+    fn latest_id(&self) -> Option<Vec<u8>> {
+        self.current().last().map(|(_, e)| e.id.clone())
     }
 
     fn serial_of(&self, id: &[u8]) -> Option<u64> {
         self.current()
-            .into_iter()
+            .iter()
             .find(|(_, e)| e.id == id)
-            .map(|(s, _)| s)
+            .map(|(s, _)| *s)
     }
 
     fn check(&self, _id: &[u8]) -> Result<()> {

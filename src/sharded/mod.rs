@@ -537,6 +537,10 @@ pub trait CheckpointSource: Send + Sync {
     fn checkpoints(&self) -> Vec<(u64, Entry)>;
     /// The checkpoint with serial `serial`.
     fn by_serial(&self, serial: u64) -> Option<Entry>;
+    /// The latest checkpoint's id.
+    fn latest_id(&self) -> Option<Vec<u8>> {
+        self.checkpoints().pop().map(|(_, e)| e.id)
+    }
     /// The serial of checkpoint `id`.
     fn serial_of(&self, id: &[u8]) -> Option<u64>;
     /// Reads checkpoint `id`'s record again and checks it.
@@ -553,6 +557,10 @@ impl CheckpointSource for ShardedWal {
 
     fn by_serial(&self, serial: u64) -> Option<Entry> {
         self.checkpoint_by_serial(serial)
+    }
+
+    fn latest_id(&self) -> Option<Vec<u8>> {
+        self.log.lock().latest().map(|e| e.id.clone())
     }
 
     fn serial_of(&self, id: &[u8]) -> Option<u64> {

@@ -62,9 +62,9 @@ fn head_text(v: &View) -> Vec<u8> {
     let Some(sw) = v.sharded() else {
         return Vec::new();
     };
-    match sw.checkpoints().last() {
-        Some((_, e)) => {
-            let mut t = file_name(&e.id);
+    match sw.latest_id() {
+        Some(id) => {
+            let mut t = file_name(&id);
             t.push(b'\n');
             t
         }
