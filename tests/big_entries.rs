@@ -5,19 +5,11 @@
 //! cache). Counted in bytes this process read (`rchar` in /proc/self/io),
 //! so this file holds one test: nothing else reads meanwhile.
 
+mod common;
+
+use common::rchar;
 use walfs::mount::source::LogSource;
 use walfs::{Wal, WalOptions};
-
-fn rchar() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("rchar: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn a_large_entry_is_read_once_whatever_the_cache() {

@@ -4,20 +4,12 @@
 //! again. Counted in bytes this process read (`rchar` in /proc/self/io),
 //! through the mount's view (no FUSE), so this file holds one test.
 
+mod common;
+
+use common::rchar;
 use walfs::mount::tree::Node;
 use walfs::mount::View;
 use walfs::{Wal, WalOptions};
-
-fn rchar() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("rchar: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn log_reads_touch_each_segment_byte_about_once() {

@@ -3,6 +3,19 @@
 
 pub mod mount;
 
+/// Bytes this process has read so far (`rchar` in /proc/self/io): a test
+/// that counts with it must be alone in its binary.
+pub fn rchar() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// splitmix64: a tiny deterministic generator for reproducible workloads.
 pub struct Rng(pub u64);
 
