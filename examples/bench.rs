@@ -153,9 +153,25 @@ fn strict_appends(threads: usize) -> (f64, f64, f64) {
     )
 }
 
+/// Runs `a` and `b` alternately, three times each (the machine is noisy),
+/// and returns the median of each.
+fn medians_of_3(mut a: impl FnMut(u32) -> f64, mut b: impl FnMut(u32) -> f64) -> (f64, f64) {
+    let (mut va, mut vb) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        va.push(a(round));
+        vb.push(b(round));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut va), median(&mut vb))
+}
+
 /// Strict sharded appends, `writers` threads over `shards` shards, each
 /// thread cycling through keys of its own: (walfs ops/s, ironwal
-/// ShardedWal ops/s, walfs entries per fdatasync).
+/// ShardedWal ops/s, both medians of 3 alternating runs; walfs entries per
+/// fdatasync).
 fn sharded_appends(shards: u16, writers: usize) -> (f64, f64, f64) {
     let entry = [3u8; 100];
     let keys: Vec<Vec<Vec<u8>>> = (0..writers)
@@ -165,70 +181,67 @@ fn sharded_appends(shards: u16, writers: usize) -> (f64, f64, f64) {
                 .collect()
         })
         .collect();
-    // The two engines run alternately, three times each (the machine is
-    // noisy), and the medians are compared.
-    let (mut walfs_rates, mut iron_rates) = (Vec::new(), Vec::new());
     let (mut entries, mut syncs) = (0, 0);
-    for _ in 0..3 {
-        let d = dir("sharded-w");
-        let w = walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), shards)
-            .unwrap();
-        let (e0, s0) = engine_counters();
-        walfs_rates.push(rate(writers, |t, i| {
-            w.append(&keys[t][i as usize % 64], &entry).unwrap();
-        }));
-        let (e1, s1) = engine_counters();
-        (entries, syncs) = (entries + e1 - e0, syncs + s1 - s0);
-        drop(w);
-        let d2 = dir("sharded-i");
-        let mut o = ironwal_opts(&d2, ironwal::SyncMode::Strict);
-        o.max_open_segments = (shards as usize * 2).max(o.max_open_segments);
-        let i = ironwal::sharded::ShardedWal::new(o, shards).unwrap();
-        iron_rates.push(rate(writers, |t, n| {
-            i.append(&keys[t][n as usize % 64], &entry).unwrap();
-        }));
-        drop(i);
-        let _ = std::fs::remove_dir_all(d);
-        let _ = std::fs::remove_dir_all(d2);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (
-        median(&mut walfs_rates),
-        median(&mut iron_rates),
-        entries as f64 / syncs.max(1) as f64,
-    )
+    let (walfs_rate, iron_rate) = medians_of_3(
+        |_| {
+            let d = dir("sharded-w");
+            let w =
+                walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), shards)
+                    .unwrap();
+            let (e0, s0) = engine_counters();
+            let r = rate(writers, |t, i| {
+                w.append(&keys[t][i as usize % 64], &entry).unwrap();
+            });
+            let (e1, s1) = engine_counters();
+            (entries, syncs) = (entries + e1 - e0, syncs + s1 - s0);
+            drop(w);
+            let _ = std::fs::remove_dir_all(d);
+            r
+        },
+        |_| {
+            let d = dir("sharded-i");
+            let mut o = ironwal_opts(&d, ironwal::SyncMode::Strict);
+            o.max_open_segments = (shards as usize * 2).max(o.max_open_segments);
+            let i = ironwal::sharded::ShardedWal::new(o, shards).unwrap();
+            let r = rate(writers, |t, n| {
+                i.append(&keys[t][n as usize % 64], &entry).unwrap();
+            });
+            drop(i);
+            let _ = std::fs::remove_dir_all(d);
+            r
+        },
+    );
+    (walfs_rate, iron_rate, entries as f64 / syncs.max(1) as f64)
 }
 
 /// Checkpoints made per second on a 16-shard log: (walfs, ironwal),
 /// medians of 3 alternating runs.
 fn sharded_checkpoints() -> (f64, f64) {
-    let (mut walfs_rates, mut iron_rates) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let d = dir("ckpt-w");
-        let w =
-            walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), 16).unwrap();
-        walfs_rates.push(rate(1, |_, i| {
-            w.create_checkpoint(format!("cp-{i}").as_bytes()).unwrap();
-        }));
-        drop(w);
-        let d2 = dir("ckpt-i");
-        let i = ironwal::sharded::ShardedWal::new(ironwal_opts(&d2, ironwal::SyncMode::Strict), 16)
-            .unwrap();
-        iron_rates.push(rate(1, |_, n| {
-            i.create_checkpoint(format!("cp-{n}").as_bytes()).unwrap();
-        }));
-        drop(i);
-        let _ = std::fs::remove_dir_all(d);
-        let _ = std::fs::remove_dir_all(d2);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (median(&mut walfs_rates), median(&mut iron_rates))
+    medians_of_3(
+        |_| {
+            let d = dir("ckpt-w");
+            let w = walfs::sharded::ShardedWal::new(walfs_opts(&d, walfs::SyncMode::Strict), 16)
+                .unwrap();
+            let r = rate(1, |_, i| {
+                w.create_checkpoint(format!("cp-{i}").as_bytes()).unwrap();
+            });
+            drop(w);
+            let _ = std::fs::remove_dir_all(d);
+            r
+        },
+        |_| {
+            let d = dir("ckpt-i");
+            let i =
+                ironwal::sharded::ShardedWal::new(ironwal_opts(&d, ironwal::SyncMode::Strict), 16)
+                    .unwrap();
+            let r = rate(1, |_, n| {
+                i.create_checkpoint(format!("cp-{n}").as_bytes()).unwrap();
+            });
+            drop(i);
+            let _ = std::fs::remove_dir_all(d);
+            r
+        },
+    )
 }
 
 fn async_4k() -> (f64, f64) {
@@ -1015,10 +1028,9 @@ fn replica_rows(rows: &mut Vec<Row>) {
     for n in [1usize, 8] {
         // The machine is noisy: local and async runs alternate, three of
         // each, and the medians are compared.
-        let (mut locals, mut asyncs) = (Vec::new(), Vec::new());
-        for round in 0..3 {
-            locals.push(replicated_appends(n, None).0);
-            asyncs.push(
+        let (local, asy) = medians_of_3(
+            |_| replicated_appends(n, None).0,
+            |round| {
                 replicated_appends(
                     n,
                     Some(replica_opts(
@@ -1027,14 +1039,9 @@ fn replica_rows(rows: &mut Vec<Row>) {
                         walfs::ReplicaMode::Async,
                     )),
                 )
-                .0,
-            );
-        }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v[1]
-        };
-        let (local, asy) = (median(&mut locals), median(&mut asyncs));
+                .0
+            },
+        );
         let (strict, per_round) = replicated_appends(
             n,
             Some(replica_opts(

@@ -241,6 +241,17 @@ fn checkpoints_follow_the_sync_mode() {
     w.create_checkpoint(b"before-flush").unwrap();
     let before = w.load_checkpoint(b"before-flush").unwrap();
     assert!(before.offsets.iter().sum::<u64>() <= 20);
+    // ironwal names 0 for every shard until a flush, whatever is durable.
+    {
+        let t = tempfile::tempdir().unwrap();
+        let mut o = iron(t.path());
+        o.sync_mode = ironwal::SyncMode::Async;
+        let iw = ironwal::sharded::ShardedWal::new(o, 2).unwrap();
+        iw.append_batch(&batch).unwrap();
+        iw.create_checkpoint(b"before-flush").unwrap();
+        let c = iw.load_checkpoint(b"before-flush").unwrap();
+        assert_eq!(c.offsets, vec![0, 0]);
+    }
     w.flush_all().unwrap();
     w.create_checkpoint(b"after-flush").unwrap();
     assert_eq!(
@@ -307,6 +318,11 @@ fn another_shard_count_is_refused_at_open() {
         !t.path().join(sharded::SHARDS_FILE).exists(),
         "a refused open writes nothing"
     );
+    // ironwal itself opens it with 8 and notices only at a load.
+    {
+        let iw = ironwal::sharded::ShardedWal::new(iron(t.path()), 8).unwrap();
+        assert!(iw.load_checkpoint(b"ckpt").is_err());
+    }
     // ... or, without checkpoints, a shard directory beyond the count.
     let t = tempfile::tempdir().unwrap();
     {
@@ -622,6 +638,34 @@ fn a_torn_record_is_cut_so_later_checkpoints_are_never_lost() {
     std::fs::write(root.join("checkpoints.log"), &torn).unwrap();
     drop(ShardedWal::new(opts(root), 2).unwrap());
     assert_eq!(log_bytes(root).len(), len);
+}
+
+/// What the README says ironwal does with a torn last record, shown: it
+/// appends the next checkpoint behind the torn bytes, and its next open
+/// stops at them, so that checkpoint is lost (walfs cuts the torn record
+/// first; the test above).
+#[test]
+fn ironwal_loses_a_checkpoint_made_behind_a_torn_record() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    {
+        let iw = ironwal::sharded::ShardedWal::new(iron(root), 2).unwrap();
+        iw.create_checkpoint(b"a").unwrap();
+        iw.create_checkpoint(b"b").unwrap();
+    }
+    let whole = log_bytes(root);
+    let rec = whole.len() / 2;
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&whole[rec..rec + rec / 2]);
+    std::fs::write(root.join("checkpoints.log"), &torn).unwrap();
+    {
+        let iw = ironwal::sharded::ShardedWal::new(iron(root), 2).unwrap();
+        iw.create_checkpoint(b"c").unwrap();
+        assert_eq!(iw.load_latest_checkpoint().unwrap().0, b"c");
+    }
+    let iw = ironwal::sharded::ShardedWal::new(iron(root), 2).unwrap();
+    assert_eq!(iw.checkpoint_count(), 2, "c was acknowledged, and is gone");
+    assert!(iw.load_checkpoint(b"c").is_err());
 }
 
 #[test]

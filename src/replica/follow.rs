@@ -352,7 +352,7 @@ impl BucketCheckpoints {
             let scan = crate::sharded::checkpoints::scan(bytes.as_deref().map_or(&[][..], |b| b));
             let st = &mut *st;
             let mut list = Vec::new();
-            for e in crate::sharded::listed(&scan) {
+            for e in scan.listed() {
                 let next = st.serials.len() as u64 + 1;
                 let serial = *st
                     .serials

@@ -52,7 +52,14 @@ struct Shipper {
     incarnations: std::collections::HashMap<String, u64>,
     /// Streams not shipped, and already said so.
     reported: std::collections::HashSet<String>,
+    /// Root files as last read: their stamp and crc, so that a round reads
+    /// again only a file that changed.
+    root_files: std::collections::HashMap<&'static str, (FileStamp, u32)>,
 }
+
+/// What tells a root file changed without reading it: its inode (an atomic
+/// replacement makes a new one), length and modification time.
+type FileStamp = (u64, u64, i64, i64);
 
 impl Replicator {
     /// Connects and takes the prefix. A refusal (credentials, missing
@@ -72,6 +79,7 @@ impl Replicator {
             last_round: Duration::ZERO,
             incarnations: Default::default(),
             reported: Default::default(),
+            root_files: Default::default(),
         };
         match shipper.take_over() {
             Ok(()) => {}
@@ -422,8 +430,10 @@ impl Shipper {
         let mut ends: Vec<(String, u64)> = Vec::new();
         // Root files first: a checkpoint names offsets durable when it was
         // made, so the streams read after it cover them in this manifest.
+        let root = self.ctx().opts.root_path.clone();
         ship_files(
-            &self.ctx().opts.root_path,
+            &root,
+            &mut self.root_files,
             &mut next,
             epoch,
             &mut uploads,
@@ -507,42 +517,68 @@ impl Shipper {
 
 /// Adds to `uploads` the root files (a sharded log's checkpoints) whose
 /// bytes differ from what `m` names, and drops from `m` those gone here.
+/// A file whose stamp and crc are as `seen` last noted, and as `m` names,
+/// is not read again.
 fn ship_files(
     root: &std::path::Path,
+    seen: &mut std::collections::HashMap<&'static str, (FileStamp, u32)>,
     m: &mut Manifest,
     epoch: u64,
     uploads: &mut Vec<(String, Bytes)>,
     superseded: &mut Vec<String>,
 ) {
+    use std::os::unix::fs::MetadataExt;
     for name in manifest::ROOT_FILES {
-        match std::fs::read(root.join(name)) {
-            Ok(bytes) => {
-                let crc = crc32fast::hash(&bytes);
-                if m.files
-                    .get(name)
-                    .is_some_and(|o| o.len == bytes.len() as u64 && o.crc32 == crc)
-                {
-                    continue;
-                }
-                let bytes = Bytes::from(bytes);
-                let key = manifest::file_key(name, epoch, crc);
-                if let Some(old) = m
-                    .files
-                    .insert(name.to_owned(), object(key.clone(), 0, &bytes, 0))
-                {
-                    if old.key != key {
-                        superseded.push(old.key);
-                    }
-                }
-                uploads.push((key, bytes));
-            }
+        let path = root.join(name);
+        let stamp = match std::fs::metadata(&path) {
+            Ok(md) => (md.ino(), md.len(), md.mtime(), md.mtime_nsec()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                seen.remove(name);
                 if let Some(old) = m.files.remove(name) {
                     superseded.push(old.key);
                 }
+                continue;
             }
-            Err(e) => log::warn!("replication: {name} could not be read ({e}); shipped later"),
+            Err(e) => {
+                log::warn!("replication: {name} could not be read ({e}); shipped later");
+                continue;
+            }
+        };
+        let named = m.files.get(name).map(|o| o.crc32);
+        if seen
+            .get(name)
+            .is_some_and(|&(st, crc)| st == stamp && named == Some(crc))
+        {
+            continue;
         }
+        // The stamp is taken before the read: a change meanwhile shows at
+        // the next round.
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("replication: {name} could not be read ({e}); shipped later");
+                continue;
+            }
+        };
+        let crc = crc32fast::hash(&bytes);
+        seen.insert(name, (stamp, crc));
+        if m.files
+            .get(name)
+            .is_some_and(|o| o.len == bytes.len() as u64 && o.crc32 == crc)
+        {
+            continue;
+        }
+        let bytes = Bytes::from(bytes);
+        let key = manifest::file_key(name, epoch, crc);
+        if let Some(old) = m
+            .files
+            .insert(name.to_owned(), object(key.clone(), 0, &bytes, 0))
+        {
+            if old.key != key {
+                superseded.push(old.key);
+            }
+        }
+        uploads.push((key, bytes));
     }
 }
 
@@ -678,5 +714,40 @@ fn merge_parts(
         }
         g.objects.push(object(key.clone(), from, &bytes, level + 1));
         uploads.push((key, bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_file_is_read_again_only_when_its_stamp_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join(crate::sharded::checkpoints::LOG_FILE);
+        std::fs::write(&log, b"first version").unwrap();
+        let mut seen = Default::default();
+        let mut m = Manifest::empty(1);
+        let round = |m: &mut Manifest, seen: &mut _| {
+            let (mut up, mut gone) = (Vec::new(), Vec::new());
+            ship_files(t.path(), seen, m, 1, &mut up, &mut gone);
+            up.len()
+        };
+        assert_eq!(round(&mut m, &mut seen), 1);
+        assert_eq!(round(&mut m, &mut seen), 0, "unchanged");
+        // Same inode, length and mtime, other bytes: not read, not shipped.
+        let mtime = std::fs::metadata(&log).unwrap().modified().unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"FIRST", 0).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        assert_eq!(round(&mut m, &mut seen), 0, "the stamp says unchanged");
+        // A new mtime: read and shipped.
+        std::fs::write(&log, b"second version").unwrap();
+        assert_eq!(round(&mut m, &mut seen), 1);
+        assert_eq!(
+            m.files[crate::sharded::checkpoints::LOG_FILE].crc32,
+            crc32fast::hash(b"second version")
+        );
     }
 }

@@ -172,6 +172,46 @@ pub struct Scan {
     pub torn_at: Option<u64>,
 }
 
+impl Scan {
+    /// The checkpoints the bytes list, in order, the latest record of an id
+    /// replacing its earlier ones.
+    pub fn listed(&self) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        for (offset, len, r) in &self.records {
+            out.retain(|e| e.id != r.id);
+            out.push(Entry {
+                id: r.id.clone(),
+                offset: *offset,
+                len: *len,
+                timestamp: r.timestamp,
+                offsets: r.offsets.clone(),
+            });
+        }
+        out
+    }
+}
+
+/// The shard count of the first record of the log at `path`, reading that
+/// record alone (or, if it is damaged, the first intact one).
+pub fn first_shard_count(storage: &dyn Storage, path: &Path) -> Result<Option<u16>> {
+    let f = storage.open(path, false)?;
+    let len = f.len()?;
+    let mut head = [0u8; HEADER];
+    if len >= HEADER as u64 {
+        f.read_exact_at(&mut head, 0)?;
+        let payload = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as u64;
+        if &head[..4] == MAGIC && HEADER as u64 + payload <= len {
+            let mut buf = vec![0u8; HEADER + payload as usize];
+            f.read_exact_at(&mut buf, 0)?;
+            if let Ok((r, _)) = Record::decode(&buf) {
+                return Ok(Some(r.offsets.len() as u16));
+            }
+        }
+    }
+    let s = scan(&storage.read_file(path)?);
+    Ok(s.records.first().map(|(_, _, r)| r.offsets.len() as u16))
+}
+
 /// Reads `buf` record by record; after damage, resynchronizes on the next
 /// offset where an intact record starts.
 pub fn scan(buf: &[u8]) -> Scan {

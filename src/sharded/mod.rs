@@ -132,23 +132,29 @@ pub enum ShardCount {
 /// present) the highest shard directory. None for a directory that shows
 /// no sign of being sharded.
 pub fn detect(root: &Path) -> Result<Option<ShardCount>> {
-    detect_on(&RealStorage, root)
+    Ok(survey(&RealStorage, root)?.0)
 }
 
-fn detect_on(storage: &dyn Storage, root: &Path) -> Result<Option<ShardCount>> {
+/// From one listing of `root`: what it says of its shard count (as
+/// [`detect`]), and its highest shard directory.
+fn survey(storage: &dyn Storage, root: &Path) -> Result<(Option<ShardCount>, Option<u16>)> {
     if !storage.exists(root) {
-        return Ok(None);
+        return Ok((None, None));
     }
+    let entries = storage.read_dir(root)?;
+    let top = entries
+        .iter()
+        .filter(|e| e.is_dir)
+        .filter_map(|e| e.name.as_deref().and_then(shard_number))
+        .max();
     // Regular files only: `HEAD` may also be an ordinary stream's name.
-    let files: Vec<String> = storage
-        .read_dir(root)?
-        .into_iter()
-        .filter(|e| !e.is_dir && !e.is_symlink)
-        .filter_map(|e| e.name)
-        .collect();
-    let has = |name: &str| files.iter().any(|f| f == name);
-    let shards_file = root.join(SHARDS_FILE);
+    let has = |name: &str| {
+        entries
+            .iter()
+            .any(|e| !e.is_dir && !e.is_symlink && e.name.as_deref() == Some(name))
+    };
     if has(SHARDS_FILE) {
+        let shards_file = root.join(SHARDS_FILE);
         let text = storage.read_file(&shards_file)?;
         let n = std::str::from_utf8(&text)
             .ok()
@@ -160,29 +166,30 @@ fn detect_on(storage: &dyn Storage, root: &Path) -> Result<Option<ShardCount>> {
                     shards_file.display()
                 ))
             })?;
-        return Ok(Some(ShardCount::Exact(n)));
+        return Ok((Some(ShardCount::Exact(n)), top));
     }
-    let log = root.join(checkpoints::LOG_FILE);
     if has(checkpoints::LOG_FILE) {
-        let bytes = storage.read_file(&log)?;
-        if let Some((_, _, r)) = checkpoints::scan(&bytes).records.first() {
-            return Ok(Some(ShardCount::Exact(r.offsets.len() as u16)));
+        let log = root.join(checkpoints::LOG_FILE);
+        if let Some(n) = checkpoints::first_shard_count(storage, &log)? {
+            return Ok((Some(ShardCount::Exact(n)), top));
         }
     }
     if has(checkpoints::LOG_FILE) || has(checkpoints::HEAD_FILE) {
-        let top = highest_shard(storage, root)?;
-        return Ok(Some(ShardCount::AtLeast(top.map_or(1, |t| t + 1))));
+        return Ok((Some(ShardCount::AtLeast(top.map_or(1, |t| t + 1))), top));
     }
-    Ok(None)
+    Ok((None, top))
 }
 
-/// Refuses `asked` where the directory says otherwise.
+/// Refuses a zero count, and `asked` where the directory says otherwise.
 fn check_count(storage: &dyn Storage, root: &Path, asked: u16) -> Result<()> {
-    let found = match detect_on(storage, root)? {
-        Some(ShardCount::Exact(n)) if n != asked => Some(n),
-        _ => highest_shard(storage, root)?
-            .map(|t| t + 1)
-            .filter(|&n| n > asked),
+    if asked == 0 {
+        return Err(Error::Config(
+            "shard_count must be greater than zero".into(),
+        ));
+    }
+    let found = match survey(storage, root)? {
+        (Some(ShardCount::Exact(n)), _) if n != asked => Some(n),
+        (_, top) => top.map(|t| t + 1).filter(|&n| n > asked),
     };
     match found {
         Some(found) => Err(Error::ShardCountMismatch {
@@ -191,18 +198,6 @@ fn check_count(storage: &dyn Storage, root: &Path, asked: u16) -> Result<()> {
         }),
         None => Ok(()),
     }
-}
-
-fn highest_shard(storage: &dyn Storage, root: &Path) -> Result<Option<u16>> {
-    if !storage.exists(root) {
-        return Ok(None);
-    }
-    Ok(storage
-        .read_dir(root)?
-        .into_iter()
-        .filter(|e| e.is_dir)
-        .filter_map(|e| e.name.as_deref().and_then(shard_number))
-        .max())
 }
 
 /// A log of N shard streams with checkpoints. All methods take `&self` and
@@ -229,14 +224,9 @@ impl ShardedWal {
         storage: Arc<dyn Storage>,
         shard_count: u16,
     ) -> Result<ShardedWal> {
-        if shard_count == 0 {
-            return Err(Error::Config(
-                "shard_count must be greater than zero".into(),
-            ));
-        }
         // Refuse a wrong count before anything is created or recovered.
         check_count(&*storage, &options.root_path, shard_count)?;
-        ShardedWal::from_wal(Wal::with_storage(options, storage)?, shard_count)
+        ShardedWal::attach(Wal::with_storage(options, storage)?, shard_count)
     }
 
     /// Opens an existing sharded log with the count it was made with.
@@ -258,14 +248,14 @@ impl ShardedWal {
 
     /// A sharded view of a log already open (the mount's).
     pub fn from_wal(wal: Wal, shard_count: u16) -> Result<ShardedWal> {
-        if shard_count == 0 {
-            return Err(Error::Config(
-                "shard_count must be greater than zero".into(),
-            ));
-        }
+        check_count(&**wal.storage(), wal.root(), shard_count)?;
+        ShardedWal::attach(wal, shard_count)
+    }
+
+    /// The checkpoints and shards of `wal`, whose count is checked.
+    fn attach(wal: Wal, shard_count: u16) -> Result<ShardedWal> {
         let storage = wal.storage().clone();
         let root = wal.root().to_path_buf();
-        check_count(&*storage, &root, shard_count)?;
         let writable = !wal.options().read_only;
         let log = CheckpointLog::open(
             storage.clone(),
@@ -399,26 +389,6 @@ impl ShardedWal {
             .collect()
     }
 
-    /// Every listed checkpoint with its serial number (stable while the
-    /// log is open: the mount's inode numbers), oldest first.
-    pub fn checkpoint_entries(&self) -> Vec<(u64, Entry)> {
-        self.log
-            .lock()
-            .entries()
-            .map(|(s, e)| (s, e.clone()))
-            .collect()
-    }
-
-    /// The listed checkpoint with serial `serial`.
-    pub fn checkpoint_by_serial(&self, serial: u64) -> Option<Entry> {
-        self.log.lock().by_serial(serial).cloned()
-    }
-
-    /// The serial number of checkpoint `id`.
-    pub fn checkpoint_serial(&self, id: &[u8]) -> Option<u64> {
-        self.log.lock().find(id).map(|(s, _)| s)
-    }
-
     /// The number of listed checkpoints.
     pub fn checkpoint_count(&self) -> usize {
         self.log.lock().len()
@@ -500,11 +470,6 @@ impl ShardedWal {
         self.shards
     }
 
-    /// The stream name of every shard, by number.
-    pub fn shard_names(&self) -> &[String] {
-        &self.names
-    }
-
     /// The log underneath.
     pub fn inner(&self) -> &Wal {
         &self.wal
@@ -538,9 +503,7 @@ pub trait CheckpointSource: Send + Sync {
     /// The checkpoint with serial `serial`.
     fn by_serial(&self, serial: u64) -> Option<Entry>;
     /// The latest checkpoint's id.
-    fn latest_id(&self) -> Option<Vec<u8>> {
-        self.checkpoints().pop().map(|(_, e)| e.id)
-    }
+    fn latest_id(&self) -> Option<Vec<u8>>;
     /// The serial of checkpoint `id`.
     fn serial_of(&self, id: &[u8]) -> Option<u64>;
     /// Reads checkpoint `id`'s record again and checks it.
@@ -552,11 +515,15 @@ pub trait CheckpointSource: Send + Sync {
 
 impl CheckpointSource for ShardedWal {
     fn checkpoints(&self) -> Vec<(u64, Entry)> {
-        self.checkpoint_entries()
+        self.log
+            .lock()
+            .entries()
+            .map(|(s, e)| (s, e.clone()))
+            .collect()
     }
 
     fn by_serial(&self, serial: u64) -> Option<Entry> {
-        self.checkpoint_by_serial(serial)
+        self.log.lock().by_serial(serial).cloned()
     }
 
     fn latest_id(&self) -> Option<Vec<u8>> {
@@ -564,7 +531,7 @@ impl CheckpointSource for ShardedWal {
     }
 
     fn serial_of(&self, id: &[u8]) -> Option<u64> {
-        self.checkpoint_serial(id)
+        self.log.lock().find(id).map(|(s, _)| s)
     }
 
     fn check(&self, id: &[u8]) -> Result<()> {
@@ -578,23 +545,6 @@ impl CheckpointSource for ShardedWal {
         self.flush_all()?;
         self.create_checkpoint(id)
     }
-}
-
-/// The checkpoints a log's bytes list, in order, the latest record of an
-/// id replacing its earlier ones: (offset, framed length, record).
-pub fn listed(scan: &checkpoints::Scan) -> Vec<Entry> {
-    let mut out: Vec<Entry> = Vec::new();
-    for (offset, len, r) in &scan.records {
-        out.retain(|e| e.id != r.id);
-        out.push(Entry {
-            id: r.id.clone(),
-            offset: *offset,
-            len: *len,
-            timestamp: r.timestamp,
-            offsets: r.offsets.clone(),
-        });
-    }
-    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A directory entry as the engine needs it.
@@ -101,17 +101,53 @@ pub trait Storage: Send + Sync {
     /// Replaces `path` atomically: write a temp file, sync it, rename it
     /// over, sync the directory.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = Path::new(&tmp);
-        let f = self.open(tmp, true)?;
-        f.set_len(0)?;
-        f.write_all_at(bytes, 0)?;
-        f.sync_data()?;
-        drop(f);
-        self.rename(tmp, path)?;
-        self.sync_dir(path.parent().unwrap_or(Path::new(".")))
+        let tmp = temp_of(path);
+        write_temp(self, &tmp, bytes)?;
+        rename_into_place(self, &tmp, path)
     }
+}
+
+/// The temporary file of an atomic replacement, written and synced.
+fn write_temp<S: Storage + ?Sized>(s: &S, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let f = s.open(tmp, true)?;
+    f.set_len(0)?;
+    f.write_all_at(bytes, 0)?;
+    f.sync_data()
+}
+
+/// The temporary file [`Storage::write_atomic`] writes `path` through.
+fn temp_of(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// The end of an atomic replacement: the synced temporary file renamed
+/// over `path`, the directory synced.
+fn rename_into_place<S: Storage + ?Sized>(s: &S, tmp: &Path, path: &Path) -> io::Result<()> {
+    s.rename(tmp, path)?;
+    s.sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The part of [`Storage::write_atomic`] the machine's filesystem does its
+/// own way: a temporary file with the mode of the file it replaces.
+fn write_temp_like(tmp: &Path, like: &fs::Metadata, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match fs::remove_file(tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(named(e, tmp)),
+        _ => {}
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(like.permissions().mode() & 0o666)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(tmp)
+        .map_err(|e| named(e, tmp))?;
+    inherit_group(&f, tmp.parent().unwrap_or(Path::new(".")));
+    f.write_all(bytes).map_err(|e| named(e, tmp))?;
+    f.sync_data().map_err(|e| named(e, tmp))
 }
 
 /// The machine's filesystem.
@@ -272,44 +308,13 @@ impl Storage for RealStorage {
     /// directory per replacement: a checkpoint's HEAD) and, as every new
     /// file, its directory's group.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let old = match fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_file() => m,
-            _ => {
-                // Nothing to take after: the mode rule of a new file.
-                let mut tmp = path.as_os_str().to_owned();
-                tmp.push(".tmp");
-                let tmp = Path::new(&tmp);
-                let f = self.open(tmp, true)?;
-                f.set_len(0)?;
-                f.write_all_at(bytes, 0)?;
-                f.sync_data()?;
-                drop(f);
-                self.rename(tmp, path)?;
-                return self.sync_dir(path.parent().unwrap_or(Path::new(".")));
-            }
-        };
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = Path::new(&tmp);
-        match fs::remove_file(tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(named(e, tmp)),
-            _ => {}
+        let tmp = temp_of(path);
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_file() => write_temp_like(&tmp, &m, bytes)?,
+            // Nothing to take after: the mode rule of a new file.
+            _ => write_temp(self, &tmp, bytes)?,
         }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(old.mode() & 0o666)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(tmp)
-            .map_err(|e| named(e, tmp))?;
-        inherit_group(&f, path.parent().unwrap_or(Path::new(".")));
-        f.write_all(bytes).map_err(|e| named(e, tmp))?;
-        f.sync_data().map_err(|e| named(e, tmp))?;
-        drop(f);
-        self.rename(tmp, path)?;
-        self.sync_dir(path.parent().unwrap_or(Path::new(".")))
+        rename_into_place(self, &tmp, path)
     }
 
     fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
