@@ -467,8 +467,13 @@ fn kill_9_mid_upload_then_restart_resumes_and_restores() {
             .count()
             >= 3
     });
-    m.kill9();
+    // The writer goes first: once the crashed mount is cleared, its
+    // mountpoint is a plain directory, and a `>>` still running there would
+    // fill the disk with a plain file (seen: 26 GB in 3 minutes). Rounds
+    // are still uploading the backlog when the daemon is killed.
+    let _ = writer.0.kill();
     let _ = writer.0.wait();
+    m.kill9();
     let env_direct = aws_env(&s3.endpoint());
 
     let r1 = m.dir.path().join("r1");
