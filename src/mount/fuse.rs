@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime};
 const IMMUTABLE_TTL: Duration = Duration::from_secs(3600);
 /// Everything else is asked for again on every use: sizes are always true.
 const LIVE_TTL: Duration = Duration::ZERO;
+/// The largest read or write one FUSE request carries (max_write, and
+/// max_pages follows from it), and the I/O size every file reports.
+const REQUEST_SIZE: u32 = 1 << 20;
 
 /// The fuser filesystem: the view behind thin glue.
 pub struct WalFs {
@@ -65,7 +68,10 @@ impl WalFs {
             gid: self.gid,
             rdev: 0,
             flags: 0,
-            blksize: 4096,
+            // The preferred I/O size: tools that size their buffers by it
+            // (cat, cp, dd's default is not one) ask for a whole request at
+            // a time, so each FUSE round trip carries 1 MiB, not 128 KiB.
+            blksize: REQUEST_SIZE,
         }
     }
 
@@ -123,8 +129,8 @@ impl Filesystem for WalFs {
 
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Large writes: one write(2) of up to 1 MiB arrives whole, as one frame.
-        let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(REQUEST_SIZE);
+        let _ = config.set_max_readahead(REQUEST_SIZE);
         Ok(())
     }
 
