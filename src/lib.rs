@@ -10,6 +10,7 @@
 //! # Ok::<(), walfs::Error>(())
 //! ```
 
+mod bufpool;
 pub mod cache;
 mod commit;
 mod error;

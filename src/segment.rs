@@ -4,7 +4,7 @@
 //! of the file whether they come from a mapping or from pread, so frames
 //! are decoded once, over `&[u8]`.
 
-use crate::format::{decode_batch, DecodedFrame, FrameHeader, HEADER_SIZE, MAGIC};
+use crate::format::{decode_batch, decode_shared, DecodedFrame, FrameHeader, HEADER_SIZE, MAGIC};
 use crate::index::{Point, SparseIndex};
 use crate::storage::StorageFile;
 use parking_lot::{Mutex, RwLock};
@@ -40,6 +40,7 @@ impl Fault {
 }
 
 /// Why a frame could not be read.
+#[derive(Debug)]
 pub enum ReadError {
     /// The system call failed.
     Io(io::Error),
@@ -65,7 +66,7 @@ pub struct Window {
     /// `buf_off`. `base` puts them at a page-aligned address and `buf_off`
     /// is page aligned: the kernel copies aligned reads several times
     /// faster than unaligned ones.
-    buf: Vec<u8>,
+    buf: Arc<Vec<u8>>,
     base: usize,
     buf_len: usize,
     buf_off: u64,
@@ -73,7 +74,21 @@ pub struct Window {
 
 const PAGE: u64 = 4096;
 
+impl Drop for Window {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl Window {
+    /// Gives the read buffer back for reuse, unless a decoded frame holds
+    /// it (the frame gives it back when dropped).
+    fn release(&mut self) {
+        if let Some(b) = Arc::get_mut(&mut self.buf) {
+            crate::bufpool::give(std::mem::take(b));
+        }
+    }
+
     /// A window over bytes `[0, limit)` read in chunks of at least `chunk`.
     pub fn new(handle: Arc<ReadHandle>, limit: u64, chunk: usize) -> Window {
         let limit = match &*handle {
@@ -85,7 +100,7 @@ impl Window {
             limit,
             chunk,
             exact: false,
-            buf: Vec::new(),
+            buf: Arc::default(),
             base: 0,
             buf_len: 0,
             buf_off: 0,
@@ -135,8 +150,12 @@ impl Window {
                     };
                     let stop = (ahead.div_ceil(PAGE) * PAGE).min(self.limit);
                     let size = (stop - start) as usize;
-                    let keep = if self.buf.len() < size + PAGE as usize {
-                        let mut grown = vec![0u8; size + PAGE as usize];
+                    // A buffer that decoded frames still share is left to
+                    // them (see `frame`).
+                    let keep = if self.buf.len() < size + PAGE as usize
+                        || Arc::get_mut(&mut self.buf).is_none()
+                    {
+                        let mut grown = crate::bufpool::take(size + PAGE as usize);
                         let base = grown.as_ptr().align_offset(PAGE as usize);
                         let keep = match wanted {
                             Some((from, keep)) => {
@@ -146,21 +165,27 @@ impl Window {
                             }
                             None => 0,
                         };
-                        self.buf = grown;
+                        if let Some(old) = Arc::get_mut(&mut self.buf) {
+                            crate::bufpool::give(std::mem::take(old));
+                        }
+                        self.buf = Arc::new(grown);
                         self.base = base;
                         self.buf_len = 0;
                         keep
                     } else {
                         match wanted {
                             Some((from, keep)) => {
-                                self.buf.copy_within(from..from + keep, self.base);
+                                Arc::get_mut(&mut self.buf)
+                                    .expect("not shared")
+                                    .copy_within(from..from + keep, self.base);
                                 keep
                             }
                             None => 0,
                         }
                     };
                     let b = self.base;
-                    f.read_exact_at(&mut self.buf[b + keep..b + size], start + keep as u64)?;
+                    let buf = Arc::get_mut(&mut self.buf).expect("not shared");
+                    f.read_exact_at(&mut buf[b + keep..b + size], start + keep as u64)?;
                     self.buf_off = start;
                     self.buf_len = size;
                 }
@@ -230,10 +255,25 @@ impl Window {
         crate::format::frame::raw_spans(h, p).map_err(|r| ReadError::Bad(Fault::new(off, r)))
     }
 
-    /// Reads, checks and decodes the frame at `off`.
+    /// Reads, checks and decodes the frame at `off`. A frame that fills
+    /// most of the read buffer keeps the buffer rather than a copy of
+    /// itself (the copy was a third of the daemon's time serving `log`);
+    /// smaller ones are copied, so that a cached frame never keeps more
+    /// than twice its size alive.
     pub fn frame(&mut self, off: u64, h: &FrameHeader) -> Result<DecodedFrame, ReadError> {
-        let p = self.bytes(off + HEADER_SIZE as u64, h.disk_size as usize)?;
-        decode_batch(h, p).map_err(|r| ReadError::Bad(Fault::new(off, r)))
+        let (p_off, len) = (off + HEADER_SIZE as u64, h.disk_size as usize);
+        self.bytes(p_off, len)?;
+        let bad = |r| ReadError::Bad(Fault::new(off, r));
+        match &*self.handle {
+            ReadHandle::File(_) if len * 2 >= self.buf.len() => {
+                let at = self.base + (p_off - self.buf_off) as usize;
+                decode_shared(h, &self.buf, at..at + len).map_err(bad)
+            }
+            _ => {
+                let p = self.cached(p_off, len).expect("just read");
+                decode_batch(h, p).map_err(bad)
+            }
+        }
     }
 
     /// The next offset at or after `from` holding a whole, crc-valid frame
@@ -444,5 +484,57 @@ impl Segment {
             offset: 0,
             payload_before: 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::encode_frame;
+    use crate::storage::{RealStorage, Storage};
+
+    /// A frame that keeps the window's buffer (instead of a copy) keeps
+    /// its bytes when the window reads on into a new buffer, and frames
+    /// small beside the buffer are copied.
+    #[test]
+    fn a_shared_frame_keeps_its_bytes_when_the_window_reads_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let big: Vec<Vec<u8>> = (0..200u32).map(|i| vec![(i % 251) as u8; 5000]).collect();
+        let small: Vec<&[u8]> = vec![b"tiny"];
+        let mut f1 =
+            encode_frame(&big.iter().map(Vec::as_slice).collect::<Vec<_>>(), None).unwrap();
+        f1.seal(0);
+        let mut f2 = encode_frame(&small, None).unwrap();
+        f2.seal(200);
+        let mut f3 =
+            encode_frame(&big.iter().map(Vec::as_slice).collect::<Vec<_>>(), None).unwrap();
+        f3.seal(201);
+        let file = [f1.bytes.clone(), f2.bytes.clone(), f3.bytes.clone()].concat();
+        std::fs::write(&path, &file).unwrap();
+        let h = Arc::new(ReadHandle::File(RealStorage.open(&path, false).unwrap()));
+        let mut win = Window::new(h, file.len() as u64, 4096).exact();
+        let h1 = win.header(0).unwrap();
+        let d1 = win.frame(0, &h1).unwrap();
+        assert!(
+            Arc::ptr_eq(d1.held_buffer(), &win.buf),
+            "the big frame shares the buffer"
+        );
+        let off2 = h1.frame_len();
+        let h2 = win.header(off2).unwrap();
+        let d2 = win.frame(off2, &h2).unwrap();
+        let off3 = off2 + h2.frame_len();
+        let h3 = win.header(off3).unwrap();
+        let d3 = win.frame(off3, &h3).unwrap();
+        assert!(
+            !Arc::ptr_eq(d3.held_buffer(), d1.held_buffer()),
+            "read on into a new buffer"
+        );
+        let want: Vec<&[u8]> = big.iter().map(Vec::as_slice).collect();
+        assert_eq!(d1.entries().collect::<Vec<_>>(), want);
+        assert_eq!(d2.entries().collect::<Vec<_>>(), small);
+        assert_eq!(d3.entries().collect::<Vec<_>>(), want);
+        // The payload (a length prefix and 4 bytes), a span, and 64.
+        assert_eq!(d2.weight(), 8 + 8 + 64, "a small frame is a copy of itself");
     }
 }

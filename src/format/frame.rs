@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// The first four bytes of every frame ("LWAL" little-endian).
 pub const MAGIC: u32 = 0x4C57_414C;
@@ -277,9 +278,52 @@ pub fn encode_frame(entries: &[&[u8]], lz4_min: Option<usize>) -> Result<Encoded
 pub struct DecodedFrame {
     /// The id of the first entry.
     pub start_id: u64,
-    data: Vec<u8>,
+    data: Held,
     spans: Vec<Range<u32>>,
 }
+
+/// A frame's payload: its own buffer, or its part of a read buffer that
+/// it keeps alive (a raw frame read whole is not copied again).
+#[derive(Debug, Clone)]
+struct Held {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl Held {
+    fn owned(v: Vec<u8>) -> Held {
+        Held {
+            len: v.len(),
+            buf: Arc::new(v),
+            start: 0,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(b) = Arc::get_mut(&mut self.buf) {
+            crate::bufpool::give(std::mem::take(b));
+        }
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Held) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Held {}
 
 impl DecodedFrame {
     /// Entries held.
@@ -311,9 +355,16 @@ impl DecodedFrame {
             .map(|s| &self.data[s.start as usize..s.end as usize])
     }
 
-    /// Bytes held, for cache accounting.
+    /// The buffer holding the payload (tests check what is shared).
+    #[cfg(test)]
+    pub(crate) fn held_buffer(&self) -> &Arc<Vec<u8>> {
+        &self.data.buf
+    }
+
+    /// Bytes held, for cache accounting (a shared read buffer counts
+    /// whole: the frame keeps all of it alive).
     pub fn weight(&self) -> u64 {
-        (self.data.len() + self.spans.len() * 8 + 64) as u64
+        (self.data.buf.len() + self.spans.len() * 8 + 64) as u64
     }
 }
 
@@ -335,7 +386,29 @@ pub fn decode_batch(h: &FrameHeader, payload: &[u8]) -> Result<DecodedFrame, Str
     let spans = split_entries(&data, h.entry_count)?;
     Ok(DecodedFrame {
         start_id: h.start_id,
-        data,
+        data: Held::owned(data),
+        spans,
+    })
+}
+
+/// As [`decode_batch`] for the payload at `range` of `buf`; a raw frame
+/// keeps its part of `buf` instead of a copy.
+pub fn decode_shared(
+    h: &FrameHeader,
+    buf: &Arc<Vec<u8>>,
+    range: Range<usize>,
+) -> Result<DecodedFrame, String> {
+    if h.frame_type != FrameType::Raw {
+        return decode_batch(h, &buf[range]);
+    }
+    let spans = raw_spans(h, &buf[range.clone()])?;
+    Ok(DecodedFrame {
+        start_id: h.start_id,
+        data: Held {
+            buf: buf.clone(),
+            start: range.start,
+            len: range.len(),
+        },
         spans,
     })
 }

@@ -22,8 +22,8 @@ pub mod frame;
 pub mod names;
 
 pub use frame::{
-    decode_batch, encode_frame, DecodedFrame, EncodedFrame, FrameHeader, FrameType, HeaderError,
-    HEADER_SIZE, MAGIC, MAX_BATCH_BYTES,
+    decode_batch, decode_shared, encode_frame, DecodedFrame, EncodedFrame, FrameHeader, FrameType,
+    HeaderError, HEADER_SIZE, MAGIC, MAX_BATCH_BYTES,
 };
 pub use names::{
     head_state_decode, head_state_encode, parse_segment_name, payload_record_encode,

@@ -1,0 +1,69 @@
+//! Read buffers kept for reuse. A fresh buffer of a MiB costs 256 page
+//! faults and the zeroing of each page, about as much as the read it
+//! serves; `log` reads take one per request, and a decoded frame keeps the
+//! buffer it was read into (see `segment::Window::frame`), so buffers
+//! return here when the last of them is dropped.
+
+use parking_lot::Mutex;
+
+/// Bytes kept at most, over all buffers.
+const MAX_KEPT: usize = 16 << 20;
+/// Buffers kept at most.
+const MAX_COUNT: usize = 16;
+/// Smaller buffers are not worth keeping.
+const MIN_LEN: usize = 64 << 10;
+
+static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A buffer of at least `len` bytes (contents unspecified): a kept one no
+/// more than twice as large, or a new zeroed one.
+pub(crate) fn take(len: usize) -> Vec<u8> {
+    let mut kept = KEPT.lock();
+    let best = kept
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.len() >= len && b.len() <= len.saturating_mul(2))
+        .min_by_key(|(_, b)| b.len())
+        .map(|(i, _)| i);
+    match best {
+        Some(i) => kept.swap_remove(i),
+        None => {
+            drop(kept);
+            vec![0u8; len]
+        }
+    }
+}
+
+/// Keeps `buf` for reuse if there is room.
+pub(crate) fn give(buf: Vec<u8>) {
+    if buf.len() < MIN_LEN {
+        return;
+    }
+    let mut kept = KEPT.lock();
+    let held: usize = kept.iter().map(Vec::len).sum();
+    if kept.len() < MAX_COUNT && held + buf.len() <= MAX_KEPT {
+        kept.push(buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_a_buffer_of_about_the_size_asked() {
+        let a = take(3 << 20);
+        let p = a.as_ptr();
+        give(a);
+        // Too large for a small request: a new one.
+        let small = take(1 << 20);
+        assert_ne!(small.as_ptr(), p);
+        let again = take(2 << 20);
+        assert_eq!(again.as_ptr(), p, "kept and given back");
+        assert!(again.len() >= 2 << 20);
+        give(small);
+        give(again);
+        give(vec![0u8; MAX_KEPT]);
+        assert!(KEPT.lock().iter().map(Vec::len).sum::<usize>() <= MAX_KEPT);
+    }
+}
