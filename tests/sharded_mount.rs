@@ -262,3 +262,94 @@ fn the_cli_makes_shows_compacts_and_prunes() {
     assert_eq!(code, 0);
     assert!(out.contains("create") && out.contains("compact"));
 }
+
+/// Removing a shard's oldest segment (through the mount) or truncating a
+/// shard (`walfs truncate`) never frees ids a listed checkpoint names, as
+/// `prune` never does: the mount refuses with EBUSY, the CLI stops at the
+/// checkpoint and names it. A shard whose checkpoints all point past the
+/// segment is truncated as before.
+#[test]
+fn truncation_keeps_what_checkpoints_name() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let d = data.to_str().unwrap();
+    {
+        let mut o = WalOptions::new(&data);
+        o.max_segment_size = 1024;
+        let w = ShardedWal::new(o, 2).unwrap();
+        for i in 0..3 {
+            w.inner()
+                .append("shard_00", format!("early {i}\n").as_bytes())
+                .unwrap();
+        }
+        w.create_checkpoint(b"early").unwrap();
+        for i in 0..60 {
+            for s in ["shard_00", "shard_01"] {
+                w.inner().append(s, &[b'x'; 100]).unwrap();
+            }
+            if i == 0 {
+                // shard_01's offset in "early" is 0; this one names 1.
+                w.create_checkpoint(b"one").unwrap();
+            }
+        }
+    }
+    let segs = |m: &Mounted, s: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(m.path(&format!("streams/{s}/segments")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    {
+        let m = Mounted::start_on(&data, &["--segment-size", "1024"]);
+        for s in ["shard_00", "shard_01"] {
+            let before = segs(&m, s);
+            assert!(before.len() > 3, "{s}: {before:?}");
+            let e = std::fs::remove_file(m.path(&format!("streams/{s}/segments/{}", before[0])))
+                .unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{s}");
+            assert_eq!(segs(&m, s), before, "{s}: nothing removed");
+            assert!(m.path(&format!("streams/{s}/entries/0")).exists());
+        }
+    }
+    // The CLI stops at the lowest offset named, and says which checkpoint.
+    let (code, out, err) = walfs_cli(
+        &["truncate", d, "--stream", "shard_00", "--before", "60"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("freed 0 segment(s)") && out.contains("\"early\""),
+        "{out}"
+    );
+    // Without "early", shard_01 is bound by "one" (offset 1), inside its
+    // oldest segment: still nothing.
+    let (code, _, err) = walfs_cli(&["checkpoint", "compact", d, "--keep", "1"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = walfs_cli(
+        &["truncate", d, "--stream", "shard_01", "--before", "60"],
+        &[],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("freed 0 segment(s)") && out.contains("\"one\""),
+        "{out}"
+    );
+    // No checkpoint left: truncation goes as far as asked.
+    let (code, _, err) = walfs_cli(&["checkpoint", "compact", d, "--keep", "0"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = walfs_cli(
+        &["truncate", d, "--stream", "shard_01", "--before", "60"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("freed 0 ") && !out.contains("held back"),
+        "{out}"
+    );
+    let m = Mounted::start_on(&data, &["--segment-size", "1024"]);
+    let before = segs(&m, "shard_00");
+    std::fs::remove_file(m.path(&format!("streams/shard_00/segments/{}", before[0]))).unwrap();
+    assert_eq!(segs(&m, "shard_00"), before[1..]);
+}

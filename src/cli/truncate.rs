@@ -2,6 +2,7 @@
 
 use super::{fail, need_stream, Common, Failure};
 use clap::Args;
+use walfs::sharded::{self, ShardCount};
 use walfs::{Wal, WalOptions};
 
 #[derive(Args)]
@@ -35,9 +36,28 @@ pub fn run(a: TruncateArgs) -> Result<i32, Failure> {
     }
     let wal = Wal::new(WalOptions::new(&a.common.data))?;
     need_stream(&wal, &a.common.stream)?;
-    let n = wal.truncate(&a.common.stream, a.before)?;
-    let info = wal.stream_info(&a.common.stream).expect("checked");
+    // A shard of a sharded log keeps what its checkpoints name.
+    let count = match sharded::detect(&a.common.data)? {
+        Some(ShardCount::Exact(n)) if sharded::shard_number(&a.common.stream).is_some() => Some(n),
+        _ => None,
+    };
+    let Some(count) = count else {
+        let n = wal.truncate(&a.common.stream, a.before)?;
+        let info = wal.stream_info(&a.common.stream).expect("checked");
+        println!("freed {n} segment(s); first id is now {}", info.first_id);
+        wal.close()?;
+        return Ok(0);
+    };
+    let sw = sharded::ShardedWal::from_wal(wal, count)?;
+    let (n, held) = sw.truncate_shard(&a.common.stream, a.before)?;
+    let info = sw.inner().stream_info(&a.common.stream).expect("checked");
     println!("freed {n} segment(s); first id is now {}", info.first_id);
-    wal.close()?;
+    if let Some(id) = held {
+        println!(
+            "held back by checkpoint {:?}, which names ids from there on: `walfs checkpoint compact` releases it",
+            sharded::show_id(&id)
+        );
+    }
+    sw.inner().sync_all()?;
     Ok(0)
 }

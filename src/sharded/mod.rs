@@ -117,6 +117,23 @@ pub fn shard_number(name: &str) -> Option<u16> {
     (shard_name(n) == name).then_some(n)
 }
 
+/// The lowest offset the checkpoints `cps` name for shard `shard`, with
+/// the id of the (first) checkpoint naming it: ids from there on must stay.
+pub fn checkpoint_floor<'a>(
+    cps: impl IntoIterator<Item = &'a Entry>,
+    shard: u16,
+) -> Option<(u64, Vec<u8>)> {
+    let mut floor: Option<(u64, Vec<u8>)> = None;
+    for e in cps {
+        if let Some(&o) = e.offsets.get(shard as usize) {
+            if floor.as_ref().is_none_or(|(f, _)| o < *f) {
+                floor = Some((o, e.id.clone()));
+            }
+        }
+    }
+    floor
+}
+
 /// What a data directory says of its shard count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardCount {
@@ -452,6 +469,25 @@ impl ShardedWal {
             );
         }
         Ok(stats)
+    }
+
+    /// Frees the sealed segments of shard stream `stream` holding only ids
+    /// below the segment of `before` (as [`Wal::truncate`]), but never ids a
+    /// listed checkpoint names: it stops at the lowest offset any of them
+    /// gives the shard. Returns the segments freed and, when a checkpoint
+    /// held the truncation back, its id.
+    pub fn truncate_shard(&self, stream: &str, before: u64) -> Result<(usize, Option<Vec<u8>>)> {
+        let shard = shard_number(stream)
+            .filter(|&n| n < self.shards)
+            .ok_or_else(|| Error::Config(format!("{stream} is not a shard of this log")))?;
+        let log = self.log.lock();
+        let floor = checkpoint_floor(log.entries().map(|(_, e)| e), shard);
+        let (upto, held) = match floor {
+            Some((f, id)) if f < before => (f, Some(id)),
+            _ => (before, None),
+        };
+        let n = self.wal.truncate(stream, upto)?;
+        Ok((n, held))
     }
 
     /// Rewrites the checkpoint log with only its `keep` newest checkpoints

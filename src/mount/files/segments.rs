@@ -6,6 +6,7 @@ use super::{Add, At, FileOps, Handle, Serve, View};
 use crate::format;
 use crate::mount::errno::{errno, Errno};
 use crate::mount::tree::{Attr, Cache, Kind, Node, VALUE_BITS};
+use crate::sharded;
 use crate::SegmentInfo;
 
 pub(super) struct Segments;
@@ -78,6 +79,25 @@ impl FileOps for Segments {
             return Err(libc::EPERM);
         }
         let next = segs[1].start_id;
+        // A shard of a sharded log keeps every id a listed checkpoint
+        // names (as `prune` does).
+        if let (Some(cp), Some(shard)) = (v.sharded(), sharded::shard_number(at.stream)) {
+            let listed = cp.checkpoints();
+            if let Some((floor, id)) =
+                sharded::checkpoint_floor(listed.iter().map(|(_, e)| e), shard)
+            {
+                if next > floor {
+                    log::warn!(
+                        "refused to remove segment {} of {}: checkpoint {:?} names offset {floor} of the shard, and the segment holds ids up to {}; compact the checkpoints first (`walfs checkpoint compact DATA --keep N`, with the log unmounted)",
+                        segs[0].start_id,
+                        at.stream,
+                        sharded::show_id(&id),
+                        next - 1
+                    );
+                    return Err(libc::EBUSY);
+                }
+            }
+        }
         v.source()
             .truncate(at.stream, next)
             .map_err(|e| errno(&e))?;
