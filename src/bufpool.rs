@@ -34,6 +34,14 @@ pub(crate) fn take(len: usize) -> Vec<u8> {
     }
 }
 
+/// Keeps the buffer behind `buf` for reuse, unless something else still
+/// shares it (the last holder gives it back).
+pub(crate) fn give_unshared(buf: &mut std::sync::Arc<Vec<u8>>) {
+    if let Some(b) = std::sync::Arc::get_mut(buf) {
+        give(std::mem::take(b));
+    }
+}
+
 /// Keeps `buf` for reuse if there is room.
 pub(crate) fn give(buf: Vec<u8>) {
     if buf.len() < MIN_LEN {

@@ -75,20 +75,14 @@ pub struct Window {
 const PAGE: u64 = 4096;
 
 impl Drop for Window {
+    /// The read buffer goes back for reuse, unless a decoded frame holds it
+    /// (the frame gives it back when dropped).
     fn drop(&mut self) {
-        self.release();
+        crate::bufpool::give_unshared(&mut self.buf);
     }
 }
 
 impl Window {
-    /// Gives the read buffer back for reuse, unless a decoded frame holds
-    /// it (the frame gives it back when dropped).
-    fn release(&mut self) {
-        if let Some(b) = Arc::get_mut(&mut self.buf) {
-            crate::bufpool::give(std::mem::take(b));
-        }
-    }
-
     /// A window over bytes `[0, limit)` read in chunks of at least `chunk`.
     pub fn new(handle: Arc<ReadHandle>, limit: u64, chunk: usize) -> Window {
         let limit = match &*handle {
@@ -165,9 +159,7 @@ impl Window {
                             }
                             None => 0,
                         };
-                        if let Some(old) = Arc::get_mut(&mut self.buf) {
-                            crate::bufpool::give(std::mem::take(old));
-                        }
+                        crate::bufpool::give_unshared(&mut self.buf);
                         self.buf = Arc::new(grown);
                         self.base = base;
                         self.buf_len = 0;

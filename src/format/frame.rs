@@ -303,9 +303,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(b) = Arc::get_mut(&mut self.buf) {
-            crate::bufpool::give(std::mem::take(b));
-        }
+        crate::bufpool::give_unshared(&mut self.buf);
     }
 }
 

@@ -121,10 +121,7 @@ impl LogSource for Wal {
         offset: u64,
         size: usize,
     ) -> Result<Option<Vec<u8>>> {
-        self.get_with(stream, id, |b| {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
-            b[start..start.saturating_add(size).min(b.len())].to_vec()
-        })
+        self.get_with(stream, id, |b| super::files::byte_range(b, offset, size))
     }
     fn segments(&self, stream: &str) -> Vec<SegmentInfo> {
         Wal::segments(self, stream)

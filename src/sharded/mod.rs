@@ -434,31 +434,19 @@ impl ShardedWal {
     pub fn prune_before_checkpoint(&self, id: &[u8]) -> Result<PruneStats> {
         let log = self.log.lock();
         let target = log.load(id)?;
-        let mut floors = target.offsets.clone();
-        let mut held_back_by: Option<Vec<u8>> = None;
-        for (_, e) in log.entries() {
-            for (s, &o) in e.offsets.iter().enumerate() {
-                if o < floors[s] {
-                    floors[s] = o;
-                    if held_back_by.is_none() {
-                        held_back_by = Some(e.id.clone());
-                    }
-                }
-            }
-        }
         let mut stats = PruneStats {
             shards_pruned: 0,
             segments_deleted: 0,
-            held_back_by,
+            held_back_by: None,
         };
-        for (s, &floor) in floors.iter().enumerate() {
-            if floor == 0 {
-                continue;
-            }
-            let n = self.wal.truncate(&self.names[s], floor)?;
+        for (s, &offset) in target.offsets.iter().enumerate() {
+            let (n, held) = self.truncate_below(&log, s as u16, offset)?;
             if n > 0 {
                 stats.shards_pruned += 1;
                 stats.segments_deleted += n;
+            }
+            if stats.held_back_by.is_none() {
+                stats.held_back_by = held;
             }
         }
         if let Some(h) = &stats.held_back_by {
@@ -481,13 +469,27 @@ impl ShardedWal {
             .filter(|&n| n < self.shards)
             .ok_or_else(|| Error::Config(format!("{stream} is not a shard of this log")))?;
         let log = self.log.lock();
-        let floor = checkpoint_floor(log.entries().map(|(_, e)| e), shard);
-        let (upto, held) = match floor {
+        self.truncate_below(&log, shard, before)
+    }
+
+    /// Truncates `shard` below `before`, or below the lowest offset a
+    /// listed checkpoint of `log` names for it if that is lower (naming
+    /// that checkpoint). The caller holds the log, so that no checkpoint
+    /// is made or compacted meanwhile.
+    fn truncate_below(
+        &self,
+        log: &CheckpointLog,
+        shard: u16,
+        before: u64,
+    ) -> Result<(usize, Option<Vec<u8>>)> {
+        let (upto, held) = match checkpoint_floor(log.entries().map(|(_, e)| e), shard) {
             Some((f, id)) if f < before => (f, Some(id)),
             _ => (before, None),
         };
-        let n = self.wal.truncate(stream, upto)?;
-        Ok((n, held))
+        if upto == 0 {
+            return Ok((0, held));
+        }
+        Ok((self.wal.truncate(&self.names[shard as usize], upto)?, held))
     }
 
     /// Rewrites the checkpoint log with only its `keep` newest checkpoints

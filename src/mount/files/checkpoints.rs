@@ -72,11 +72,6 @@ fn head_text(v: &View) -> Vec<u8> {
     }
 }
 
-fn slice(b: &[u8], offset: u64, size: usize) -> Vec<u8> {
-    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
-    b[start..start.saturating_add(size).min(b.len())].to_vec()
-}
-
 impl FileOps for Dir {
     fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
         v.sharded().ok_or(libc::ENOENT)?;
@@ -179,7 +174,7 @@ impl FileOps for File {
         size: usize,
     ) -> Result<Vec<u8>, Errno> {
         let e = entry(v, at)?;
-        Ok(slice(text(&e).as_bytes(), offset, size))
+        Ok(super::byte_range(text(&e).as_bytes(), offset, size))
     }
 }
 
@@ -211,7 +206,7 @@ impl FileOps for Head {
         offset: u64,
         size: usize,
     ) -> Result<Vec<u8>, Errno> {
-        Ok(slice(&head_text(v), offset, size))
+        Ok(super::byte_range(&head_text(v), offset, size))
     }
 }
 

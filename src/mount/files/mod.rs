@@ -110,6 +110,13 @@ pub(super) trait FileOps: Sync {
     }
 }
 
+/// Up to `size` bytes of `b` from `offset` (none past its end): a read of
+/// a file whose whole contents are at hand.
+pub(super) fn byte_range(b: &[u8], offset: u64, size: usize) -> Vec<u8> {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+    b[start..start.saturating_add(size).min(b.len())].to_vec()
+}
+
 /// Opening a file whose contents change under readers (`log`, `stat`):
 /// read-only, served around the page cache.
 pub(super) fn open_live_reader(write: bool) -> Result<(Handle, Serve), Errno> {

@@ -44,9 +44,10 @@ impl FileOps for Stat {
         size: usize,
     ) -> Result<Vec<u8>, Errno> {
         v.require_stream(at)?;
-        let t = text(v, at.stream);
-        let b = t.as_bytes();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
-        Ok(b[start..start.saturating_add(size).min(b.len())].to_vec())
+        Ok(super::byte_range(
+            text(v, at.stream).as_bytes(),
+            offset,
+            size,
+        ))
     }
 }
