@@ -434,19 +434,22 @@ impl ShardedWal {
     pub fn prune_before_checkpoint(&self, id: &[u8]) -> Result<PruneStats> {
         let log = self.log.lock();
         let target = log.load(id)?;
+        // The first listed checkpoint (in the log's order) below the
+        // target in some shard.
+        let held_back_by = log
+            .entries()
+            .find(|(_, e)| e.offsets.iter().zip(&target.offsets).any(|(o, t)| o < t))
+            .map(|(_, e)| e.id.clone());
         let mut stats = PruneStats {
             shards_pruned: 0,
             segments_deleted: 0,
-            held_back_by: None,
+            held_back_by,
         };
         for (s, &offset) in target.offsets.iter().enumerate() {
-            let (n, held) = self.truncate_below(&log, s as u16, offset)?;
+            let (n, _) = self.truncate_below(&log, s as u16, offset)?;
             if n > 0 {
                 stats.shards_pruned += 1;
                 stats.segments_deleted += n;
-            }
-            if stats.held_back_by.is_none() {
-                stats.held_back_by = held;
             }
         }
         if let Some(h) = &stats.held_back_by {
