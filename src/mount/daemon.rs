@@ -264,10 +264,6 @@ pub fn mount(cfg: MountConfig) -> Result<(), MountError> {
     served
 }
 
-/// The stream shown at the root: the one asked for (created if missing,
-/// unless read-only); else `default` if it exists; else the only stream;
-/// else none (the root holds `streams/` alone). A new, empty data directory
-/// gets `default`: the one stream anybody could have asked for.
 /// Lets the kernel read ahead up to 1 MiB on this mount, as much as one
 /// FUSE request carries here (its default is 128 KiB): sequential reads of
 /// `entries/` and `segments/` take an eighth of the requests. Only root
@@ -342,11 +338,19 @@ fn open_sharded(
     }
 }
 
+/// The stream shown at the root: the one asked for (created if missing,
+/// unless read-only); else `default` if it exists; else the only stream;
+/// else none (the root holds `streams/` alone). A new, empty data directory
+/// gets `default`: the one stream anybody could have asked for. A follower
+/// (`following`) may show a stream its bucket does not hold yet (the one
+/// asked for, or `default` on an empty bucket): it appears at the root
+/// once the writer ships it, as a fresh primary's `default` would.
 fn root_stream(
     wal: &dyn crate::mount::source::LogSource,
     place: &Path,
     asked: Option<&str>,
     read_only: bool,
+    following: bool,
 ) -> Result<Option<String>, MountError> {
     let streams = wal.streams();
     let listed = || {
@@ -358,6 +362,10 @@ fn root_stream(
     };
     match asked {
         Some(s) if wal.has_stream(s) => Ok(Some(s.to_owned())),
+        Some(s) if following => {
+            log::info!("no stream {s} in {} yet: it appears at the root once the writer ships it", place.display());
+            Ok(Some(s.to_owned()))
+        }
         Some(s) if read_only => fail(format!(
             "no stream {s} in {} ({}); a --read-only mount creates none",
             place.display(),
@@ -369,6 +377,7 @@ fn root_stream(
             .map_err(|e| MountError(format!("cannot create stream {s}: {e}"))),
         None if streams.iter().any(|s| s == "default") => Ok(Some("default".into())),
         None if streams.len() == 1 => Ok(streams.first().cloned()),
+        None if streams.is_empty() && following => Ok(Some("default".into())),
         None if streams.is_empty() && !read_only => wal
             .create_stream("default")
             .map(|()| Some("default".into()))
@@ -463,7 +472,13 @@ fn serve(
     // A sharded log shows its shards under streams/ and makes no `default`.
     let root = match (&sharded, cfg.stream.as_deref()) {
         (Some(s), None) if s.shown() => None,
-        _ => root_stream(source.as_ref(), data, cfg.stream.as_deref(), read_only)?,
+        _ => root_stream(
+            source.as_ref(),
+            data,
+            cfg.stream.as_deref(),
+            read_only,
+            cfg.follow.is_some(),
+        )?,
     };
     let mut view = View::with_root(source.clone(), root.as_deref(), read_only)
         .map_err(|e| MountError(format!("cannot show the log: {e}")))?

@@ -85,14 +85,15 @@ impl View {
         View::with_root(source, Some(root_stream), read_only)
     }
 
-    /// A view whose root shows `root` (which must exist), or only
-    /// `streams/` when None.
+    /// A view whose root shows `root`, or only `streams/` when None. The
+    /// root stream must exist, but for a read-only view (a follower's, whose
+    /// stream may be shipped later): its files appear once it does.
     pub fn with_root(
         source: Arc<dyn LogSource>,
         root: Option<&str>,
         read_only: bool,
     ) -> crate::Result<View> {
-        if let Some(r) = root.filter(|r| !source.has_stream(r)) {
+        if let Some(r) = root.filter(|r| !read_only && !source.has_stream(r)) {
             return Err(Error::NoSuchStream(r.to_owned()));
         }
         let mut view = View {
