@@ -12,6 +12,11 @@
 //! refuses writes until reopened (the kernel may have dropped the pages).
 //!
 //! The same state publishes progress to followers (`wait_visible`).
+//!
+//! After each sync the leader records how far it reached in walfs.synced
+//! (the [`Marker`]), without syncing that file: whatever value of it
+//! survives a crash was true before the crash, so recovery can tell
+//! damage in synced bytes (corruption) from what a crash leaves.
 
 use crate::storage::StorageFile;
 use parking_lot::{Condvar, Mutex};
@@ -75,8 +80,98 @@ pub struct CommitState {
     pub closed: bool,
 }
 
+/// Writes walfs.synced: one slot per sync, alternating; the file itself is
+/// synced at most once a second (and at a clean close), so its record may
+/// lag the segment after a power loss, never lead it.
+pub struct Marker {
+    open: Box<dyn Fn() -> io::Result<Arc<dyn StorageFile>> + Send + Sync>,
+    file: Option<Arc<dyn StorageFile>>,
+    seq: u32,
+    last: Option<crate::format::SyncedMark>,
+    /// When the file was last synced, and whether a record was written since.
+    synced_at: Instant,
+    dirty: bool,
+}
+
+/// How often walfs.synced itself is synced (the most a power loss can
+/// make its record lag).
+pub const MARK_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Marker {
+    /// A marker writing through the file `open` returns (opened again
+    /// whenever the stream gives up its descriptors).
+    pub fn new(open: impl Fn() -> io::Result<Arc<dyn StorageFile>> + Send + Sync + 'static) -> Marker {
+        Marker {
+            open: Box::new(open),
+            file: None,
+            seq: 0,
+            last: None,
+            synced_at: Instant::now(),
+            dirty: false,
+        }
+    }
+
+    fn file(&mut self) -> io::Result<Arc<dyn StorageFile>> {
+        if let Some(f) = &self.file {
+            return Ok(f.clone());
+        }
+        let f = (self.open)()?;
+        self.file = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Records `m` (bytes of a segment now known on disk). A record lower
+    /// than the last (a slow leader's, or of a segment since sealed) is
+    /// skipped: the mark only grows.
+    pub fn record(&mut self, m: crate::format::SyncedMark) {
+        if self.last.is_some_and(|l| {
+            l.segment > m.segment || (l.segment == m.segment && l.len >= m.len)
+        }) {
+            return;
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let slot = if self.seq % 2 == 0 { 0 } else { crate::format::SYNCED_SLOT };
+        let r = self
+            .file()
+            .and_then(|f| f.write_all_at(&crate::format::synced_encode(self.seq, m), slot));
+        match r {
+            Ok(()) => {
+                self.last = Some(m);
+                self.dirty = true;
+            }
+            // A hint: without it, recovery takes less for synced than is.
+            Err(e) => {
+                log::warn!("could not record the synced length of segment {}: {e}", m.segment);
+                self.file = None;
+            }
+        }
+        if self.synced_at.elapsed() >= MARK_SYNC_INTERVAL {
+            self.sync();
+        }
+    }
+
+    /// Makes the last record durable (a clean close).
+    pub fn sync(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.synced_at = Instant::now();
+        match self.file().and_then(|f| f.sync_data()) {
+            Ok(()) => self.dirty = false,
+            Err(e) => log::warn!("could not sync walfs.synced: {e}"),
+        }
+    }
+
+    /// Closes the descriptor (the stream's write descriptors were evicted).
+    pub fn release(&mut self) {
+        self.file = None;
+    }
+}
+
 pub struct Commit {
     pub state: Mutex<CommitState>,
+    /// walfs.synced, once the stream is writable.
+    pub marker: Mutex<Option<Marker>>,
     synced: Condvar,
     /// A leader gathering writers waits here for their writes.
     wrote_cv: Condvar,
@@ -123,6 +218,7 @@ impl Commit {
                 failed: None,
                 closed: false,
             }),
+            marker: Mutex::new(None),
             synced: Condvar::new(),
             wrote_cv: Condvar::new(),
             published: Condvar::new(),
@@ -174,7 +270,32 @@ impl Commit {
     }
 
     pub fn set_file(&self, file: Option<Arc<dyn StorageFile>>) {
+        let release = file.is_none();
         self.state.lock().file = file;
+        if release {
+            if let Some(m) = self.marker.lock().as_mut() {
+                m.release();
+            }
+        }
+    }
+
+    /// Records in walfs.synced that `len` bytes of segment `segment`,
+    /// holding ids below `end_id`, are on disk.
+    pub fn mark_synced(&self, segment: u64, len: u64, end_id: u64) {
+        if let Some(m) = self.marker.lock().as_mut() {
+            m.record(crate::format::SyncedMark {
+                segment,
+                len,
+                end_id,
+            });
+        }
+    }
+
+    /// Syncs walfs.synced (a clean close).
+    pub fn sync_mark(&self) {
+        if let Some(m) = self.marker.lock().as_mut() {
+            m.sync();
+        }
     }
 
     pub fn failed(&self) -> Option<(i32, String)> {
@@ -260,6 +381,11 @@ impl Commit {
                     }
                     self.publish(&st);
                     self.synced.notify_all();
+                    // The waiters are on their way; the leader records how
+                    // far the sync reached.
+                    parking_lot::MutexGuard::unlocked(&mut st, || {
+                        self.mark_synced(segment, written_len, written)
+                    });
                 }
                 Err(e) => {
                     let errno = e.raw_os_error().unwrap_or(libc::EIO);

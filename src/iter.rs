@@ -36,6 +36,9 @@ pub struct WalIdIterator {
     cursor: Option<Cursor>,
     frame: Current,
     failed: bool,
+    /// The error `load` returns names a damaged stretch it stepped over:
+    /// iteration goes on after it.
+    skipped: bool,
 }
 
 impl WalIdIterator {
@@ -47,6 +50,7 @@ impl WalIdIterator {
             cursor: None,
             frame: Current::None,
             failed: false,
+            skipped: false,
         }
     }
 
@@ -123,7 +127,9 @@ impl WalIdIterator {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => {
-                    self.failed = true;
+                    // A damaged stretch is reported once, and stepped over:
+                    // `next_id` is then the first id after it.
+                    self.failed = !std::mem::take(&mut self.skipped);
                     return Some(Err(e));
                 }
             }
@@ -165,7 +171,10 @@ impl WalIdIterator {
                         Ok(true)
                     }
                     Err(ReadError::Io(e)) => Err(e.into()),
-                    Err(ReadError::Bad(f)) => Err(Self::corruption(s, &c.seg, f.offset, f.reason)),
+                    Err(ReadError::Bad(f)) => {
+                        let seg = c.seg.clone();
+                        Err(self.step_over(s, seg, f))
+                    }
                 };
             }
             // This window is used up: the segment ended or grew past it.
@@ -203,13 +212,43 @@ impl WalIdIterator {
             match seg.locate(&mut win, self.next) {
                 Ok((off, _)) => (win, off),
                 Err(ReadError::Io(e)) => return Err(e.into()),
-                Err(ReadError::Bad(f)) => {
-                    return Err(Self::corruption(s, &seg, f.offset, f.reason))
-                }
+                Err(ReadError::Bad(f)) => return Err(self.step_over(s, seg, f)),
             }
         };
         self.cursor = Some(Cursor { seg, win, off });
         self.load(s)
+    }
+}
+
+impl WalIdIterator {
+    /// The error for damage found at `f` while looking for `self.next`;
+    /// when the segment's index knows the damaged stretch (classified when
+    /// the segment was recovered or indexed), the iterator moves past it.
+    fn step_over(&mut self, s: &Arc<Stream>, seg: Arc<Segment>, f: crate::segment::Fault) -> Error {
+        let ctx = self.ctx.clone();
+        let chunk = ctx.opts.read_buffer_size.max(64 << 10);
+        // Reading from a segment's start needs no index; damage does.
+        let win = match s.window(&ctx, &seg, chunk) {
+            Ok(w) => w,
+            Err(e) => {
+                self.cursor = None;
+                return e;
+            }
+        };
+        let next = self.next;
+        let Some(d) = seg.stretch(|ix| ix.stretch_of(next, Some(f.offset)).cloned()) else {
+            return Self::corruption(s, &seg, f.offset, f.reason);
+        };
+        self.next = self.next.max(d.end_id);
+        self.frame = Current::None;
+        self.skipped = true;
+        let err = Self::corruption(s, &seg, d.offset, d.reason);
+        self.cursor = Some(Cursor {
+            seg,
+            win,
+            off: d.end,
+        });
+        err
     }
 }
 

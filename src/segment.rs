@@ -5,7 +5,7 @@
 //! are decoded once, over `&[u8]`.
 
 use crate::format::{decode_batch, decode_shared, DecodedFrame, FrameHeader, HEADER_SIZE, MAGIC};
-use crate::index::{Point, SparseIndex};
+use crate::index::{Point, SparseIndex, Stretch};
 use crate::storage::StorageFile;
 use parking_lot::{Mutex, RwLock};
 use std::io;
@@ -268,13 +268,20 @@ impl Window {
         }
     }
 
-    /// The next offset at or after `from` holding a whole, crc-valid frame
-    /// whose ids start at `min_start` or later: where valid data resumes
-    /// after damage.
-    pub fn resync(&mut self, from: u64, min_start: u64) -> io::Result<Option<(u64, FrameHeader)>> {
+    /// The next offset in `[from, below)` holding a whole, crc-valid frame
+    /// whose ids start in `[min_start, max_start]`: where valid data
+    /// resumes after damage.
+    pub fn resync(
+        &mut self,
+        from: u64,
+        min_start: u64,
+        max_start: u64,
+        below: u64,
+    ) -> io::Result<Option<(u64, FrameHeader)>> {
         let magic = MAGIC.to_le_bytes();
+        let below = below.min(self.limit);
         let mut at = from;
-        while at + HEADER_SIZE as u64 <= self.limit {
+        while at < below && at + HEADER_SIZE as u64 <= self.limit {
             let n = ((self.limit - at) as usize).min(self.chunk.max(1 << 16));
             let hit = self.bytes(at, n)?.windows(4).position(|w| w == magic);
             let Some(i) = hit else {
@@ -283,8 +290,11 @@ impl Window {
                 continue;
             };
             let cand = at + i as u64;
+            if cand >= below {
+                break;
+            }
             if let Ok(h) = self.header(cand) {
-                if h.start_id >= min_start && self.crc_ok(cand, &h)? {
+                if (min_start..=max_start).contains(&h.start_id) && self.crc_ok(cand, &h)? {
                     return Ok(Some((cand, h)));
                 }
             }
@@ -429,6 +439,9 @@ impl Segment {
     /// Finds the frame holding `id`: a binary search in the sparse index,
     /// then a walk over at most `SPARSE_BYTES` of headers.
     pub fn locate(&self, win: &mut Window, id: u64) -> Result<(u64, FrameHeader), ReadError> {
+        if let Some(d) = self.stretch(|ix| ix.stretch_of(id, None).cloned()) {
+            return Err(ReadError::Bad(Fault::new(d.offset, d.reason)));
+        }
         let mut off = self.floor(|ix| ix.floor(id)).offset;
         loop {
             let h = win.header(off)?;
@@ -455,6 +468,9 @@ impl Segment {
         win: &mut Window,
         payload: u64,
     ) -> Result<Option<(u64, FrameHeader, u64)>, ReadError> {
+        if let Some(d) = self.stretch(|ix| ix.stretch_at_payload(payload).cloned()) {
+            return Err(ReadError::Bad(Fault::new(d.offset, d.reason)));
+        }
         let p = self.floor(|ix| ix.floor_payload(payload));
         let (mut off, mut before) = (p.offset, p.payload_before);
         while off < win.limit() {
@@ -466,6 +482,11 @@ impl Segment {
             off += h.frame_len();
         }
         Ok(None)
+    }
+
+    /// The damaged stretch `f` picks from the index, if any.
+    pub fn stretch(&self, f: impl FnOnce(&SparseIndex) -> Option<Stretch>) -> Option<Stretch> {
+        self.index.read().as_ref().and_then(f)
     }
 
     fn floor(&self, f: impl FnOnce(&SparseIndex) -> Option<Point>) -> Point {

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Location, Result};
 use crate::format;
-use crate::recovery::{plan_layout, scan_from, Depth};
+use crate::recovery::{classify, plan_layout, Depth, Synced};
 use crate::segment::{ReadHandle, Window};
 use crate::storage::Storage;
 use std::path::Path;
@@ -13,10 +13,13 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// What kind of fault `verify` found.
 pub enum FaultKind {
-    /// Damage at the end of the active segment with nothing valid after it:
-    /// a crash mid-write. The next open cuts it; nothing acknowledged is lost.
+    /// What a crash leaves at the end of the active segment: bytes past the
+    /// last synced point that are not whole frames (and whatever follows
+    /// them). The next writable open cuts it; nothing acknowledged is lost,
+    /// and the log is sound.
     TornTail,
-    /// Damage followed by valid data, or in a sealed segment.
+    /// Damage in bytes that were synced (or that show bit rot): kept, its
+    /// ids unreadable.
     Corruption,
     /// A missing segment or unreadable metadata.
     Layout,
@@ -62,9 +65,10 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// Whether no fault was found.
+    /// Whether no entry is damaged or lost: every fault found, if any, is a
+    /// torn tail (what a crash leaves, which a writable open cuts).
     pub fn is_sound(&self) -> bool {
-        self.faults.is_empty()
+        self.faults.iter().all(|f| f.kind == FaultKind::TornTail)
     }
 }
 
@@ -135,6 +139,9 @@ pub fn verify(
                 segment: seg_name.clone(),
                 offset,
             };
+            // The mark before the length: beside a live writer, the length
+            // read after it is at least what it says was synced.
+            let mark = crate::recovery::read_synced(storage, &dir);
             let file = match storage.open(&dir.join(&seg_name), false) {
                 Ok(f) => f,
                 // The active segment named by segments.idx, not yet created.
@@ -147,58 +154,49 @@ pub fn verify(
             report.segments += 1;
             report.bytes += len;
             let mut win = Window::new(Arc::new(ReadHandle::File(file)), len, 1 << 20);
-            let (mut off, mut expected) = (0u64, start);
             let last = i + 1 == segments.len();
-            loop {
-                let mut entries = 0u64;
-                let mut frames = 0u64;
-                let base = done;
-                let stop = scan_from(&mut win, off, expected, Depth::Decode, |o, h| {
-                    entries += h.entry_count as u64;
-                    frames += 1;
-                    if frames % 4096 == 0 {
-                        progress(base + o, total);
-                    }
-                })?;
-                report.entries += entries;
-                report.frames += frames;
-                let Some(fault) = stop.fault else {
-                    expected = stop.end_id;
-                    break;
-                };
-                let resume = win.resync(fault.offset + 1, stop.end_id)?;
-                let kind = if last && resume.is_none() {
-                    FaultKind::TornTail
-                } else {
-                    FaultKind::Corruption
-                };
-                let reason = match resume {
-                    Some((o, h)) => format!(
-                        "{}; valid frames resume at byte {o} (id {})",
-                        fault.reason, h.start_id
-                    ),
-                    None => format!(
-                        "{}; {} bytes to the end of the segment are unreadable",
-                        fault.reason,
-                        len - fault.offset
-                    ),
-                };
-                report.faults.push(VerifyFault {
-                    kind,
-                    location: at(fault.offset),
-                    reason,
-                });
-                match resume {
-                    Some((o, h)) => {
-                        off = o;
-                        expected = h.start_id;
-                    }
-                    None => {
-                        expected = stop.end_id;
-                        break;
-                    }
+            // The same classifier as recovery: a torn tail here is exactly
+            // what a writable open cuts, and corruption what it keeps.
+            let synced = match segments.get(i + 1) {
+                Some(&next) => Synced::sealed(len, next),
+                None => Synced::active(
+                    mark,
+                    start,
+                    len,
+                    &format!("{name}/{seg_name}"),
+                ),
+            };
+            let base = done;
+            let mut frames = 0u64;
+            let c = classify(&mut win, start, synced, Depth::Decode, |o, _| {
+                frames += 1;
+                if frames % 4096 == 0 {
+                    progress(base + o, total);
                 }
+            })?;
+            report.entries += c.entries;
+            report.frames += c.frames;
+            for d in c.index.damage() {
+                report.faults.push(VerifyFault {
+                    kind: FaultKind::Corruption,
+                    location: at(d.offset),
+                    reason: d.reason.clone(),
+                });
             }
+            if let Some(cut) = &c.cut {
+                debug_assert!(last, "a sealed segment is synced whole");
+                report.faults.push(VerifyFault {
+                    kind: FaultKind::TornTail,
+                    location: at(cut.offset),
+                    reason: format!(
+                        "{}; {} bytes from here to the end were never synced (entries from id {} on): a writable open cuts them",
+                        cut.reason,
+                        len - cut.offset,
+                        c.end_id
+                    ),
+                });
+            }
+            let expected = c.end_id;
             if let Some(&next) = segments.get(i + 1) {
                 if expected != next && !report.faults.iter().any(|f| f.location.segment == seg_name)
                 {

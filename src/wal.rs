@@ -623,6 +623,9 @@ impl Drop for Shared {
             if let Err(e) = s.sync(&self.ctx) {
                 log::error!("stream {}: sync at close failed: {e}", s.name);
             }
+            // A clean close leaves walfs.synced exact on disk: any damage in
+            // the segment found later is corruption, never a torn tail.
+            s.commit.sync_mark();
             s.commit.close();
         }
         // Last: ship what the syncs above made durable.

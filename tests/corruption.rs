@@ -47,10 +47,27 @@ fn flip(path: &Path, at: u64) {
     std::fs::write(path, b).unwrap();
 }
 
+/// Makes walfs.synced say what a crash during the last frame's sync leaves:
+/// the segment synced up to the last frame (ids below `end_id`) and no
+/// further. Written as the engine writes it (both slots, the second newer).
+fn synced_up_to(seg: &Path, len: u64, end_id: u64) {
+    let m = walfs::format::SyncedMark {
+        segment: 0,
+        len,
+        end_id,
+    };
+    let mut b = walfs::format::synced_encode(1, m).to_vec();
+    b.resize(walfs::format::SYNCED_SLOT as usize, 0);
+    b.extend_from_slice(&walfs::format::synced_encode(2, m));
+    std::fs::write(seg.parent().unwrap().join(walfs::format::SYNCED), b).unwrap();
+}
+
 #[test]
 fn torn_tails_are_cut_under_both_policies() {
+    // What a crash leaves in bytes written after the last sync: each case
+    // damages the last frame, which the crash kept from being synced.
     type Damage = fn(&Path, &[u64]);
-    let cases: [(&str, Damage); 5] = [
+    let cases: [(&str, Damage); 6] = [
         ("partial header", |p, _| {
             OpenOptions::new()
                 .append(true)
@@ -70,8 +87,16 @@ fn torn_tails_are_cut_under_both_policies() {
                 .set_len(last + 32 + (len - last - 32) / 2)
                 .unwrap();
         }),
-        ("bad crc on the last frame", |p, offs| {
-            flip(p, offs.last().unwrap() + 34)
+        ("a lost byte in the last frame", |p, offs| {
+            let mut b = std::fs::read(p).unwrap();
+            b[*offs.last().unwrap() as usize + 38] = 0;
+            std::fs::write(p, b).unwrap();
+        }),
+        ("a lost sector write in the last frame's header", |p, offs| {
+            let mut b = std::fs::read(p).unwrap();
+            let at = *offs.last().unwrap() as usize;
+            b[at..at + 12].fill(0);
+            std::fs::write(p, b).unwrap();
         }),
         ("zeros past the end", |p, _| {
             OpenOptions::new()
@@ -94,7 +119,9 @@ fn torn_tails_are_cut_under_both_policies() {
         for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
             let t = tempfile::tempdir().unwrap();
             let (seg, offs) = build(t.path(), 5);
+            synced_up_to(&seg, *offs.last().unwrap(), 4);
             damage(&seg, &offs);
+            let before = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
             let wal = Wal::new(opts(t.path(), policy))
                 .unwrap_or_else(|e| panic!("{name} {policy:?}: {e}"));
             let got = ids(&wal);
@@ -104,6 +131,16 @@ fn torn_tails_are_cut_under_both_policies() {
                 4
             };
             assert_eq!(got.len(), survivors, "{name} {policy:?}");
+            // verify, run before the open, said the same: a torn tail where
+            // the open cut, and a sound log.
+            assert!(before.is_sound(), "{name}: {:?}", before.faults);
+            assert_eq!(before.faults.len(), 1, "{name}: {:?}", before.faults);
+            assert_eq!(before.faults[0].kind, FaultKind::TornTail, "{name}");
+            assert_eq!(
+                before.faults[0].location.offset,
+                std::fs::metadata(&seg).unwrap().len(),
+                "{name}: verify names the byte the open cut at"
+            );
             assert_eq!(
                 wal.append("s", b"next").unwrap(),
                 survivors as u64,
@@ -112,10 +149,94 @@ fn torn_tails_are_cut_under_both_policies() {
             drop(wal);
             let report = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
             assert!(
-                report.is_sound(),
+                report.faults.is_empty(),
                 "{name}: after the cut the log verifies: {:?}",
                 report.faults
             );
+        }
+    }
+}
+
+/// ironwal 0.6.9's own `test_bit_rot_detection`, against walfs: one entry,
+/// a clean close, a byte of its payload overwritten. The read is an error,
+/// never a missing entry, and id 0 is never given to another entry.
+#[test]
+fn bit_rot_in_the_last_frame_of_a_cleanly_closed_stream_is_corruption() {
+    for policy in [CorruptionPolicy::Truncate, CorruptionPolicy::Error] {
+        let t = tempfile::tempdir().unwrap();
+        let mut o = WalOptions::new(t.path());
+        o.block_cache_size = None;
+        let wal = Wal::new(o).unwrap();
+        wal.append("bit_rot", b"clean_data").unwrap();
+        drop(wal);
+        let seg = t.path().join("bit_rot/00000000000000000000.wal");
+        let mut b = std::fs::read(&seg).unwrap();
+        b[35] = 0xFF;
+        std::fs::write(&seg, &b).unwrap();
+        let report = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
+        assert!(!report.is_sound());
+        assert_eq!(report.faults[0].kind, FaultKind::Corruption);
+        assert_eq!(report.faults[0].location.offset, 0);
+        match Wal::new(opts(t.path(), policy)) {
+            Err(Error::Corruption { location, .. }) => {
+                assert_eq!(policy, CorruptionPolicy::Error);
+                assert_eq!(location.offset, 0);
+            }
+            Ok(wal) => {
+                assert_eq!(policy, CorruptionPolicy::Truncate);
+                match wal.get("bit_rot", 0) {
+                    Err(Error::Corruption { location, .. }) => assert_eq!(location.offset, 0),
+                    other => panic!("read succeeded despite bit rot: {other:?}"),
+                }
+                assert_eq!(wal.next_id("bit_rot"), 1);
+                assert_eq!(wal.append("bit_rot", b"after").unwrap(), 1, "id 0 reused");
+                assert_eq!(std::fs::read(&seg).unwrap()[..b.len()], b[..], "nothing cut");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Bit rot past the synced mark (a power loss kept walfs.synced from
+/// recording the last frames' sync): a flipped bit that leaves a byte no
+/// crash leaves (a crash's lost bytes read as zeros) is corruption, kept,
+/// with the frames after it; a lost byte is a torn tail.
+#[test]
+fn bit_rot_past_the_synced_mark_is_told_from_a_lost_write() {
+    for (frame, bit_rot) in [(2usize, true), (4, true), (2, false), (4, false)] {
+        let t = tempfile::tempdir().unwrap();
+        let (seg, offs) = build(t.path(), 5);
+        // Nothing known synced: as after a power loss right after the
+        // appends, before walfs.synced reached the disk.
+        synced_up_to(&seg, 0, 0);
+        let mut b = std::fs::read(&seg).unwrap();
+        let at = offs[frame] as usize + 37; // 'n' of "entry-N"
+        if bit_rot {
+            b[at] ^= 0x04;
+        } else {
+            b[at] = 0;
+        }
+        std::fs::write(&seg, &b).unwrap();
+        let what = format!("frame {frame}, bit rot {bit_rot}");
+        let report = walfs::verify(&RealStorage, t.path(), &mut |_, _| {}).unwrap();
+        assert_eq!(report.faults.len(), 1, "{what}: {:?}", report.faults);
+        let f = &report.faults[0];
+        assert_eq!(f.location.offset, offs[frame], "{what}");
+        let wal = Wal::new(opts(t.path(), CorruptionPolicy::Truncate)).unwrap();
+        if bit_rot {
+            assert_eq!(f.kind, FaultKind::Corruption, "{what}: {f}");
+            assert!(f.reason.contains("bit rot"), "{what}: {f}");
+            assert_eq!(wal.next_id("s"), 5, "{what}: nothing cut");
+            assert!(wal.get("s", frame as u64).is_err());
+            for id in (0..5).filter(|&i| i != frame as u64) {
+                assert_eq!(
+                    wal.get("s", id).unwrap().unwrap(),
+                    format!("entry-{id}").as_bytes()
+                );
+            }
+        } else {
+            assert_eq!(f.kind, FaultKind::TornTail, "{what}: {f}");
+            assert_eq!(wal.next_id("s"), frame as u64, "{what}: cut at the lost write");
         }
     }
 }
@@ -354,11 +475,11 @@ fn every_byte_flipped_is_found_where_it_is() {
     );
 }
 
-/// A flip in the active segment, opened for writing: damage in the last
-/// frame is a torn tail (cut, its ids never acknowledged as far as anyone
-/// can tell); anywhere else it is corruption: the Error policy refuses with
-/// its location, the Truncate policy keeps every intact entry on both sides,
-/// answers the damaged ids with EIO, and appends after the real end.
+/// A flip in the active segment of a cleanly closed log, opened for
+/// writing: every byte was synced, so it is corruption wherever it is, the
+/// last frame too (never a torn tail): the Error policy refuses with its
+/// location, the Truncate policy keeps every intact entry on both sides,
+/// answers the damaged ids with an error, and appends after the real end.
 fn check_active_flip(
     work: &Path,
     expected: &[Vec<u8>],
@@ -370,7 +491,6 @@ fn check_active_flip(
 ) {
     let fi = offs.iter().position(|&o| o == frame).unwrap();
     let (dstart, dcount) = ids[fi];
-    let last = fi + 1 == offs.len();
     let seg = work.join("s").join(name);
     let len = std::fs::metadata(&seg).unwrap().len();
     let ctx = format!(
@@ -378,23 +498,15 @@ fn check_active_flip(
         dstart + dcount
     );
     match Wal::new(opts(work, CorruptionPolicy::Error)) {
-        Err(Error::Corruption { location, .. }) if !last => {
+        Err(Error::Corruption { location, .. }) => {
             assert_eq!(
                 (location.segment.as_str(), location.offset),
                 (name, frame),
                 "{ctx}"
             );
         }
-        Ok(wal) if last => drop(wal),
         Err(e) => panic!("{ctx}: Error policy: {e}"),
-        Ok(_) => panic!("{ctx}: Error policy opened a log with corruption in the middle"),
-    }
-    if last {
-        // The Error policy's open already cut the torn tail.
-        assert_eq!(std::fs::metadata(&seg).unwrap().len(), frame, "{ctx}");
-        let wal = Wal::new(opts(work, CorruptionPolicy::Truncate)).unwrap();
-        assert_eq!(wal.next_id("s"), dstart, "{ctx}");
-        return;
+        Ok(_) => panic!("{ctx}: Error policy opened a log with corruption"),
     }
     let wal = Wal::new(opts(work, CorruptionPolicy::Truncate)).unwrap();
     assert_eq!(

@@ -26,6 +26,7 @@ pub fn run(a: CatArgs) -> Result<i32, Failure> {
     let mut out = io::stdout().lock();
     let mut next = a.from;
     let mut seen = None;
+    let mut damaged = 0u64;
     loop {
         // Another process may be writing: reopen (read-only, a scan of the
         // active segment) only when the stream's files changed.
@@ -37,18 +38,44 @@ pub fn run(a: CatArgs) -> Result<i32, Failure> {
                 need_stream(&wal, s)?;
             }
             let mut it = wal.iter_with_ids(s, next)?;
-            while let Some(r) = it.next_ref() {
-                let (id, e) = r?;
-                if let Err(e) = out.write_all(e) {
-                    return broken_pipe(e);
+            loop {
+                let want = it.next_id();
+                let e = match it.next_ref() {
+                    None => break,
+                    Some(Ok((id, e))) => {
+                        if let Err(e) = out.write_all(e) {
+                            return broken_pipe(e);
+                        }
+                        next = id + 1;
+                        continue;
+                    }
+                    Some(Err(e)) => e,
+                };
+                // Damaged entries: named, stepped over; the rest print.
+                let after = it.next_id();
+                if after <= want {
+                    return Err(e.into());
                 }
-                next = id + 1;
+                let ids = if after - want == 1 {
+                    format!("id {want}")
+                } else {
+                    format!("ids {want}..{after}")
+                };
+                eprintln!("walfs: cat: {ids} unreadable, skipped: {e}");
+                damaged += after - want;
+                next = after;
             }
             if let Err(e) = out.flush() {
                 return broken_pipe(e);
             }
         }
         if !a.follow {
+            if damaged > 0 {
+                eprintln!(
+                    "walfs: cat: {damaged} damaged entries were skipped (`walfs verify` names the damage)"
+                );
+                return Ok(1);
+            }
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -56,6 +56,14 @@ pub fn run(a: RepairArgs) -> Result<i32, Failure> {
             let f = std::fs::OpenOptions::new().write(true).open(path)?;
             f.set_len(*at)?;
             f.sync_all()?;
+            // walfs.synced spoke of bytes past the cut: the open below
+            // records the segment as it is now.
+            if let Some(dir) = path.parent() {
+                match std::fs::remove_file(dir.join(walfs::format::SYNCED)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
             if let Some(dir) = path.parent() {
                 std::fs::File::open(dir)?.sync_all()?;
             }

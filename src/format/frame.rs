@@ -9,12 +9,12 @@ use std::sync::Arc;
 /// The first four bytes of every frame ("LWAL" little-endian).
 pub const MAGIC: u32 = 0x4C57_414C;
 
-const MAGIC_AT: usize = 0;
-const CRC_AT: usize = MAGIC_AT + 4;
-const START_ID_AT: usize = CRC_AT + 4;
-const COUNT_AT: usize = START_ID_AT + 8;
-const TYPE_AT: usize = COUNT_AT + 4;
-const DISK_SIZE_AT: usize = TYPE_AT + 1;
+pub(super) const MAGIC_AT: usize = 0;
+pub(super) const CRC_AT: usize = MAGIC_AT + 4;
+pub(super) const START_ID_AT: usize = CRC_AT + 4;
+pub(super) const COUNT_AT: usize = START_ID_AT + 8;
+pub(super) const TYPE_AT: usize = COUNT_AT + 4;
+pub(super) const DISK_SIZE_AT: usize = TYPE_AT + 1;
 const RAW_SIZE_AT: usize = DISK_SIZE_AT + 4;
 const PAD_AT: usize = RAW_SIZE_AT + 4;
 /// Bytes of a frame header; the payload starts here.
@@ -180,7 +180,7 @@ impl FrameHeader {
     }
 }
 
-fn crc_prefix(start_id: u64, count: u32, ft: FrameType, disk_size: u32) -> crc32fast::Hasher {
+pub(super) fn crc_prefix(start_id: u64, count: u32, ft: FrameType, disk_size: u32) -> crc32fast::Hasher {
     let mut h = crc32fast::Hasher::new();
     h.update(&start_id.to_le_bytes());
     h.update(&count.to_le_bytes());

@@ -18,6 +18,8 @@
 //!
 //! The uncompressed payload is, for each entry, `[len u32 LE][bytes]`.
 
+pub mod crc;
+pub mod damage;
 pub mod frame;
 pub mod names;
 
@@ -28,5 +30,6 @@ pub use frame::{
 pub use names::{
     head_state_decode, head_state_encode, parse_segment_name, payload_record_encode,
     payload_records_decode, segment_name, segments_idx_decode, segments_idx_encode,
-    validate_stream_name, DELETE_MARKER_SUFFIX, HEAD_STATE, PAYLOADS, PAYLOAD_RECORD, SEGMENTS_IDX,
+    synced_decode, synced_encode, validate_stream_name, SyncedMark, DELETE_MARKER_SUFFIX,
+    HEAD_STATE, PAYLOADS, PAYLOAD_RECORD, SEGMENTS_IDX, SYNCED, SYNCED_SLOT,
 };

@@ -21,6 +21,38 @@ const SEGMENT_EXT: &str = ".wal";
 pub const PAYLOADS: &str = "walfs.payloads";
 /// [start id u64][segment length u64][entry bytes u64][crc32 of the 24 bytes].
 pub const PAYLOAD_RECORD: usize = 28;
+/// walfs's own sidecar, ignored by ironwal: how far the active segment is
+/// known to be on disk. Written after an fdatasync of the segment returned
+/// (never before), so whatever value of it survives a crash is at or below
+/// what was synced. Two slots, written in turn, so that a torn write of one
+/// leaves the other:
+///
+/// ```text
+/// slot at 0 and at SYNCED_SLOT:
+/// 0   4  magic "WSYN" (0x4E595357 LE)
+/// 4   4  sequence number, u32 LE: the higher valid slot wins
+/// 8   8  start id of the segment, u64 LE
+/// 16  8  bytes of it synced, u64 LE (a frame boundary)
+/// 24  8  one past the last id of the frames below it, u64 LE
+/// 32  4  crc32 of bytes 0..32
+/// ```
+pub const SYNCED: &str = "walfs.synced";
+/// Offset of the second slot of walfs.synced (and the size of each).
+pub const SYNCED_SLOT: u64 = 64;
+const SYNCED_MAGIC: u32 = 0x4E59_5357;
+const SYNCED_RECORD: usize = 36;
+
+/// What walfs.synced says: every byte of segment `segment` below `len` was
+/// synced, and the frames there end at id `end_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncedMark {
+    /// Start id of the segment it is about.
+    pub segment: u64,
+    /// Bytes known durable.
+    pub len: u64,
+    /// One past the last id of the frames below `len`.
+    pub end_id: u64,
+}
 const SEGMENT_DIGITS: usize = 20;
 
 /// The file name of the segment starting at `start_id`.
@@ -107,6 +139,42 @@ pub fn payload_records_decode(b: &[u8]) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
+/// One slot of walfs.synced.
+pub fn synced_encode(seq: u32, m: SyncedMark) -> [u8; SYNCED_RECORD] {
+    let mut b = [0u8; SYNCED_RECORD];
+    b[0..4].copy_from_slice(&SYNCED_MAGIC.to_le_bytes());
+    b[4..8].copy_from_slice(&seq.to_le_bytes());
+    b[8..16].copy_from_slice(&m.segment.to_le_bytes());
+    b[16..24].copy_from_slice(&m.len.to_le_bytes());
+    b[24..32].copy_from_slice(&m.end_id.to_le_bytes());
+    let crc = crc32fast::hash(&b[..32]);
+    b[32..36].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The newest intact slot of a walfs.synced file, with its sequence
+/// number; torn or damaged slots are ignored.
+pub fn synced_decode(b: &[u8]) -> Option<(u32, SyncedMark)> {
+    [0, SYNCED_SLOT as usize]
+        .into_iter()
+        .filter_map(|at| {
+            let r = b.get(at..at + SYNCED_RECORD)?;
+            let u32_at = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4 bytes"));
+            let u64_at = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().expect("8 bytes"));
+            (u32_at(0) == SYNCED_MAGIC && crc32fast::hash(&r[..32]) == u32_at(32)).then(|| {
+                let m = SyncedMark {
+                    segment: u64_at(8),
+                    len: u64_at(16),
+                    end_id: u64_at(24),
+                };
+                (u32_at(4), m)
+            })
+        })
+        // Sequence numbers wrap: of two slots, the one just after the other
+        // in wrapping order is the newer.
+        .reduce(|a, b| if b.0.wrapping_sub(a.0) as i32 > 0 { b } else { a })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +222,28 @@ mod tests {
             payload_records_decode(&b),
             vec![(0, 100, 60), (9, 300, 180)]
         );
+    }
+
+    #[test]
+    fn synced_marks_survive_a_torn_slot() {
+        let m = |len| SyncedMark {
+            segment: 40,
+            len,
+            end_id: 40 + len / 10,
+        };
+        let mut b = vec![0u8; 2 * SYNCED_SLOT as usize];
+        assert_eq!(synced_decode(&b), None);
+        b[..SYNCED_RECORD].copy_from_slice(&synced_encode(7, m(100)));
+        assert_eq!(synced_decode(&b), Some((7, m(100))));
+        let at = SYNCED_SLOT as usize;
+        b[at..at + SYNCED_RECORD].copy_from_slice(&synced_encode(8, m(200)));
+        assert_eq!(synced_decode(&b), Some((8, m(200))), "the newer slot");
+        b[at + 20] ^= 1;
+        assert_eq!(synced_decode(&b), Some((7, m(100))), "a torn slot is ignored");
+        b[..SYNCED_RECORD].copy_from_slice(&synced_encode(u32::MAX, m(300)));
+        b[at..at + SYNCED_RECORD].copy_from_slice(&synced_encode(0, m(400)));
+        assert_eq!(synced_decode(&b), Some((0, m(400))), "sequence numbers wrap");
+        assert_eq!(synced_decode(&b[..10]), None);
     }
 
     #[test]

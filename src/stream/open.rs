@@ -62,6 +62,9 @@ impl Stream {
 
         // The active segment is scanned with crcs; sealed ones are trusted
         // until read (verify checks them all).
+        // The mark before the length: beside a live writer (a read-only
+        // open), the length read after it is at least what it says.
+        let mark = recovery::read_synced(st, &dir);
         let (file, rec) = match st.open(&active_path, !ro) {
             Ok(f) => {
                 let len = f.len()?;
@@ -70,16 +73,24 @@ impl Stream {
                     len,
                     ctx.opts.read_buffer_size.max(1 << 16),
                 );
+                let seg_name = format::segment_name(active_start);
+                let synced = recovery::Synced::active(
+                    mark,
+                    active_start,
+                    len,
+                    &format!("{name}/{seg_name}"),
+                );
                 let rec = recovery::recover_active(
                     &mut win,
                     name,
-                    &format::segment_name(active_start),
+                    &seg_name,
                     active_start,
+                    synced,
                     ctx.opts.on_corruption,
                 )?;
                 if let Some(torn) = &rec.cut {
                     let what = format!(
-                        "{}/{} at byte {}: torn tail ({}): {} bytes past the last whole frame, entries from id {} on were never acknowledged",
+                        "{}/{} at byte {}: torn tail ({}): {} bytes past the last whole frame, entries from id {} on were never synced",
                         name,
                         format::segment_name(active_start),
                         torn.offset,
@@ -107,7 +118,6 @@ impl Stream {
                     valid_len: 0,
                     end_id: active_start,
                     cut: None,
-                    damage: Vec::new(),
                 },
             ),
             Err(e) => return Err(e.into()),
@@ -178,6 +188,15 @@ impl Stream {
             ),
         });
         if let (Some(f), false) = (file, ro) {
+            let storage = ctx.storage.clone();
+            let path = stream.dir.join(format::SYNCED);
+            *stream.commit.marker.lock() = Some(crate::commit::Marker::new(move || {
+                storage.open(&path, true)
+            }));
+            // Everything kept is on disk now (synced above).
+            stream
+                .commit
+                .mark_synced(active_start, rec.valid_len, rec.end_id);
             let mut w = stream.writer.lock();
             stream.adopt_write_file(ctx, &mut w, f);
         }

@@ -3,6 +3,7 @@
 use super::{Ctx, Stream, StreamInfo};
 use crate::error::{Error, Location, Result};
 use crate::format::{DecodedFrame, FrameHeader};
+use crate::index::Stretch;
 use crate::options::ReadStrategy;
 use crate::recovery;
 use crate::segment::{ReadError, ReadHandle, Segment, Window};
@@ -85,7 +86,7 @@ impl Stream {
     pub fn window(&self, ctx: &Ctx, seg: &Arc<Segment>, chunk: usize) -> Result<Window> {
         let mut win = self.raw_window(ctx, seg, chunk)?;
         if !seg.has_index() {
-            let ix = recovery::build_index(&mut win, seg.start_id)?;
+            let ix = recovery::build_index(&mut win, seg.start_id, seg.extent().end_id)?;
             seg.set_index(ix);
         }
         Ok(win)
@@ -196,7 +197,7 @@ impl Stream {
         let room = max.saturating_sub(out.len());
         let chunk = (room + room / 8 + 8192).clamp(1 << 16, 8 << 20);
         let resume = (*self.cursor.lock()).filter(|c| c.seg == seg.start_id && c.pos == from);
-        let (mut win, found) = if let Some(c) = resume {
+        let (win, found) = if let Some(c) = resume {
             // The frame it stopped in is decoded in the block cache; what
             // the request needs beyond it is all the window should read
             // (the frame the request ends in is read whole anyway, and
@@ -214,13 +215,49 @@ impl Stream {
             let found = if win.limit() == 0 {
                 None
             } else {
-                Some((0, win.header(0).map_err(read_err)?, 0))
+                match win.header(0) {
+                    Ok(h) => Some((0, h, 0)),
+                    // Damage at the start: where the first entry byte is
+                    // depends on what it stands for (the index knows).
+                    Err(_) => {
+                        let mut win = self.window(ctx, seg, chunk)?.exact();
+                        let found = seg.locate_payload(&mut win, 0).map_err(read_err)?;
+                        return self.serve_from(ctx, seg, (from, visible, max), out, win, found);
+                    }
+                }
             };
             (win, found)
         } else {
             let mut win = self.window(ctx, seg, chunk)?.exact();
             let found = seg.locate_payload(&mut win, from).map_err(read_err)?;
             (win, found)
+        };
+        self.serve_from(ctx, seg, (from, visible, max), out, win, found)
+    }
+
+    /// The rest of `read_payload`: from the frame found (at offset `off`,
+    /// with header `h` and `before` entry bytes of the segment before it),
+    /// the entry bytes up to `max`. Stops short, with what it has, at a
+    /// damaged stretch whose entries it cannot serve (the next request,
+    /// starting there, gets the error); steps over one that holds no id.
+    /// `(from, visible, max)`: the request's first entry byte, the
+    /// visible end when it began, and the most it takes.
+    fn serve_from(
+        &self,
+        ctx: &Ctx,
+        seg: &Arc<Segment>,
+        (from, visible, max): (u64, u64, usize),
+        out: &mut Vec<u8>,
+        mut win: Window,
+        found: Option<(u64, FrameHeader, u64)>,
+    ) -> Result<()> {
+        let bad = |f: crate::segment::Fault| Error::Corruption {
+            location: self.location(seg, f.offset),
+            reason: f.reason,
+        };
+        let read_err = |e| match e {
+            ReadError::Io(e) => Error::Io(e),
+            ReadError::Bad(f) => bad(f),
         };
         let Some((mut off, mut h, mut before)) = found else {
             return Ok(());
@@ -262,7 +299,14 @@ impl Stream {
             {
                 Some(f) => f,
                 None => {
-                    let f = Arc::new(win.frame(off, &h).map_err(read_err)?);
+                    let f = match win.frame(off, &h) {
+                        Ok(f) => Arc::new(f),
+                        Err(ReadError::Bad(_)) if out.len() > start_len => {
+                            *self.cursor.lock() = None;
+                            return Ok(());
+                        }
+                        Err(e) => return Err(read_err(e)),
+                    };
                     match ctx.blocks.as_ref().filter(|b| b.fits(f.weight())) {
                         Some(b) => b.insert(self.uid, f.clone()),
                         None => *ctx.last_big.lock() = Some((self.uid, f.clone())),
@@ -289,8 +333,35 @@ impl Stream {
             if off >= limit {
                 return Ok(());
             }
-            h = win.header(off).map_err(read_err)?;
+            h = loop {
+                match win.header(off) {
+                    Ok(h) => break h,
+                    Err(ReadError::Io(e)) => return Err(e.into()),
+                    Err(ReadError::Bad(f)) => {
+                        let d = self.damage_at(ctx, seg, off)?;
+                        match d {
+                            // Damage that stands for no entry byte.
+                            Some(d) if d.payload == 0 && d.end > off => off = d.end,
+                            _ if out.len() > start_len => {
+                                *self.cursor.lock() = None;
+                                return Ok(());
+                            }
+                            _ => return Err(bad(f)),
+                        }
+                        if off >= limit {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
         }
+    }
+
+    /// The damaged stretch of `seg` starting at byte `off`, as its index
+    /// (built if need be) records it.
+    fn damage_at(&self, ctx: &Ctx, seg: &Arc<Segment>, off: u64) -> Result<Option<Stretch>> {
+        self.window(ctx, seg, 1 << 16)?;
+        Ok(seg.stretch(|ix| ix.stretch_of(u64::MAX, Some(off)).cloned()))
     }
 
     pub fn info(&self, ctx: &Ctx) -> StreamInfo {

@@ -1,6 +1,9 @@
 //! `log`: every retained entry of a stream, concatenated in id order,
 //! growing as entries arrive. Offsets never move while mounted, so `tail -f`
 //! never re-prints or loses its place; `tail -n` reads only the end.
+//! Damaged entries keep their place (their length, or their stretch's
+//! length on disk when it is unknown): a read that touches them fails
+//! with EIO, every other byte reads.
 
 use super::{At, FileOps, Handle, Serve, View};
 use crate::mount::errno::{errno, Errno};
@@ -117,9 +120,16 @@ fn read(v: &View, sno: u32, name: &str, offset: u64, size: usize) -> Result<Vec<
             continue;
         }
         let before = out.len();
-        v.source()
+        match v
+            .source()
             .read_payload(name, start, pos - log_off, size, &mut out)
-            .map_err(|e| errno(&e))?;
+        {
+            Ok(()) => {}
+            // Damaged entries: the bytes before them are served, and the
+            // read that starts in them fails (EIO).
+            Err(_) if before > 0 => break,
+            Err(e) => return Err(errno(&e)),
+        }
         if out.len() == before {
             break;
         }
