@@ -100,7 +100,9 @@ pub const MARK_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 impl Marker {
     /// A marker writing through the file `open` returns (opened again
     /// whenever the stream gives up its descriptors).
-    pub fn new(open: impl Fn() -> io::Result<Arc<dyn StorageFile>> + Send + Sync + 'static) -> Marker {
+    pub fn new(
+        open: impl Fn() -> io::Result<Arc<dyn StorageFile>> + Send + Sync + 'static,
+    ) -> Marker {
         Marker {
             open: Box::new(open),
             file: None,
@@ -124,13 +126,18 @@ impl Marker {
     /// than the last (a slow leader's, or of a segment since sealed) is
     /// skipped: the mark only grows.
     pub fn record(&mut self, m: crate::format::SyncedMark) {
-        if self.last.is_some_and(|l| {
-            l.segment > m.segment || (l.segment == m.segment && l.len >= m.len)
-        }) {
+        if self
+            .last
+            .is_some_and(|l| l.segment > m.segment || (l.segment == m.segment && l.len >= m.len))
+        {
             return;
         }
         self.seq = self.seq.wrapping_add(1);
-        let slot = if self.seq % 2 == 0 { 0 } else { crate::format::SYNCED_SLOT };
+        let slot = if self.seq % 2 == 0 {
+            0
+        } else {
+            crate::format::SYNCED_SLOT
+        };
         let r = self
             .file()
             .and_then(|f| f.write_all_at(&crate::format::synced_encode(self.seq, m), slot));
@@ -141,7 +148,10 @@ impl Marker {
             }
             // A hint: without it, recovery takes less for synced than is.
             Err(e) => {
-                log::warn!("could not record the synced length of segment {}: {e}", m.segment);
+                log::warn!(
+                    "could not record the synced length of segment {}: {e}",
+                    m.segment
+                );
                 self.file = None;
             }
         }

@@ -202,7 +202,11 @@ mod tests {
         assert_eq!((s.payload_before, s.end), (20, 180));
         assert_eq!(ix.stretch_of(9, Some(100)).unwrap().start_id, 2);
         assert!(ix.stretch_of(4, None).is_none());
-        assert_eq!(ix.floor(4).unwrap().offset, 180, "a walk to id 4 starts past the damage");
+        assert_eq!(
+            ix.floor(4).unwrap().offset,
+            180,
+            "a walk to id 4 starts past the damage"
+        );
         assert_eq!(ix.floor(3).unwrap().offset, 0);
         assert_eq!(ix.floor_payload(100).unwrap().offset, 180);
         assert_eq!(ix.stretch_at_payload(99).unwrap().start_id, 2);

@@ -305,7 +305,13 @@ fn rot_past_the_mark(
 /// Entry bytes a damaged stretch stands for in the mount's `log`: the
 /// frame's own count when the stretch is one frame whose header agrees
 /// with its place, else its length on disk; nothing when it holds no id.
-fn stretch_payload(win: &mut Window, at: u64, start: u64, end: u64, end_id: u64) -> io::Result<u64> {
+fn stretch_payload(
+    win: &mut Window,
+    at: u64,
+    start: u64,
+    end: u64,
+    end_id: u64,
+) -> io::Result<u64> {
     if end_id == start {
         return Ok(0);
     }

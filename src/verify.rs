@@ -159,12 +159,7 @@ pub fn verify(
             // what a writable open cuts, and corruption what it keeps.
             let synced = match segments.get(i + 1) {
                 Some(&next) => Synced::sealed(len, next),
-                None => Synced::active(
-                    mark,
-                    start,
-                    len,
-                    &format!("{name}/{seg_name}"),
-                ),
+                None => Synced::active(mark, start, len, &format!("{name}/{seg_name}")),
             };
             let base = done;
             let mut frames = 0u64;

@@ -92,12 +92,15 @@ fn torn_tails_are_cut_under_both_policies() {
             b[*offs.last().unwrap() as usize + 38] = 0;
             std::fs::write(p, b).unwrap();
         }),
-        ("a lost sector write in the last frame's header", |p, offs| {
-            let mut b = std::fs::read(p).unwrap();
-            let at = *offs.last().unwrap() as usize;
-            b[at..at + 12].fill(0);
-            std::fs::write(p, b).unwrap();
-        }),
+        (
+            "a lost sector write in the last frame's header",
+            |p, offs| {
+                let mut b = std::fs::read(p).unwrap();
+                let at = *offs.last().unwrap() as usize;
+                b[at..at + 12].fill(0);
+                std::fs::write(p, b).unwrap();
+            },
+        ),
         ("zeros past the end", |p, _| {
             OpenOptions::new()
                 .append(true)
@@ -190,7 +193,11 @@ fn bit_rot_in_the_last_frame_of_a_cleanly_closed_stream_is_corruption() {
                 }
                 assert_eq!(wal.next_id("bit_rot"), 1);
                 assert_eq!(wal.append("bit_rot", b"after").unwrap(), 1, "id 0 reused");
-                assert_eq!(std::fs::read(&seg).unwrap()[..b.len()], b[..], "nothing cut");
+                assert_eq!(
+                    std::fs::read(&seg).unwrap()[..b.len()],
+                    b[..],
+                    "nothing cut"
+                );
             }
             Err(e) => panic!("{e}"),
         }
@@ -236,7 +243,11 @@ fn bit_rot_past_the_synced_mark_is_told_from_a_lost_write() {
             }
         } else {
             assert_eq!(f.kind, FaultKind::TornTail, "{what}: {f}");
-            assert_eq!(wal.next_id("s"), frame as u64, "{what}: cut at the lost write");
+            assert_eq!(
+                wal.next_id("s"),
+                frame as u64,
+                "{what}: cut at the lost write"
+            );
         }
     }
 }

@@ -1,15 +1,22 @@
 //! Power loss on the simulated disk: crash at every sync point of a
 //! randomized workload (appends, batches, rotation, truncation), in every
 //! sync mode, with and without compression, dropping or tearing or
-//! reordering the unsynced bytes. After recovery the log must be a prefix of
-//! what was appended, with dense ids, and hold every acknowledged entry.
+//! reordering the unsynced bytes, or (LazyFS's model) keeping any subset
+//! of the writes since the last sync, each torn at any byte. After recovery
+//! the log must be a prefix of what was appended, with dense ids, hold every
+//! acknowledged entry, start where truncation allowed, and show no damage:
+//! a crash is never reported as corruption (the Error policy opens it, and
+//! `verify` run before the open says only "torn tail", where the open cuts),
+//! and no frame that was never synced survives behind a hole.
 
 mod common;
 
 use common::Rng;
 use std::path::Path;
 use std::sync::Arc;
-use walfs::{CompressionType, CorruptionPolicy, CrashMode, SimDisk, SyncMode, Wal, WalOptions};
+use walfs::{
+    CompressionType, CorruptionPolicy, CrashMode, FaultKind, SimDisk, SyncMode, Wal, WalOptions,
+};
 
 const ROOT: &str = "/sim/data";
 
@@ -32,8 +39,9 @@ struct Outcome {
     attempted: Vec<Vec<u8>>,
     /// How many of `attempted` (a prefix) are acknowledged as durable.
     durable: usize,
-    /// First id that a completed truncate may have freed up to.
-    truncated_below: u64,
+    /// The highest id any truncate was asked to free below (completed or
+    /// not): recovery may start there, never later.
+    may_free_below: u64,
 }
 
 /// Runs the seeded workload until it ends or the disk dies.
@@ -61,13 +69,8 @@ fn run(disk: &SimDisk, mode: SyncMode, lz4: bool, seed: u64, ops: usize) -> Outc
             8 => wal.sync("s").map(|_| true),
             _ => {
                 let upto = rng.below(out.attempted.len() as u64 + 1);
-                match wal.truncate("s", upto) {
-                    Ok(_) => {
-                        out.truncated_below = out.truncated_below.max(upto);
-                        Ok(false)
-                    }
-                    Err(e) => Err(e),
-                }
+                out.may_free_below = out.may_free_below.max(upto);
+                wal.truncate("s", upto).map(|_| false)
             }
         };
         match r {
@@ -79,11 +82,39 @@ fn run(disk: &SimDisk, mode: SyncMode, lz4: bool, seed: u64, ops: usize) -> Outc
     out
 }
 
-fn check_recovery(disk: &SimDisk, mode: SyncMode, lz4: bool, out: &Outcome, what: &str) {
-    let mut o = options(mode, lz4);
-    o.on_corruption = CorruptionPolicy::Truncate;
-    let wal = Wal::with_storage(o, Arc::new(disk.clone()))
-        .unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
+/// What recovery must show on a crashed disk: no damage (verify before
+/// the open agrees with the open, the Error policy opens), and the stream's
+/// entries from its first id on, dense. Returns them.
+fn recover_clean(disk: &SimDisk, o: WalOptions, what: &str) -> (Wal, Vec<(u64, Vec<u8>)>) {
+    use walfs::Storage;
+    let root = o.root_path.clone();
+    // (A crash before the data directory's name was synced loses it all;
+    // nothing was acknowledged then.)
+    let before = if disk.exists(&root) {
+        walfs::verify(disk, &root, &mut |_, _| {}).unwrap()
+    } else {
+        walfs::VerifyReport::default()
+    };
+    assert!(
+        before.faults.iter().all(|f| f.kind == FaultKind::TornTail),
+        "{what}: a crash reported as corruption by verify: {:?}",
+        before.faults
+    );
+    let mut strict = o.clone();
+    strict.on_corruption = CorruptionPolicy::Error;
+    let wal = Wal::with_storage(strict, Arc::new(disk.clone()))
+        .unwrap_or_else(|e| panic!("{what}: a crash reported as corruption at open: {e}"));
+    for f in &before.faults {
+        let active = wal.segments(&f.location.stream).pop().unwrap();
+        assert_eq!(
+            (
+                active.path.file_name().unwrap().to_str().unwrap(),
+                active.len
+            ),
+            (f.location.segment.as_str(), f.location.offset),
+            "{what}: verify's torn tail is where the open cut"
+        );
+    }
     let got: Vec<(u64, Vec<u8>)> = wal
         .iter_with_ids("s", 0)
         .unwrap()
@@ -91,16 +122,35 @@ fn check_recovery(disk: &SimDisk, mode: SyncMode, lz4: bool, out: &Outcome, what
         .collect();
     let next = wal.next_id("s");
     let first = got.first().map_or(next, |g| g.0);
-    assert!(first <= out.truncated_below.max(first), "{what}");
-    for (k, (id, e)) in got.iter().enumerate() {
+    for (k, (id, _)) in got.iter().enumerate() {
         assert_eq!(*id, first + k as u64, "{what}: ids dense");
+    }
+    assert_eq!(next, first + got.len() as u64, "{what}");
+    let after = walfs::verify(disk, &root, &mut |_, _| {}).unwrap();
+    assert!(
+        after.faults.is_empty(),
+        "{what}: after the open: {:?}",
+        after.faults
+    );
+    (wal, got)
+}
+
+fn check_recovery(disk: &SimDisk, mode: SyncMode, lz4: bool, out: &Outcome, what: &str) {
+    let (wal, got) = recover_clean(disk, options(mode, lz4), what);
+    let next = wal.next_id("s");
+    let first = got.first().map_or(next, |g| g.0);
+    assert!(
+        first <= out.may_free_below,
+        "{what}: recovery lost the head of the log: it starts at {first}, truncation freed below {} at most",
+        out.may_free_below
+    );
+    for (id, e) in &got {
         let want = out
             .attempted
             .get(*id as usize)
             .unwrap_or_else(|| panic!("{what}: id {id} was never appended"));
         assert_eq!(e, want, "{what}: entry {id} intact");
     }
-    assert_eq!(next, first + got.len() as u64, "{what}");
     assert!(
         next as usize >= out.durable,
         "{what}: lost acknowledged entries: recovered up to {next}, acknowledged {}",
@@ -125,6 +175,8 @@ fn crash_everywhere(mode: SyncMode, lz4: bool, seed: u64, ops: usize) -> (usize,
             CrashMode::DropUnsynced,
             CrashMode::TornPrefix(k * 31 + seed),
             CrashMode::Reordered(k * 17 + seed),
+            CrashMode::Lazy(k * 13 + seed),
+            CrashMode::Lazy(k * 7 + seed + 1000),
         ]
         .into_iter()
         .enumerate()

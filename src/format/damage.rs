@@ -153,7 +153,11 @@ mod tests {
     #[test]
     fn a_flipped_bit_is_rot_wherever_it_leaves_a_non_zero_byte() {
         let good = frame(40);
-        assert_eq!(rot_evidence(&good, 40, Some(42)), None, "nothing to explain");
+        assert_eq!(
+            rot_evidence(&good, 40, Some(42)),
+            None,
+            "nothing to explain"
+        );
         let mut found = 0;
         for at in 0..good.len() {
             // uncompressed size and padding: outside the crc, unused.

@@ -180,7 +180,12 @@ impl FrameHeader {
     }
 }
 
-pub(super) fn crc_prefix(start_id: u64, count: u32, ft: FrameType, disk_size: u32) -> crc32fast::Hasher {
+pub(super) fn crc_prefix(
+    start_id: u64,
+    count: u32,
+    ft: FrameType,
+    disk_size: u32,
+) -> crc32fast::Hasher {
     let mut h = crc32fast::Hasher::new();
     h.update(&start_id.to_le_bytes());
     h.update(&count.to_le_bytes());

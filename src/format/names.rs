@@ -172,7 +172,13 @@ pub fn synced_decode(b: &[u8]) -> Option<(u32, SyncedMark)> {
         })
         // Sequence numbers wrap: of two slots, the one just after the other
         // in wrapping order is the newer.
-        .reduce(|a, b| if b.0.wrapping_sub(a.0) as i32 > 0 { b } else { a })
+        .reduce(|a, b| {
+            if b.0.wrapping_sub(a.0) as i32 > 0 {
+                b
+            } else {
+                a
+            }
+        })
 }
 
 #[cfg(test)]
@@ -239,10 +245,18 @@ mod tests {
         b[at..at + SYNCED_RECORD].copy_from_slice(&synced_encode(8, m(200)));
         assert_eq!(synced_decode(&b), Some((8, m(200))), "the newer slot");
         b[at + 20] ^= 1;
-        assert_eq!(synced_decode(&b), Some((7, m(100))), "a torn slot is ignored");
+        assert_eq!(
+            synced_decode(&b),
+            Some((7, m(100))),
+            "a torn slot is ignored"
+        );
         b[..SYNCED_RECORD].copy_from_slice(&synced_encode(u32::MAX, m(300)));
         b[at..at + SYNCED_RECORD].copy_from_slice(&synced_encode(0, m(400)));
-        assert_eq!(synced_decode(&b), Some((0, m(400))), "sequence numbers wrap");
+        assert_eq!(
+            synced_decode(&b),
+            Some((0, m(400))),
+            "sequence numbers wrap"
+        );
         assert_eq!(synced_decode(&b[..10]), None);
     }
 

@@ -363,7 +363,10 @@ fn root_stream(
     match asked {
         Some(s) if wal.has_stream(s) => Ok(Some(s.to_owned())),
         Some(s) if following => {
-            log::info!("no stream {s} in {} yet: it appears at the root once the writer ships it", place.display());
+            log::info!(
+                "no stream {s} in {} yet: it appears at the root once the writer ships it",
+                place.display()
+            );
             Ok(Some(s.to_owned()))
         }
         Some(s) if read_only => fail(format!(

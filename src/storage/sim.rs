@@ -8,7 +8,11 @@
 //!   `sync_dir(d)` makes the names directly in `d` durable.
 //! * [`SimDisk::crash`] returns a new disk holding what survives a power
 //!   loss: the durable image, optionally with a torn or reordered part of
-//!   the unsynced bytes of each file (as a real disk may persist them).
+//!   the unsynced bytes of each file (as a real disk may persist them), or
+//!   (`CrashMode::Lazy`, LazyFS's model and more) any subset of the writes
+//!   made since the file's last sync, each whole, lost, or torn into pieces
+//!   at any byte of which any subset persists, the file's size persisted
+//!   or not.
 
 use super::{DirEntry, DirLock, Storage, StorageFile};
 use parking_lot::Mutex;
@@ -27,6 +31,14 @@ enum Node {
 struct FileData {
     written: Vec<u8>,
     durable: Vec<u8>,
+    /// What changed the file since its last sync, in order.
+    pending: Vec<Op>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u64, Vec<u8>),
+    SetLen(u64),
 }
 
 /// What survives of unsynced file bytes in a crash.
@@ -40,6 +52,11 @@ pub enum CrashMode {
     /// Any subset of the unsynced 512-byte sectors, chosen by the seed,
     /// the others reading back as what was durable (or zeros).
     Reordered(u64),
+    /// Any subset of the writes since the file's last sync, chosen by the
+    /// seed: each one lost, persisted whole, or torn at up to three bytes
+    /// into pieces that each persist or not; a size change persisted or
+    /// not; and the file's size as written, or as what persisted makes it.
+    Lazy(u64),
 }
 
 #[derive(Debug, Default)]
@@ -148,7 +165,7 @@ impl SimDisk {
         let st = self.state.lock();
         let mut seed = match mode {
             CrashMode::DropUnsynced => 0,
-            CrashMode::TornPrefix(s) | CrashMode::Reordered(s) => s,
+            CrashMode::TornPrefix(s) | CrashMode::Reordered(s) | CrashMode::Lazy(s) => s,
         };
         let mut out = State::default();
         // A name survives if every directory above it is durable too.
@@ -170,6 +187,7 @@ impl SimDisk {
                         FileData {
                             written: bytes.clone(),
                             durable: bytes,
+                            pending: Vec::new(),
                         },
                     );
                 }
@@ -232,6 +250,45 @@ fn survive(f: &FileData, mode: CrashMode, seed: &mut u64) -> Vec<u8> {
                 (keep / SECTOR) * SECTOR
             };
             written[..durable.len() + keep].to_vec()
+        }
+        CrashMode::Lazy(_) => {
+            let mut out = durable.clone();
+            let put = |out: &mut Vec<u8>, at: usize, b: &[u8]| {
+                if out.len() < at + b.len() {
+                    out.resize(at + b.len(), 0);
+                }
+                out[at..at + b.len()].copy_from_slice(b);
+            };
+            for op in &f.pending {
+                match op {
+                    Op::SetLen(l) => {
+                        if mix(seed) % 2 == 0 {
+                            out.resize(*l as usize, 0);
+                        }
+                    }
+                    Op::Write(at, b) => match mix(seed) % 4 {
+                        0 => {}
+                        1 => put(&mut out, *at as usize, b),
+                        _ => {
+                            let mut cuts: Vec<usize> = (0..1 + mix(seed) % 3)
+                                .map(|_| (mix(seed) as usize) % (b.len() + 1))
+                                .chain([0, b.len()])
+                                .collect();
+                            cuts.sort_unstable();
+                            for w in cuts.windows(2) {
+                                if w[0] < w[1] && mix(seed) % 2 == 0 {
+                                    put(&mut out, *at as usize + w[0], &b[w[0]..w[1]]);
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+            if mix(seed) % 4 == 0 && out.len() < written.len() {
+                // The size reached the disk, not all the bytes under it.
+                out.resize(written.len(), 0);
+            }
+            out
         }
         CrashMode::Reordered(_) => {
             let len = if mix(seed) % 2 == 0 {
@@ -330,6 +387,7 @@ impl StorageFile for SimFile {
             f.written.resize(end, 0);
         }
         f.written[offset as usize..end].copy_from_slice(&buf[..take]);
+        f.pending.push(Op::Write(offset, buf[..take].to_vec()));
         match fail {
             Some(e) => Err(io::Error::from_raw_os_error(e)),
             None => Ok(()),
@@ -343,7 +401,9 @@ impl StorageFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut st = self.disk.state.lock();
-        st.file(self.id)?.written.resize(len as usize, 0);
+        let f = st.file(self.id)?;
+        f.written.resize(len as usize, 0);
+        f.pending.push(Op::SetLen(len));
         Ok(())
     }
 
@@ -352,6 +412,7 @@ impl StorageFile for SimFile {
         st.sync_point()?;
         let f = st.file(self.id)?;
         f.durable = f.written.clone();
+        f.pending.clear();
         Ok(())
     }
 }
