@@ -4,6 +4,11 @@
 //! for records, close(2)) returned success must be there: intact, once, in
 //! each writer's order, with ids dense.
 //!
+//! What it proves is the process crash: SIGKILL leaves the kernel's page
+//! cache alone, so it cannot see a missing fdatasync (strict mode's power
+//! loss guarantee rests on tests/crash_concurrent.rs, whose mount writers
+//! run on the simulated disk, and tests/crash.rs).
+//!
 //! WALFS_CRASH_ITERS=N runs N iterations (default 4); the seed of a failing
 //! iteration is in the failure message.
 
@@ -125,7 +130,7 @@ fn iteration(m: &mut Mounted, seed: u64) -> usize {
 }
 
 #[test]
-fn sigkill_of_the_daemon_loses_nothing_acknowledged() {
+fn a_process_crash_of_the_daemon_loses_nothing_acknowledged() {
     let iters: u64 = std::env::var("WALFS_CRASH_ITERS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -40,6 +40,10 @@ struct Outcome {
     acked: Vec<(u16, u64, Vec<u8>)>,
     /// Completed operations.
     ops: usize,
+    /// Per shard, the highest offset a prune was asked to keep from
+    /// (completed or not): a shard may start there after recovery, never
+    /// later.
+    may_free_below: Vec<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -117,7 +121,13 @@ fn run(disk: &SimDisk, seed: u64, ops: usize) -> Outcome {
                 }
             }
             _ => match out.listed.last() {
-                Some((id, _)) => w.prune_before_checkpoint(id).is_ok(),
+                Some((id, offsets)) => {
+                    out.may_free_below.resize(offsets.len(), 0);
+                    for (m, &o) in out.may_free_below.iter_mut().zip(offsets) {
+                        *m = (*m).max(o);
+                    }
+                    w.prune_before_checkpoint(id).is_ok()
+                }
                 None => true,
             },
         };
@@ -195,7 +205,18 @@ fn check(disk: &SimDisk, out: &Outcome, what: &str) {
             );
         }
     }
-    // Acknowledged entries at or past each shard's first id are intact.
+    // No shard lost its head: each starts no later than a prune allowed.
+    for s in 0..SHARDS {
+        let name = sharded::shard_name(s);
+        let first = w.inner().first_id(&name);
+        let allowed = out.may_free_below.get(s as usize).copied().unwrap_or(0);
+        assert!(
+            first <= allowed,
+            "{what}: {name} starts at {first}, but no prune freed below {allowed}"
+        );
+    }
+    // Acknowledged entries at or past each shard's first id are intact
+    // (those below it were pruned, as asked).
     for (s, id, v) in &out.acked {
         let name = sharded::shard_name(*s);
         if *id >= w.inner().first_id(&name) {

@@ -39,9 +39,20 @@ fn failed_write_is_reported_undone_and_refuses_writes_until_reopen() {
         let wal = open(&d, mode);
         wal.append("s", b"one").unwrap();
         wal.sync("s").unwrap();
+        let seg_len = || {
+            d.files()
+                .into_iter()
+                .find(|(p, _)| p.extension().is_some_and(|e| e == "wal"))
+                .unwrap()
+                .1
+        };
+        let before = seg_len();
         d.fail_write(1, code);
         let e = wal.append("s", b"two-that-fails").unwrap_err();
         assert_eq!(errno(&e), Some(code), "{e}");
+        // The half that landed was taken back at once (not left for
+        // recovery to find).
+        assert_eq!(seg_len(), before, "the failed write is undone");
         // Nothing after a failed write is acknowledged until reopened.
         assert!(matches!(
             wal.append("s", b"three"),
@@ -133,37 +144,39 @@ fn failed_sync_poisons_until_reopen_and_never_acknowledges() {
     }
 }
 
+/// Eight writers' frames are all written and waiting behind one sync (held
+/// at the disk until they are), which fails: every one of them gets the
+/// error, none is acknowledged, and none of their entries survives a crash.
 #[test]
 fn group_commit_failure_fails_every_waiter() {
     let d = disk();
     let wal = open(&d, SyncMode::Strict);
     wal.append("s", b"base").unwrap();
-    d.fail_sync(1, libc::EIO);
-    let results: Vec<_> = (0..8)
+    let hold = d.hold_syncs();
+    let writes = d.write_count();
+    let writers: Vec<_> = (0..8)
         .map(|i| {
             let wal = wal.clone();
             std::thread::spawn(move || wal.append("s", format!("w{i}").as_bytes()))
         })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|h| h.join().unwrap())
         .collect();
-    let ok: Vec<u64> = results
-        .iter()
-        .filter_map(|r| r.as_ref().ok().copied())
-        .collect();
-    assert!(results.iter().any(|r| r.is_err()));
+    // Every frame written, one sync (the leader's) waiting at the disk.
+    while d.write_count() < writes + 8 || d.syncs_waiting() < 1 {
+        std::thread::yield_now();
+    }
+    assert_eq!(d.syncs_waiting(), 1, "one sync for all of them");
+    d.fail_sync(1, libc::EIO);
+    drop(hold);
+    let results: Vec<_> = writers.into_iter().map(|h| h.join().unwrap()).collect();
+    for r in &results {
+        match r {
+            Err(e) => assert_eq!(errno(e), Some(libc::EIO), "{e}"),
+            Ok(id) => panic!("id {id} acknowledged after the failed sync"),
+        }
+    }
     drop(wal);
     let wal = open(&d.crash(CrashMode::DropUnsynced), SyncMode::Strict);
-    let got = entries(&wal);
-    // Whatever was acknowledged before the failure is there; nothing else.
-    for id in ok {
-        assert!(
-            wal.get("s", id).unwrap().is_some(),
-            "acknowledged {id} lost"
-        );
-    }
-    assert!(got.len() <= 1 + results.iter().filter(|r| r.is_ok()).count());
+    assert_eq!(entries(&wal), vec![b"base".to_vec()]);
 }
 
 #[test]

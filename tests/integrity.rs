@@ -118,7 +118,24 @@ fn reads_change_nothing_and_never_say_they_cut() {
     );
     let stat = std::fs::read_to_string(ro.path("stat")).unwrap();
     assert!(stat.contains("next_id: 4\n"), "{stat}");
-    let _ = std::fs::read(ro.path("log"));
+    // log: every byte but the damaged entry's ("two\n", which keeps its
+    // place), and nothing of the torn tail.
+    {
+        use std::os::unix::fs::FileExt;
+        let log = std::fs::File::open(ro.path("log")).unwrap();
+        assert_eq!(log.metadata().unwrap().len(), 19);
+        let mut head = [0u8; 9];
+        log.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(&head, b"zero\none\n");
+        let mut bad = [0u8; 4];
+        assert_eq!(
+            log.read_at(&mut bad, 9).unwrap_err().raw_os_error(),
+            Some(libc::EIO)
+        );
+        let mut tail = [0u8; 6];
+        log.read_exact_at(&mut tail, 13).unwrap();
+        assert_eq!(&tail, b"three\n");
+    }
     ro.stop();
     assert_eq!(
         snapshot(&data),

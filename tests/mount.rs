@@ -347,7 +347,7 @@ fn tail_follows_across_rotation_and_truncation_without_reprinting() {
 }
 
 #[test]
-fn tail_shows_a_new_entry_within_a_second() {
+fn tail_f_shows_a_new_entry() {
     let m = Mounted::start(&[]);
     sh(&format!("echo old >> {}", m.path("append").display()));
     let mut tail = std::process::Command::new("tail")
@@ -373,7 +373,8 @@ fn tail_shows_a_new_entry_within_a_second() {
     let _ = tail.wait();
     let (got, took) = reader.join().unwrap();
     assert_eq!(got, b"fresh\n");
-    // GNU tail polls FUSE files once a second; the mount adds no delay.
+    // GNU tail polls FUSE files once a second (its -s); how soon the entry
+    // shows is measured by the benchmark, not asserted here.
     println!("tail -f showed the entry after {took:?}");
 }
 

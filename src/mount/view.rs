@@ -597,6 +597,19 @@ mod tests {
         assert_eq!(v.fsync(append, h.fh), Err(libc::EFBIG));
         assert_eq!(v.flush(h.fh), Err(libc::EFBIG));
         v.release(h.fh);
+        // A held partial line, then more bytes without a newline past the
+        // bound (as `cat big >> append` hands them over): the held part is
+        // never committed either.
+        let h = v.open(append, false, true).unwrap();
+        v.write(h.fh, 0, &vec![b'a'; MAX_RECORD - 1]).unwrap();
+        assert_eq!(v.write(h.fh, 0, b"xy"), Err(libc::EFBIG));
+        assert_eq!(v.flush(h.fh), Err(libc::EFBIG));
+        v.release(h.fh);
+        assert_eq!(
+            v.source().next_id("default"),
+            0,
+            "the held prefix stays uncommitted"
+        );
         // One write whose first line alone is too long: its other lines go too.
         let h = v.open(append, false, true).unwrap();
         let mut big = vec![b'b'; MAX_RECORD + 1];

@@ -88,6 +88,26 @@ struct State {
 #[derive(Clone, Default)]
 pub struct SimDisk {
     state: Arc<Mutex<State>>,
+    gate: Arc<Gate>,
+}
+
+/// Holds file syncs back (see [`SimDisk::hold_syncs`]).
+#[derive(Default)]
+struct Gate {
+    /// (syncs held, syncs waiting at the gate)
+    held: Mutex<(bool, usize)>,
+    cv: parking_lot::Condvar,
+}
+
+/// While alive, every file sync waits before it happens; dropping it lets
+/// them go.
+pub struct SyncHold(Arc<Gate>);
+
+impl Drop for SyncHold {
+    fn drop(&mut self) {
+        self.0.held.lock().0 = false;
+        self.0.cv.notify_all();
+    }
 }
 
 fn dead() -> io::Error {
@@ -145,6 +165,23 @@ impl SimDisk {
         self.state.lock().faults.crash_at_sync = Some(n);
     }
 
+    /// Makes every file sync wait until the returned hold is dropped (to
+    /// line several writers up behind one sync).
+    pub fn hold_syncs(&self) -> SyncHold {
+        self.gate.held.lock().0 = true;
+        SyncHold(self.gate.clone())
+    }
+
+    /// File syncs waiting behind a [`SyncHold`].
+    pub fn syncs_waiting(&self) -> usize {
+        self.gate.held.lock().1
+    }
+
+    /// Writes made so far.
+    pub fn write_count(&self) -> u64 {
+        self.state.lock().writes
+    }
+
     /// Bytes read from files so far.
     pub fn bytes_read(&self) -> u64 {
         self.state.lock().bytes_read
@@ -197,6 +234,7 @@ impl SimDisk {
         out.next_file = st.next_file;
         SimDisk {
             state: Arc::new(Mutex::new(out)),
+            gate: Arc::default(),
         }
     }
 
@@ -408,6 +446,17 @@ impl StorageFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        {
+            let gate = &self.disk.gate;
+            let mut g = gate.held.lock();
+            if g.0 {
+                g.1 += 1;
+                while g.0 {
+                    gate.cv.wait(&mut g);
+                }
+                g.1 -= 1;
+            }
+        }
         let mut st = self.disk.state.lock();
         st.sync_point()?;
         let f = st.file(self.id)?;

@@ -34,14 +34,6 @@ fn moto_server() -> PathBuf {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One moto server, killed on drop.
 pub struct S3Server {
     child: Child,
@@ -56,12 +48,14 @@ impl S3Server {
     /// Starts with extra environment (INITIAL_NO_AUTH_ACTION_COUNT=0 makes
     /// it check credentials).
     pub fn start_with(env: &[(&str, &str)]) -> S3Server {
-        let port = free_port();
+        // Port 0: the server binds a free port itself and says which (a
+        // port found free here and handed over could be taken meanwhile by
+        // a test running beside this one).
         let mut cmd = Command::new(moto_server());
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        cmd.args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -77,7 +71,33 @@ impl S3Server {
             // process is killed.
             unsafe { cmd.pre_exec(die_with_parent) };
         }
-        let child = cmd.spawn().expect("start moto_server");
+        let mut child = cmd.spawn().expect("start moto_server");
+        // Its log goes to standard error: the port from its first lines,
+        // then drained for as long as it runs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let port = line
+                    .split("Running on http://127.0.0.1:")
+                    .nth(1)
+                    .and_then(|p| p.trim().parse::<u16>().ok());
+                if let (Some(p), Some(t)) = (port, &tx) {
+                    let _ = t.send(p);
+                    tx = None;
+                }
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("moto_server did not say which port it bound ({status:?})");
+            }
+        };
         let s = S3Server { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         while http(port, "GET", "/moto-api/", b"").is_err() {
