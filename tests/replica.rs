@@ -428,6 +428,32 @@ fn two_writers_starting_together_on_one_prefix_one_is_refused() {
     assert_same_log_stream(&dir.path().join(format!("d{w}")), &out, "s");
 }
 
+/// Over TLS (rustls with ring, the provider walfs installs): a log ships to
+/// an HTTPS endpoint and restores from it.
+#[test]
+fn a_bucket_over_tls_ships_and_restores() {
+    let s3 = S3Server::start_tls("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica("s3://walfs-test/tls", &s3.endpoint());
+    r.settings
+        .retain(|(k, _)| k != "aws_endpoint" && k != "aws_allow_http");
+    r.settings.push((
+        "aws_endpoint".into(),
+        format!("https://127.0.0.1:{}", s3.port),
+    ));
+    r.settings
+        .push(("allow_invalid_certificates".into(), "true".into()));
+    r.mode = ReplicaMode::Strict;
+    let wal = wal_at(&dir.path().join("data"), r.clone(), 1 << 20).unwrap();
+    for i in 0..10 {
+        wal.append("s", format!("over tls {i}").as_bytes()).unwrap();
+    }
+    drop(wal);
+    let out = dir.path().join("restored");
+    walfs::replica::restore(&r, &out, &mut |_, _| {}).unwrap();
+    assert_same_log_stream(&dir.path().join("data"), &out, "s");
+}
+
 /// The fence after a lost round: a writer holds the prefix (strict
 /// replication), another restores the bucket and takes the prefix over; the
 /// first one's next round loses its conditional manifest write, and from

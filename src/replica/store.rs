@@ -178,6 +178,16 @@ fn env_name(key: &AmazonS3ConfigKey) -> &'static [&'static str] {
     }
 }
 
+/// Makes ring rustls's process-wide crypto provider (once; a provider the
+/// program installed itself is left alone): the client is built without
+/// one, so that the TLS library compiles no C beyond ring's.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// A connection to one prefix of one bucket.
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
@@ -194,6 +204,7 @@ impl Bucket {
         timeout: Duration,
         settings: &[(String, String)],
     ) -> Result<Bucket, String> {
+        install_tls_provider();
         let per_try = (timeout / 2).max(Duration::from_millis(500));
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         // Timeouts first, so that AWS_* variables for them still win.

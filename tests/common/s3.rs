@@ -45,14 +45,42 @@ impl S3Server {
         S3Server::start_with(&[])
     }
 
+    /// A server speaking HTTPS only, with a certificate made up at start
+    /// (clients must allow invalid certificates), and `bucket` made.
+    pub fn start_tls(bucket: &str) -> S3Server {
+        let s = S3Server::spawn(&["-s"], &[]);
+        // The helpers here speak plain HTTP: python makes the bucket.
+        let made = Command::new("python3")
+            .args([
+                "-c",
+                "import ssl,sys,urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT'), context=ssl._create_unverified_context()).read()",
+                &format!("https://127.0.0.1:{}/{bucket}", s.port),
+            ])
+            .status()
+            .unwrap();
+        assert!(made.success(), "create bucket over TLS");
+        s
+    }
+
     /// Starts with extra environment (INITIAL_NO_AUTH_ACTION_COUNT=0 makes
     /// it check credentials).
     pub fn start_with(env: &[(&str, &str)]) -> S3Server {
+        let s = S3Server::spawn(&[], env);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http(s.port, "GET", "/moto-api/", b"").is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> S3Server {
         // Port 0: the server binds a free port itself and says which (a
         // port found free here and handed over could be taken meanwhile by
         // a test running beside this one).
         let mut cmd = Command::new(moto_server());
         cmd.args(["-H", "127.0.0.1", "-p", "0"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -81,8 +109,9 @@ impl S3Server {
             let mut tx = Some(tx);
             for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
                 let port = line
-                    .split("Running on http://127.0.0.1:")
+                    .split("Running on http")
                     .nth(1)
+                    .and_then(|l| l.split("://127.0.0.1:").nth(1))
                     .and_then(|p| p.trim().parse::<u16>().ok());
                 if let (Some(p), Some(t)) = (port, &tx) {
                     let _ = t.send(p);
@@ -98,13 +127,7 @@ impl S3Server {
                 panic!("moto_server did not say which port it bound ({status:?})");
             }
         };
-        let s = S3Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http(port, "GET", "/moto-api/", b"").is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        s
+        S3Server { child, port }
     }
 
     pub fn endpoint(&self) -> String {
