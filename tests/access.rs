@@ -5,8 +5,8 @@
 //! The test creates two users and a group, opens /dev/fuse to users and
 //! allows `user_allow_other` in /etc/fuse.conf, as a machine where
 //! ordinary users mount has them, and puts everything back when it ends,
-//! on success or panic. It needs root and fusermount3 (the fuse3 package,
-//! which `.ci/run` installs); without them it fails, never skips.
+//! on success or panic. It needs root, and installs fusermount3 (the fuse3
+//! package) when it is missing; without root it fails, never skips.
 
 mod common;
 
@@ -53,12 +53,13 @@ struct Machine {
 impl Machine {
     fn set_up() -> Machine {
         assert_eq!(euid(), 0, "the access tests create users and need root");
-        assert!(
-            run("sh", &["-c", "command -v fusermount3"])
-                .status
-                .success(),
-            "fusermount3 is missing: install the fuse3 package (.ci/run does)"
-        );
+        for (tool, package) in [
+            ("fusermount3", "fuse3"),
+            ("useradd", "passwd"),
+            ("setpriv", "util-linux"),
+        ] {
+            common::provision::tool(tool, package);
+        }
         Machine::remove_accounts();
         for (cmd, args) in [
             ("groupadd", vec![GROUP]),

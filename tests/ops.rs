@@ -13,6 +13,7 @@ fn lines(log: &str) -> Vec<&str> {
 /// and one when stopped, and no warning.
 #[test]
 fn a_normal_session_logs_ready_and_stopped_and_nothing_else() {
+    common::provision::tool("python3", "python3");
     let mut m = Mounted::start(&[]);
     let mnt = m.mnt.display().to_string();
     let script = format!(
@@ -331,6 +332,7 @@ fn progress_on_a_terminal_only() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("sound") && !err.contains("verifying"), "{err}");
     // A terminal (script(1) gives the command a pseudo-terminal).
+    common::provision::tool("script", "bsdutils");
     let (code, out, e) = sh(&format!(
         "script -qec '{} verify {}' /dev/null",
         env!("CARGO_BIN_EXE_walfs"),

@@ -135,6 +135,7 @@ fn a_shipped_log_restores_byte_for_byte() {
     drop(iw);
 
     // On a terminal (script(1) gives it one) a progress bar shows.
+    common::provision::tool("script", "bsdutils");
     let vars: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
     let r3 = m.dir.path().join("restored-on-a-terminal");
     let (code, out, err) = sh(&format!(

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mount;
+pub mod provision;
 
 /// Bytes this process has read so far (`rchar` in /proc/self/io): a test
 /// that counts with it must be alone in its binary.

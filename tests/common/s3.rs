@@ -14,24 +14,8 @@ use std::time::{Duration, Instant};
 /// A secret no log line or message may ever show.
 pub const SECRET: &str = "walfs-test-secret-Zq8vX1";
 
-/// Where moto_server is: $WALFS_MOTO_SERVER, then `.ci/venv` (where
-/// `.ci/run` installs it), then PATH.
 fn moto_server() -> PathBuf {
-    if let Some(p) = std::env::var_os("WALFS_MOTO_SERVER") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/moto_server");
-    if venv.exists() {
-        return venv;
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        if dir.join("moto_server").exists() {
-            return dir.join("moto_server");
-        }
-    }
-    panic!(
-        "moto_server (an S3-compatible server) is not installed: `.ci/run` installs it into .ci/venv, or `python3 -m venv .ci/venv && .ci/venv/bin/pip install 'moto[server]>=5.2'`"
-    );
+    super::provision::moto_server()
 }
 
 /// One moto server, killed on drop.
