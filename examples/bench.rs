@@ -6,8 +6,8 @@
 //!     WALFS_BENCH_OPEN_GIB=10 ...                     # the spec's 10 GiB open
 //!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,sharded,replica,follow,open ...  # some rows only
 //!
-//! The replication rows need moto's S3 server (`.ci/run` installs it into
-//! .ci/venv); without it they are skipped with a note.
+//! The replication rows start moto's S3 server (installed into .ci/venv,
+//! pinned by .ci/moto-requirements.txt, when it is missing).
 //!
 //! Every row prints walfs, its baseline and the ratio; the machine is
 //! noisy, so read the ratios, not the absolute figures.
@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 const RUN: Duration = Duration::from_secs(3);
 
+#[path = "../tests/common/provision.rs"]
+mod provision;
 #[path = "../tests/common/s3.rs"]
 mod s3;
 
@@ -1318,17 +1320,6 @@ fn follow_rows(rows: &mut Vec<Row>, server: &s3::S3Server) {
     let _ = std::fs::remove_dir_all(d);
 }
 
-fn moto_found() -> bool {
-    std::env::var_os("WALFS_MOTO_SERVER").is_some()
-        || Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/.ci/venv/bin/moto_server"
-        ))
-        .exists()
-        || std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .any(|p| p.join("moto_server").exists())
-}
-
 /// Bytes this process has read (`rchar` in /proc/self/io).
 fn rchar() -> u64 {
     std::fs::read_to_string("/proc/self/io")
@@ -1538,31 +1529,13 @@ fn main() {
     }
     if wanted("replica") {
         eprintln!("replication (moto's S3 server on loopback)...");
-        let found = std::env::var_os("WALFS_MOTO_SERVER").is_some()
-            || Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/.ci/venv/bin/moto_server"
-            ))
-            .exists()
-            || std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .any(|p| p.join("moto_server").exists());
-        if found {
-            replica_rows(&mut rows);
-        } else {
-            eprintln!("skipping the replication rows: no moto_server (`.ci/run` installs it into .ci/venv)");
-        }
+        replica_rows(&mut rows);
     }
     if wanted("follow") {
         eprintln!("followers (moto's S3 server on loopback)...");
-        if moto_found() {
-            let server = s3::S3Server::start();
-            server.create_bucket("bench");
-            follow_rows(&mut rows, &server);
-        } else {
-            eprintln!(
-                "skipping the follower rows: no moto_server (`.ci/run` installs it into .ci/venv)"
-            );
-        }
+        let server = s3::S3Server::start();
+        server.create_bucket("bench");
+        follow_rows(&mut rows, &server);
     }
     let mut open_ms = None;
     if wanted("open") {

@@ -187,9 +187,17 @@ pub struct Commit {
     wrote_cv: Condvar,
     published: Condvar,
     visible: AtomicU64,
+    /// When entries were last published (nanoseconds since the epoch): the
+    /// stream's modification time.
+    modified: AtomicU64,
     /// Readers see only durable entries (Strict mode), else written ones.
     visible_when_durable: bool,
     epoch: Arc<Epoch>,
+}
+
+fn nanos(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// How a wait for durability failed.
@@ -233,6 +241,7 @@ impl Commit {
             wrote_cv: Condvar::new(),
             published: Condvar::new(),
             visible: AtomicU64::new(next_id),
+            modified: AtomicU64::new(nanos(std::time::SystemTime::now())),
             visible_when_durable,
             epoch,
         }
@@ -243,6 +252,17 @@ impl Commit {
         self.visible.load(Ordering::Acquire)
     }
 
+    /// When entries were last published (or, before any, what the stream
+    /// was last changed by, as set at open).
+    pub fn modified(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_nanos(self.modified.load(Ordering::Acquire))
+    }
+
+    /// Sets the modification time (at open: the active segment's mtime).
+    pub fn set_modified(&self, t: std::time::SystemTime) {
+        self.modified.store(nanos(t), Ordering::Release);
+    }
+
     fn publish(&self, st: &CommitState) {
         let v = if self.visible_when_durable {
             st.durable
@@ -250,6 +270,8 @@ impl Commit {
             st.written
         };
         if v > self.visible.swap(v, Ordering::AcqRel) {
+            self.modified
+                .store(nanos(std::time::SystemTime::now()), Ordering::Release);
             self.published.notify_all();
             self.epoch.bump();
         }

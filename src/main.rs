@@ -3,10 +3,10 @@
 mod cli;
 
 fn main() {
-    // The daemon says when it is ready and when it stops (INFO); commands
-    // speak only when something is wrong. RUST_LOG overrides both.
-    let daemon = std::env::args().nth(1).as_deref() == Some("mount");
-    let default = if daemon { "warn,walfs=info" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
+    let args: Vec<String> = std::env::args().collect();
+    if let Err(e) = cli::logging::init(&args) {
+        eprintln!("walfs: mount: {e}");
+        std::process::exit(1);
+    }
     std::process::exit(cli::main());
 }

@@ -508,6 +508,12 @@ impl Wal {
         self.stream(stream).map_or(0, |s| s.commit.visible())
     }
 
+    /// When `stream`'s entries last changed: the last publication of new
+    /// entries, or before any since the open, its active segment's mtime.
+    pub fn modified(&self, stream: &str) -> Option<std::time::SystemTime> {
+        self.stream(stream).map(|s| s.commit.modified())
+    }
+
     /// The start id of the segment being appended to.
     pub fn current_segment_start_id(&self, stream: &str) -> Option<u64> {
         self.stream(stream).map(|s| s.writer.lock().active.start_id)

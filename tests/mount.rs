@@ -378,6 +378,70 @@ fn tail_f_shows_a_new_entry() {
     println!("tail -f showed the entry after {took:?}");
 }
 
+/// Files show when their contents last changed: after an append, `log`,
+/// `stat`, `entries/`, `segments/` and the active segment are newer than a
+/// file touched before it (what `find -newer`, `ls -lt`, rsync and make
+/// look at), a sealed segment keeps its time, and the stream's
+/// directories follow within a second.
+#[test]
+fn modification_times_follow_the_entries() {
+    use std::os::unix::fs::MetadataExt;
+    let m = Mounted::start(&["--segment-size", "100"]);
+    for i in 0..3 {
+        sh(&format!("echo first-{i} >> {}", m.path("append").display()));
+    }
+    let mtime = |rel: &str| {
+        let md = std::fs::metadata(m.path(rel)).unwrap();
+        (md.mtime(), md.mtime_nsec(), md.ctime(), md.ctime_nsec())
+    };
+    let segs = || {
+        let mut v: Vec<String> = std::fs::read_dir(m.path("segments"))
+            .unwrap()
+            .map(|e| format!("segments/{}", e.unwrap().file_name().to_str().unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let sealed = segs()[0].clone();
+    let sealed_before = mtime(&sealed);
+    std::thread::sleep(Duration::from_millis(20));
+    let reference = m.dir.path().join("reference");
+    std::fs::write(&reference, b"").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    sh(&format!("echo second >> {}", m.path("append").display()));
+    let active = segs().last().unwrap().clone();
+    let (code, out, err) = sh(&format!(
+        "cd {} && find log stat entries segments -maxdepth 0 -newer {} | sort && find segments -newer {} | sort",
+        m.mnt.display(),
+        reference.display(),
+        reference.display()
+    ));
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8(out).unwrap();
+    for want in ["log", "stat", "entries", "segments", active.as_str()] {
+        assert!(out.lines().any(|l| l == want), "{want} not newer: {out}");
+    }
+    assert!(!out.lines().any(|l| l == sealed), "{out}");
+    assert_eq!(mtime(&sealed), sealed_before, "a sealed segment keeps its time");
+    let (s, ns, cs, cns) = mtime("log");
+    assert_eq!((s, ns), (cs, cns), "ctime follows mtime");
+    // The directories: within a second (their attributes are cached).
+    let newer_dirs = || {
+        let (_, out, _) = sh(&format!(
+            "find {} {} -maxdepth 0 -newer {}",
+            m.mnt.display(),
+            m.path("streams/default").display(),
+            reference.display()
+        ));
+        String::from_utf8(out).unwrap().lines().count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while newer_dirs() < 2 {
+        assert!(Instant::now() < deadline, "the stream directories did not follow");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn concurrent_writer_processes_get_dense_ids_and_whole_lines() {
     let m = Mounted::start(&[]);

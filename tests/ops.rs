@@ -314,6 +314,80 @@ fn tells_systemd_when_ready_and_stopping() {
     assert!(d.0.wait().unwrap().success());
 }
 
+/// The README's systemd units: `systemd-analyze verify` finds nothing to
+/// say of either, and the first one's commands, run as systemd runs them
+/// (ExecStartPre, then ExecStart with NOTIFY_SOCKET), make the mountpoint,
+/// mount, say READY=1, and stop on SIGTERM.
+#[test]
+fn the_readmes_systemd_units_verify_and_run() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let units: Vec<&str> = readme
+        .split("```ini\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .filter(|b| b.contains("[Service]"))
+        .collect();
+    assert_eq!(units.len(), 2, "the README shows two units");
+    common::provision::tool("systemd-analyze", "systemd");
+    let t = tempfile::tempdir().unwrap();
+    let (data, mnt) = (t.path().join("lib/ledger"), t.path().join("srv/ledger"));
+    let here = |u: &str| {
+        u.replace("/usr/local/bin/walfs", env!("CARGO_BIN_EXE_walfs"))
+            .replace("/var/lib/ledger", data.to_str().unwrap())
+            .replace("/srv/ledger", mnt.to_str().unwrap())
+            .replace(
+                "/etc/walfs/ledger.env",
+                t.path().join("ledger.env").to_str().unwrap(),
+            )
+    };
+    std::fs::write(t.path().join("ledger.env"), "AWS_REGION=us-east-1\n").unwrap();
+    for (i, u) in units.iter().enumerate() {
+        let path = t.path().join(format!("ledger-log-{i}.service"));
+        std::fs::write(&path, here(u)).unwrap();
+        let o = std::process::Command::new("systemd-analyze")
+            .args(["verify", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && err.trim().is_empty(),
+            "unit {i}: {err}"
+        );
+    }
+    let unit = here(units[0]);
+    let line = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .to_string()
+    };
+    let (code, _, err) = sh(&line("ExecStartPre="));
+    assert_eq!(code, 0, "{err}");
+    assert!(mnt.is_dir(), "ExecStartPre made the mountpoint");
+    let _guard = common::mount::DetachOnDrop(mnt.clone());
+    let sock_path = t.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let argv: Vec<String> = line("ExecStart=").split(' ').map(str::to_owned).collect();
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    assert!(common::mount::is_mounted(&mnt));
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(!common::mount::is_mounted(&mnt));
+}
+
 /// `verify` shows a progress bar on a terminal and stays quiet elsewhere.
 #[test]
 fn progress_on_a_terminal_only() {
@@ -442,6 +516,98 @@ fn mounts_through_mount_fuse3_and_fstab() {
     assert_ne!(code, 0);
     assert!(err.contains("does not exist"), "{err}");
     assert!(!common::mount::is_mounted(&mnt));
+}
+
+/// The detached daemon of `mount -t fuse` logs where a person finds it:
+/// into the file `log_file=` names, else to syslog (here a socket the test
+/// binds at /dev/log when the machine has none, as journald or rsyslog
+/// would): its ready and stopped lines and a warning arrive.
+#[test]
+fn a_detached_daemon_logs_to_syslog_or_its_log_file() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _guard = common::mount::DetachOnDrop(mnt.clone());
+    let exe = env!("CARGO_BIN_EXE_walfs");
+    let mount = |opts: &str| {
+        let (code, out, err) = sh(&format!(
+            "mount -t fuse '{exe}#{}' {} -o {opts}",
+            data.display(),
+            mnt.display()
+        ));
+        assert_eq!(code, 0, "{err} {}", String::from_utf8_lossy(&out));
+    };
+    let umount_and_wait = || {
+        let (code, _, err) = sh(&format!("umount {}", mnt.display()));
+        assert_eq!(code, 0, "{err}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while common::mount::is_mounted(&mnt) {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    // log_file=
+    let log = t.path().join("walfs.log");
+    mount(&format!("log_file={}", log.display()));
+    umount_and_wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("stopped:") {
+            assert!(text.contains("ready:"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A file the daemon cannot open fails the mount, saying why.
+    let (code, _, err) = sh(&format!(
+        "mount -t fuse '{exe}#{}' {} -o log_file={}/no/such/dir/log",
+        data.display(),
+        mnt.display(),
+        t.path().display()
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot open the log file"), "{err}");
+
+    // syslog
+    let dev_log = std::path::Path::new("/dev/log");
+    assert!(
+        !dev_log.exists(),
+        "this machine has a syslog socket: read the lines with journalctl -t walfs"
+    );
+    struct Unbind;
+    impl Drop for Unbind {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file("/dev/log");
+        }
+    }
+    let sock = std::os::unix::net::UnixDatagram::bind(dev_log).unwrap();
+    let _unbind = Unbind;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    // World-writable data: a warning too.
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    mount("sync=async");
+    umount_and_wait();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.iter().any(|l: &String| l.contains("stopped:")) {
+        let n = sock.recv(&mut buf).expect("a syslog line");
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let all = got.join("\n");
+    // <priority>: daemon facility (3 << 3) plus the level.
+    assert!(
+        all.contains("<30>") && all.contains("walfs[") && all.contains("ready:"),
+        "{all}"
+    );
+    assert!(
+        all.contains("<28>") && all.contains("open to other users"),
+        "{all}"
+    );
 }
 
 /// `--metrics` serves Prometheus text: appends, fdatasyncs with latency and

@@ -42,7 +42,7 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
             ("allow_other", None) => Some("--allow-other"),
             ("sync" | "stream" | "compression" | "segment_size" | "threads" | "block_cache"
             | "uid" | "gid" | "file_mode" | "dir_mode" | "metrics" | "replicate"
-            | "replicate_sync" | "replicate_interval" | "replicate_timeout", Some(_)) => None,
+            | "replicate_sync" | "replicate_interval" | "replicate_timeout" | "log_file", Some(_)) => None,
             (
                 "rw" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime"
                 | "noatime" | "relatime" | "strictatime" | "auto" | "noauto" | "user" | "users"
@@ -50,7 +50,7 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
                 None,
             ) => continue,
             (k, _) if k.starts_with("x-") => continue,
-            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=BYTES, threads=N, block_cache=BYTES, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR, replicate=s3://BUCKET/PREFIX, replicate_sync=async|strict, replicate_interval=SECONDS, replicate_timeout=SECONDS")),
+            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=BYTES, threads=N, block_cache=BYTES, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR, replicate=s3://BUCKET/PREFIX, replicate_sync=async|strict, replicate_interval=SECONDS, replicate_timeout=SECONDS, log_file=PATH")),
         };
         match (flag, value) {
             (Some(f), _) => out.push(f.to_string()),
@@ -60,6 +60,11 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
             }
             (None, None) => unreachable!("options without a value have a flag"),
         }
+    }
+    // Detached, the daemon has no terminal: its log goes to the file named,
+    // else to syslog.
+    if !out.iter().any(|f| f == "--log-file") {
+        out.push("--syslog".into());
     }
     Ok(out)
 }
@@ -71,6 +76,11 @@ pub fn run(args: &[OsString]) -> Result<i32, Failure> {
         None => String::new(),
     };
     let flags = flags(&options).map_err(fail)?;
+    // A log file the daemon could not open would fail it silently: say so
+    // here, where someone reads it.
+    if let Some(i) = flags.iter().position(|f| f == "--log-file") {
+        super::logging::open_log_file(&flags[i + 1]).map_err(fail)?;
+    }
     let dir = tempfile_dir().map_err(|e| fail(format!("cannot wait for the mount: {e}")))?;
     let sock_path = dir.join("ready");
     let sock = UnixDatagram::bind(&sock_path)
@@ -132,8 +142,20 @@ pub fn run(args: &[OsString]) -> Result<i32, Failure> {
     result
 }
 
+/// A fresh private directory (mkdtemp: mode 0700, a name nobody could
+/// have planted first) for the readiness socket.
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("walfs-mount-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    use std::os::unix::ffi::OsStringExt;
+    let template = std::env::temp_dir().join("walfs-mount-XXXXXX");
+    let mut buf = std::ffi::CString::new(template.into_os_string().into_vec())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?
+        .into_bytes_with_nul();
+    // SAFETY: buf is a NUL-terminated template that mkdtemp rewrites in
+    // place, within its length.
+    let p = unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.pop();
+    Ok(std::path::PathBuf::from(std::ffi::OsString::from_vec(buf)))
 }

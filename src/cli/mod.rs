@@ -7,6 +7,7 @@ mod cat;
 mod checkpoint;
 mod fstab;
 mod get;
+pub mod logging;
 mod mount;
 mod repair;
 mod restore;

@@ -63,6 +63,15 @@ pub struct MountArgs {
     replica: ReplicaArgs,
     #[command(flatten)]
     follow: FollowArgs,
+    /// Append the daemon's log to FILE (created 0640) instead of standard
+    /// error.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Send the daemon's log to syslog (the daemon facility, as `walfs`;
+    /// journald keeps it where it runs): what `mount -t fuse.walfs` and
+    /// /etc/fstab use unless `log_file=` names a file.
+    #[arg(long)]
+    syslog: bool,
 }
 
 #[derive(Args)]

@@ -598,18 +598,37 @@ fn serve(
             .spawn(move || {
                 let mut epoch = 0;
                 let mut seen: HashMap<u32, u64> = HashMap::new();
+                // Stream directories changed since their attributes were
+                // last invalidated, and when that was: at most once a
+                // second, since every path walk through the root then
+                // asks for its attributes again.
+                let mut dirs: HashMap<u32, (bool, std::time::Instant)> = HashMap::new();
                 while !stop.load(Ordering::Acquire) {
                     epoch = view.source().wait_any(epoch, Duration::from_millis(250));
                     for (sno, name) in view.streams_of_interest() {
                         // What readers may have seen; never a flush from
                         // here (it would undo Async mode's batching).
                         let next = view.source().published_id(&name);
-                        if seen.insert(sno, next) == Some(next) {
-                            continue;
+                        if seen.insert(sno, next) != Some(next) {
+                            for node in view.growing_nodes(sno) {
+                                // ENOENT: the kernel has not looked it up.
+                                let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
+                            }
+                            dirs.entry(sno)
+                                .or_insert((
+                                    false,
+                                    std::time::Instant::now() - Duration::from_secs(1),
+                                ))
+                                .0 = true;
                         }
-                        for node in view.growing_nodes(sno) {
-                            // ENOENT: the kernel has not looked it up; fine.
-                            let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
+                        if let Some((pending, at)) = dirs.get_mut(&sno) {
+                            if *pending && at.elapsed() >= Duration::from_secs(1) {
+                                for node in view.stream_dirs(sno) {
+                                    let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
+                                }
+                                *pending = false;
+                                *at = std::time::Instant::now();
+                            }
                         }
                     }
                 }

@@ -55,8 +55,8 @@ impl WalFs {
             size: a.size,
             blocks: a.size.div_ceil(512),
             atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
+            mtime: a.mtime.unwrap_or(self.started),
+            ctime: a.mtime.unwrap_or(self.started),
             crtime: self.started,
             kind: match a.kind {
                 FileKind::Dir => FileType::Directory,

@@ -41,6 +41,19 @@ pub trait LogSource: Send + Sync {
     fn published_id(&self, stream: &str) -> u64 {
         self.next_id(stream)
     }
+    /// When `stream`'s entries last changed (None: not known; the mount's
+    /// start is shown).
+    fn modified(&self, _stream: &str) -> Option<std::time::SystemTime> {
+        None
+    }
+    /// When a segment's bytes last changed.
+    fn segment_modified(
+        &self,
+        _stream: &str,
+        _segment: &SegmentInfo,
+    ) -> Option<std::time::SystemTime> {
+        None
+    }
     /// The sync mode and compression of the process writing, for `stat`.
     fn modes(&self) -> Option<(SyncMode, CompressionType)>;
     /// The size of entry `id`, None if it is not retained or not yet written.
@@ -91,6 +104,20 @@ pub trait LogSource: Send + Sync {
 impl LogSource for Wal {
     fn streams(&self) -> Vec<String> {
         Wal::streams(self)
+    }
+    fn modified(&self, stream: &str) -> Option<std::time::SystemTime> {
+        Wal::modified(self, stream)
+    }
+    fn segment_modified(
+        &self,
+        stream: &str,
+        segment: &SegmentInfo,
+    ) -> Option<std::time::SystemTime> {
+        if segment.sealed {
+            self.storage().modified(&segment.path)
+        } else {
+            Wal::modified(self, stream)
+        }
     }
     fn has_stream(&self, stream: &str) -> bool {
         Wal::has_stream(self, stream)

@@ -194,6 +194,8 @@ pub struct Attr {
     pub nlink: u32,
     /// What the kernel may cache.
     pub cache: Cache,
+    /// When its contents last changed (None: the mount's start).
+    pub mtime: Option<std::time::SystemTime>,
 }
 
 /// An errno, as the kernel wants it.
@@ -299,6 +301,7 @@ impl Attr {
             perm,
             nlink: 2,
             cache,
+            mtime: None,
         }
     }
 
@@ -311,7 +314,14 @@ impl Attr {
             perm,
             nlink: 1,
             cache,
+            mtime: None,
         }
+    }
+
+    /// The same, changed at `t`.
+    pub fn modified(mut self, t: Option<std::time::SystemTime>) -> Attr {
+        self.mtime = t;
+        self
     }
 }
 

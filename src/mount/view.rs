@@ -313,6 +313,21 @@ impl View {
             .collect()
     }
 
+    /// The directories of stream `sno` (its `streams/<name>/`, and the root
+    /// when it shows it): their mtime follows the stream's.
+    pub fn stream_dirs(&self, sno: u32) -> Vec<Node> {
+        let mut v = vec![Node::In {
+            sno,
+            root_view: false,
+            kind: Kind::Dir,
+            value: 0,
+        }];
+        if Some(sno) == self.root {
+            v.push(Node::Root);
+        }
+        v
+    }
+
     /// The nodes of the files whose contents grow with `sno` (for cache
     /// invalidation after commits).
     pub fn growing_nodes(&self, sno: u32) -> Vec<Node> {

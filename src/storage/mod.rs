@@ -89,6 +89,11 @@ pub trait Storage: Send + Sync {
         None
     }
 
+    /// When `path` was last modified, where the backend keeps it.
+    fn modified(&self, _path: &Path) -> Option<std::time::SystemTime> {
+        None
+    }
+
     /// The whole file.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         let f = self.open(path, false)?;
@@ -329,6 +334,10 @@ impl Storage for RealStorage {
                 .map_err(|e| named(e, path))?
         };
         Ok(Arc::new(RealFile(f)))
+    }
+
+    fn modified(&self, path: &Path) -> Option<std::time::SystemTime> {
+        fs::symlink_metadata(path).ok()?.modified().ok()
     }
 
     fn mode(&self, path: &Path) -> Option<u32> {

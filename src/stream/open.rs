@@ -160,6 +160,7 @@ impl Stream {
             segs.insert(start, Arc::new(seg));
         }
         let active = segs[&active_start].clone();
+        let modified = st.modified(&active_path);
         let stream = Arc::new(Stream {
             name: name.to_owned(),
             dir,
@@ -187,6 +188,9 @@ impl Stream {
                 ctx.epoch.clone(),
             ),
         });
+        if let Some(t) = modified {
+            stream.commit.set_modified(t);
+        }
         if let (Some(f), false) = (file, ro) {
             let storage = ctx.storage.clone();
             let path = stream.dir.join(format::SYNCED);

@@ -12,7 +12,9 @@ struct Lock(#[allow(dead_code)] std::fs::File);
 
 fn lock() -> Lock {
     use std::os::fd::AsRawFd;
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("walfs-provision.lock");
+    // (The benchmark, an example, has no CARGO_TARGET_TMPDIR.)
+    let dir = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let path = dir.join("walfs-provision.lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -9,7 +9,8 @@ pub(super) struct StreamDir;
 
 impl FileOps for StreamDir {
     fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
-        Ok(Attr::dir(at.node.ino(), v.modes().fixed_dir(), Cache::Live))
+        Ok(Attr::dir(at.node.ino(), v.modes().fixed_dir(), Cache::Live)
+            .modified(v.source().modified(at.stream)))
     }
 
     fn lookup(&self, v: &View, at: &At, name: &[u8]) -> Result<Node, Errno> {

@@ -11,7 +11,8 @@ pub(super) struct Entry;
 
 impl FileOps for Entries {
     fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
-        Ok(Attr::dir(at.node.ino(), v.modes().fixed_dir(), Cache::Name))
+        Ok(Attr::dir(at.node.ino(), v.modes().fixed_dir(), Cache::Name)
+            .modified(v.source().modified(at.stream)))
     }
 
     fn lookup(&self, _v: &View, at: &At, name: &[u8]) -> Result<Node, Errno> {

@@ -15,12 +15,10 @@ pub(super) struct Log;
 impl FileOps for Log {
     fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
         let size = size(v, at.sno, at.stream)?;
-        Ok(Attr::file(
-            at.node.ino(),
-            size,
-            v.modes().readable_file(),
-            Cache::Name,
-        ))
+        Ok(
+            Attr::file(at.node.ino(), size, v.modes().readable_file(), Cache::Name)
+                .modified(v.source().modified(at.stream)),
+        )
     }
 
     fn open(

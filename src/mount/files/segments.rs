@@ -14,11 +14,10 @@ pub(super) struct Segment;
 
 impl FileOps for Segments {
     fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
-        Ok(Attr::dir(
-            at.node.ino(),
-            v.modes().changeable_dir(),
-            Cache::Name,
-        ))
+        Ok(
+            Attr::dir(at.node.ino(), v.modes().changeable_dir(), Cache::Name)
+                .modified(v.source().modified(at.stream)),
+        )
     }
 
     fn lookup(&self, _v: &View, at: &At, name: &[u8]) -> Result<Node, Errno> {
@@ -131,12 +130,10 @@ impl FileOps for Segment {
         } else {
             Cache::Live
         };
-        Ok(Attr::file(
-            at.node.ino(),
-            seg.len,
-            v.modes().readable_file(),
-            cache,
-        ))
+        Ok(
+            Attr::file(at.node.ino(), seg.len, v.modes().readable_file(), cache)
+                .modified(v.source().segment_modified(at.stream, &seg)),
+        )
     }
 
     fn open(&self, v: &View, at: &At, _read: bool, write: bool) -> Result<(Handle, Serve), Errno> {

@@ -17,12 +17,10 @@ pub(crate) fn text(v: &View, stream: &str) -> String {
 impl FileOps for Stat {
     fn attr(&self, v: &View, at: &At) -> Result<Attr, Errno> {
         let size = text(v, at.stream).len() as u64;
-        Ok(Attr::file(
-            at.node.ino(),
-            size,
-            v.modes().readable_file(),
-            Cache::Name,
-        ))
+        Ok(
+            Attr::file(at.node.ino(), size, v.modes().readable_file(), Cache::Name)
+                .modified(v.source().modified(at.stream)),
+        )
     }
 
     fn open(
