@@ -208,3 +208,44 @@ fn help_is_helpful() {
     let o = walfs(&["append", "--help"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("--sync"));
 }
+
+/// Sizes take the usual suffixes; a file given as DATA is named as not a
+/// directory; a stream name `ls` would hide is refused before anything is
+/// made; counts say "1 stream", not "1 streams".
+#[test]
+fn sizes_names_and_counts_read_as_a_person_expects() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("data");
+    let o = walfs(&["append", s(&d), "--segment-size", "1K", "x"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for bad in ["1Q", "M", "0"] {
+        let o = walfs(&["append", s(&d), "--segment-size", bad, "x"]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("size"), "{bad}: {err}");
+    }
+    // 1K: the 40-byte frames of 30 entries make more than one segment.
+    for i in 0..30 {
+        walfs(&["append", s(&d), &format!("entry {i}")]);
+    }
+    assert!(std::fs::read_dir(d.join("default")).unwrap().count() > 3);
+    let o = walfs(&["verify", s(&d)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("1 stream, "), "{err}");
+    assert!(err.contains(" entries, ") && err.contains("sound"), "{err}");
+
+    let file = t.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    for cmd in ["stat", "verify", "cat"] {
+        let o = walfs(&[cmd, s(&file)]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("not a directory"), "{cmd}: {err}");
+    }
+
+    let fresh = t.path().join("fresh");
+    let o = walfs(&["append", s(&fresh), "-s", ".hidden", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("hidden from `ls`"));
+    assert!(!fresh.exists(), "a refused append leaves no trace");
+}

@@ -422,7 +422,11 @@ fn modification_times_follow_the_entries() {
         assert!(out.lines().any(|l| l == want), "{want} not newer: {out}");
     }
     assert!(!out.lines().any(|l| l == sealed), "{out}");
-    assert_eq!(mtime(&sealed), sealed_before, "a sealed segment keeps its time");
+    assert_eq!(
+        mtime(&sealed),
+        sealed_before,
+        "a sealed segment keeps its time"
+    );
     let (s, ns, cs, cns) = mtime("log");
     assert_eq!((s, ns), (cs, cns), "ctime follows mtime");
     // The directories: within a second (their attributes are cached).
@@ -437,9 +441,65 @@ fn modification_times_follow_the_entries() {
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     while newer_dirs() < 2 {
-        assert!(Instant::now() < deadline, "the stream directories did not follow");
+        assert!(
+            Instant::now() < deadline,
+            "the stream directories did not follow"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// What a new user runs into, answered: a second mount on a live one is
+/// named as such; `truncate` of `append` is refused while `>` still
+/// appends; a stream whose name `ls` would hide, or that walfs's own file
+/// already takes, is refused with the right errno; `log` offsets stay put
+/// across the removal of the oldest segment even when `log` was never read
+/// before it.
+#[test]
+fn the_first_hours_surprises() {
+    let m = Mounted::start(&["--segment-size", "200"]);
+    let (code, _, err) = sh(&format!(
+        "{} mount {} {}",
+        env!("CARGO_BIN_EXE_walfs"),
+        m.dir.path().join("other").display(),
+        m.mnt.display()
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("already a walfs mount"), "{err}");
+
+    let (code, _, err) = sh(&format!("truncate -s 0 {}", m.path("append").display()));
+    assert_ne!(code, 0, "truncate of append was accepted");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let (code, _, err) = sh(&format!("echo redirected > {}", m.path("append").display()));
+    assert_eq!(code, 0, "{err}");
+
+    let e = std::fs::create_dir(m.path("streams/..x")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    let e = std::fs::create_dir(m.path("streams/walfs.lock")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+
+    for i in 0..20 {
+        sh(&format!(
+            "echo entry-{i:02} >> {}",
+            m.path("append").display()
+        ));
+    }
+    let mut segs: Vec<_> = std::fs::read_dir(m.path("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    assert!(segs.len() > 2);
+    let all = (0..20)
+        .map(|i| format!("entry-{i:02}\n"))
+        .collect::<String>();
+    let all = format!("redirected\n{all}");
+    std::fs::remove_file(&segs[0]).unwrap();
+    let log = std::fs::read(m.path("log")).unwrap();
+    assert_eq!(log.len(), all.len(), "offsets did not move");
+    let kept = log.iter().position(|&b| b != 0).unwrap();
+    assert!(kept > 0, "the removed entries read as zeros");
+    assert_eq!(&log[kept..], &all.as_bytes()[kept..]);
 }
 
 #[test]

@@ -808,7 +808,7 @@ fn aws_files_configure_the_bucket() {
     };
     let (code, err) = restore("r1");
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("1 entries"), "{err}");
+    assert!(err.contains("1 entry "), "{err}");
 
     write_creds(SECRET);
     let (code, err) = restore("r2");

@@ -27,8 +27,12 @@ pub fn run(a: AppendArgs) -> Result<i32, Failure> {
     if !walfs::format::validate_stream_name(&a.common.stream) {
         return Err(Error::InvalidStreamName(a.common.stream.clone()).into());
     }
-    let wal = Wal::new(write_options(&a.common.data, &a.write))?;
     let s = &a.common.stream;
+    let exists = a.common.data.join(s).is_dir();
+    if let Some(why) = walfs::format::refuse_new_stream_name(s).filter(|_| !exists) {
+        return Err(super::fail(why));
+    }
+    let wal = Wal::new(write_options(&a.common.data, &a.write))?;
     let report = |r: std::ops::Range<u64>| {
         if a.ids && !r.is_empty() {
             println!("{}-{}", r.start, r.end - 1);

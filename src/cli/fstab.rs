@@ -50,7 +50,7 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
                 None,
             ) => continue,
             (k, _) if k.starts_with("x-") => continue,
-            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=BYTES, threads=N, block_cache=BYTES, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR, replicate=s3://BUCKET/PREFIX, replicate_sync=async|strict, replicate_interval=SECONDS, replicate_timeout=SECONDS, log_file=PATH")),
+            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=SIZE, threads=N, block_cache=SIZE, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR, replicate=s3://BUCKET/PREFIX, replicate_sync=async|strict, replicate_interval=SECONDS, replicate_timeout=SECONDS, log_file=PATH")),
         };
         match (flag, value) {
             (Some(f), _) => out.push(f.to_string()),

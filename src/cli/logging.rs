@@ -10,7 +10,14 @@ pub fn init(args: &[String]) -> Result<(), String> {
     // The daemon says when it is ready and when it stops (INFO); commands
     // speak only when something is wrong. RUST_LOG overrides both.
     let daemon = args.get(1).map(String::as_str) == Some("mount");
-    let default = if daemon { "warn,walfs=info" } else { "warn" };
+    // fuser reports, as an error, a reply the kernel no longer wanted: the
+    // request was interrupted (its reader killed or signalled). Nothing is
+    // wrong then; RUST_LOG=fuser=debug shows them.
+    let default = if daemon {
+        "warn,walfs=info,fuser::reply=off"
+    } else {
+        "warn"
+    };
     let mut b =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
     let file = args

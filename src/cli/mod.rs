@@ -105,8 +105,9 @@ struct WriteOpts {
     /// Payload compression of new frames.
     #[arg(long, value_enum, default_value = "none")]
     compression: CompressionArg,
-    /// Size at which a segment is sealed and a new one started (bytes).
-    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Size at which a segment is sealed and a new one started: bytes, or
+    /// with a suffix (64M, 1G, 512KiB, 1MB).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = size)]
     segment_size: u64,
 }
 
@@ -220,10 +221,28 @@ fn need_bucket_stream(
     Ok(())
 }
 
-fn open_read(data: &std::path::Path) -> Result<Wal, Failure> {
-    if !data.is_dir() {
-        return Err(fail(format!("{}: no such data directory", data.display())));
+/// Refuses a DATA that is not a directory, saying which way.
+fn need_data_dir(data: &std::path::Path) -> Result<(), Failure> {
+    match std::fs::metadata(data) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(fail(format!(
+            "{}: not a directory (DATA is a walfs data directory)",
+            data.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(fail(format!("{}: no such data directory", data.display())))
+        }
+        Err(e) => Err(fail(format!("{}: {e}", data.display()))),
     }
+}
+
+/// "1 stream", "2 streams" (`many`: the plural).
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn open_read(data: &std::path::Path) -> Result<Wal, Failure> {
+    need_data_dir(data)?;
     let mut o = WalOptions::new(data);
     o.read_only = true;
     Ok(Wal::new(o)?)
@@ -244,6 +263,39 @@ fn broken_pipe(e: io::Error) -> Result<i32, Failure> {
         Ok(0)
     } else {
         Err(e.into())
+    }
+}
+
+/// A size in bytes: digits, optionally with a suffix as coreutils takes
+/// them: K, M, G, T (and KiB, MiB, ...) for powers of 1024, KB, MB, GB, TB
+/// for powers of 1000. Zero is refused.
+pub fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, suffix) = t.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| {
+        format!("{s:?} is not a size: write bytes, or a number with K, M, G or T (64M, 1G)")
+    })?;
+    let unit: u64 = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KIB" => 1 << 10,
+        "M" | "MIB" => 1 << 20,
+        "G" | "GIB" => 1 << 30,
+        "T" | "TIB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown size suffix {suffix:?} (K, M, G, T for 1024s; KB, MB, GB, TB for 1000s)"
+            ))
+        }
+    };
+    match n.checked_mul(unit) {
+        Some(0) => Err("the size must be more than 0".into()),
+        Some(b) => Ok(b),
+        None => Err(format!("{s:?} is too large")),
     }
 }
 

@@ -50,8 +50,8 @@ pub struct MountArgs {
     /// port alone for 127.0.0.1).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
-    /// Bytes of decoded frames cached for reads.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Decoded frames cached for reads: bytes, or with a suffix (64M).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = super::size)]
     block_cache: u64,
     /// A sharded log (ironwal's ShardedWal layout): its shard count, to
     /// make a new one or where DATA does not record it. A sharded DATA is
@@ -85,7 +85,7 @@ pub struct FollowArgs {
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Following a bucket: the most bytes the cache keeps.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = super::size)]
     cache_size: u64,
     /// Following a bucket: how long each request may take, retries
     /// included (seconds).

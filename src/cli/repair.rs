@@ -1,7 +1,7 @@
 //! `walfs repair`: cut torn tails, rebuild metadata, verify; never drop an
 //! intact entry unless asked.
 
-use super::{fail, Failure, Progress};
+use super::{Failure, Progress};
 use clap::Args;
 use std::path::PathBuf;
 use walfs::{CorruptionPolicy, RealStorage, Wal, WalOptions};
@@ -19,12 +19,7 @@ pub struct RepairArgs {
 }
 
 pub fn run(a: RepairArgs) -> Result<i32, Failure> {
-    if !a.data.is_dir() {
-        return Err(fail(format!(
-            "{}: no such data directory",
-            a.data.display()
-        )));
-    }
+    super::need_data_dir(&a.data)?;
     let mut o = WalOptions::new(&a.data);
     o.on_corruption = CorruptionPolicy::Truncate;
     // A writable open cuts torn tails and rebuilds metadata; it keeps
@@ -85,13 +80,28 @@ pub fn run(a: RepairArgs) -> Result<i32, Failure> {
         eprintln!("repaired: the log is sound");
         Ok(0)
     } else {
+        let sealed = report.faults.iter().any(|f| {
+            let active = walfs::format::parse_segment_name(&f.location.segment).is_some_and(|s| {
+                std::fs::read_dir(a.data.join(&f.location.stream)).is_ok_and(|d| {
+                    !d.flatten().any(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(walfs::format::parse_segment_name)
+                            .is_some_and(|o| o > s)
+                    })
+                })
+            });
+            !active
+        });
+        let restore = "the damaged entries can only come back from a copy: `walfs restore s3://BUCKET/PREFIX DIR` if the log ships to a bucket (or a follower's segments/), else a backup of the segment files; put the segment file back with the log unmounted";
         eprintln!(
-            "{} fault(s) remain: the damaged entries read as errors and every other entry is intact; {}",
-            report.faults.len(),
-            if a.discard_damaged {
-                "damage in sealed segments cannot be cut without renumbering the entries after it"
-            } else {
-                "`walfs repair --discard-damaged` cuts active segments at their damage, dropping the intact entries after it"
+            "{} remain{}: the damaged entries read as errors and every other entry is intact; {}",
+            super::count(report.faults.len() as u64, "fault", "faults"),
+            if report.faults.len() == 1 { "s" } else { "" },
+            match (sealed, a.discard_damaged) {
+                (true, _) => restore.to_string(),
+                (false, true) => restore.to_string(),
+                (false, false) => format!("`walfs repair --discard-damaged` cuts active segments at their damage, dropping the intact entries after it (their ids then go to new entries); or {restore}"),
             }
         );
         Ok(1)

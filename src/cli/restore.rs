@@ -30,15 +30,15 @@ pub fn run(a: RestoreArgs) -> Result<i32, Failure> {
     progress.finish();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "restored {} streams, {} segments, {} entries ({} bytes from {} objects, epoch {}) into {} in {secs:.1}s ({:.1} MB/s); `walfs verify` finds it sound",
-        r.streams,
-        r.segments,
-        r.entries,
-        r.bytes,
-        r.objects,
+        "restored {}, {}, {} ({} from {}, epoch {}) into {} in {secs:.1}s ({}/s); `walfs verify` finds it sound",
+        super::count(r.streams as u64, "stream", "streams"),
+        super::count(r.segments as u64, "segment", "segments"),
+        super::count(r.entries, "entry", "entries"),
+        super::count(r.bytes, "byte", "bytes"),
+        super::count(r.objects as u64, "object", "objects"),
         r.epoch,
         a.data.display(),
-        r.bytes as f64 / 1e6 / secs.max(1e-9),
+        indicatif::HumanBytes((r.bytes as f64 / secs.max(1e-3)) as u64),
     );
     Ok(0)
 }

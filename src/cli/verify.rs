@@ -1,6 +1,6 @@
 //! `walfs verify`: every frame checked; exit 0 only for a sound log.
 
-use super::{fail, Failure, Progress};
+use super::{Failure, Progress};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,11 +19,8 @@ pub struct VerifyArgs {
 
 pub fn run(a: VerifyArgs) -> Result<i32, Failure> {
     let bucket = super::bucket_url(&a.data);
-    if bucket.is_none() && !a.data.is_dir() {
-        return Err(fail(format!(
-            "{}: no such data directory",
-            a.data.display()
-        )));
+    if bucket.is_none() {
+        super::need_data_dir(&a.data)?;
     }
     let started = Instant::now();
     let mut progress = Progress::new("verifying", a.progress);
@@ -46,17 +43,21 @@ pub fn run(a: VerifyArgs) -> Result<i32, Failure> {
         None => verify_checkpoints(&a.data)?,
     };
     eprintln!(
-        "{} streams, {} segments, {} frames, {} entries, {} bytes checked in {:.1}s: {}",
-        report.streams,
-        report.segments,
-        report.frames,
-        report.entries,
-        report.bytes,
+        "{}, {}, {}, {}, {} checked in {:.1}s: {}",
+        super::count(report.streams as u64, "stream", "streams"),
+        super::count(report.segments as u64, "segment", "segments"),
+        super::count(report.frames, "frame", "frames"),
+        super::count(report.entries, "entry", "entries"),
+        super::count(report.bytes, "byte", "bytes"),
         started.elapsed().as_secs_f64(),
         if report.is_sound() && checkpoint_faults == 0 {
             "sound".to_string()
         } else {
-            format!("{} fault(s)", report.faults.len() + checkpoint_faults)
+            super::count(
+                (report.faults.len() + checkpoint_faults) as u64,
+                "fault",
+                "faults",
+            )
         }
     );
     Ok(if report.is_sound() && checkpoint_faults == 0 {

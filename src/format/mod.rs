@@ -29,7 +29,7 @@ pub use frame::{
 };
 pub use names::{
     head_state_decode, head_state_encode, parse_segment_name, payload_record_encode,
-    payload_records_decode, segment_name, segments_idx_decode, segments_idx_encode, synced_decode,
-    synced_encode, validate_stream_name, SyncedMark, DELETE_MARKER_SUFFIX, HEAD_STATE, PAYLOADS,
-    PAYLOAD_RECORD, SEGMENTS_IDX, SYNCED, SYNCED_SLOT,
+    payload_records_decode, refuse_new_stream_name, segment_name, segments_idx_decode,
+    segments_idx_encode, synced_decode, synced_encode, validate_stream_name, SyncedMark,
+    DELETE_MARKER_SUFFIX, HEAD_STATE, PAYLOADS, PAYLOAD_RECORD, SEGMENTS_IDX, SYNCED, SYNCED_SLOT,
 };

@@ -81,6 +81,17 @@ pub fn validate_stream_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Why walfs will not make a stream of this valid name, if it will not: a
+/// name starting with a dot would be hidden from `ls` (an existing one,
+/// made by ironwal, is still opened and shown).
+pub fn refuse_new_stream_name(name: &str) -> Option<String> {
+    name.starts_with('.').then(|| {
+        format!(
+            "a stream named {name:?} would be hidden from `ls` (it starts with a dot): choose a name without a leading dot"
+        )
+    })
+}
+
 /// The bytes of segments.idx for these start ids.
 pub fn segments_idx_encode(ids: &[u64]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.to_le_bytes()).collect()

@@ -145,6 +145,27 @@ fn umount_detach(path: &Path) -> std::io::Result<()> {
     Err(e)
 }
 
+/// What a live walfs mount on `mp` shows (its data directory or bucket),
+/// from /proc/self/mountinfo (the last mount on it is the one seen).
+fn walfs_mounted_on(mp: &Path) -> Option<String> {
+    let target = mp
+        .to_str()?
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let line = info
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some(target.as_str()))?;
+    // After the " - " separator: fstype, source, options.
+    let mut rest = line.split(" - ").nth(1)?.split(' ');
+    let (fstype, source) = (rest.next()?, rest.next()?);
+    // fuse.walfs through mount.fuse3; "fuse" with our fsname through mount(2).
+    (fstype == "fuse.walfs" || (fstype.starts_with("fuse") && source.starts_with("walfs:")))
+        .then(|| source.strip_prefix("walfs:").unwrap_or(source).to_owned())
+}
+
 /// Checks the mountpoint, cleaning a stale mount left by a killed daemon.
 fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
     // A killed daemon's mount answers ENOTCONN, but a stat may still be
@@ -178,6 +199,12 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
     let mp = mp
         .canonicalize()
         .map_err(|e| MountError(format!("cannot use mountpoint {}: {e}", mp.display())))?;
+    if let Some(source) = walfs_mounted_on(&mp) {
+        return fail(format!(
+            "{} is already a walfs mount (of {source}): unmount it first (`umount {0}`), or mount elsewhere",
+            mp.display()
+        ));
+    }
     match std::fs::read_dir(&mp) {
         Ok(mut d) => {
             if d.next().is_some() {
@@ -373,6 +400,11 @@ fn root_stream(
             "no stream {s} in {} ({}); a --read-only mount creates none",
             place.display(),
             listed()
+        )),
+        Some(s) if crate::format::refuse_new_stream_name(s).is_some() => fail(format!(
+            "no stream {s} in {}; {}",
+            place.display(),
+            crate::format::refuse_new_stream_name(s).unwrap_or_default()
         )),
         Some(s) => wal
             .create_stream(s)

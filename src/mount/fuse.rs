@@ -131,6 +131,9 @@ impl Filesystem for WalFs {
         // Large writes: one write(2) of up to 1 MiB arrives whole, as one frame.
         let _ = config.set_max_write(REQUEST_SIZE);
         let _ = config.set_max_readahead(REQUEST_SIZE);
+        // O_TRUNC comes with the open (a `>` redirection is an open), so
+        // that a SETATTR of the size is only ever truncate(2), refused.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         Ok(())
     }
 

@@ -72,10 +72,6 @@ impl FileOps for Append {
         a.ids_read += out.len();
         Ok(out)
     }
-
-    fn set_size(&self, size: u64) -> Result<(), Errno> {
-        super::truncate_to_nothing(size)
-    }
 }
 
 /// How `append` and `record` are served: every write reaches the daemon

@@ -248,10 +248,6 @@ impl FileOps for New {
     ) -> Result<Vec<u8>, Errno> {
         Err(libc::EBADF)
     }
-
-    fn set_size(&self, size: u64) -> Result<(), Errno> {
-        super::truncate_to_nothing(size)
-    }
 }
 
 /// Ids longer than this are refused as they are written (a checkpoint id

@@ -85,7 +85,7 @@ impl LogMap {
 }
 
 /// The size of the stream's `log`, bringing its layout up to date.
-fn size(v: &View, sno: u32, name: &str) -> Result<u64, Errno> {
+pub(super) fn size(v: &View, sno: u32, name: &str) -> Result<u64, Errno> {
     let payloads = v.source().segment_payloads(name).map_err(|e| errno(&e))?;
     let mut logs = v.logs().lock();
     let map = logs.entry(sno).or_default();

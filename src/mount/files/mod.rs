@@ -103,8 +103,10 @@ pub(super) trait FileOps: Sync {
         Err(libc::EACCES)
     }
 
-    /// `truncate` to `size` and `O_TRUNC`; other attribute changes are
-    /// always refused.
+    /// `truncate` to `size`, refused on every file (`O_TRUNC` at open is
+    /// passed with the open, atomically, and means nothing here: `>`
+    /// redirections to `append` and `record` work); other attribute changes
+    /// are always refused.
     fn set_size(&self, _size: u64) -> Result<(), Errno> {
         Err(libc::EPERM)
     }
@@ -138,14 +140,6 @@ pub(super) fn refuse_dir_open(write: bool) -> Result<(Handle, Serve), Errno> {
 
 /// `truncate` to 0 and `O_TRUNC` on a file that only takes new entries:
 /// nothing to cut. Any other size is refused.
-pub(super) fn truncate_to_nothing(size: u64) -> Result<(), Errno> {
-    if size == 0 {
-        Ok(())
-    } else {
-        Err(libc::EPERM)
-    }
-}
-
 /// The table: what each kind of node is.
 pub(super) fn ops(node: Node) -> &'static dyn FileOps {
     match node {

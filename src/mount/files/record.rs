@@ -54,10 +54,6 @@ impl FileOps for Record {
     ) -> Result<Vec<u8>, Errno> {
         Err(libc::EBADF)
     }
-
-    fn set_size(&self, size: u64) -> Result<(), Errno> {
-        super::truncate_to_nothing(size)
-    }
 }
 
 impl State {

@@ -97,6 +97,9 @@ impl FileOps for Segments {
                 }
             }
         }
+        // `log` learns where each segment's entries are before the first
+        // goes: its offsets stay where they are even if nobody read it yet.
+        super::log::size(v, at.sno, at.stream)?;
         v.source()
             .truncate(at.stream, next)
             .map_err(|e| errno(&e))?;

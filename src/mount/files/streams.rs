@@ -58,7 +58,17 @@ impl FileOps for Streams {
         if !format::validate_stream_name(name_str) {
             return Err(libc::EINVAL);
         }
-        v.source().create_stream(name_str).map_err(|e| errno(&e))?;
+        if let Some(why) = format::refuse_new_stream_name(name_str) {
+            log::warn!("mkdir streams/{name_str} refused: {why}");
+            return Err(libc::EINVAL);
+        }
+        // A name taken by something else in the data directory (walfs.lock,
+        // a file): it exists, it is not a stream.
+        v.source().create_stream(name_str).map_err(|e| match &e {
+            crate::Error::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists => libc::EEXIST,
+            _ if e.errno_is(libc::ENOTDIR) => libc::EEXIST,
+            _ => errno(&e),
+        })?;
         self.lookup(v, at, name)
     }
 
