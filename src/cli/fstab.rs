@@ -142,20 +142,7 @@ pub fn run(args: &[OsString]) -> Result<i32, Failure> {
     result
 }
 
-/// A fresh private directory (mkdtemp: mode 0700, a name nobody could
-/// have planted first) for the readiness socket.
+/// A fresh private directory for the readiness socket.
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    use std::os::unix::ffi::OsStringExt;
-    let template = std::env::temp_dir().join("walfs-mount-XXXXXX");
-    let mut buf = std::ffi::CString::new(template.into_os_string().into_vec())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?
-        .into_bytes_with_nul();
-    // SAFETY: buf is a NUL-terminated template that mkdtemp rewrites in
-    // place, within its length.
-    let p = unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) };
-    if p.is_null() {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.pop();
-    Ok(std::path::PathBuf::from(std::ffi::OsString::from_vec(buf)))
+    walfs::storage::make_private_dir(&std::env::temp_dir(), "walfs-mount-")
 }

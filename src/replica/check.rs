@@ -49,14 +49,16 @@ pub fn verify_bucket(
                 ));
             }
             expect_start = Some(g.end_id);
-            let mut seg = vec![0u8; g.len as usize];
+            // Built from the bodies as they arrive (checked, in order): its
+            // size is what the bucket sent, never what the manifest claims.
+            let mut seg: Vec<u8> = Vec::new();
             let mut bad = false;
             bucket
-                .get_all(&g.keys(), |i, body| {
+                .get_all(&g.objects, |i, body| {
                     let o = &g.objects[i];
-                    match o.check(&body) {
-                        Ok(()) => seg[o.offset as usize..(o.offset + o.len) as usize]
-                            .copy_from_slice(&body),
+                    match body {
+                        Ok(b) if !bad => seg.extend_from_slice(&b),
+                        Ok(_) => {}
                         Err(e) => {
                             r.faults.push(fault(o.offset, FaultKind::Corruption, e));
                             bad = true;
@@ -166,14 +168,16 @@ pub fn verify_bucket(
             reason,
         };
         bucket
-            .get_all(std::slice::from_ref(&o.key), |_, body| {
-                if let Err(e) = o.check(&body) {
-                    r.faults.push(fault(0, e));
-                } else if name == crate::sharded::checkpoints::LOG_FILE {
-                    for (start, _, why) in crate::sharded::checkpoints::scan(&body).damage {
-                        r.faults
-                            .push(fault(start, format!("object {}: {why}", o.key)));
+            .get_all(std::slice::from_ref(o), |_, body| {
+                match &body {
+                    Err(e) => r.faults.push(fault(0, e.clone())),
+                    Ok(b) if name == crate::sharded::checkpoints::LOG_FILE => {
+                        for (start, _, why) in crate::sharded::checkpoints::scan(b).damage {
+                            r.faults
+                                .push(fault(start, format!("object {}: {why}", o.key)));
+                        }
                     }
+                    Ok(_) => {}
                 }
                 r.bytes += o.len;
                 Ok(())

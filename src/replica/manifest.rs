@@ -14,6 +14,11 @@ pub const VERSION: u32 = 1;
 /// Parts of an active segment are merged, four of one level into one of
 /// the next, so a segment never has more than 3 per level.
 pub const MERGE_FAN_IN: usize = 4;
+/// The largest manifest walfs reads (16 MiB): a segment takes 300 to 400
+/// bytes of it, so it describes some 40,000 segments (2.5 TiB of 64 MiB
+/// segments). A larger one is refused before it is read: the bucket is
+/// less trusted than the disk, and a follower reads it every poll.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// The bucket's table of contents.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -149,28 +154,14 @@ impl Manifest {
                 m.version
             ));
         }
+        let mut keys = std::collections::HashSet::new();
         for (name, s) in &m.streams {
             if !crate::format::validate_stream_name(name) {
                 return Err(format!("manifest names an invalid stream {name:?}"));
             }
-            for seg in &s.segments {
-                let mut at = 0;
-                for o in &seg.objects {
-                    if o.offset != at || !valid_key(&o.key) {
-                        return Err(format!(
-                            "manifest: stream {name} segment {} has a gap or a bad key at byte {at}",
-                            seg.start_id
-                        ));
-                    }
-                    at += o.len;
-                }
-                if at != seg.len || seg.end_id < seg.start_id {
-                    return Err(format!(
-                        "manifest: stream {name} segment {} is inconsistent",
-                        seg.start_id
-                    ));
-                }
-            }
+            check_stream(name, s, &mut keys).map_err(|e| {
+                format!("manifest: stream {name}: {e} (not a manifest walfs wrote: refusing to read it)")
+            })?;
         }
         for (name, o) in &m.files {
             if !ROOT_FILES.contains(&name.as_str()) || !valid_key(&o.key) || o.offset != 0 {
@@ -194,6 +185,90 @@ impl Manifest {
             .chain(self.files.values())
             .map(|o| o.key.as_str())
     }
+}
+
+/// What every stream of a manifest walfs wrote holds to: segments in id
+/// order, each starting where the one before ended, the stream's end where
+/// the last one ends; each segment's objects cover its bytes without a gap,
+/// under the stream's own name, each named once in the manifest; no more
+/// ids than its bytes can hold (an entry takes 4 bytes at least).
+fn check_stream<'a>(
+    name: &str,
+    s: &'a StreamManifest,
+    keys: &mut std::collections::HashSet<&'a str>,
+) -> Result<(), String> {
+    let own = format!("{name}/");
+    let mut prev: Option<&SegmentManifest> = None;
+    for seg in &s.segments {
+        let at_start = seg.start_id;
+        if let Some(p) = prev {
+            if seg.start_id <= p.start_id {
+                return Err(format!(
+                    "segment {at_start} is listed after segment {}",
+                    p.start_id
+                ));
+            }
+            if seg.start_id != p.end_id {
+                return Err(format!(
+                    "segment {} ends at id {} but the next starts at id {at_start}",
+                    p.start_id, p.end_id
+                ));
+            }
+        } else if s.floor > seg.start_id {
+            return Err(format!(
+                "its floor {} is past its first segment {at_start}",
+                s.floor
+            ));
+        }
+        if seg.end_id < seg.start_id || (seg.end_id - seg.start_id) > seg.len / 4 {
+            return Err(format!(
+                "segment {at_start} claims ids {at_start}..{} in {} bytes",
+                seg.end_id, seg.len
+            ));
+        }
+        if seg.payload > seg.len {
+            return Err(format!(
+                "segment {at_start} claims {} entry bytes in {} bytes",
+                seg.payload, seg.len
+            ));
+        }
+        if seg.sealed && seg.objects.len() != 1 {
+            return Err(format!(
+                "sealed segment {at_start} has {} objects (one is its file)",
+                seg.objects.len()
+            ));
+        }
+        let mut at = 0u64;
+        for o in &seg.objects {
+            if o.offset != at || o.len == 0 || !valid_key(&o.key) || !o.key.starts_with(&own) {
+                return Err(format!(
+                    "segment {at_start} has a gap, an empty object or a key outside the stream ({:?}) at byte {at}",
+                    o.key
+                ));
+            }
+            if !keys.insert(o.key.as_str()) {
+                return Err(format!("object {} is named twice", o.key));
+            }
+            at = at
+                .checked_add(o.len)
+                .ok_or_else(|| format!("segment {at_start}'s objects overflow"))?;
+        }
+        if at != seg.len {
+            return Err(format!(
+                "segment {at_start}'s objects hold {at} bytes, not the {} it claims",
+                seg.len
+            ));
+        }
+        prev = Some(seg);
+    }
+    let end = prev.map_or(s.floor, |p| p.end_id);
+    if s.next_id != end {
+        return Err(format!(
+            "its next id {} is not where its segments end ({end})",
+            s.next_id
+        ));
+    }
+    Ok(())
 }
 
 /// A key stays inside the prefix: no absolute path, no `..`.
@@ -284,5 +359,101 @@ mod tests {
         escape.streams.get_mut("default").unwrap().segments[0].objects[0].key = "../x".into();
         assert!(Manifest::decode(&escape.encode()).is_err());
         assert!(Manifest::decode(b"{}").is_err());
+    }
+
+    /// A manifest whose numbers disagree with its segments is refused,
+    /// with the reason: each lie a bucket was seen telling.
+    #[test]
+    fn lies_are_refused_with_their_reason() {
+        let seg = |start: u64, end: u64, key: &str| SegmentManifest {
+            start_id: start,
+            end_id: end,
+            len: 100 * (end - start),
+            sealed: true,
+            payload: 50 * (end - start),
+            objects: vec![ObjectRef {
+                key: key.into(),
+                offset: 0,
+                len: 100 * (end - start),
+                crc32: 7,
+                level: 0,
+            }],
+        };
+        let mut m = Manifest::empty(1);
+        m.streams.insert(
+            "s".into(),
+            StreamManifest {
+                next_id: 20,
+                floor: 0,
+                segments: vec![seg(0, 10, "s/a"), seg(10, 20, "s/b")],
+            },
+        );
+        assert!(Manifest::decode(&m.encode()).is_ok());
+        type Lie = fn(&mut Manifest);
+        let lies: [(&str, Lie, &str); 9] = [
+            (
+                "next id far past",
+                |m| m.streams.get_mut("s").unwrap().next_id = 1 << 63,
+                "next id",
+            ),
+            (
+                "out of order",
+                |m| m.streams.get_mut("s").unwrap().segments.swap(0, 1),
+                "listed after",
+            ),
+            (
+                "a gap in ids",
+                |m| m.streams.get_mut("s").unwrap().segments[1].start_id = 11,
+                "ends at id",
+            ),
+            (
+                "more ids than bytes",
+                |m| {
+                    let s = m.streams.get_mut("s").unwrap();
+                    s.segments[1].end_id = 10_000;
+                    s.next_id = 10_000;
+                },
+                "claims ids",
+            ),
+            (
+                "a longer segment than its object",
+                |m| m.streams.get_mut("s").unwrap().segments[0].len += 5000,
+                "objects hold",
+            ),
+            (
+                "an object named twice",
+                |m| m.streams.get_mut("s").unwrap().segments[1].objects[0].key = "s/a".into(),
+                "named twice",
+            ),
+            (
+                "another stream's object",
+                |m| {
+                    let s = m.streams["s"].clone();
+                    let mut t = s.clone();
+                    for g in &mut t.segments {
+                        g.objects[0].key = g.objects[0].key.replacen("s/", "t/", 1);
+                    }
+                    m.streams.insert("t".into(), t);
+                    m.streams.get_mut("t").unwrap().segments[0].objects[0].key = "s/a".into();
+                },
+                "outside the stream",
+            ),
+            (
+                "a floor past the first segment",
+                |m| m.streams.get_mut("s").unwrap().floor = 5,
+                "floor",
+            ),
+            (
+                "more entry bytes than bytes",
+                |m| m.streams.get_mut("s").unwrap().segments[0].payload = 1 << 40,
+                "entry bytes",
+            ),
+        ];
+        for (what, lie, says) in lies {
+            let mut bad = m.clone();
+            lie(&mut bad);
+            let e = Manifest::decode(&bad.encode()).unwrap_err();
+            assert!(e.contains(says) && e.contains("stream"), "{what}: {e}");
+        }
     }
 }

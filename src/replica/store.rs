@@ -269,17 +269,33 @@ impl Bucket {
         }
     }
 
-    /// The manifest and its version, or None when the prefix has none.
+    /// The manifest and its version, or None when the prefix has none. A
+    /// manifest over [`super::manifest::MAX_MANIFEST_BYTES`] is refused
+    /// before its body is read.
     pub fn get_manifest(&self) -> Result<Option<(Bytes, UpdateVersion)>, Fault> {
         let path = self.path(super::manifest::MANIFEST);
+        let too_big = |n: u64| {
+            Fault::Refused(format!(
+                "{}: the manifest is {n} bytes, over the {} walfs reads (about {} segments; a manifest that large is not one walfs wrote)",
+                self.url,
+                super::manifest::MAX_MANIFEST_BYTES,
+                super::manifest::MAX_MANIFEST_BYTES / 400
+            ))
+        };
         self.rt.block_on(async {
             match self.store.get(&path).await {
                 Ok(r) => {
+                    if r.meta.size > super::manifest::MAX_MANIFEST_BYTES {
+                        return Err(too_big(r.meta.size));
+                    }
                     let version = UpdateVersion {
                         e_tag: r.meta.e_tag.clone(),
                         version: r.meta.version.clone(),
                     };
                     let bytes = r.bytes().await.map_err(fault)?;
+                    if bytes.len() as u64 > super::manifest::MAX_MANIFEST_BYTES {
+                        return Err(too_big(bytes.len() as u64));
+                    }
                     Ok(Some((bytes, version)))
                 }
                 Err(e) => match fault(e) {
@@ -341,19 +357,25 @@ impl Bucket {
     }
 
     /// Reads whole objects, up to 8 at a time, handing each to `each` in
-    /// order of completion with its index.
+    /// their order with its index, checked against the manifest (length and
+    /// crc32: `Err` says what differs; a body longer than the manifest says
+    /// is never read into memory). A request that fails is an error.
     pub fn get_all(
         &self,
-        keys: &[String],
-        mut each: impl FnMut(usize, Bytes) -> Result<(), String>,
+        objects: &[super::manifest::ObjectRef],
+        mut each: impl FnMut(usize, Result<Bytes, String>) -> Result<(), String>,
     ) -> Result<(), String> {
         use futures::stream::StreamExt;
         self.rt.block_on(async {
-            let mut s = futures::stream::iter(keys.iter().enumerate().map(|(i, key)| {
-                let path = self.path(key);
+            let mut s = futures::stream::iter(objects.iter().enumerate().map(|(i, o)| {
+                let path = self.path(&o.key);
                 async move {
                     let r = match self.store.get(&path).await {
-                        Ok(r) => r.bytes().await,
+                        Ok(r) if r.meta.size != o.len => Ok(Err(format!(
+                            "object {} is {} bytes, the manifest says {}",
+                            o.key, r.meta.size, o.len
+                        ))),
+                        Ok(r) => r.bytes().await.map(|b| o.check(&b).map(|()| b)),
                         Err(e) => Err(e),
                     };
                     (i, r)
@@ -361,18 +383,37 @@ impl Bucket {
             }))
             .buffered(8);
             while let Some((i, r)) = s.next().await {
-                let bytes = r.map_err(|e| format!("{}: {}", keys[i], fault(e)))?;
-                each(i, bytes)?;
+                let checked = r.map_err(|e| format!("{}: {}", objects[i].key, fault(e)))?;
+                each(i, checked)?;
             }
             Ok(())
         })
     }
 
-    /// Bytes `range` of an object.
+    /// Bytes `range` of an object: exactly that many, or an error naming
+    /// the object (a server that answers short must not make a reader wait
+    /// for bytes that never come).
     pub fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes, Fault> {
         let path = self.path(key);
-        self.rt
-            .block_on(async { self.store.get_range(&path, range).await.map_err(fault) })
+        let r = range.clone();
+        let got = self
+            .rt
+            .block_on(async { self.store.get_range(&path, range).await.map_err(fault) })?;
+        self.check_len(key, &r, &got)?;
+        Ok(got)
+    }
+
+    fn check_len(&self, key: &str, r: &std::ops::Range<u64>, got: &Bytes) -> Result<(), Fault> {
+        if got.len() as u64 == r.end - r.start {
+            return Ok(());
+        }
+        Err(Fault::Refused(format!(
+            "object {key} answered {} bytes for bytes {}..{} ({} asked): it is shorter than the manifest says, or changed",
+            got.len(),
+            r.start,
+            r.end,
+            r.end - r.start
+        )))
     }
 
     /// Several ranges of one object (adjacent ones fetched together).
@@ -382,8 +423,20 @@ impl Bucket {
         ranges: &[std::ops::Range<u64>],
     ) -> Result<Vec<Bytes>, Fault> {
         let path = self.path(key);
-        self.rt
-            .block_on(async { self.store.get_ranges(&path, ranges).await.map_err(fault) })
+        let got = self
+            .rt
+            .block_on(async { self.store.get_ranges(&path, ranges).await.map_err(fault) })?;
+        if got.len() != ranges.len() {
+            return Err(Fault::Refused(format!(
+                "object {key} answered {} ranges of {}",
+                got.len(),
+                ranges.len()
+            )));
+        }
+        for (r, g) in ranges.iter().zip(&got) {
+            self.check_len(key, r, g)?;
+        }
+        Ok(got)
     }
 
     /// Deletes objects, ignoring those already gone.

@@ -199,6 +199,25 @@ impl StorageFile for RealFile {
 /// Nothing in a data directory is followed if it is a symlink: a link
 /// named like a segment, `head.state`, `segments.idx`, the lock or a stream
 /// would let whoever made it point walfs's reads and writes anywhere.
+/// A fresh directory `<dir>/<prefix>XXXXXX` (mkdtemp(3): mode 0700, a name
+/// nobody could have made first, no link followed at its last component):
+/// for staging and caches, where a planted name must never be used.
+pub fn make_private_dir(dir: &Path, prefix: &str) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let template = dir.join(format!("{prefix}XXXXXX"));
+    let mut buf = std::ffi::CString::new(template.into_os_string().into_vec())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?
+        .into_bytes_with_nul();
+    // SAFETY: buf is a NUL-terminated template that mkdtemp rewrites in
+    // place, within its length.
+    let p = unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return Err(named(io::Error::last_os_error(), dir));
+    }
+    buf.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
 fn link_refused(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
