@@ -458,3 +458,82 @@ fn a_follower_shows_a_sharded_logs_checkpoints() {
     names.sort();
     assert_eq!(names, vec!["HEAD", "cp1", "cp2", "new"]);
 }
+
+/// The writer's merges never pull objects from under a follower: parts a
+/// merge supersedes stay in the bucket, listed as retired, for the grace a
+/// follower's read by an older manifest needs; and a follower whose
+/// manifest names objects that are gone anyway (past the grace) reads the
+/// manifest again and finds the bytes in the merged objects.
+#[test]
+fn a_follower_never_fails_because_the_writer_merged() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let r = replica("s3://walfs-test/merge", &s3.endpoint());
+    let mut o = WalOptions::new(dir.path().join("data"));
+    o.replicate = Some(r.clone());
+    let wal = Wal::new(o).unwrap();
+    let shipped = |wal: &Wal, n: u64| {
+        common::eventually("a round", 20, || {
+            wal.stream_info("s")
+                .unwrap()
+                .replication
+                .unwrap()
+                .replicated_id
+                == n
+        })
+    };
+    // Six rounds of one entry each: parts of the active segment (four of
+    // them already merged into one).
+    for i in 0..6u64 {
+        wal.append("s", format!("entry {i}\n").as_bytes()).unwrap();
+        shipped(&wal, i + 1);
+    }
+    // A follower that reads the manifest now and then never again.
+    let mut fo = FollowOptions::new(r.clone());
+    fo.poll = Duration::from_secs(3600);
+    fo.cache_dir = Some(dir.path().join("cache"));
+    let f = BucketLog::open(fo).unwrap();
+    let old = f.manifest();
+    let old_keys: Vec<String> = old.streams["s"].segments[0].keys();
+    assert!(old_keys.len() >= 2, "{old_keys:?}");
+    // More rounds: the writer merges the parts the follower's manifest names.
+    for i in 6..22u64 {
+        wal.append("s", format!("entry {i}\n").as_bytes()).unwrap();
+        shipped(&wal, i + 1);
+    }
+    let now =
+        walfs::replica::manifest::Manifest::decode(&s3.get("walfs-test", "merge/manifest.json"))
+            .unwrap();
+    let live: Vec<String> = now.streams["s"].segments[0].keys();
+    let gone: Vec<&String> = old_keys.iter().filter(|k| !live.contains(k)).collect();
+    assert!(
+        !gone.is_empty(),
+        "no merge happened: the test proves nothing"
+    );
+    // The writer kept them, retired.
+    let bucket = s3.keys("walfs-test");
+    for k in &gone {
+        assert!(
+            bucket.contains(&format!("merge/{k}")),
+            "{k} deleted at once"
+        );
+        assert!(
+            now.retired.iter().any(|r| &&r.key == k),
+            "{k} not listed as retired"
+        );
+    }
+    // Past the grace: gone from the bucket. The follower, on its old
+    // manifest, still reads every entry.
+    for k in &gone {
+        s3.delete("walfs-test", &format!("merge/{k}"));
+    }
+    for i in 0..6u64 {
+        assert_eq!(
+            f.read_entry("s", i, 0, 100).unwrap().unwrap(),
+            format!("entry {i}\n").as_bytes(),
+            "entry {i}"
+        );
+    }
+    assert!(f.manifest() != old, "the follower read the manifest again");
+}

@@ -494,10 +494,15 @@ impl Inner {
             None => {
                 let range = b * BLOCK..((b + 1) * BLOCK).min(obj_len);
                 self.requests.fetch_add(1, Ordering::Relaxed);
-                let bytes = self
-                    .bucket
-                    .get_range(key, range)
-                    .map_err(|f| eio(format!("{}/{key}: {f}", self.url)))?;
+                let bytes = self.bucket.get_range(key, range).map_err(|f| match f {
+                    // Retired by the writer (merged into a larger part):
+                    // the caller reads the manifest again.
+                    super::store::Fault::NotFound => Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("object {key}"),
+                    )),
+                    f => eio(format!("{}/{key}: {f}", self.url)),
+                })?;
                 self.cache.put(key, b, &bytes);
                 Arc::new(bytes.to_vec())
             }
@@ -564,8 +569,38 @@ impl Inner {
         }
     }
 
-    /// Bytes `off..off + len` of a segment (clipped to its length).
-    fn read(&self, g: &SegmentManifest, off: u64, len: u64) -> Result<Vec<u8>> {
+    /// Bytes `off..off + len` of segment `g` of `stream` (clipped to its
+    /// length). An object gone from the bucket (the writer merged it into
+    /// a larger one after this manifest was read) sends the read to the
+    /// manifest again, which names what holds those bytes now: a reader
+    /// never fails because the writer compacted (bounded: three tries).
+    fn read(&self, stream: &str, g: &SegmentManifest, off: u64, len: u64) -> Result<Vec<u8>> {
+        let mut g = std::borrow::Cow::Borrowed(g);
+        let mut tries = 0;
+        loop {
+            match self.read_once(&g, off, len) {
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tries += 1;
+                    self.refresh();
+                    match self.segment(stream, g.start_id) {
+                        Some(n) if tries <= 3 && n.len >= (off + len).min(g.len) => {
+                            log::debug!("{}: {e} is gone; reading it from the manifest's newer objects", self.url);
+                            g = std::borrow::Cow::Owned(n);
+                        }
+                        _ => {
+                            return Err(eio(format!(
+                                "{}: stream {stream} segment {}: {e} is gone and the manifest names nothing in its place",
+                                self.url, g.start_id
+                            )))
+                        }
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn read_once(&self, g: &SegmentManifest, off: u64, len: u64) -> Result<Vec<u8>> {
         let end = (off + len).min(g.len);
         let mut out = Vec::with_capacity(end.saturating_sub(off) as usize);
         let mut at = off;
@@ -576,7 +611,18 @@ impl Inner {
             let b = rel / BLOCK;
             let block = self.block(&o.key, o.len, b)?;
             let from = (rel - b * BLOCK) as usize;
-            let take = ((end - at) as usize).min(block.len() - from);
+            let take = ((end - at) as usize).min(block.len().saturating_sub(from));
+            if take == 0 {
+                // A block shorter than its place (a cache file cut short):
+                // never wait for bytes that will not come.
+                return Err(eio(format!(
+                    "{}: object {} block {b}: {} bytes where {} were expected",
+                    self.url,
+                    o.key,
+                    block.len(),
+                    ((b + 1) * BLOCK).min(o.len) - b * BLOCK
+                )));
+            }
             out.extend_from_slice(&block[from..from + take]);
             at += take as u64;
         }
@@ -584,7 +630,7 @@ impl Inner {
     }
 
     fn header(&self, stream: &str, g: &SegmentManifest, off: u64) -> Result<FrameHeader> {
-        let b = self.read(g, off, HEADER_SIZE as u64)?;
+        let b = self.read(stream, g, off, HEADER_SIZE as u64)?;
         let h = FrameHeader::decode(&b).map_err(|e| {
             eio(format!(
                 "{}: stream {stream} segment {} at byte {off}: {e}",
@@ -606,7 +652,7 @@ impl Inner {
         if let Some(d) = self.frames.lock().get(&k) {
             return Ok(d);
         }
-        let p = self.read(g, f.off + HEADER_SIZE as u64, f.h.disk_size as u64)?;
+        let p = self.read(stream, g, f.off + HEADER_SIZE as u64, f.h.disk_size as u64)?;
         let d = Arc::new(decode_batch(&f.h, &p).map_err(|e| {
             eio(format!(
                 "{}: stream {stream} segment {} at byte {}: {e}",
@@ -622,6 +668,7 @@ impl Inner {
     /// `min_start` or later, below `limit`.
     fn resync(
         &self,
+        stream: &str,
         g: &SegmentManifest,
         from: u64,
         limit: u64,
@@ -631,15 +678,19 @@ impl Inner {
         let mut at = from;
         while at + HEADER_SIZE as u64 <= limit {
             let n = (limit - at).min(BLOCK);
-            let buf = self.read(g, at, n)?;
+            let buf = self.read(stream, g, at, n)?;
             let mut i = 0;
             while let Some(p) = buf[i..].windows(4).position(|w| w == magic) {
                 let cand = at + (i + p) as u64;
-                if let Ok(hb) = self.read(g, cand, HEADER_SIZE as u64) {
+                if let Ok(hb) = self.read(stream, g, cand, HEADER_SIZE as u64) {
                     if let Ok(h) = FrameHeader::decode(&hb) {
                         if h.start_id >= min_start && cand + h.frame_len() <= g.len {
-                            let payload =
-                                self.read(g, cand + HEADER_SIZE as u64, h.disk_size as u64)?;
+                            let payload = self.read(
+                                stream,
+                                g,
+                                cand + HEADER_SIZE as u64,
+                                h.disk_size as u64,
+                            )?;
                             if h.expected_crc(&payload) == h.crc {
                                 return Ok(Some(Found { off: cand, h }));
                             }
@@ -710,7 +761,7 @@ impl Inner {
                 )));
             }
             let mid = next + (hi - next) / 2;
-            match self.resync(g, mid, hi, cur.h.end_id())? {
+            match self.resync(stream, g, mid, hi, cur.h.end_id())? {
                 Some(f) if f.h.start_id <= id => {
                     learn(f);
                     lo = Some(f);
@@ -947,6 +998,7 @@ impl LogSource for BucketLog {
             .ok_or_else(|| Error::NoSuchStream(stream.to_owned()))?;
         Ok(Box::new(Remote {
             inner: self.inner.clone(),
+            stream: stream.to_owned(),
             g,
         }))
     }
@@ -1008,6 +1060,7 @@ impl LogSource for BucketLog {
 /// A segment's bytes in the bucket, for `segments/`.
 struct Remote {
     inner: Arc<Inner>,
+    stream: String,
     g: SegmentManifest,
 }
 
@@ -1015,7 +1068,7 @@ impl SegmentBytes for Remote {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         let b = self
             .inner
-            .read(&self.g, offset, buf.len() as u64)
+            .read(&self.stream, &self.g, offset, buf.len() as u64)
             .map_err(|_| std::io::Error::from_raw_os_error(libc::EIO))?;
         buf[..b.len()].copy_from_slice(&b);
         Ok(b.len())

@@ -39,7 +39,25 @@ pub struct Manifest {
     /// (one of [`ROOT_FILES`]: a sharded log's checkpoints), one object each.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, ObjectRef>,
+    /// Objects no longer referenced (parts merged into a larger one), kept
+    /// for [`RETIRED_GRACE`] so that a follower reading by an older
+    /// manifest still finds them; a later round deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
 }
+
+/// An object the log no longer references, and since when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retired {
+    /// Its key, relative to the prefix.
+    pub key: String,
+    /// Milliseconds since the Unix epoch when it was retired.
+    pub since_ms: u64,
+}
+
+/// How long a retired object stays in the bucket: longer than a follower's
+/// poll (1 s by default) and a read by the manifest before it.
+pub const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The root files shipped with the streams: a sharded log's shard count,
 /// checkpoint log and HEAD.
@@ -138,6 +156,7 @@ impl Manifest {
             updated_ms: 0,
             streams: BTreeMap::new(),
             files: BTreeMap::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -168,6 +187,21 @@ impl Manifest {
                 return Err(format!("manifest names an unknown root file {name:?}"));
             }
         }
+        // A retired object is deleted later: it must not be one in use.
+        for r in &m.retired {
+            if !valid_key(&r.key) || !keys.insert(r.key.as_str()) {
+                return Err(format!(
+                    "manifest: retired object {:?} is in use or named twice (not a manifest walfs wrote: refusing to read it)",
+                    r.key
+                ));
+            }
+        }
+        if m.files
+            .values()
+            .any(|o| m.retired.iter().any(|r| r.key == o.key))
+        {
+            return Err("manifest: a root file's object is retired".into());
+        }
         Ok(m)
     }
 
@@ -176,7 +210,8 @@ impl Manifest {
         serde_json::to_vec_pretty(self).expect("a manifest always serializes")
     }
 
-    /// Every key the manifest references.
+    /// Every key the manifest references (retired ones too: they stay
+    /// until their grace is over).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.streams
             .values()
@@ -184,6 +219,23 @@ impl Manifest {
             .flat_map(|g| g.objects.iter())
             .chain(self.files.values())
             .map(|o| o.key.as_str())
+            .chain(self.retired.iter().map(|r| r.key.as_str()))
+    }
+
+    /// Retires `keys` now, and takes out of the list (returning them) the
+    /// retired objects whose grace is over: to delete once this manifest
+    /// is written.
+    pub fn retire(&mut self, keys: Vec<String>, now_ms: u64) -> Vec<String> {
+        let grace = RETIRED_GRACE.as_millis() as u64;
+        let (expired, kept): (Vec<Retired>, Vec<Retired>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|r| now_ms.saturating_sub(r.since_ms) >= grace);
+        self.retired = kept;
+        self.retired.extend(keys.into_iter().map(|key| Retired {
+            key,
+            since_ms: now_ms,
+        }));
+        expired.into_iter().map(|r| r.key).collect()
     }
 }
 
@@ -240,9 +292,9 @@ fn check_stream<'a>(
         }
         let mut at = 0u64;
         for o in &seg.objects {
-            if o.offset != at || o.len == 0 || !valid_key(&o.key) || !o.key.starts_with(&own) {
+            if o.offset != at || !valid_key(&o.key) || !o.key.starts_with(&own) {
                 return Err(format!(
-                    "segment {at_start} has a gap, an empty object or a key outside the stream ({:?}) at byte {at}",
+                    "segment {at_start} has a gap or a key outside the stream ({:?}) at byte {at}",
                     o.key
                 ));
             }

@@ -473,6 +473,9 @@ impl Shipper {
         let puts = uploads.len() as u64 + 1;
         self.bucket.put_all(uploads)?;
         next.updated_ms = manifest::now_ms();
+        // Superseded objects stay, listed, for a grace period: a follower
+        // may be reading them by the manifest before this one.
+        let expired = next.retire(std::mem::take(&mut superseded), next.updated_ms);
         next.writer = current.writer.clone();
         let version = self.bucket.put_manifest(next.encode(), Some(version))?;
         let shipped: u64 = next
@@ -492,9 +495,9 @@ impl Shipper {
             st.counters.entries += shipped;
         }
         crate::metrics::global().replicated(shipped, puts);
-        if !superseded.is_empty() {
-            if let Err(f) = self.bucket.delete_all(superseded) {
-                log::warn!("replication: removing superseded objects failed ({f}); the next writer removes them");
+        if !expired.is_empty() {
+            if let Err(f) = self.bucket.delete_all(expired) {
+                log::warn!("replication: removing retired objects failed ({f}); the next writer removes them");
             }
         }
         Ok(())
