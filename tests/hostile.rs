@@ -187,3 +187,116 @@ fn foreign_files_and_symlinks_in_the_data_directory() {
     let report = walfs::verify(&walfs::RealStorage, &root, &mut |_, _| {}).unwrap();
     assert!(report.is_sound(), "{:?}", report.faults);
 }
+
+/// The walfs binary, run with a bound: (exit status, stderr). A run that
+/// does not end within 20 s is a hang, killed and reported.
+fn walfs_bounded(args: &[&str]) -> (i32, String) {
+    use std::io::Read;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            let mut err = String::new();
+            c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (s.code().unwrap_or(-1), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("walfs {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A FIFO named like a segment (or like the active one) blocks nothing:
+/// every command ends at once with an error that names the path; the mount
+/// refuses, naming it.
+#[test]
+fn a_fifo_named_like_a_segment_blocks_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let mut o = WalOptions::new(&data);
+    o.max_entries_per_segment = 2;
+    let wal = Wal::new(o).unwrap();
+    for i in 0..5 {
+        wal.append("s", format!("e{i}").as_bytes()).unwrap();
+    }
+    drop(wal);
+    for victim in ["00000000000000000002.wal", "00000000000000000004.wal"] {
+        let work = t.path().join(format!("w-{victim}"));
+        std::process::Command::new("cp")
+            .args(["-a", data.to_str().unwrap(), work.to_str().unwrap()])
+            .status()
+            .unwrap();
+        let p = work.join("s").join(victim);
+        std::fs::remove_file(&p).unwrap();
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let w = work.to_str().unwrap();
+        // (stat of a stream reads no sealed segment: it may answer.)
+        for (args, reads) in [
+            (vec!["verify", w], true),
+            (vec!["stat", w, "-s", "s"], victim.ends_with("4.wal")),
+            (vec!["cat", w, "-s", "s"], true),
+            (vec!["get", w, "3", "-s", "s"], true),
+        ] {
+            let (code, err) = walfs_bounded(&args);
+            if reads || code != 0 {
+                assert_ne!(code, 0, "{args:?}: {err}");
+                assert!(
+                    err.contains(victim) && err.contains("not a regular file"),
+                    "{args:?}: {err}"
+                );
+            }
+        }
+        // The active segment is opened at mount: refused, named. (A sealed
+        // one is opened when read: that read fails, the mount serves on.)
+        if victim.ends_with("4.wal") {
+            let mnt = t.path().join(format!("m-{victim}"));
+            std::fs::create_dir(&mnt).unwrap();
+            let (code, err) = walfs_bounded(&["mount", w, mnt.to_str().unwrap()]);
+            assert_eq!(code, 1, "{err}");
+            assert!(
+                err.contains(victim) && err.contains("not a regular file"),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// `verify`, `repair` and `truncate` on a directory that holds no walfs
+/// log say so (never "sound"), and leave nothing in it.
+#[test]
+fn commands_on_a_directory_that_is_not_a_log_say_so_and_leave_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("photos");
+    std::fs::create_dir_all(d.join("2024")).unwrap();
+    std::fs::write(d.join("2024/beach.jpg"), b"jpeg").unwrap();
+    let ds = d.to_str().unwrap();
+    for args in [
+        vec!["verify", ds],
+        vec!["repair", ds],
+        vec!["truncate", ds, "-s", "2024", "--before", "1"],
+    ] {
+        let (code, err) = walfs_bounded(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("not a walfs data directory"),
+            "{args:?}: {err}"
+        );
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["2024"], "nothing left behind (no walfs.lock)");
+}

@@ -683,6 +683,29 @@ fn refusals_at_start_are_one_clear_line() {
     // Not a bucket address.
     let (code, _, err) = mount(&fresh, "http://x/y", &env);
     one_line(code, &err, "s3://BUCKET/PREFIX");
+
+    // A plain-HTTP endpoint without AWS_ALLOW_HTTP: refused at start (it
+    // used to mount and wait for shipping that never starts).
+    let no_http: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k != "AWS_ALLOW_HTTP")
+        .cloned()
+        .collect();
+    let (code, _, err) = mount(&fresh, "s3://walfs-test/p", &no_http);
+    one_line(code, &err, "AWS_ALLOW_HTTP=true");
+    assert!(!fresh.exists());
+    // No credentials anywhere: said so, with where they were looked for
+    // (not the instance metadata service's failure).
+    let no_creds: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !k.contains("KEY"))
+        .cloned()
+        .chain([("HOME".into(), dir.path().display().to_string())])
+        .collect();
+    let (code, _, err) = mount(&fresh, "s3://walfs-test/p", &no_creds);
+    one_line(code, &err, "no AWS credentials found");
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(!fresh.exists());
 }
 
 fn mount_and_umount(data: &Path, mnt: &Path, env: &[(String, String)]) -> i32 {

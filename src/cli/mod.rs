@@ -236,6 +236,39 @@ fn need_data_dir(data: &std::path::Path) -> Result<(), Failure> {
     }
 }
 
+/// Refuses a directory that holds no walfs log (nothing walfs or ironwal
+/// made: no lock, no stream directory with a segment or its metadata), so
+/// that `verify` never calls such a directory sound and `repair` and
+/// `truncate` leave nothing in it.
+fn need_log(data: &std::path::Path) -> Result<(), Failure> {
+    need_data_dir(data)?;
+    let is_stream = |e: &std::fs::DirEntry| {
+        e.file_type().is_ok_and(|t| t.is_dir())
+            && e.file_name()
+                .to_str()
+                .is_some_and(walfs::format::validate_stream_name)
+            && std::fs::read_dir(e.path()).is_ok_and(|d| {
+                d.flatten().any(|f| {
+                    f.file_name().to_str().is_some_and(|n| {
+                        n == walfs::format::SEGMENTS_IDX
+                            || n == walfs::format::HEAD_STATE
+                            || walfs::format::parse_segment_name(n).is_some()
+                    })
+                })
+            })
+    };
+    let log = data.join("walfs.lock").is_file()
+        || std::fs::read_dir(data).is_ok_and(|d| d.flatten().any(|e| is_stream(&e)));
+    if log {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "{}: not a walfs data directory (no stream directory holds a segment, segments.idx or head.state)",
+            data.display()
+        )))
+    }
+}
+
 /// "1 stream", "2 streams" (`many`: the plural).
 fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

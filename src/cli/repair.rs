@@ -19,7 +19,7 @@ pub struct RepairArgs {
 }
 
 pub fn run(a: RepairArgs) -> Result<i32, Failure> {
-    super::need_data_dir(&a.data)?;
+    super::need_log(&a.data)?;
     let mut o = WalOptions::new(&a.data);
     o.on_corruption = CorruptionPolicy::Truncate;
     // A writable open cuts torn tails and rebuilds metadata; it keeps

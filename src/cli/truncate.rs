@@ -28,7 +28,7 @@ pub fn run(a: TruncateArgs) -> Result<i32, Failure> {
         );
         return Ok(0);
     }
-    super::need_data_dir(&a.common.data)?;
+    super::need_log(&a.common.data)?;
     let wal = Wal::new(WalOptions::new(&a.common.data))?;
     need_stream(&wal, &a.common.stream)?;
     // A shard of a sharded log keeps what its checkpoints name.

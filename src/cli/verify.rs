@@ -20,7 +20,7 @@ pub struct VerifyArgs {
 pub fn run(a: VerifyArgs) -> Result<i32, Failure> {
     let bucket = super::bucket_url(&a.data);
     if bucket.is_none() {
-        super::need_data_dir(&a.data)?;
+        super::need_log(&a.data)?;
     }
     let started = Instant::now();
     let mut progress = Progress::new("verifying", a.progress);

@@ -677,10 +677,14 @@ fn serve(
     }
     wal.close()
         .map_err(|e| MountError(format!("closing the log failed: {e}")))?;
-    log::info!(
-        "stopped: {} unmounted; the log is closed with everything acknowledged on disk",
-        mp.display()
-    );
+    if cfg.follow.is_some() {
+        log::info!("stopped: {} unmounted; no longer following", mp.display());
+    } else {
+        log::info!(
+            "stopped: {} unmounted; the log is closed with everything acknowledged on disk",
+            mp.display()
+        );
+    }
     Ok(())
 }
 

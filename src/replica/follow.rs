@@ -8,6 +8,7 @@
 //! damage), so a cold `entries/<id>` costs about log2(segment / block)
 //! requests; what probes learn is kept per segment.
 
+use super::cache::DiskCache;
 use super::manifest::{Manifest, SegmentManifest};
 use super::store::Bucket;
 use crate::cache::Lru;
@@ -55,75 +56,10 @@ impl FollowOptions {
     }
 }
 
-fn io_err(m: impl Into<String>) -> Error {
-    Error::Io(std::io::Error::other(m.into()))
-}
-
 fn eio(m: impl Into<String>) -> Error {
     let m = m.into();
     log::error!("{m}");
     Error::Io(std::io::Error::from_raw_os_error(libc::EIO))
-}
-
-/// Blocks of immutable objects, as files under a directory, LRU-bounded.
-struct DiskCache {
-    dir: PathBuf,
-    lru: Mutex<Lru<(String, u64), ()>>,
-}
-
-impl DiskCache {
-    fn open(dir: PathBuf, cap: u64) -> Result<DiskCache> {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| io_err(format!("cache {}: {e}", dir.display())))?;
-        // What an earlier run left is not indexed: start empty.
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        Ok(DiskCache {
-            dir,
-            lru: Mutex::new(Lru::new(cap.max(BLOCK))),
-        })
-    }
-
-    fn file(&self, key: &str, block: u64) -> PathBuf {
-        let name: String = key
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join(format!("{name}.{block}"))
-    }
-
-    fn get(&self, key: &str, block: u64) -> Option<Vec<u8>> {
-        let k = (key.to_owned(), block);
-        self.lru.lock().get(&k)?;
-        std::fs::read(self.file(key, block)).ok()
-    }
-
-    fn put(&self, key: &str, block: u64, bytes: &[u8]) {
-        let path = self.file(key, block);
-        let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .is_err()
-        {
-            return;
-        }
-        let evicted = self
-            .lru
-            .lock()
-            .insert((key.to_owned(), block), (), bytes.len() as u64);
-        for ((k, b), ()) in evicted {
-            let _ = std::fs::remove_file(self.file(&k, b));
-        }
-    }
 }
 
 /// A frame found in a segment.
@@ -215,11 +151,7 @@ impl BucketLog {
             })
             .collect();
         safe.truncate(200);
-        let dir = o
-            .cache_dir
-            .clone()
-            .unwrap_or_else(default_cache_root)
-            .join(format!("{safe}-{}", std::process::id()));
+        let root = o.cache_dir.clone().unwrap_or_else(default_cache_root);
         let inner = Arc::new(Inner {
             bucket,
             url: url.to_string(),
@@ -232,7 +164,7 @@ impl BucketLog {
             changed: Condvar::new(),
             changed_lock: Mutex::new(()),
             refreshing: Mutex::new(()),
-            cache: DiskCache::open(dir, o.cache_size)?,
+            cache: DiskCache::open(&root, &safe, o.cache_size.max(BLOCK))?,
             learned: Mutex::new(HashMap::new()),
             frames: Mutex::new(Lru::new(64 << 20)),
             hot: Mutex::new(Lru::new(64 << 20)),
@@ -415,7 +347,6 @@ impl Drop for BucketLog {
             h.thread().unpark();
             let _ = h.join();
         }
-        let _ = std::fs::remove_dir_all(&self.inner.cache.dir);
     }
 }
 

@@ -12,6 +12,7 @@
 //! them is written. A writer whose conditional manifest write fails has
 //! been fenced and refuses every later append.
 
+pub mod cache;
 pub mod check;
 pub mod follow;
 pub mod manifest;
@@ -310,8 +311,16 @@ impl Link {
             Phase::Unreachable(m) => format!("unreachable ({m})"),
             Phase::Fenced(m) => format!("fenced ({m})"),
             Phase::Ok if lag_ms > 2 * self.opts.interval.as_millis() as u64 + 1000 => {
-                "behind".into()
+                format!(
+                    "behind ({} entries not in the bucket yet)",
+                    durable - replicated_id
+                )
             }
+            // Only "ok" once the bucket holds everything durable here.
+            Phase::Ok if replicated_id < durable => format!(
+                "shipping ({} entries not in the bucket yet)",
+                durable - replicated_id
+            ),
             Phase::Ok => "ok".into(),
         };
         ReplicaInfo {

@@ -38,6 +38,12 @@ impl std::fmt::Display for Fault {
 
 fn fault(e: object_store::Error) -> Fault {
     use object_store::Error as E;
+    let m = short(&e);
+    if m.contains("169.254.169.254") || m.contains("instance metadata") || m.contains("IMDS") {
+        // Nothing configured: the client fell back to the instance
+        // metadata service, which answers only on a cloud instance.
+        return Fault::Refused("no AWS credentials found: looked for AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in ~/.aws/credentials (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE), a web identity token, and the instance metadata service (no answer: not a cloud instance); set the two variables, or a profile".into());
+    }
     match e {
         E::NotFound { .. } => Fault::NotFound,
         E::Precondition { .. } | E::AlreadyExists { .. } => Fault::Conflict,
@@ -240,6 +246,18 @@ impl Bucket {
                 .parse::<AmazonS3ConfigKey>()
                 .map_err(|_| format!("{k:?} is not an S3 setting (use the names of object_store's AmazonS3ConfigKey, such as aws_endpoint)"))?;
             b = b.with_config(key, v);
+        }
+        // A plain-HTTP endpoint the client would refuse request by request
+        // (so shipping would wait forever for a bucket that never answers):
+        // refused here, in one line.
+        let endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        let allow_http = b
+            .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if let Some(e) = endpoint.filter(|e| e.starts_with("http://") && !allow_http) {
+            return Err(format!(
+                "the endpoint {e} is plain HTTP, which is refused unless AWS_ALLOW_HTTP=true is set (or use https://)"
+            ));
         }
         let store = b
             .with_bucket_name(&url.bucket)

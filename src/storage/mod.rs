@@ -196,9 +196,6 @@ impl StorageFile for RealFile {
     }
 }
 
-/// Nothing in a data directory is followed if it is a symlink: a link
-/// named like a segment, `head.state`, `segments.idx`, the lock or a stream
-/// would let whoever made it point walfs's reads and writes anywhere.
 /// A fresh directory `<dir>/<prefix>XXXXXX` (mkdtemp(3): mode 0700, a name
 /// nobody could have made first, no link followed at its last component):
 /// for staging and caches, where a planted name must never be used.
@@ -216,6 +213,31 @@ pub fn make_private_dir(dir: &Path, prefix: &str) -> io::Result<PathBuf> {
     }
     buf.pop();
     Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
+/// Nothing in a data directory is followed if it is a symlink: a link
+/// named like a segment, `head.state`, `segments.idx`, the lock or a stream
+/// would let whoever made it point walfs's reads and writes anywhere.
+/// Refuses anything but a regular file (a FIFO, a device, a socket named
+/// like walfs's own files), naming it; a file opened with O_NONBLOCK keeps
+/// it, which changes nothing for a regular file.
+fn regular(f: &File, path: &Path) -> io::Result<()> {
+    let t = f.metadata()?.file_type();
+    if t.is_file() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is not a regular file (a {}): walfs reads and writes only its own files there",
+            path.display(),
+            if t.is_dir() {
+                "directory"
+            } else {
+                "FIFO, socket or device"
+            }
+        ),
+    ))
 }
 
 fn link_refused(path: &Path) -> io::Error {
@@ -297,7 +319,7 @@ fn open_rw(path: &Path) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
     };
     match existing() {
@@ -346,12 +368,15 @@ impl Storage for RealStorage {
         let f = if write {
             open_rw(path)?
         } else {
+            // O_NONBLOCK: a FIFO named like a segment must not make the
+            // open wait for a writer (it is refused just below).
             OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(path)
                 .map_err(|e| named(e, path))?
         };
+        regular(&f, path)?;
         Ok(Arc::new(RealFile(f)))
     }
 

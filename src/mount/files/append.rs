@@ -12,6 +12,12 @@ use crate::mount::tree::{Attr, Cache};
 /// newline, or held before it arrives), or a `record`.
 pub const MAX_RECORD: usize = 64 << 20;
 
+/// The most unread "FIRST-LAST" lines a read-write handle keeps (1 MiB,
+/// some 50,000 writes): past it the oldest go. A write-only handle keeps
+/// none (nobody can read them), so a descriptor held open for days by a
+/// logger costs nothing per write.
+pub const MAX_UNREAD_IDS: usize = 1 << 20;
+
 pub(super) struct Append;
 
 /// An open `append`.
@@ -23,6 +29,10 @@ pub struct State {
     /// each line once, whatever the file position (like a pipe).
     ids: String,
     ids_read: usize,
+    /// Opened for reading too: ids are kept for it.
+    keep_ids: bool,
+    /// Unread ids were dropped (said once).
+    ids_dropped: bool,
     /// Set by the first failed write: the handle then refuses every write
     /// and commit with this errno, and nothing it held is ever committed.
     pub(super) failed: Option<Errno>,
@@ -40,7 +50,7 @@ impl FileOps for Append {
         ))
     }
 
-    fn open(&self, v: &View, at: &At, _read: bool, write: bool) -> Result<(Handle, Serve), Errno> {
+    fn open(&self, v: &View, at: &At, read: bool, write: bool) -> Result<(Handle, Serve), Errno> {
         if v.read_only() {
             return Err(libc::EROFS);
         }
@@ -52,6 +62,8 @@ impl FileOps for Append {
             pending: Vec::new(),
             ids: String::new(),
             ids_read: 0,
+            keep_ids: read,
+            ids_dropped: false,
             failed: None,
         };
         Ok((Handle::Append(state), writer_serve()))
@@ -132,7 +144,7 @@ impl State {
             .source()
             .append_batch(&name, &lines)
             .map_err(|e| errno(&e))?;
-        self.ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
+        self.note_ids(r);
         self.pending.clear();
         self.pending.extend_from_slice(rest);
         Ok(data.len() as u32)
@@ -145,7 +157,35 @@ impl State {
         }
         let entry = std::mem::take(&mut self.pending);
         let r = v.commit_entry(self.sno, &entry)?;
-        self.ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
+        self.note_ids(r);
         Ok(())
+    }
+
+    /// Keeps "FIRST-LAST" of a committed write for reads of the handle
+    /// (none for a write-only one; at most [`MAX_UNREAD_IDS`] unread).
+    fn note_ids(&mut self, r: std::ops::Range<u64>) {
+        if !self.keep_ids {
+            return;
+        }
+        // What was read goes (all of it, or once it is worth a copy).
+        if self.ids_read == self.ids.len() || self.ids_read >= 1 << 16 {
+            self.ids.drain(..self.ids_read);
+            self.ids_read = 0;
+        }
+        self.ids.push_str(&format!("{}-{}\n", r.start, r.end - 1));
+        if self.ids.len() - self.ids_read > MAX_UNREAD_IDS {
+            // Drop whole old lines, unread: the handle's reader fell too far
+            // behind to be owed them.
+            let cut = self.ids.len() - MAX_UNREAD_IDS;
+            let cut = self.ids[cut..]
+                .find('\n')
+                .map_or(self.ids.len(), |i| cut + i + 1);
+            if !self.ids_dropped {
+                log::warn!("an append handle's unread ids passed {MAX_UNREAD_IDS} bytes: the oldest are dropped (read the handle as you write)");
+                self.ids_dropped = true;
+            }
+            self.ids.drain(..cut);
+            self.ids_read = 0;
+        }
     }
 }
