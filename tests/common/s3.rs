@@ -168,13 +168,13 @@ impl S3Server {
             .collect()
     }
 
-    /// An object's bytes.
     /// Deletes an object (as a lifecycle rule or another tool would).
     pub fn delete(&self, bucket: &str, key: &str) {
         let (code, body) = http(self.port, "DELETE", &format!("/{bucket}/{key}"), b"").unwrap();
         assert!(code == 204 || code == 200, "delete {key}: {code} {body}");
     }
 
+    /// An object's bytes.
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         let (code, body) = http_bytes(self.port, "GET", &format!("/{bucket}/{key}"), b"").unwrap();
         assert_eq!(code, 200);
