@@ -468,3 +468,25 @@ impl Commit {
         self.epoch.bump();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `wait` returns the count a bump made, at once; without a bump, the
+    /// same count after the timeout.
+    #[test]
+    fn an_epoch_wait_returns_what_changed() {
+        let e = Arc::new(Epoch::default());
+        assert_eq!(e.wait(0, Duration::from_millis(10)), 0, "nothing changed");
+        let e2 = e.clone();
+        let t = std::thread::spawn(move || e2.wait(0, Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(20));
+        e.bump();
+        e.bump();
+        let seen = t.join().unwrap();
+        assert!(seen == 1 || seen == 2, "{seen}");
+        assert_eq!(e.wait(2, Duration::from_millis(10)), 2);
+        assert_eq!(e.wait(1, Duration::from_secs(30)), 2, "already past 1");
+    }
+}

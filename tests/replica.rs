@@ -1052,3 +1052,72 @@ fn a_sharded_log_ships_and_restores_its_checkpoints() {
     let iw = ironwal::sharded::ShardedWal::new(ironwal::WalOptions::new(&restored), 4).unwrap();
     assert_eq!(iw.load_latest_checkpoint().unwrap().0, b"cp-2");
 }
+
+/// `stat` says "ok" only once the bucket holds everything durable here;
+/// before, it says what is still to ship.
+#[test]
+fn stat_says_ok_only_when_the_bucket_has_everything() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica("s3://walfs-test/okay", &s3.endpoint());
+    r.interval = Duration::from_secs(3600);
+    let wal = wal_at(&dir.path().join("data"), r, 1 << 20).unwrap();
+    for i in 0..50 {
+        wal.append("s", format!("{i}").as_bytes()).unwrap();
+    }
+    let info = wal.stream_info("s").unwrap().replication.unwrap();
+    assert_eq!(info.replicated_id, 0);
+    assert!(
+        info.state.starts_with("shipping (50 entries"),
+        "{}",
+        info.state
+    );
+    drop(wal); // a clean close ships the rest
+    let m = manifest(&s3, "walfs-test", "okay");
+    assert_eq!(m.streams["s"].next_id, 50);
+}
+
+/// Restore stages in a directory of its own: a user's `DATA.restoring` is
+/// left alone, and `DIR/` (a trailing slash) restores into DIR.
+#[test]
+fn restore_touches_nothing_but_data() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let r = replica("s3://walfs-test/rs", &s3.endpoint());
+    {
+        let wal = wal_at(&dir.path().join("src"), r.clone(), 1 << 20).unwrap();
+        wal.append("s", b"kept\n").unwrap();
+    }
+    let mine = dir.path().join("out.restoring");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("thesis.tex"), b"years of work").unwrap();
+    walfs::replica::restore(&r, &dir.path().join("out"), &mut |_, _| {}).unwrap();
+    assert_eq!(
+        std::fs::read(mine.join("thesis.tex")).unwrap(),
+        b"years of work"
+    );
+    // DIR/ with DIR empty.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, _, err) = walfs(
+        &[
+            "restore",
+            "s3://walfs-test/rs",
+            &format!("{}/", empty.display()),
+        ],
+        &aws_env(&s3.endpoint()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let wal = Wal::new(WalOptions::new(&empty)).unwrap();
+    assert_eq!(wal.get("s", 0).unwrap().unwrap(), b"kept\n");
+    let beside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        beside.iter().all(|n| ["src", "out", "out.restoring", "empty"].contains(&n.as_str())),
+        "{beside:?}"
+    );
+}

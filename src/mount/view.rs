@@ -648,6 +648,41 @@ mod tests {
         assert_eq!(v.source().next_id("default"), 1);
     }
 
+    /// A descriptor held open for many writes costs the daemon a bounded
+    /// amount: a write-only one keeps no ids at all, a read-write one at
+    /// most MAX_UNREAD_IDS of unread ones (and nothing once read).
+    #[test]
+    fn a_long_lived_descriptor_holds_bounded_ids() {
+        use crate::mount::files::append::MAX_UNREAD_IDS;
+        let t = tempfile::tempdir().unwrap();
+        let mut o = crate::WalOptions::new(t.path());
+        o.sync_mode = crate::SyncMode::Async;
+        let v = View::new(Wal::new(o).unwrap(), "default", false).unwrap();
+        let append = node(&v, Node::Root, b"append");
+        let held = |fh: u64| match &*v.handle(fh).unwrap().lock() {
+            Handle::Append(s) => s.ids_held(),
+            _ => unreachable!(),
+        };
+        let wo = v.open(append, false, true).unwrap().fh;
+        let rw = v.open(append, true, true).unwrap().fh;
+        for i in 0..150_000u32 {
+            let line = format!("{i}\n");
+            v.write(wo, 0, line.as_bytes()).unwrap();
+            v.write(rw, 0, line.as_bytes()).unwrap();
+        }
+        assert_eq!(held(wo), 0, "a write-only handle keeps no ids");
+        assert!(held(rw) <= MAX_UNREAD_IDS, "{} bytes of ids", held(rw));
+        assert!(held(rw) > MAX_UNREAD_IDS / 2, "the newest are kept");
+        // The newest line is the last write's ids.
+        let all = v.read(append, rw, 0, (2 * MAX_UNREAD_IDS) as u32).unwrap();
+        let last = String::from_utf8(all).unwrap();
+        assert!(last.ends_with("299999-299999\n"), "{}", &last[last.len() - 40..]);
+        v.write(rw, 0, b"x\n").unwrap();
+        assert!(held(rw) < 64, "what was read is let go");
+        v.release(wo);
+        v.release(rw);
+    }
+
     /// Once stopping, every change is refused with ESHUTDOWN and counted;
     /// an open file's held bytes are never committed after a refused write.
     #[test]

@@ -194,6 +194,12 @@ impl Stream {
         if let (Some(f), false) = (file, ro) {
             let storage = ctx.storage.clone();
             let path = stream.dir.join(format::SYNCED);
+            // Its name must survive a power loss too (a clean close syncs
+            // its bytes, not the directory).
+            if !st.exists(&path) {
+                st.open(&path, true)?;
+                st.sync_dir(&stream.dir)?;
+            }
             *stream.commit.marker.lock() = Some(crate::commit::Marker::new(move || {
                 storage.open(&path, true)
             }));

@@ -161,6 +161,11 @@ impl State {
         Ok(())
     }
 
+    /// Bytes of "FIRST-LAST" lines kept (read or not) for the handle.
+    pub(crate) fn ids_held(&self) -> usize {
+        self.ids.len()
+    }
+
     /// Keeps "FIRST-LAST" of a committed write for reads of the handle
     /// (none for a write-only one; at most [`MAX_UNREAD_IDS`] unread).
     fn note_ids(&mut self, r: std::ops::Range<u64>) {

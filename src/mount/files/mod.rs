@@ -3,7 +3,7 @@
 //! write. A new kind is a new module, a new [`Kind`], and one line in
 //! [`ops`].
 
-mod append;
+pub(crate) mod append;
 mod checkpoints;
 mod dir;
 mod entries;
