@@ -311,6 +311,28 @@ impl Commit {
         }
     }
 
+    /// Takes back what was written past `end_id` (at byte `len` of the
+    /// active segment), which the caller has cut from the file: entries
+    /// refused after the fact (a fenced writer's, never shipped).
+    pub fn take_back(&self, end_id: u64, len: u64) {
+        let mut st = self.state.lock();
+        st.written = end_id;
+        st.durable = end_id;
+        st.written_len = len;
+        st.durable_len = len;
+        self.visible.store(end_id, Ordering::Release);
+        if let Some(m) = self.marker.lock().as_mut() {
+            m.last = None;
+            m.record(crate::format::SyncedMark {
+                segment: st.segment,
+                len,
+                end_id,
+            });
+            m.sync();
+        }
+        self.epoch.bump();
+    }
+
     /// Records in walfs.synced that `len` bytes of segment `segment`,
     /// holding ids below `end_id`, are on disk.
     pub fn mark_synced(&self, segment: u64, len: u64, end_id: u64) {

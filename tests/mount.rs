@@ -121,7 +121,15 @@ fn large_writes_keep_lines_whole() {
     f.write_all(all.as_bytes()).unwrap();
     f.sync_all().unwrap();
     drop(f);
-    assert_eq!(std::fs::read_to_string(m.path("log")).unwrap(), all);
+    let log = std::fs::read_to_string(m.path("log")).unwrap();
+    if log != all {
+        let at = log.bytes().zip(all.bytes()).position(|(a, b)| a != b);
+        panic!(
+            "log differs: {} bytes read, {} written, first difference at {at:?}",
+            log.len(),
+            all.len()
+        );
+    }
     for i in [0usize, 4097, 99_999] {
         assert_eq!(
             std::fs::read_to_string(m.path(&format!("entries/{i}"))).unwrap(),

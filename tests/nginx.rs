@@ -70,7 +70,12 @@ fn nginx_logs_every_request_once_with_the_daemon_flat() {
     .unwrap();
     let nginx = Nginx(
         Command::new("nginx")
-            .args(["-c", conf.to_str().unwrap(), "-p", t.path().to_str().unwrap()])
+            .args([
+                "-c",
+                conf.to_str().unwrap(),
+                "-p",
+                t.path().to_str().unwrap(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -78,7 +83,11 @@ fn nginx_logs_every_request_once_with_the_daemon_flat() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nginx did not start: {}", std::fs::read_to_string(t.path().join("error.log")).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start: {}",
+            std::fs::read_to_string(t.path().join("error.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let daemon = m.pid();

@@ -494,12 +494,28 @@ fn a_writer_that_loses_a_round_to_a_takeover_stops_acknowledging() {
         "the old writer acknowledged after losing the prefix"
     );
     assert!(acked_a.iter().all(|&(id, _)| id < taken_at), "{acked_a:?}");
+    // A refused append commits nothing: the old writer's log ends where
+    // the bucket had it, its next id no other entry's there.
+    assert_eq!(
+        a.next_id("s"),
+        taken_at,
+        "the refused entry stayed in the local log"
+    );
+    assert_eq!(a.get("s", taken_at).unwrap(), None);
     assert_eq!(acked_b, (5..25).collect::<Vec<u64>>());
     let m = manifest(&s3, "walfs-test", "fence");
     assert_eq!(m.epoch, epoch, "the fenced writer wrote a manifest");
     assert_eq!(m.streams["s"].next_id, 25);
     drop(a);
     drop(b);
+    // Also on disk, after a reopen.
+    let mut ro = WalOptions::new(dir.path().join("a"));
+    ro.read_only = true;
+    let reopened = Wal::new(ro).unwrap();
+    assert_eq!(reopened.next_id("s"), taken_at);
+    let v = walfs::verify(&walfs::RealStorage, &dir.path().join("a"), &mut |_, _| {}).unwrap();
+    assert!(v.faults.is_empty(), "{:?}", v.faults);
+    drop(reopened);
     let out = dir.path().join("restored");
     walfs::replica::restore(&r, &out, &mut |_, _| {}).unwrap();
     let w = Wal::new(WalOptions::new(&out)).unwrap();
@@ -1117,7 +1133,9 @@ fn restore_touches_nothing_but_data() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert!(
-        beside.iter().all(|n| ["src", "out", "out.restoring", "empty"].contains(&n.as_str())),
+        beside
+            .iter()
+            .all(|n| ["src", "out", "out.restoring", "empty"].contains(&n.as_str())),
         "{beside:?}"
     );
 }

@@ -20,7 +20,8 @@ fn sim() -> (SimDisk, Wal) {
 }
 
 fn mark_of(d: &SimDisk) -> Vec<u8> {
-    d.read_file(&Path::new(ROOT).join("s").join(SYNCED)).unwrap()
+    d.read_file(&Path::new(ROOT).join("s").join(SYNCED))
+        .unwrap()
 }
 
 /// After a clean close, walfs.synced survives a power loss exactly: it
@@ -70,7 +71,10 @@ fn the_mark_costs_no_sync_per_append() {
     for i in 0..50 {
         w.append("s", format!("{i}").as_bytes()).unwrap();
     }
-    assert!(t.elapsed() < std::time::Duration::from_secs(1), "too slow to tell");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "too slow to tell"
+    );
     assert!(
         d.sync_count() - before <= 51,
         "{} syncs for 50 appends",
@@ -97,7 +101,10 @@ fn mark_descriptors_are_bounded_with_the_streams() {
                 .is_ok_and(|p| p.starts_with(t.path()) && p.ends_with(SYNCED))
         })
         .count();
-    assert!(open_marks <= 4, "{open_marks} walfs.synced descriptors open");
+    assert!(
+        open_marks <= 4,
+        "{open_marks} walfs.synced descriptors open"
+    );
 }
 
 /// Before any append, a stream's modification time is its active

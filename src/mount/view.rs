@@ -676,7 +676,11 @@ mod tests {
         // The newest line is the last write's ids.
         let all = v.read(append, rw, 0, (2 * MAX_UNREAD_IDS) as u32).unwrap();
         let last = String::from_utf8(all).unwrap();
-        assert!(last.ends_with("299999-299999\n"), "{}", &last[last.len() - 40..]);
+        assert!(
+            last.ends_with("299999-299999\n"),
+            "{}",
+            &last[last.len() - 40..]
+        );
         v.write(rw, 0, b"x\n").unwrap();
         assert!(held(rw) < 64, "what was read is let go");
         v.release(wo);

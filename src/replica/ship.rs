@@ -415,6 +415,20 @@ impl Shipper {
 
     fn fence(&self, m: String) {
         log::error!("replication: fenced: {m}");
+        // Strict replication acknowledges only what the bucket holds: what
+        // is here past that was refused to its writers (they get the fence
+        // below), so it goes, before they hear of it: a refused append
+        // commits nothing, and no id here names another entry than the
+        // bucket's.
+        if self.link.opts.mode == crate::ReplicaMode::Strict {
+            let shipped = self.link.state.lock().shipped.clone();
+            for s in self.core.all_streams() {
+                let to = shipped.get(&s.name).copied().unwrap_or(0);
+                if let Err(e) = s.take_back(self.ctx(), to, "fenced") {
+                    log::error!("stream {}: {e}", s.name);
+                }
+            }
+        }
         self.link.state.lock().phase = Phase::Fenced(m);
         self.link.progress.notify_all();
     }

@@ -342,6 +342,82 @@ impl Stream {
         Ok(())
     }
 
+    /// Cuts the stream back to ids below `to`, which must lie in the active
+    /// segment (else nothing is cut: an error says why), and refuses writes
+    /// from then on: for entries that were written and synced here but
+    /// refused to their writers (a fenced writer's, which the bucket will
+    /// never hold and whose ids name other entries there). Returns how
+    /// many entries were taken back.
+    pub fn take_back(self: &Arc<Self>, ctx: &Ctx, to: u64, why: &str) -> Result<u64> {
+        let mut w = self.writer.lock();
+        self.flush_locked(ctx, &mut w)?;
+        if w.poisoned.is_none() {
+            w.poisoned = Some((libc::ESTALE, why.to_owned()));
+        }
+        if to >= w.next_id {
+            return Ok(0);
+        }
+        if to < w.active.start_id {
+            return Err(Error::Damaged {
+                stream: self.name.clone(),
+                reason: format!(
+                    "ids {to}..{} were refused but span a sealed segment: they stay in the local log (moved aside at the next start with replication)",
+                    w.next_id
+                ),
+            });
+        }
+        let file = self.write_file(ctx, &mut w)?;
+        let mut win = crate::segment::Window::new(
+            Arc::new(crate::segment::ReadHandle::File(file.clone())),
+            w.len,
+            1 << 16,
+        );
+        // The frames below `to`, again: the cut's offset, index and entry
+        // bytes (ids shipped end on a frame boundary).
+        let (off, payload, ix) = {
+            let mut ix = crate::index::SparseIndex::new();
+            let mut payload = 0;
+            let mut at = 0u64;
+            let mut id = w.active.start_id;
+            while id < to && at < w.len {
+                let h = win.header(at).map_err(|e| match e {
+                    crate::segment::ReadError::Io(e) => Error::Io(e),
+                    crate::segment::ReadError::Bad(f) => Error::Corruption {
+                        location: self.location(&w.active, f.offset),
+                        reason: f.reason,
+                    },
+                })?;
+                ix.note(h.start_id, at, h.payload_len());
+                payload += h.payload_len();
+                id = h.end_id();
+                at += h.frame_len();
+            }
+            if id != to {
+                return Err(Error::Damaged {
+                    stream: self.name.clone(),
+                    reason: format!("id {to} is not at a frame boundary: nothing taken back"),
+                });
+            }
+            (at, payload, ix)
+        };
+        file.set_len(off)?;
+        file.sync_data()?;
+        let taken = w.next_id - to;
+        w.len = off;
+        w.next_id = to;
+        w.payload = payload;
+        w.active.set_index(ix);
+        w.active.set_written(off, to, payload);
+        self.appended.store(to, Ordering::Release);
+        self.commit.take_back(to, off);
+        log::warn!(
+            "stream {}: took back ids {to}..{} ({why}): they were refused to their writers and are gone from the local log",
+            self.name,
+            to + taken
+        );
+        Ok(taken)
+    }
+
     /// Syncs the active segment (for `Wal::sync` and a clean close).
     pub fn sync(self: &Arc<Self>, ctx: &Ctx) -> Result<()> {
         self.flush(ctx)?;

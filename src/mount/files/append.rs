@@ -162,6 +162,7 @@ impl State {
     }
 
     /// Bytes of "FIRST-LAST" lines kept (read or not) for the handle.
+    #[cfg(test)]
     pub(crate) fn ids_held(&self) -> usize {
         self.ids.len()
     }
