@@ -139,6 +139,13 @@ fn a_follower_mount_mirrors_the_primary() {
         got.expect("tail -f on the follower printed the new line"),
         b"from-the-primary\n"
     );
+    // Its stop line says what it was: a follower, no log of its own.
+    let mut f = f;
+    let said = f.stop_capturing();
+    assert!(
+        said.contains("no longer following") && !said.contains("acknowledged on disk"),
+        "{said}"
+    );
     drop(f);
     let left: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
