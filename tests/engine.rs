@@ -418,3 +418,22 @@ fn entry_bytes_read_in_any_order_and_size_match_the_entries() {
         }
     }
 }
+
+/// A follower waiting on a stream is let go when the stream is deleted,
+/// not left waiting for its timeout.
+#[test]
+fn a_deleted_stream_lets_its_followers_go() {
+    let t = tempfile::tempdir().unwrap();
+    let wal = Wal::new(opts(t.path())).unwrap();
+    wal.append("s", b"x").unwrap();
+    let w2 = wal.clone();
+    let h = std::thread::spawn(move || {
+        let start = Instant::now();
+        let _ = w2.wait_for("s", 1, Duration::from_secs(60));
+        start.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    wal.delete_stream("s").unwrap();
+    let waited = h.join().unwrap();
+    assert!(waited < Duration::from_secs(30), "waited {waited:?}");
+}
