@@ -74,6 +74,9 @@ pub struct Window {
 
 const PAGE: u64 = 4096;
 
+/// Payloads larger than this are checked through a buffer of this size.
+const CRC_CHUNK: usize = 1 << 20;
+
 impl Drop for Window {
     /// The read buffer goes back for reuse, unless a decoded frame holds it
     /// (the frame gives it back when dropped).
@@ -187,6 +190,23 @@ impl Window {
         }
     }
 
+    /// Fills `out` with the bytes from `off`, which the caller has checked
+    /// lie below the limit, without passing through the window's buffer
+    /// (ranges of a frame too large to hold).
+    pub fn read_into(&self, off: u64, out: &mut [u8]) -> io::Result<()> {
+        let end = off
+            .checked_add(out.len() as u64)
+            .filter(|&e| e <= self.limit)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        match &*self.handle {
+            ReadHandle::Map(m) => {
+                out.copy_from_slice(&m[off as usize..end as usize]);
+                Ok(())
+            }
+            ReadHandle::File(f) => f.read_exact_at(out, off),
+        }
+    }
+
     /// Bytes `[off, off + len)` if the window already holds them (always,
     /// for a mapping): no I/O.
     pub fn cached(&self, off: u64, len: usize) -> Option<&[u8]> {
@@ -230,10 +250,29 @@ impl Window {
         Ok(h)
     }
 
-    /// The payload of the frame at `off` passes its crc.
+    /// The payload of the frame at `off` passes its crc. A large payload
+    /// the window does not hold is read through a bounded buffer instead
+    /// of into the window: checking a frame never allocates its size.
     pub fn crc_ok(&mut self, off: u64, h: &FrameHeader) -> io::Result<bool> {
-        let p = self.bytes(off + HEADER_SIZE as u64, h.disk_size as usize)?;
-        Ok(h.expected_crc(p) == h.crc)
+        let (p_off, len) = (off + HEADER_SIZE as u64, h.disk_size as usize);
+        let whole = len <= CRC_CHUNK
+            || matches!(*self.handle, ReadHandle::Map(_))
+            || self.cached(p_off, len).is_some();
+        if whole {
+            let p = self.bytes(p_off, len)?;
+            return Ok(h.expected_crc(p) == h.crc);
+        }
+        let mut crc = h.crc_hasher();
+        let mut buf = crate::bufpool::take(CRC_CHUNK);
+        let (mut at, end) = (p_off, p_off + len as u64);
+        while at < end {
+            let n = (end - at).min(CRC_CHUNK as u64) as usize;
+            self.read_into(at, &mut buf[..n])?;
+            crc.update(&buf[..n]);
+            at += n as u64;
+        }
+        crate::bufpool::give(buf);
+        Ok(crc.finalize() == h.crc)
     }
 
     /// Checks the crc of the raw frame at `off` and returns where its

@@ -143,6 +143,7 @@ impl Wal {
             writers: Mutex::new(Lru::new(options.max_open_segments.max(1) as u64)),
             epoch: Arc::default(),
             last_big: Mutex::new(None),
+            checked: Mutex::default(),
             storage,
             opts: options,
         };
@@ -341,6 +342,34 @@ impl Wal {
             return Ok(None);
         };
         Ok(frame.entry(id).map(f))
+    }
+
+    /// The length of entry `id`, None if it does not exist. An entry alone
+    /// in a large frame answers from the frame's header, without reading
+    /// the entry (its crc is checked when its bytes are read).
+    pub fn entry_len(&self, stream: &str, id: u64) -> Result<Option<u64>> {
+        match self.stream(stream) {
+            Some(s) => s.entry_len(&self.inner.ctx, id),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes `[offset, offset + size)` of entry `id`, clipped to its end;
+    /// None if it does not exist. An entry alone in a large frame is
+    /// checked whole once while open, through a bounded buffer, then read
+    /// only where asked: reading a large entry piece by piece never holds
+    /// it in memory.
+    pub fn read_entry_range(
+        &self,
+        stream: &str,
+        id: u64,
+        offset: u64,
+        size: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        match self.stream(stream) {
+            Some(s) => s.read_entry_range(&self.inner.ctx, id, offset, size),
+            None => Ok(None),
+        }
     }
 
     /// Several entries at once; frames shared by neighbouring ids are read

@@ -169,14 +169,20 @@ impl FrameHeader {
 
     /// The crc this header should carry for `payload`.
     pub fn expected_crc(&self, payload: &[u8]) -> u32 {
-        let mut h = crc_prefix(
+        let mut h = self.crc_hasher();
+        h.update(payload);
+        h.finalize()
+    }
+
+    /// A hasher over the header fields the crc covers, for a payload fed to
+    /// it piece by piece; `finalize` gives the crc this header should carry.
+    pub fn crc_hasher(&self) -> crc32fast::Hasher {
+        crc_prefix(
             self.start_id,
             self.entry_count,
             self.frame_type,
             self.disk_size,
-        );
-        h.update(payload);
-        h.finalize()
+        )
     }
 }
 

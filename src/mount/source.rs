@@ -139,7 +139,7 @@ impl LogSource for Wal {
         Some((o.sync_mode, o.compression))
     }
     fn entry_len(&self, stream: &str, id: u64) -> Result<Option<u64>> {
-        self.get_with(stream, id, |e| e.len() as u64)
+        Wal::entry_len(self, stream, id)
     }
     fn read_entry(
         &self,
@@ -148,7 +148,7 @@ impl LogSource for Wal {
         offset: u64,
         size: usize,
     ) -> Result<Option<Vec<u8>>> {
-        self.get_with(stream, id, |b| super::files::byte_range(b, offset, size))
+        Wal::read_entry_range(self, stream, id, offset, size)
     }
     fn segments(&self, stream: &str) -> Vec<SegmentInfo> {
         Wal::segments(self, stream)

@@ -58,6 +58,10 @@ pub struct Ctx {
     /// frame, without one), with its stream's uid: the reads of one large
     /// entry, request after request, decode it once.
     pub last_big: Mutex<Option<(u64, Arc<crate::format::DecodedFrame>)>>,
+    /// Large single-entry frames whose crc was checked while open (served
+    /// in ranges, see [`read::RANGED_FRAME`]): (stream uid, segment, offset,
+    /// crc), the oldest forgotten first.
+    pub checked: Mutex<std::collections::VecDeque<(u64, u64, u64, u32)>>,
 }
 
 pub struct Writer {

@@ -2,17 +2,26 @@
 
 use super::{Ctx, Stream, StreamInfo};
 use crate::error::{Error, Location, Result};
-use crate::format::{DecodedFrame, FrameHeader};
+use crate::format::{DecodedFrame, FrameHeader, FrameType, HEADER_SIZE};
 use crate::index::Stretch;
 use crate::options::ReadStrategy;
 use crate::recovery;
-use crate::segment::{ReadError, ReadHandle, Segment, Window};
+use crate::segment::{Fault, ReadError, ReadHandle, Segment, Window};
 use std::io;
 use std::sync::Arc;
 
 /// Bytes read at once when looking up one entry: the sparse index's
 /// stride plus room for the frame itself.
 const LOOKUP_READ: usize = 8192;
+
+/// A frame of one raw entry at least this large is served in ranges,
+/// checked once through a bounded buffer, never decoded whole.
+pub const RANGED_FRAME: u32 = 1 << 20;
+/// Large frames remembered as checked while open.
+const CHECKED_FRAMES: usize = 1024;
+
+/// A frame found: its segment, a window on it, its offset and header.
+type Located = (Arc<Segment>, Window, u64, FrameHeader);
 
 impl Stream {
     pub(super) fn location(&self, seg: &Segment, offset: u64) -> Location {
@@ -113,20 +122,33 @@ impl Stream {
     /// The decoded frame holding `id`, which the caller has checked is
     /// visible. None if its segment was truncated away meanwhile.
     pub fn frame_of(&self, ctx: &Ctx, id: u64) -> Result<Option<Arc<DecodedFrame>>> {
-        if let Some(f) = ctx.blocks.as_ref().and_then(|b| b.get(self.uid, id)) {
+        if let Some(f) = self.cached_frame(ctx, id) {
             return Ok(Some(f));
         }
-        let Some(seg) = self.segment_for(id) else {
+        let Some((seg, mut win, off, h)) = self.locate_frame(ctx, id)? else {
             return Ok(None);
         };
-        if let Some((_, f)) = ctx
-            .last_big
+        self.decode_frame(ctx, &seg, &mut win, off, &h).map(Some)
+    }
+
+    /// The decoded frame holding `id`, if a cache has it.
+    fn cached_frame(&self, ctx: &Ctx, id: u64) -> Option<Arc<DecodedFrame>> {
+        if let Some(f) = ctx.blocks.as_ref().and_then(|b| b.get(self.uid, id)) {
+            return Some(f);
+        }
+        ctx.last_big
             .lock()
             .as_ref()
             .filter(|(uid, f)| *uid == self.uid && f.start_id <= id && id < f.end_id())
-        {
-            return Ok(Some(f.clone()));
-        }
+            .map(|(_, f)| f.clone())
+    }
+
+    /// The segment, a window on it, the offset and the header of the frame
+    /// holding `id`; None if its segment is no longer retained.
+    fn locate_frame(&self, ctx: &Ctx, id: u64) -> Result<Option<Located>> {
+        let Some(seg) = self.segment_for(id) else {
+            return Ok(None);
+        };
         let mut win = match self.window(ctx, &seg, LOOKUP_READ) {
             Ok(w) => w,
             Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound && !self.is_retained(&seg) => {
@@ -134,30 +156,142 @@ impl Stream {
             }
             Err(e) => return Err(e),
         };
-        let read = seg.locate(&mut win, id).and_then(|(off, h)| {
-            win.frame(off, &h).map_err(|e| match e {
-                ReadError::Bad(mut f) => {
-                    f.offset = off;
-                    ReadError::Bad(f)
-                }
-                other => other,
-            })
-        });
-        let frame = match read {
+        match seg.locate(&mut win, id) {
+            Ok((off, h)) => Ok(Some((seg, win, off, h))),
+            Err(e) => Err(self.read_error(&seg, e)),
+        }
+    }
+
+    fn read_error(&self, seg: &Segment, e: ReadError) -> Error {
+        match e {
+            ReadError::Io(e) => e.into(),
+            ReadError::Bad(f) => Error::Corruption {
+                location: self.location(seg, f.offset),
+                reason: f.reason,
+            },
+        }
+    }
+
+    /// Reads, checks and decodes the frame at `off`, and keeps it in the
+    /// block cache (or, too large for it, in the one-frame slot).
+    fn decode_frame(
+        &self,
+        ctx: &Ctx,
+        seg: &Segment,
+        win: &mut Window,
+        off: u64,
+        h: &FrameHeader,
+    ) -> Result<Arc<DecodedFrame>> {
+        let frame = match win.frame(off, h) {
             Ok(f) => Arc::new(f),
-            Err(ReadError::Io(e)) => return Err(e.into()),
-            Err(ReadError::Bad(f)) => {
-                return Err(Error::Corruption {
-                    location: self.location(&seg, f.offset),
-                    reason: f.reason,
-                })
+            Err(ReadError::Bad(mut f)) => {
+                f.offset = off;
+                return Err(self.read_error(seg, ReadError::Bad(f)));
             }
+            Err(e) => return Err(self.read_error(seg, e)),
         };
         match &ctx.blocks {
             Some(b) if b.fits(frame.weight()) => b.insert(self.uid, frame.clone()),
             _ => *ctx.last_big.lock() = Some((self.uid, frame.clone())),
         }
-        Ok(Some(frame))
+        Ok(frame)
+    }
+
+    /// The length of entry `id` (None: not readable). A large frame of one
+    /// entry answers from its header: a `stat` never reads the entry.
+    pub fn entry_len(self: &Arc<Self>, ctx: &Ctx, id: u64) -> Result<Option<u64>> {
+        if !self.readable(ctx, id)? {
+            return Ok(None);
+        }
+        if let Some(f) = self.cached_frame(ctx, id) {
+            return Ok(f.entry(id).map(|e| e.len() as u64));
+        }
+        let Some((seg, mut win, off, h)) = self.locate_frame(ctx, id)? else {
+            return Ok(None);
+        };
+        if h.entry_count == 1 && h.disk_size >= RANGED_FRAME {
+            return Ok(Some(h.payload_len()));
+        }
+        let f = self.decode_frame(ctx, &seg, &mut win, off, &h)?;
+        Ok(f.entry(id).map(|e| e.len() as u64))
+    }
+
+    /// Bytes `[offset, offset + size)` of entry `id`, clipped to its end
+    /// (None: not readable). A large raw frame of one entry is checked
+    /// once, through a bounded buffer, and then read only where asked: its
+    /// bytes are never held whole.
+    pub fn read_entry_range(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        id: u64,
+        offset: u64,
+        size: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        if !self.readable(ctx, id)? {
+            return Ok(None);
+        }
+        let clip = |e: &[u8]| {
+            let from = (offset.min(e.len() as u64)) as usize;
+            e[from..e.len().min(from.saturating_add(size))].to_vec()
+        };
+        if let Some(f) = self.cached_frame(ctx, id) {
+            return Ok(f.entry(id).map(clip));
+        }
+        let Some((seg, mut win, off, h)) = self.locate_frame(ctx, id)? else {
+            return Ok(None);
+        };
+        if h.entry_count != 1 || h.disk_size < RANGED_FRAME || h.frame_type != FrameType::Raw {
+            let f = self.decode_frame(ctx, &seg, &mut win, off, &h)?;
+            return Ok(f.entry(id).map(clip));
+        }
+        self.check_whole(ctx, &seg, &mut win, off, &h)?;
+        let len = h.payload_len();
+        let from = offset.min(len);
+        let mut out = vec![0; (len - from).min(size as u64) as usize];
+        win.read_into(off + HEADER_SIZE as u64 + 4 + from, &mut out)
+            .map_err(Error::from)?;
+        Ok(Some(out))
+    }
+
+    /// Checks the crc (and the length prefix) of the one-entry raw frame at
+    /// `off`, reading it through a bounded buffer, unless it was checked
+    /// while open.
+    fn check_whole(
+        &self,
+        ctx: &Ctx,
+        seg: &Segment,
+        win: &mut Window,
+        off: u64,
+        h: &FrameHeader,
+    ) -> Result<()> {
+        let key = (self.uid, seg.start_id, off, h.crc);
+        if ctx.checked.lock().contains(&key) {
+            return Ok(());
+        }
+        let crc_ok = win.crc_ok(off, h).map_err(Error::from)?;
+        let mut prefix = [0u8; 4];
+        win.read_into(off + HEADER_SIZE as u64, &mut prefix)
+            .map_err(Error::from)?;
+        let prefix = u32::from_le_bytes(prefix);
+        let reason = if !crc_ok {
+            Some(format!("crc mismatch: header says {:#010x}", h.crc))
+        } else if u64::from(prefix) != h.payload_len() {
+            Some(format!(
+                "entry length {prefix} does not fill its frame of {} bytes",
+                h.disk_size
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(self.read_error(seg, ReadError::Bad(Fault::new(off, reason))));
+        }
+        let mut checked = ctx.checked.lock();
+        if checked.len() >= CHECKED_FRAMES {
+            checked.pop_front();
+        }
+        checked.push_back(key);
+        Ok(())
     }
 
     /// Entry bytes held by `seg` (indexing it if needed).
