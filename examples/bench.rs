@@ -4,7 +4,7 @@
 //!     cargo run --release --example bench            # full run
 //!     WALFS_BENCH_DIR=/path cargo run --release --example bench
 //!     WALFS_BENCH_OPEN_GIB=10 ...                     # the spec's 10 GiB open
-//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,sharded,replica,follow,open ...  # some rows only
+//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,bigentry,sharded,replica,follow,open ...  # some rows only
 //!
 //! The replication rows start moto's S3 server (installed into .ci/venv,
 //! pinned by .ci/moto-requirements.txt, when it is missing).
@@ -593,6 +593,31 @@ fn big_entry_rows(rows: &mut Vec<Row>) {
     ));
     assert!(t > 0.0);
     let entry = m.mnt.join("entries").join("0");
+    // The daemon runs in this process: what a `stat` of the entry costs it
+    // in memory (anonymous pages: the mapped segment's page cache is not
+    // the daemon's) and in reads.
+    let (anon, r0) = (rss_anon_kib(), rchar());
+    assert_eq!(std::fs::metadata(&entry).unwrap().len(), (64 << 20) - 1024);
+    let (grown, read) = (rss_anon_kib().saturating_sub(anon), rchar() - r0);
+    let entry_mb = ((64 << 20) - 1024) as f64 / 1e6;
+    rows.push(Row {
+        name: "mount: memory held after a stat of a 64 MiB entry".into(),
+        unit: "MB",
+        walfs: grown as f64 * 1024.0 / 1e6,
+        baseline_name: "the entry's size",
+        baseline: entry_mb,
+        target: 2.0 / entry_mb,
+        lower_is_better: true,
+    });
+    rows.push(Row {
+        name: "mount: bytes read by a stat of a 64 MiB entry".into(),
+        unit: "MB",
+        walfs: read as f64 / 1e6,
+        baseline_name: "the entry's size",
+        baseline: entry_mb,
+        target: 0.02,
+        lower_is_better: true,
+    });
     let base = sh_time(&format!("cat {} > /dev/null", plain.display()));
     let cold = sh_time(&format!("cat {} > /dev/null", entry.display()));
     let warm = sh_time(&format!("cat {} > /dev/null", entry.display()));
@@ -611,7 +636,7 @@ fn big_entry_rows(rows: &mut Vec<Row>) {
             walfs: 64.0 * 1.048576 / t,
             baseline_name: "cat plain 64 MiB file",
             baseline: 64.0 * 1.048576 / base,
-            target: if name == "cold" { 0.3 } else { 0.0 },
+            target: if name == "cold" { 0.6 } else { 0.0 },
             lower_is_better: false,
         });
         if let Some((bc, bw)) = through_bindfs {
@@ -1346,6 +1371,18 @@ fn follow_rows(rows: &mut Vec<Row>, server: &s3::S3Server) {
 }
 
 /// Bytes this process has read (`rchar` in /proc/self/io).
+/// This process's anonymous resident memory, in KiB.
+fn rss_anon_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn rchar() -> u64 {
     std::fs::read_to_string("/proc/self/io")
         .ok()
@@ -1512,6 +1549,8 @@ fn main() {
     if wanted("mount") {
         eprintln!("the mount...");
         mount_rows(&mut rows, fsyncs);
+    }
+    if wanted("mount") || wanted("bigentry") {
         big_entry_rows(&mut rows);
     }
     if wanted("sharded") {
