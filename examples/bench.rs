@@ -485,6 +485,8 @@ impl BenchMount {
             replicate: None,
             follow: None,
             shards: None,
+            retain_bytes: None,
+            retain_age: None,
         };
         let thread = std::thread::spawn(move || walfs::mount::mount(cfg).unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);

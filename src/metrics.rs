@@ -58,6 +58,10 @@ pub struct Metrics {
     pub replica_puts: Counter,
     /// Upload rounds that wrote a manifest.
     pub replica_rounds: Counter,
+    /// Segments freed by the retention policy.
+    pub retention_segments: Counter,
+    /// Bytes freed by the retention policy.
+    pub retention_bytes: Counter,
 }
 
 fn latency() -> Histogram {
@@ -84,6 +88,8 @@ impl Metrics {
             replicated_entries: Counter::default(),
             replica_puts: Counter::default(),
             replica_rounds: Counter::default(),
+            retention_segments: Counter::default(),
+            retention_bytes: Counter::default(),
         };
         registry.register("appended_entries", "Entries appended", m.entries.clone());
         registry.register("appended_bytes", "Entry bytes appended", m.bytes.clone());
@@ -141,6 +147,16 @@ impl Metrics {
             "replica_rounds",
             "Upload rounds that wrote a manifest",
             m.replica_rounds.clone(),
+        );
+        registry.register(
+            "retention_freed_segments",
+            "Segments freed by the retention policy",
+            m.retention_segments.clone(),
+        );
+        registry.register(
+            "retention_freed_bytes",
+            "Bytes freed by the retention policy",
+            m.retention_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -90,6 +90,12 @@ pub struct WalOptions {
     pub read_only: bool,
     /// Ship every stream to an S3-compatible bucket (ignored read-only).
     pub replicate: Option<crate::replica::ReplicaOptions>,
+    /// Retention: sealed segments are freed, oldest first, while a stream
+    /// holds more bytes than this ([`Wal::apply_retention`](crate::Wal::apply_retention)).
+    pub retain_bytes: Option<u64>,
+    /// Retention: sealed segments last written longer ago than this are
+    /// freed ([`Wal::apply_retention`](crate::Wal::apply_retention)).
+    pub retain_age: Option<std::time::Duration>,
 }
 
 impl Default for WalOptions {
@@ -111,6 +117,8 @@ impl Default for WalOptions {
             archive_path: None,
             read_only: false,
             replicate: None,
+            retain_bytes: None,
+            retain_age: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     core: Arc<Core>,
     flusher: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
     replica: Option<crate::replica::Replicator>,
+    /// Per stream, where retention was last held (logged once).
+    retention_held: Mutex<HashMap<String, u64>>,
     _lock: Option<DirLock>,
 }
 
@@ -190,6 +192,7 @@ impl Wal {
             inner: Arc::new(Shared {
                 core,
                 flusher,
+                retention_held: Mutex::default(),
                 replica,
                 _lock: lock,
             }),
@@ -199,6 +202,16 @@ impl Wal {
     /// The options the log was opened with.
     pub fn options(&self) -> &WalOptions {
         &self.inner.ctx.opts
+    }
+
+    /// Records that retention on `stream` is held at `at`: true if that is
+    /// new (worth a line in the log).
+    pub(crate) fn note_held(&self, stream: &str, at: u64) -> bool {
+        self.inner
+            .retention_held
+            .lock()
+            .insert(stream.to_owned(), at)
+            != Some(at)
     }
 
     fn dir_of(&self, stream: &str) -> Result<PathBuf> {
@@ -508,6 +521,7 @@ impl Wal {
             if let Some(r) = &self.inner.replica {
                 info.replication = Some(r.link.info(stream, info.durable_id));
             }
+            info.retention = self.retention_text();
             info
         })
     }

@@ -1139,3 +1139,61 @@ fn restore_touches_nothing_but_data() {
         "{beside:?}"
     );
 }
+
+#[test]
+fn retention_frees_nothing_the_bucket_does_not_hold() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let proxy = Proxy::start(s3.port);
+    proxy.set(Mode::Reset);
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica("s3://walfs-test/kept", &proxy.endpoint());
+    r.interval = Duration::from_millis(100);
+    r.timeout = Duration::from_secs(2);
+    let mut o = WalOptions::new(dir.path());
+    o.max_segment_size = 16 << 10;
+    o.replicate = Some(r);
+    o.retain_bytes = Some(1);
+    let wal = Wal::new(o).unwrap();
+    let line = |i: u64| format!("kept {i:05} {}\n", "k".repeat(500)).into_bytes();
+    for i in 0..200 {
+        wal.append("default", &line(i)).unwrap();
+    }
+    // The bucket is unreachable: its replicated id is 0, nothing may go.
+    let held = wal.apply_retention("default", u64::MAX).unwrap().unwrap();
+    assert_eq!(held.segments, 0);
+    let (at, why) = held.held.unwrap();
+    assert_eq!(at, 0);
+    assert!(why.contains("not in the bucket yet"), "{why}");
+    assert_eq!(wal.first_id("default"), 0);
+    // Once the bucket holds them, the sealed segments go; the bucket keeps
+    // the whole history (tiered retention).
+    proxy.set(Mode::Pass);
+    eventually("the bucket to catch up", 30, || {
+        wal.stream_info("default")
+            .and_then(|i| i.replication)
+            .is_some_and(|r| r.replicated_id == 200)
+    });
+    let done = wal.apply_retention("default", u64::MAX).unwrap().unwrap();
+    assert!(done.segments > 5 && done.held.is_none(), "{done:?}");
+    assert_eq!(wal.segments("default").len(), 1);
+    let first = wal.first_id("default");
+    assert_eq!(wal.get("default", first).unwrap(), Some(line(first)));
+    drop(wal);
+    let back = tempfile::tempdir().unwrap();
+    let restored = back.path().join("data");
+    let (code, _, err) = walfs(
+        &[
+            "restore",
+            "s3://walfs-test/kept",
+            restored.to_str().unwrap(),
+        ],
+        &aws_env(&s3.endpoint()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let w = Wal::new(WalOptions::new(&restored)).unwrap();
+    assert_eq!(w.first_id("default"), 0);
+    for i in [0, 1, first - 1, first, 199] {
+        assert_eq!(w.get("default", i).unwrap(), Some(line(i)), "id {i}");
+    }
+}

@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Show the log in DATA as files under MOUNTPOINT (foreground; Ctrl-C,
     /// SIGTERM or `umount MOUNTPOINT` unmounts cleanly).
-    Mount(mount::MountArgs),
+    Mount(Box<mount::MountArgs>),
     /// Append entries: each ARG, or each line of standard input
     /// (with its newline), becomes one entry.
     Append(append::AppendArgs),
@@ -160,7 +160,7 @@ pub fn main() -> i32 {
     }
     let cli = Cli::parse();
     let (name, result) = match cli.command {
-        Command::Mount(a) => ("mount", mount::run(a)),
+        Command::Mount(a) => ("mount", mount::run(*a)),
         Command::Append(a) => ("append", append::run(a)),
         Command::Cat(a) => ("cat", cat::run(a)),
         Command::Get(a) => ("get", get::run(a)),

@@ -59,6 +59,17 @@ pub struct MountArgs {
     /// its checkpoints under checkpoints/.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     shards: Option<u16>,
+    /// Retention: free each stream's oldest sealed segments while it holds
+    /// more than SIZE (bytes, or with a suffix: 10G). Never the active
+    /// segment, nothing not yet in the bucket (--replicate), nothing a
+    /// sharded log's checkpoint names. Checked every second.
+    #[arg(long, value_name = "SIZE", value_parser = super::size)]
+    retain_bytes: Option<u64>,
+    /// Retention: free sealed segments last written longer ago than
+    /// DURATION (30d, 12h, 90min, 1w 2d), with the same limits as
+    /// --retain-bytes.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    retain_age: Option<std::time::Duration>,
     #[command(flatten)]
     replica: ReplicaArgs,
     #[command(flatten)]
@@ -184,6 +195,11 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
             ));
         }
     }
+    if (a.retain_bytes.is_some() || a.retain_age.is_some()) && (a.read_only || bucket.is_some()) {
+        return Err(fail(
+            "--retain-bytes and --retain-age apply to a writable local log: a read-only mount or a follower frees nothing",
+        ));
+    }
     let cfg = walfs::mount::MountConfig {
         data: a.data,
         mountpoint: a.mountpoint,
@@ -206,6 +222,8 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         replicate: a.replica.options(),
         follow: bucket.as_deref().map(|u| a.follow.options(u)),
         shards: a.shards,
+        retain_bytes: a.retain_bytes,
+        retain_age: a.retain_age,
     };
     if let Err(e) = walfs::mount::mount(cfg) {
         // Whoever waits for READY=1 (systemd, `mount -t fuse.walfs`) hears
@@ -223,6 +241,17 @@ fn octal(s: &str) -> Result<u16, String> {
         Ok(m) if m <= 0o777 => Ok(m),
         _ => Err(format!(
             "{s:?} is not a permission mode: give octal bits such as 0644 (setuid, setgid and sticky bits are not taken)"
+        )),
+    }
+}
+
+/// A duration as people write it (30d, 12h, 90min, 1w 2d).
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("the duration must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration ({e}): write a number with a unit, as in 30d, 12h, 90min or 1w 2d"
         )),
     }
 }

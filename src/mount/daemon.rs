@@ -60,6 +60,11 @@ pub struct MountConfig {
     /// The shard count of a sharded log (`checkpoints/`): needed to make
     /// one, or where the directory does not record it.
     pub shards: Option<u16>,
+    /// Retention: free sealed segments, oldest first, while a stream holds
+    /// more bytes than this.
+    pub retain_bytes: Option<u64>,
+    /// Retention: free sealed segments last written longer ago than this.
+    pub retain_age: Option<Duration>,
 }
 
 /// What the mount shows: a local log, or one followed in a bucket.
@@ -469,6 +474,8 @@ fn serve(
     o.read_only = cfg.read_only;
     o.block_cache_size = Some(cfg.block_cache);
     o.replicate = cfg.replicate.clone();
+    o.retain_bytes = cfg.retain_bytes;
+    o.retain_age = cfg.retain_age;
     let wal = match &cfg.follow {
         Some(f) => match crate::replica::follow::BucketLog::open(f.clone()) {
             Ok(b) => Backend::Bucket(Arc::new(b)),
@@ -668,9 +675,20 @@ fn serve(
             .map_err(|e| MountError(format!("cannot start the invalidation thread: {e}")))?
     };
 
+    let retention = match &wal {
+        Backend::Local(w) if !read_only => {
+            super::retain::spawn(view.clone(), w.clone(), stop.clone())
+                .map_err(|e| MountError(format!("cannot start the retention thread: {e}")))?
+        }
+        _ => None,
+    };
+
     let served = session.run();
     stop.store(true, Ordering::Release);
     let _ = invalidator.join();
+    if let Some(r) = retention {
+        let _ = r.join();
+    }
     drop(view);
     if let Err(e) = served {
         log::error!("the FUSE session ended with an error: {e}");

@@ -14,6 +14,7 @@ pub mod errno;
 mod files;
 pub mod fuse;
 pub mod names;
+mod retain;
 pub mod source;
 pub mod tree;
 pub mod view;

@@ -852,6 +852,7 @@ impl LogSource for BucketLog {
             bytes: s.segments.iter().map(|g| g.len).sum(),
             active_segment: s.segments.last().map_or(0, |g| g.start_id),
             damaged: None,
+            retention: None,
             replication: Some(ReplicaInfo {
                 replicated_id: s.next_id,
                 state: match &st.failure {

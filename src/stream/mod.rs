@@ -121,6 +121,8 @@ pub struct StreamInfo {
     pub damaged: Option<String>,
     /// Shipping to a bucket, when the log replicates.
     pub replication: Option<crate::replica::ReplicaInfo>,
+    /// The retention policy in force, if any.
+    pub retention: Option<String>,
 }
 
 impl StreamInfo {
@@ -140,6 +142,9 @@ impl StreamInfo {
         );
         if let Some(d) = &self.damaged {
             t.push_str(&format!("damaged: {d}\n"));
+        }
+        if let Some(r) = &self.retention {
+            t.push_str(&format!("retention: {r}\n"));
         }
         if let Some(r) = &self.replication {
             t.push_str(&format!(

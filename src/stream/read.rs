@@ -512,6 +512,7 @@ impl Stream {
             active_segment: segs.last().map_or(0, |s| s.start_id),
             damaged: self.damaged.clone(),
             replication: None,
+            retention: None,
         }
     }
 }

@@ -10,6 +10,7 @@ mod entries;
 mod log;
 mod record;
 mod segments;
+pub(crate) use segments::{before_truncation, checkpoint_floor};
 mod stat;
 mod streams;
 

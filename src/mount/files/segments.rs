@@ -80,31 +80,41 @@ impl FileOps for Segments {
         let next = segs[1].start_id;
         // A shard of a sharded log keeps every id a listed checkpoint
         // names (as `prune` does).
-        if let (Some(cp), Some(shard)) = (v.sharded(), sharded::shard_number(at.stream)) {
-            let listed = cp.checkpoints();
-            if let Some((floor, id)) =
-                sharded::checkpoint_floor(listed.iter().map(|(_, e)| e), shard)
-            {
-                if next > floor {
-                    log::warn!(
-                        "refused to remove segment {} of {}: checkpoint {:?} names offset {floor} of the shard, and the segment holds ids up to {}; compact the checkpoints first (`walfs checkpoint compact DATA --keep N`, with the log unmounted)",
-                        segs[0].start_id,
-                        at.stream,
-                        sharded::show_id(&id),
-                        next - 1
-                    );
-                    return Err(libc::EBUSY);
-                }
+        if let Some((floor, id)) = checkpoint_floor(v, at.stream) {
+            if next > floor {
+                log::warn!(
+                    "refused to remove segment {} of {}: checkpoint {id} names offset {floor} of the shard, and the segment holds ids up to {}; compact the checkpoints first (`walfs checkpoint compact DATA --keep N`, with the log unmounted)",
+                    segs[0].start_id,
+                    at.stream,
+                    next - 1
+                );
+                return Err(libc::EBUSY);
             }
         }
-        // `log` learns where each segment's entries are before the first
-        // goes: its offsets stay where they are even if nobody read it yet.
-        super::log::size(v, at.sno, at.stream)?;
+        before_truncation(v, at.stream)?;
         v.source()
             .truncate(at.stream, next)
             .map_err(|e| errno(&e))?;
         Ok(())
     }
+}
+
+/// For a shard of a sharded log: the lowest offset of it a listed
+/// checkpoint names, and that checkpoint's id (shown). Ids from the floor
+/// on are kept, as `prune` keeps them.
+pub(crate) fn checkpoint_floor(v: &View, stream: &str) -> Option<(u64, String)> {
+    let (cp, shard) = (v.sharded()?, sharded::shard_number(stream)?);
+    let listed = cp.checkpoints();
+    sharded::checkpoint_floor(listed.iter().map(|(_, e)| e), shard)
+        .map(|(floor, id)| (floor, format!("{:?}", sharded::show_id(&id))))
+}
+
+/// Before the oldest segments of `stream` go: `log` learns where each
+/// segment's entries are, so that its offsets stay where they are even if
+/// nobody read it yet.
+pub(crate) fn before_truncation(v: &View, stream: &str) -> Result<(), Errno> {
+    let sno = v.sno(stream).ok_or(libc::ENOENT)?;
+    super::log::size(v, sno, stream).map(|_| ())
 }
 
 fn segment(at: &At, start: u64) -> Node {
