@@ -100,6 +100,51 @@ fn rotation_by_size_and_count_and_reopen() {
 }
 
 #[test]
+fn a_frame_that_fills_a_segment_exactly_stays_in_it() {
+    let t = tempfile::tempdir().unwrap();
+    let mut o = opts(t.path());
+    // Two frames of one 100-byte entry: 32 + 4 + 100 bytes each.
+    o.max_segment_size = 2 * (32 + 4 + 100);
+    let wal = Wal::new(o).unwrap();
+    wal.append("s", &[1u8; 100]).unwrap();
+    wal.append("s", &[2u8; 100]).unwrap();
+    let segs = wal.segments("s");
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert_eq!(segs[0].len, 2 * 136);
+    // The next one does not fit: a new segment.
+    wal.append("s", &[3u8; 100]).unwrap();
+    assert_eq!(wal.segments("s").len(), 2);
+}
+
+#[test]
+fn an_entry_larger_than_a_segment_gets_one_of_its_own() {
+    let t = tempfile::tempdir().unwrap();
+    let mut o = opts(t.path());
+    o.max_segment_size = 1000;
+    let wal = Wal::new(o).unwrap();
+    for i in 0..3u8 {
+        assert_eq!(wal.append("s", &[i; 5000]).unwrap(), i as u64);
+    }
+    let segs = wal.segments("s");
+    let starts: Vec<u64> = segs.iter().map(|s| s.start_id).collect();
+    assert_eq!(starts, [0, 1, 2], "{segs:?}");
+    assert!(segs.iter().all(|s| s.len == 32 + 4 + 5000), "{segs:?}");
+    drop(wal);
+    // segments.idx (ironwal's list of segment start ids, 8 bytes each)
+    // names each once: no empty segment was sealed before the first.
+    let idx = std::fs::read(t.path().join("data/s/segments.idx")).unwrap();
+    let ids: Vec<u64> = idx
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(ids, [0, 1, 2]);
+    let wal = Wal::new(opts(t.path())).unwrap();
+    for i in 0..3u8 {
+        assert_eq!(wal.get("s", i as u64).unwrap(), Some(vec![i; 5000]));
+    }
+}
+
+#[test]
 fn a_batch_never_spans_segments() {
     let t = tempfile::tempdir().unwrap();
     let mut o = opts(t.path());
