@@ -1197,3 +1197,46 @@ fn retention_frees_nothing_the_bucket_does_not_hold() {
         assert_eq!(w.get("default", i).unwrap(), Some(line(i)), "id {i}");
     }
 }
+
+#[test]
+fn sse_encrypts_every_object_shipped() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    for (sse, header, key) in [
+        ("aes256", "aes256", None),
+        ("aws:kms:walfs-key-1", "aws:kms", Some("walfs-key-1")),
+    ] {
+        let prefix = format!("sse-{}", header.replace(':', "-"));
+        let url = format!("s3://walfs-test/{prefix}");
+        let mut m = Mounted::start_env(
+            None,
+            &[
+                "--replicate",
+                &url,
+                "--replicate-interval",
+                "0.1",
+                "--sse",
+                sse,
+            ],
+            &env,
+        );
+        let (code, _, err) = sh(&format!("echo one >> {}", m.path("append").display()));
+        assert_eq!(code, 0, "{err}");
+        eventually("the bucket to catch up", 30, || mount_caught_up(&m));
+        m.stop();
+        let keys = s3.keys("walfs-test");
+        let ours: Vec<&String> = keys.iter().filter(|k| k.starts_with(&prefix)).collect();
+        assert!(ours.len() >= 2, "{keys:?}");
+        for k in ours {
+            let head = s3.head("walfs-test", k);
+            assert!(
+                head.contains(&format!("x-amz-server-side-encryption: {header}")),
+                "{k}: {head}"
+            );
+            if let Some(key) = key {
+                assert!(head.contains(key), "{k}: {head}");
+            }
+        }
+    }
+}

@@ -138,6 +138,40 @@ pub struct ReplicaArgs {
     /// with ETIMEDOUT; also bounds each request (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, requires = "replicate", value_parser = seconds)]
     replicate_timeout: f64,
+    /// Server-side encryption of every object shipped: aes256 (SSE-S3),
+    /// aws:kms or aws:kms:KEY_ID (SSE-KMS, the bucket's default key or
+    /// KEY_ID), aws:kms:dsse or aws:kms:dsse:KEY_ID (DSSE-KMS). The same as
+    /// AWS_SERVER_SIDE_ENCRYPTION and AWS_SSE_KMS_KEY_ID, which every
+    /// command reads.
+    #[arg(long, value_name = "KIND", requires = "replicate", value_parser = sse)]
+    sse: Option<Sse>,
+}
+
+/// The object_store settings of a --sse value.
+#[derive(Clone)]
+pub struct Sse(Vec<(String, String)>);
+
+/// The object_store settings for a --sse value.
+fn sse(s: &str) -> Result<Sse, String> {
+    let (kind, key) = match s {
+        "aes256" | "AES256" => ("AES256", None),
+        "aws:kms" => ("aws:kms", None),
+        "aws:kms:dsse" => ("aws:kms:dsse", None),
+        _ => match (s.strip_prefix("aws:kms:dsse:"), s.strip_prefix("aws:kms:")) {
+            (Some(k), _) if !k.is_empty() => ("aws:kms:dsse", Some(k)),
+            (None, Some(k)) if !k.is_empty() => ("aws:kms", Some(k)),
+            _ => {
+                return Err(format!(
+                    "{s:?} is not a kind of server-side encryption: aes256, aws:kms, aws:kms:KEY_ID, aws:kms:dsse or aws:kms:dsse:KEY_ID"
+                ))
+            }
+        },
+    };
+    let mut out = vec![("aws_server_side_encryption".to_owned(), kind.to_owned())];
+    if let Some(k) = key {
+        out.push(("aws_sse_kms_key_id".to_owned(), k.to_owned()));
+    }
+    Ok(Sse(out))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -158,6 +192,7 @@ impl ReplicaArgs {
             };
             o.interval = std::time::Duration::from_secs_f64(self.replicate_interval);
             o.timeout = std::time::Duration::from_secs_f64(self.replicate_timeout);
+            o.settings = self.sse.clone().map(|s| s.0).unwrap_or_default();
             o
         })
     }

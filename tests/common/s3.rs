@@ -181,6 +181,15 @@ impl S3Server {
         body
     }
 
+    /// The response head of a HEAD request for an object (its headers,
+    /// lowercased).
+    pub fn head(&self, bucket: &str, key: &str) -> String {
+        let (code, head, _) =
+            http_full(self.port, "HEAD", &format!("/{bucket}/{key}"), b"", "s3").unwrap();
+        assert_eq!(code, 200, "{head}");
+        head.to_ascii_lowercase()
+    }
+
     /// Writes an object (unsigned; moto accepts it).
     pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
         let (code, _) = http(self.port, "PUT", &format!("/{bucket}/{key}"), body).unwrap();
@@ -221,6 +230,17 @@ fn http_service(
     body: &[u8],
     service: &str,
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    http_full(port, method, path, body, service).map(|(c, _, b)| (c, b))
+}
+
+/// A request's status, response head and body.
+fn http_full(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    service: &str,
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
@@ -250,7 +270,7 @@ fn http_service(
     {
         body = dechunk(&body);
     }
-    Ok((code, body))
+    Ok((code, head, body))
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
