@@ -54,6 +54,35 @@ fn append_cat_get_stat_round_trip() {
             && text.contains("segments: 1\n"),
         "{text}"
     );
+    assert_eq!(
+        walfs(&["cat", s(&d), "--from", "1", "--until", "3"]).stdout,
+        b"second\nthree\n"
+    );
+    assert_eq!(walfs(&["cat", s(&d), "--until", "0"]).stdout, b"");
+    assert_eq!(
+        walfs(&["cat", s(&d), "--until", "99"]).stdout,
+        walfs(&["cat", s(&d)]).stdout
+    );
+    // Following up to an id ends once it is written.
+    let mut f = Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args(["cat", s(&d), "--from", "4", "--until", "6", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        f.try_wait().unwrap().is_none(),
+        "ended before id 5 was written"
+    );
+    assert!(walfs(&["append", s(&d), "six", "seven"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "--follow --until did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = Vec::new();
+    f.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    assert_eq!(out, b"five-no-newlinesix\n");
     // Another stream, raw arguments.
     assert!(walfs(&["append", s(&d), "-s", "other", "-n", "raw"])
         .status

@@ -1240,3 +1240,117 @@ fn sse_encrypts_every_object_shipped() {
         }
     }
 }
+
+#[test]
+fn restore_to_an_id_gives_the_log_as_it_stood() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let line = |i: u64| format!("ledger {i:04}\n").into_bytes();
+    {
+        let mut r = replica("s3://walfs-test/pit", &s3.endpoint());
+        r.mode = ReplicaMode::Strict;
+        let wal = wal_at(&data, r, 1024).unwrap();
+        for i in 0..100 {
+            wal.append("default", &line(i)).unwrap();
+        }
+        let batch: Vec<Vec<u8>> = (100..105).map(line).collect();
+        let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        assert_eq!(wal.append_batch("default", &refs).unwrap(), 100..105);
+        for i in 105..120 {
+            wal.append("default", &line(i)).unwrap();
+        }
+        wal.append("audit", b"other stream\n").unwrap();
+        assert!(wal.segments("default").len() > 3);
+    }
+    let url = "s3://walfs-test/pit";
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    // Two streams: which one must be said.
+    let (code, _, err) = walfs(&["restore", url, &out("r0"), "--to-id", "57"], &env);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("audit, default") && err.contains("--stream"),
+        "{err}"
+    );
+    assert!(!dir.path().join("r0").exists());
+    // Inside the batch: refused, naming its ends.
+    let (code, _, err) = walfs(
+        &[
+            "restore",
+            url,
+            &out("r1"),
+            "--to-id",
+            "102",
+            "-s",
+            "default",
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--to-id 100 or 105"), "{err}");
+    // Past the end, or nothing: refused.
+    for bad in ["121", "0"] {
+        let (code, _, err) = walfs(
+            &["restore", url, &out("r2"), "--to-id", bad, "-s", "default"],
+            &env,
+        );
+        assert_ne!(code, 0, "{bad}");
+        assert!(err.contains("--to-id takes 1..=120"), "{err}");
+    }
+    // In the middle of a segment, and at the batch's start.
+    for to in [57u64, 100, 105, 120] {
+        let r = out(&format!("at{to}"));
+        let (code, _, err) = walfs(
+            &[
+                "restore",
+                url,
+                &r,
+                "--to-id",
+                &to.to_string(),
+                "-s",
+                "default",
+            ],
+            &env,
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains(&format!("{to} entries up to id {to}"))
+                && err.contains("ship it to another prefix"),
+            "{err}"
+        );
+        let (code, _, err) = walfs(&["verify", &r], &[]);
+        assert_eq!(code, 0, "{to}: {err}");
+        // The last segment is the original's, cut where id `to` starts.
+        let mine = w_path(&Path::new(&r).join("default"), to);
+        let theirs = data.join("default").join(mine.file_name().unwrap());
+        let (mine, theirs) = (std::fs::read(mine).unwrap(), std::fs::read(theirs).unwrap());
+        assert!(!mine.is_empty() && theirs.starts_with(&mine), "{to}");
+        let w = Wal::new(WalOptions::new(&r)).unwrap();
+        assert_eq!(w.streams(), ["default"]);
+        assert_eq!(w.next_id("default"), to);
+        let got: Vec<Vec<u8>> = w.iter("default", 0).unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(got, (0..to).map(line).collect::<Vec<_>>());
+        // It goes on from there.
+        assert_eq!(w.append("default", b"after\n").unwrap(), to);
+    }
+    // The CLI on the bucket stops where asked too.
+    let (code, o, err) = walfs(&["cat", url, "--from", "3", "--until", "6"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(o, "ledger 0003\nledger 0004\nledger 0005\n");
+}
+
+/// The segment file of `dir` holding id `id - 1` (the restored active one).
+fn w_path(dir: &Path, id: u64) -> std::path::PathBuf {
+    let mut segs: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            n.strip_suffix(".wal")?.parse().ok()
+        })
+        .collect();
+    segs.sort();
+    let start = segs.into_iter().filter(|&s| s < id).max().unwrap();
+    dir.join(format!("{start:020}.wal"))
+}

@@ -12,6 +12,10 @@ pub struct CatArgs {
     /// First id to print (ids below the first retained one start there).
     #[arg(long, default_value = "0", value_parser = super::entry_id)]
     from: u64,
+    /// Stop before this id: print ids below it (with --follow, wait for
+    /// them and then end).
+    #[arg(long, value_name = "ID", value_parser = super::entry_id)]
+    until: Option<u64>,
     /// Keep printing entries as they are appended (by any process).
     #[arg(long, short = 'f')]
     follow: bool,
@@ -23,6 +27,7 @@ pub fn run(a: CatArgs) -> Result<i32, Failure> {
     }
     let data = &a.common.data;
     let s = &a.common.stream;
+    let until = a.until.unwrap_or(u64::MAX);
     let mut out = io::stdout().lock();
     let mut next = a.from;
     let mut seen = None;
@@ -40,8 +45,12 @@ pub fn run(a: CatArgs) -> Result<i32, Failure> {
             let mut it = wal.iter_with_ids(s, next)?;
             loop {
                 let want = it.next_id();
+                if want >= until {
+                    break;
+                }
                 let e = match it.next_ref() {
                     None => break,
+                    Some(Ok((id, _))) if id >= until => break,
                     Some(Ok((id, e))) => {
                         if let Err(e) = out.write_all(e) {
                             return broken_pipe(e);
@@ -62,14 +71,14 @@ pub fn run(a: CatArgs) -> Result<i32, Failure> {
                     format!("ids {want}..{after}")
                 };
                 eprintln!("walfs: cat: {ids} unreadable, skipped: {e}");
-                damaged += after - want;
+                damaged += after.min(until) - want;
                 next = after;
             }
             if let Err(e) = out.flush() {
                 return broken_pipe(e);
             }
         }
-        if !a.follow {
+        if !a.follow || next >= until {
             if damaged > 0 {
                 eprintln!(
                     "walfs: cat: {damaged} damaged entries were skipped (`walfs verify` names the damage)"
@@ -106,10 +115,11 @@ fn from_bucket(url: &str, a: &CatArgs) -> Result<i32, Failure> {
         super::need_bucket_stream(&b, url, s)?;
     }
     let mut out = io::stdout().lock();
+    let until = a.until.unwrap_or(u64::MAX);
     let mut next = a.from.max(b.first_id(s));
     let mut seen = 0;
     loop {
-        let end = b.next_id(s);
+        let end = b.next_id(s).min(until);
         next = next.max(b.first_id(s));
         while next < end {
             if let Some(e) = b.read_entry(s, next, 0, usize::MAX)? {
@@ -122,7 +132,7 @@ fn from_bucket(url: &str, a: &CatArgs) -> Result<i32, Failure> {
         if let Err(e) = out.flush() {
             return broken_pipe(e);
         }
-        if !a.follow {
+        if !a.follow || next >= until {
             return Ok(0);
         }
         seen = b.wait_any(seen, Duration::from_secs(1));

@@ -18,6 +18,14 @@ pub struct RestoreArgs {
     /// How long each request may take, retries included (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = super::mount::seconds)]
     timeout: f64,
+    /// Restore the log as it stood when ID was its next id: ids below ID
+    /// (ID must start a batch). One stream: --stream, or the only one.
+    /// The result is a new history: ship it to another prefix.
+    #[arg(long, value_name = "ID", value_parser = super::entry_id)]
+    to_id: Option<u64>,
+    /// With --to-id: the stream to restore (the only one if omitted).
+    #[arg(long, short = 's', requires = "to_id", allow_hyphen_values = true)]
+    stream: Option<String>,
 }
 
 pub fn run(a: RestoreArgs) -> Result<i32, Failure> {
@@ -26,14 +34,23 @@ pub fn run(a: RestoreArgs) -> Result<i32, Failure> {
     let mut progress = Progress::new("restoring", a.progress);
     let mut opts = walfs::ReplicaOptions::new(a.url.clone());
     opts.timeout = std::time::Duration::from_secs_f64(a.timeout);
-    let r = walfs::replica::restore(&opts, &a.data, &mut |d, t| progress.update(d, t))?;
+    let point = a.to_id.map(|to_id| walfs::replica::RestorePoint {
+        stream: a.stream.clone(),
+        to_id,
+    });
+    let r = walfs::replica::restore_to(&opts, &a.data, point.as_ref(), &mut |d, t| {
+        progress.update(d, t)
+    })?;
     progress.finish();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "restored {}, {}, {} ({} from {}, epoch {}) into {} in {secs:.1}s ({}/s); `walfs verify` finds it sound",
+        "restored {}, {}, {}{} ({} from {}, epoch {}) into {} in {secs:.1}s ({}/s); `walfs verify` finds it sound",
         super::count(r.streams as u64, "stream", "streams"),
         super::count(r.segments as u64, "segment", "segments"),
         super::count(r.entries, "entry", "entries"),
+        a.to_id
+            .map(|id| format!(" up to id {id} (a new history: ship it to another prefix)"))
+            .unwrap_or_default(),
         super::count(r.bytes, "byte", "bytes"),
         super::count(r.objects as u64, "object", "objects"),
         r.epoch,

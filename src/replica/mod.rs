@@ -20,7 +20,7 @@ mod restore;
 mod ship;
 pub mod store;
 
-pub use restore::{restore, RestoreReport};
+pub use restore::{restore, restore_to, RestorePoint, RestoreReport};
 
 /// The manifest at `opts.url`, or None if the prefix holds none.
 pub fn read_manifest(opts: &ReplicaOptions) -> crate::Result<Option<manifest::Manifest>> {

@@ -53,6 +53,16 @@ fn sync_dir(path: &Path) -> Result<()> {
         .map_err(io_at(path))
 }
 
+/// A point to restore to: one stream as it stood when `to_id` was its next
+/// id (its ids below `to_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestorePoint {
+    /// The stream cut (None: the log's only stream).
+    pub stream: Option<String>,
+    /// One past the last id restored.
+    pub to_id: u64,
+}
+
 /// Rebuilds the log at `opts.url` into `data`, which must be absent or
 /// empty (`opts.timeout` bounds each request).
 /// `progress(done, total)` sees bytes. Every object's length and crc32 are
@@ -60,6 +70,18 @@ fn sync_dir(path: &Path) -> Result<()> {
 pub fn restore(
     opts: &super::ReplicaOptions,
     data: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RestoreReport> {
+    restore_to(opts, data, None, progress)
+}
+
+/// As [`restore`], up to `point` when given: only that stream, its ids
+/// below `point.to_id` (which must start a batch: a batch is restored
+/// whole or not at all).
+pub fn restore_to(
+    opts: &super::ReplicaOptions,
+    data: &Path,
+    point: Option<&RestorePoint>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RestoreReport> {
     if data.exists() {
@@ -71,7 +93,11 @@ pub fn restore(
             )));
         }
     }
-    let (bucket, m, _) = super::open_log(opts)?;
+    let (bucket, mut m, _) = super::open_log(opts)?;
+    let cut = match point {
+        Some(p) => Some(cut_manifest(&mut m, p)?),
+        None => None,
+    };
     // Built beside DATA (one filesystem: renamed into place at the end), in
     // a directory of its own that no one else's name can collide with.
     let name = data.file_name().ok_or_else(|| {
@@ -90,7 +116,7 @@ pub fn restore(
         &format!(".{}.restoring-", name.to_string_lossy()),
     )
     .map_err(Error::Io)?;
-    let r = build(&bucket, &m, &staging, progress);
+    let r = build(&bucket, &m, &staging, cut, progress);
     if r.is_err() {
         let _ = fs::remove_dir_all(&staging);
     }
@@ -113,10 +139,77 @@ pub fn restore(
     Ok(report)
 }
 
+/// Keeps, of `m`, the stream `p` names and its segments below `p.to_id`;
+/// returns the id the last one is cut at.
+fn cut_manifest(m: &mut Manifest, p: &RestorePoint) -> Result<u64> {
+    if !m.files.is_empty() {
+        return Err(Error::Config(
+            "a sharded log is restored whole (its checkpoints name offsets in every shard): drop --to-id".into(),
+        ));
+    }
+    let name = match &p.stream {
+        Some(s) => s.clone(),
+        None if m.streams.len() == 1 => m.streams.keys().next().expect("one").clone(),
+        None => {
+            let names: Vec<&str> = m.streams.keys().map(String::as_str).collect();
+            return Err(Error::Config(format!(
+                "the log has {} streams ({}): name the one to restore to id {} with --stream",
+                names.len(),
+                names.join(", "),
+                p.to_id
+            )));
+        }
+    };
+    let mut sm = m
+        .streams
+        .remove(&name)
+        .ok_or_else(|| Error::Config(format!("the bucket holds no stream {name:?}")))?;
+    let first = sm.segments.first().map_or(sm.next_id, |g| g.start_id);
+    if p.to_id <= first || p.to_id > sm.next_id {
+        return Err(Error::Config(format!(
+            "stream {name} holds ids {first}..{} in the bucket: --to-id takes {}..={}",
+            sm.next_id,
+            first + 1,
+            sm.next_id
+        )));
+    }
+    sm.segments.retain(|g| g.start_id < p.to_id);
+    sm.next_id = p.to_id;
+    m.streams.clear();
+    m.streams.insert(name, sm);
+    Ok(p.to_id)
+}
+
+/// Cuts the segment file at `path` where id `to` starts: the offset of the
+/// frame that starts with it (or the end, if its last frame ends below it).
+fn cut_at_id(path: &Path, file: &fs::File, start_id: u64, len: u64, to: u64) -> Result<u64> {
+    let (mut off, mut id) = (0u64, start_id);
+    let mut head = [0u8; format::HEADER_SIZE];
+    while id < to && off < len {
+        file.read_exact_at(&mut head, off).map_err(io_at(path))?;
+        let h = format::FrameHeader::decode(&head)
+            .map_err(|e| Error::Replication(format!("{} at byte {off}: {e}", path.display())))?;
+        if h.end_id() > to {
+            return Err(Error::Config(format!(
+                "id {to} is inside a batch of ids {}..{} (a batch is restored whole or not at all): use --to-id {} or {}",
+                h.start_id,
+                h.end_id(),
+                h.start_id,
+                h.end_id()
+            )));
+        }
+        id = h.end_id();
+        off += h.frame_len();
+    }
+    file.set_len(off).map_err(io_at(path))?;
+    Ok(off)
+}
+
 fn build(
     bucket: &Bucket,
     m: &Manifest,
     root: &Path,
+    cut: Option<u64>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RestoreReport> {
     let total: u64 = m
@@ -139,9 +232,11 @@ fn build(
             .create(&dir)
             .map_err(io_at(&dir))?;
         let mut starts: Vec<u64> = sm.segments.iter().map(|g| g.start_id).collect();
+        let mut last_mark = None;
         for g in &sm.segments {
             let path = dir.join(format::segment_name(g.start_id));
             let file = fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
@@ -159,6 +254,12 @@ fn build(
                     Ok(())
                 })
                 .map_err(Error::Replication)?;
+            if let Some(to) = cut.filter(|&to| g.end_id > to) {
+                let len = cut_at_id(&path, &file, g.start_id, g.len, to)?;
+                last_mark = Some((g.start_id, len, to));
+            } else {
+                last_mark = Some((g.start_id, g.len, g.end_id));
+            }
             file.sync_all().map_err(io_at(&path))?;
             report.segments += 1;
         }
@@ -169,11 +270,11 @@ fn build(
         }
         // Everything written is synced: walfs.synced says so, so that
         // damage found in it later is corruption, never a torn tail.
-        if let Some(last) = sm.segments.last() {
+        if let Some((segment, len, end_id)) = last_mark {
             let mark = format::SyncedMark {
-                segment: last.start_id,
-                len: last.len,
-                end_id: last.end_id,
+                segment,
+                len,
+                end_id,
             };
             let mut b = format::synced_encode(1, mark).to_vec();
             b.resize(format::SYNCED_SLOT as usize, 0);
