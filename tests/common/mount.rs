@@ -178,9 +178,29 @@ impl Mounted {
         let mut err = child.stderr.take().unwrap();
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // Bounded: a daemon that cannot unmount (a file still open here)
+        // fails the test instead of hanging it.
+        let pid = child.id() as i32;
+        let watchdog = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                // SAFETY: signal 0 only checks that the process exists.
+                if unsafe { libc::kill(pid, 0) } != 0 {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // SAFETY: kill on our own child's pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            true
+        });
         let mut out = String::new();
         err.read_to_string(&mut out).unwrap();
         let s = child.wait().unwrap();
+        assert!(
+            !watchdog.join().unwrap(),
+            "the daemon did not stop within 30 s of SIGTERM (a file still open?): {out}"
+        );
         assert!(s.success(), "daemon exit status {s}: {out}");
         assert!(!is_mounted(&self.mnt));
         out
