@@ -283,7 +283,17 @@ impl Wal {
         if let Some(r) = &self.inner.replica {
             r.link.appended(stream, range.end)?;
         }
+        s.note_time(&self.inner.ctx, range.start);
         Ok(range)
+    }
+
+    /// The first id of `stream` not acknowledged before `t`, to within a
+    /// second (from walfs.times, written while appending): every id below
+    /// it was acknowledged before `t`. Before the first record, the first
+    /// retained id; 0 if the stream does not exist.
+    pub fn id_at_time(&self, stream: &str, t: std::time::SystemTime) -> u64 {
+        self.stream(stream)
+            .map_or(0, |s| s.id_at_time(&self.inner.ctx, t))
     }
 
     /// Appends one entry and returns its id. Durable on return in Strict mode.

@@ -12,13 +12,39 @@ pub struct CatArgs {
     /// First id to print (ids below the first retained one start there).
     #[arg(long, default_value = "0", value_parser = super::entry_id)]
     from: u64,
-    /// Stop before this id: print ids below it (with --follow, wait for
-    /// them and then end).
-    #[arg(long, value_name = "ID", value_parser = super::entry_id)]
-    until: Option<u64>,
+    /// Print only entries acknowledged at or after TIME (RFC 3339:
+    /// 2026-12-06T16:00:00Z, or local 2026-12-06 16:00:00), to within a
+    /// second; a local log only (its walfs.times).
+    #[arg(long, value_name = "TIME", value_parser = time)]
+    since: Option<std::time::SystemTime>,
+    /// Stop before this id, or before the entries acknowledged at TIME or
+    /// later (as --since): with --follow, wait for them and then end.
+    #[arg(long, value_name = "ID|TIME", value_parser = point)]
+    until: Option<Point>,
     /// Keep printing entries as they are appended (by any process).
     #[arg(long, short = 'f')]
     follow: bool,
+}
+
+/// Where --until stops.
+#[derive(Clone, Copy)]
+pub enum Point {
+    Id(u64),
+    Time(std::time::SystemTime),
+}
+
+fn time(s: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(s).map_err(|e| {
+        format!("{s:?} is not a time ({e}): write RFC 3339, as in 2026-12-06T16:00:00Z")
+    })
+}
+
+fn point(s: &str) -> Result<Point, String> {
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        super::entry_id(s).map(Point::Id)
+    } else {
+        time(s).map(Point::Time)
+    }
 }
 
 pub fn run(a: CatArgs) -> Result<i32, Failure> {
@@ -27,9 +53,17 @@ pub fn run(a: CatArgs) -> Result<i32, Failure> {
     }
     let data = &a.common.data;
     let s = &a.common.stream;
-    let until = a.until.unwrap_or(u64::MAX);
+    let (mut next, until) = {
+        let wal = open_read(data)?;
+        let at = |t| wal.id_at_time(s, t);
+        let until = match a.until {
+            Some(Point::Id(id)) => id,
+            Some(Point::Time(t)) => at(t),
+            None => u64::MAX,
+        };
+        (a.from.max(a.since.map_or(0, at)), until)
+    };
     let mut out = io::stdout().lock();
-    let mut next = a.from;
     let mut seen = None;
     let mut damaged = 0u64;
     loop {
@@ -115,7 +149,14 @@ fn from_bucket(url: &str, a: &CatArgs) -> Result<i32, Failure> {
         super::need_bucket_stream(&b, url, s)?;
     }
     let mut out = io::stdout().lock();
-    let until = a.until.unwrap_or(u64::MAX);
+    let until = match a.until {
+        Some(Point::Id(id)) => id,
+        Some(Point::Time(_)) => return Err(times_not_in_bucket()),
+        None => u64::MAX,
+    };
+    if a.since.is_some() {
+        return Err(times_not_in_bucket());
+    }
     let mut next = a.from.max(b.first_id(s));
     let mut seen = 0;
     loop {
@@ -137,4 +178,10 @@ fn from_bucket(url: &str, a: &CatArgs) -> Result<i32, Failure> {
         }
         seen = b.wait_any(seen, Duration::from_secs(1));
     }
+}
+
+fn times_not_in_bucket() -> Failure {
+    super::fail(
+        "--since and --until TIME read walfs.times in a local data directory; the bucket does not hold the times of ids yet: use ids (--from, --until ID)",
+    )
 }

@@ -21,6 +21,15 @@ const SEGMENT_EXT: &str = ".wal";
 pub const PAYLOADS: &str = "walfs.payloads";
 /// [start id u64][segment length u64][entry bytes u64][crc32 of the 24 bytes].
 pub const PAYLOAD_RECORD: usize = 28;
+/// walfs's own sidecar, ignored by ironwal: when ids were acknowledged.
+/// Records of [unix time in ms u64][id u64][crc32 of the 16 bytes][0u32]:
+/// by that time every id below `id` was acknowledged. Appended at most once
+/// a second while appends arrive (never synced: a lost tail costs only
+/// precision), so a time names an id to within a second.
+pub const TIMES: &str = "walfs.times";
+/// The size of a record of [`TIMES`].
+pub const TIME_RECORD: usize = 24;
+
 /// walfs's own sidecar, ignored by ironwal: how far the active segment is
 /// known to be on disk. Written after an fdatasync of the segment returned
 /// (never before), so whatever value of it survives a crash is at or below
@@ -136,6 +145,30 @@ pub fn payload_record_encode(start: u64, len: u64, payload: u64) -> [u8; PAYLOAD
     let crc = crc32fast::hash(&b[..24]);
     b[24..28].copy_from_slice(&crc.to_le_bytes());
     b
+}
+
+/// A record of [`TIMES`].
+pub fn time_record_encode(ms: u64, id: u64) -> [u8; TIME_RECORD] {
+    let mut b = [0u8; TIME_RECORD];
+    b[0..8].copy_from_slice(&ms.to_le_bytes());
+    b[8..16].copy_from_slice(&id.to_le_bytes());
+    let crc = crc32fast::hash(&b[..16]);
+    b[16..20].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The intact records of a times file as (unix ms, id); torn or damaged
+/// slots are skipped.
+pub fn time_records_decode(b: &[u8]) -> Vec<(u64, u64)> {
+    b.chunks_exact(TIME_RECORD)
+        .filter(|r| crc32fast::hash(&r[..16]).to_le_bytes() == r[16..20])
+        .map(|r| {
+            (
+                u64::from_le_bytes(r[0..8].try_into().expect("8 bytes")),
+                u64::from_le_bytes(r[8..16].try_into().expect("8 bytes")),
+            )
+        })
+        .collect()
 }
 
 /// The intact records of a payloads file as (start, length, entry bytes);

@@ -27,6 +27,7 @@
 mod open;
 mod read;
 mod retention;
+mod times;
 mod write;
 
 pub use read::ShipView;
@@ -95,6 +96,8 @@ pub struct Stream {
     /// One past the last id appended, buffered or not: a reader asking for
     /// an id below it but not yet visible flushes the buffer first.
     appended: AtomicU64,
+    /// When walfs.times was last written (unix ms; 0: not since open).
+    time_mark: AtomicU64,
     /// Where the last `read_payload` stopped, so the next request of a
     /// sequential reader of `log` starts there without locating again.
     cursor: Mutex<Option<read::Cursor>>,

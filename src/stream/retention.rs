@@ -72,6 +72,9 @@ impl Stream {
         if let Some(b) = &ctx.blocks {
             b.forget(self.uid, keep_from);
         }
+        if !doomed.is_empty() {
+            self.trim_times(ctx, keep_from);
+        }
         Ok(doomed.len())
     }
 

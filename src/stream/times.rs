@@ -1,0 +1,92 @@
+//! walfs.times: when ids were acknowledged, to within a second (see
+//! [`format::TIMES`]): what `walfs cat --since/--until TIME` asks.
+
+use super::{Ctx, Stream};
+use crate::format;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Records are at least this far apart.
+const EVERY_MS: u64 = 1000;
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Stream {
+    /// An append of ids from `start` on was acknowledged. The first one a
+    /// second or more after the last record is recorded as (now, `start`):
+    /// so every id from a record's id to the next record's was acknowledged
+    /// within a second of the first record's time. A failure to record
+    /// costs precision only (logged).
+    pub fn note_time(&self, ctx: &Ctx, start: u64) {
+        let now = unix_ms(SystemTime::now());
+        let last = self.time_mark.load(Ordering::Acquire);
+        if now < last.saturating_add(EVERY_MS)
+            || self
+                .time_mark
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        let path = self.dir.join(format::TIMES);
+        let r = ctx.storage.open(&path, true).and_then(|f| {
+            let at = f.len()? / format::TIME_RECORD as u64 * format::TIME_RECORD as u64;
+            f.write_all_at(&format::time_record_encode(now, start), at)
+        });
+        if let Err(e) = r {
+            log::warn!(
+                "stream {}: could not record when ids were acknowledged: {e}",
+                self.name
+            );
+        }
+    }
+
+    /// The records of walfs.times, in the order written.
+    pub fn time_records(&self, ctx: &Ctx) -> Vec<(u64, u64)> {
+        ctx.storage
+            .read_file(&self.dir.join(format::TIMES))
+            .map(|b| format::time_records_decode(&b))
+            .unwrap_or_default()
+    }
+
+    /// The first id not acknowledged before `t`, to within a second: every
+    /// id below it was acknowledged before `t`, and those from it on at `t`
+    /// or after, or less than a second before. Ids older than the records
+    /// count as acknowledged at or after `t` (the first retained id).
+    pub fn id_at_time(&self, ctx: &Ctx, t: SystemTime) -> u64 {
+        let t = unix_ms(t);
+        let (first, next) = (self.first_id(), self.appended());
+        let mut recs = self.time_records(ctx);
+        recs.sort_by_key(|&(ms, id)| (id, ms));
+        // The ids of record k were acknowledged in [time k, time k + 1 s).
+        let at = match recs.iter().rposition(|&(ms, _)| ms <= t) {
+            None => first,
+            Some(k) if recs[k].0.saturating_add(EVERY_MS) <= t => {
+                recs.get(k + 1).map_or(next, |r| r.1)
+            }
+            Some(k) => recs[k].1,
+        };
+        at.clamp(first, next.max(first))
+    }
+
+    /// Drops the records no retained id needs (after a truncation): those
+    /// below `first`, but the last of them.
+    pub(super) fn trim_times(&self, ctx: &Ctx, first: u64) {
+        let recs = self.time_records(ctx);
+        // The record whose window holds `first` stays.
+        let keep_from = recs.iter().rposition(|&(_, id)| id <= first).unwrap_or(0);
+        if keep_from == 0 {
+            return;
+        }
+        let mut b = Vec::with_capacity((recs.len() - keep_from) * format::TIME_RECORD);
+        for &(ms, id) in &recs[keep_from..] {
+            b.extend_from_slice(&format::time_record_encode(ms, id));
+        }
+        if let Err(e) = ctx.storage.write_atomic(&self.dir.join(format::TIMES), &b) {
+            log::warn!("stream {}: could not trim walfs.times: {e}", self.name);
+        }
+    }
+}
