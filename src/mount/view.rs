@@ -681,10 +681,76 @@ mod tests {
             "{}",
             &last[last.len() - 40..]
         );
+        // Old ones went as whole lines: every line is "FIRST-LAST".
+        assert!(
+            last.lines().all(|l| l
+                .split_once('-')
+                .is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok())),
+            "a partial line of ids"
+        );
         v.write(rw, 0, b"x\n").unwrap();
         assert!(held(rw) < 64, "what was read is let go");
         v.release(wo);
         v.release(rw);
+    }
+
+    /// A reader of a read-write handle is owed every line of ids up to the
+    /// bound, whatever it read before: nothing is dropped early.
+    #[test]
+    fn a_reader_behind_by_less_than_the_bound_misses_no_ids() {
+        use crate::mount::files::append::MAX_UNREAD_IDS;
+        let t = tempfile::tempdir().unwrap();
+        let mut o = crate::WalOptions::new(t.path());
+        o.sync_mode = crate::SyncMode::Async;
+        let v = View::new(Wal::new(o).unwrap(), "default", false).unwrap();
+        let append = node(&v, Node::Root, b"append");
+        let rw = v.open(append, true, true).unwrap().fh;
+        let (mut want, mut i) = (String::new(), 0u64);
+        let mut write_until = |len: usize, want: &mut String| {
+            while want.len() < len {
+                v.write(rw, 0, b"x\n").unwrap();
+                want.push_str(&format!("{i}-{i}\n"));
+                i += 1;
+            }
+        };
+        write_until(70_000, &mut want);
+        // Read some (less than what makes the handle let read ids go).
+        let mut got = v.read(append, rw, 0, 60_000).unwrap();
+        // Unread: under the bound; read and unread together: over it.
+        write_until(MAX_UNREAD_IDS + 10_000, &mut want);
+        got.extend(v.read(append, rw, 0, (2 * MAX_UNREAD_IDS) as u32).unwrap());
+        assert!(String::from_utf8(got).unwrap() == want, "ids were dropped");
+        v.release(rw);
+    }
+
+    /// The bound on a line (MAX_RECORD) is exact wherever the line sits: a
+    /// held partial line, a trailing one, or many lines in one write.
+    #[test]
+    fn the_line_bound_is_exact() {
+        let t = tempfile::tempdir().unwrap();
+        let mut o = crate::WalOptions::new(t.path());
+        o.sync_mode = crate::SyncMode::Async;
+        let v = View::new(Wal::new(o).unwrap(), "default", false).unwrap();
+        let append = node(&v, Node::Root, b"append");
+        // Held, no newline: exactly the bound, then one byte more.
+        let h = v.open(append, false, true).unwrap();
+        v.write(h.fh, 0, &vec![b'a'; MAX_RECORD]).unwrap();
+        assert_eq!(v.write(h.fh, 0, b"a"), Err(libc::EFBIG));
+        v.release(h.fh);
+        // A trailing partial line of exactly the bound after a line.
+        let h = v.open(append, false, true).unwrap();
+        let mut w = b"x\n".to_vec();
+        w.extend(std::iter::repeat_n(b'r', MAX_RECORD));
+        v.write(h.fh, 0, &w).unwrap();
+        v.flush(h.fh).unwrap();
+        v.release(h.fh);
+        assert_eq!(v.source().next_id("default"), 2);
+        // One write of short lines, far more than the bound in all.
+        let h = v.open(append, false, true).unwrap();
+        let lines = b"0123456789abcdef\n".repeat(MAX_RECORD / 16);
+        v.write(h.fh, 0, &lines).unwrap();
+        v.release(h.fh);
+        assert_eq!(v.source().next_id("default"), 2 + (MAX_RECORD / 16) as u64);
     }
 
     /// Once stopping, every change is refused with ESHUTDOWN and counted;
