@@ -62,6 +62,8 @@ pub struct Metrics {
     pub retention_segments: Counter,
     /// Bytes freed by the retention policy.
     pub retention_bytes: Counter,
+    /// Segments removed from the bucket by its retention policy.
+    pub retention_bucket_segments: Counter,
 }
 
 fn latency() -> Histogram {
@@ -90,6 +92,7 @@ impl Metrics {
             replica_rounds: Counter::default(),
             retention_segments: Counter::default(),
             retention_bytes: Counter::default(),
+            retention_bucket_segments: Counter::default(),
         };
         registry.register("appended_entries", "Entries appended", m.entries.clone());
         registry.register("appended_bytes", "Entry bytes appended", m.bytes.clone());
@@ -157,6 +160,11 @@ impl Metrics {
             "retention_freed_bytes",
             "Bytes freed by the retention policy",
             m.retention_bytes.clone(),
+        );
+        registry.register(
+            "retention_bucket_removed_segments",
+            "Segments removed from the bucket by its retention policy",
+            m.retention_bucket_segments.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -122,18 +122,32 @@ impl Wal {
         Ok(Some(plan))
     }
 
-    /// The policy in force, for `stat` (None without one).
+    /// The policy in force, for `stat` (None without one): the local one,
+    /// and the bucket's when the log ships.
     pub fn retention_text(&self) -> Option<String> {
         let o = self.options();
-        let mut parts = Vec::new();
-        if let Some(b) = o.retain_bytes {
-            parts.push(format!("bytes <= {b}"));
+        let mut t = policy(o.retain_bytes, o.retain_age);
+        if let Some(r) = &o.replicate {
+            if let Some(b) = policy(r.retain_bytes, r.retain_age) {
+                t = Some(match t {
+                    Some(local) => format!("{local}; bucket: {b}"),
+                    None => format!("bucket: {b}"),
+                });
+            }
         }
-        if let Some(a) = o.retain_age {
-            parts.push(format!("age <= {}", humantime::format_duration(round(a))));
-        }
-        (!parts.is_empty()).then(|| parts.join(", "))
+        t
     }
+}
+
+fn policy(bytes: Option<u64>, age: Option<Duration>) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(b) = bytes {
+        parts.push(format!("bytes <= {b}"));
+    }
+    if let Some(a) = age {
+        parts.push(format!("age <= {}", humantime::format_duration(round(a))));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 fn round(d: Duration) -> Duration {

@@ -1354,3 +1354,97 @@ fn w_path(dir: &Path, id: u64) -> std::path::PathBuf {
     let start = segs.into_iter().filter(|&s| s < id).max().unwrap();
     dir.join(format!("{start:020}.wal"))
 }
+
+#[test]
+fn bucket_retention_removes_the_oldest_segments_and_shipping_goes_on() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let mut m = Mounted::start_env(
+        None,
+        &[
+            "--replicate",
+            "s3://walfs-test/bret",
+            "--replicate-interval",
+            "0.1",
+            "--segment-size",
+            "2K",
+            "--bucket-retain-bytes",
+            "4K",
+            "--bucket-retain-interval",
+            "0.5",
+        ],
+        &env,
+    );
+    let mnt = m.mnt.display().to_string();
+    let (code, _, err) = sh(&format!(
+        "for i in $(seq 1 200); do echo \"bucket retention line $i\" >> {mnt}/append || exit 1; done"
+    ));
+    assert_eq!(code, 0, "{err}");
+    let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+    assert!(
+        stat.contains("retention: bucket: bytes <= 4096\n"),
+        "{stat}"
+    );
+    // The bucket keeps about the newest 4 KiB; the writer adopts each
+    // truncation and ships everything.
+    eventually("the bucket to drop its oldest segments", 30, || {
+        let m = manifest(&s3, "walfs-test", "bret");
+        m.streams
+            .get("default")
+            .is_some_and(|g| g.segments[0].start_id > 0 && g.next_id == 200)
+    });
+    eventually("the bucket to hold no more than the bound", 30, || {
+        let g = &manifest(&s3, "walfs-test", "bret").streams["default"];
+        let held: u64 = g.segments.iter().map(|s| s.len).sum();
+        let last = g.segments.last().unwrap().len;
+        held <= 4096 + last
+    });
+    // More appends still ship.
+    let (code, _, err) = sh(&format!("echo after >> {mnt}/append"));
+    assert_eq!(code, 0, "{err}");
+    eventually("the bucket to catch up", 30, || mount_caught_up(&m));
+    // The local disk keeps everything (tiered).
+    let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+    assert_eq!(stat_value(&stat, "first_id"), "0");
+    let log = m.stop_capturing();
+    assert!(log.contains("bucket retention removed"), "{log}");
+    let g = &manifest(&s3, "walfs-test", "bret").streams["default"];
+    assert_eq!(g.next_id, 201);
+    assert_eq!(g.floor, g.segments[0].start_id);
+}
+
+#[test]
+fn bucket_retention_by_age_removes_what_was_written_before_it() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica("s3://walfs-test/aged", &s3.endpoint());
+    r.mode = ReplicaMode::Strict;
+    let wal = wal_at(dir.path(), r.clone(), 1024).unwrap();
+    for i in 0..100u32 {
+        wal.append("default", format!("aged {i:03}\n").as_bytes())
+            .unwrap();
+    }
+    let segs = manifest(&s3, "walfs-test", "aged").streams["default"]
+        .segments
+        .len();
+    assert!(segs > 3, "{segs}");
+    let check = walfs::replica::check::apply_bucket_retention;
+    let hour = Duration::from_secs(3600);
+    assert_eq!(check(&r, None, Some(hour)).unwrap(), []);
+    std::thread::sleep(Duration::from_millis(2100));
+    let done = check(&r, None, Some(Duration::from_secs(1))).unwrap();
+    assert_eq!(done.len(), 1);
+    let (stream, n, first) = &done[0];
+    assert_eq!((stream.as_str(), *n), ("default", segs - 1));
+    let g = &manifest(&s3, "walfs-test", "aged").streams["default"];
+    assert_eq!(g.segments.len(), 1, "never the last");
+    assert_eq!(g.segments[0].start_id, *first);
+    // The writer adopts it and ships on.
+    wal.append("default", b"after\n").unwrap();
+    assert_eq!(
+        manifest(&s3, "walfs-test", "aged").streams["default"].next_id,
+        101
+    );
+}

@@ -262,7 +262,7 @@ fn the_mount_applies_retention_and_log_keeps_its_offsets_and_readers() {
     drop((log, again));
     let err = m.stop_capturing();
     assert!(
-        err.contains("retention: bytes <= 65536, checked every second")
+        err.contains("retention: bytes <= 65536 (the disk checked every second")
             && err.contains("retention freed")
             && err.contains("(over retain_bytes)"),
         "{err}"

@@ -43,7 +43,8 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
             ("sync" | "stream" | "compression" | "segment_size" | "threads" | "block_cache"
             | "uid" | "gid" | "file_mode" | "dir_mode" | "metrics" | "replicate"
             | "replicate_sync" | "replicate_interval" | "replicate_timeout" | "log_file"
-            | "retain_bytes" | "retain_age" | "sse", Some(_)) => None,
+            | "retain_bytes" | "retain_age" | "sse" | "bucket_retain_bytes"
+            | "bucket_retain_age", Some(_)) => None,
             (
                 "rw" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime"
                 | "noatime" | "relatime" | "strictatime" | "auto" | "noauto" | "user" | "users"
@@ -51,7 +52,7 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
                 None,
             ) => continue,
             (k, _) if k.starts_with("x-") => continue,
-            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=SIZE, threads=N, block_cache=SIZE, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR, replicate=s3://BUCKET/PREFIX, replicate_sync=async|strict, replicate_interval=SECONDS, replicate_timeout=SECONDS, sse=KIND, retain_bytes=SIZE, retain_age=DURATION, log_file=PATH")),
+            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=SIZE, threads=N, block_cache=SIZE, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR, replicate=s3://BUCKET/PREFIX, replicate_sync=async|strict, replicate_interval=SECONDS, replicate_timeout=SECONDS, sse=KIND, retain_bytes=SIZE, retain_age=DURATION, bucket_retain_bytes=SIZE, bucket_retain_age=DURATION, log_file=PATH")),
         };
         match (flag, value) {
             (Some(f), _) => out.push(f.to_string()),

@@ -145,6 +145,20 @@ pub struct ReplicaArgs {
     /// command reads.
     #[arg(long, value_name = "KIND", requires = "replicate", value_parser = sse)]
     sse: Option<Sse>,
+    /// Bucket retention: remove each stream's oldest segments from the
+    /// bucket while it holds more than SIZE there (never the last; a
+    /// conditional manifest write, as `walfs truncate s3://`). Checked
+    /// every 30 s.
+    #[arg(long, value_name = "SIZE", requires = "replicate", value_parser = super::size)]
+    bucket_retain_bytes: Option<u64>,
+    /// Bucket retention: remove segments whose objects were last written
+    /// longer ago than DURATION (30d, 1y).
+    #[arg(long, value_name = "DURATION", requires = "replicate", value_parser = duration)]
+    bucket_retain_age: Option<std::time::Duration>,
+    /// How often the bucket's retention is checked (seconds): a LIST and
+    /// a manifest read each time.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, requires = "replicate", value_parser = seconds)]
+    bucket_retain_interval: f64,
 }
 
 /// The object_store settings of a --sse value.
@@ -193,6 +207,9 @@ impl ReplicaArgs {
             o.interval = std::time::Duration::from_secs_f64(self.replicate_interval);
             o.timeout = std::time::Duration::from_secs_f64(self.replicate_timeout);
             o.settings = self.sse.clone().map(|s| s.0).unwrap_or_default();
+            o.retain_bytes = self.bucket_retain_bytes;
+            o.retain_age = self.bucket_retain_age;
+            o.retain_interval = std::time::Duration::from_secs_f64(self.bucket_retain_interval);
             o
         })
     }

@@ -237,3 +237,57 @@ pub fn truncate_bucket(opts: &ReplicaOptions, stream: &str, before: u64) -> Resu
     }
     Ok(keep_from)
 }
+
+/// Applies a retention policy to the bucket: for each stream, the oldest
+/// segments go (never the last) while the stream holds more than
+/// `max_bytes` there, or while its objects were last written longer ago
+/// than `max_age`, with [`truncate_bucket`] (a conditional manifest write;
+/// a writer shipping meanwhile adopts it). Returns (stream, segments
+/// removed, the first id kept) for each stream truncated.
+pub fn apply_bucket_retention(
+    opts: &ReplicaOptions,
+    max_bytes: Option<u64>,
+    max_age: Option<std::time::Duration>,
+) -> Result<Vec<(String, usize, u64)>> {
+    if max_bytes.is_none() && max_age.is_none() {
+        return Ok(Vec::new());
+    }
+    let (bucket, m, _) = open(opts)?;
+    let written: std::collections::HashMap<String, std::time::SystemTime> = match max_age {
+        Some(_) => bucket
+            .list_modified()
+            .map_err(|f| Error::Replication(format!("{}: {f}", bucket.url)))?
+            .into_iter()
+            .collect(),
+        None => Default::default(),
+    };
+    let now = std::time::SystemTime::now();
+    let mut done = Vec::new();
+    for (name, sm) in &m.streams {
+        let mut left: u64 = sm.segments.iter().map(|g| g.len).sum();
+        let mut before = None;
+        for pair in sm.segments.windows(2) {
+            let (g, next) = (&pair[0], &pair[1]);
+            let old = max_age.is_some_and(|age| {
+                g.objects
+                    .iter()
+                    .filter_map(|o| written.get(&o.key))
+                    .max()
+                    .and_then(|t| now.duration_since(*t).ok())
+                    .is_some_and(|d| d > age)
+            });
+            if !(max_bytes.is_some_and(|b| left > b) || old) {
+                break;
+            }
+            left -= g.len;
+            before = Some(next.start_id);
+        }
+        if let Some(before) = before {
+            let n = truncate_bucket(opts, name, before)?;
+            if n > 0 {
+                done.push((name.clone(), n, before));
+            }
+        }
+    }
+    Ok(done)
+}

@@ -105,6 +105,15 @@ pub struct ReplicaOptions {
     /// `aws_allow_http`, ...): for programs that configure the bucket
     /// themselves.
     pub settings: Vec<(String, String)>,
+    /// Bucket retention: the oldest segments leave the bucket while a
+    /// stream holds more than this there (applied by
+    /// [`check::apply_bucket_retention`]; the mount does it every 30 s).
+    pub retain_bytes: Option<u64>,
+    /// Bucket retention: segments whose objects were last written longer
+    /// ago than this leave the bucket.
+    pub retain_age: Option<Duration>,
+    /// How often the mount applies the bucket's retention.
+    pub retain_interval: Duration,
 }
 
 impl ReplicaOptions {
@@ -116,6 +125,9 @@ impl ReplicaOptions {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
             settings: Vec::new(),
+            retain_bytes: None,
+            retain_age: None,
+            retain_interval: Duration::from_secs(30),
         }
     }
 }

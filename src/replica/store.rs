@@ -477,6 +477,33 @@ impl Bucket {
         })
     }
 
+    /// Every key under the prefix (relative to it), with when it was last
+    /// written.
+    pub fn list_modified(&self) -> Result<Vec<(String, std::time::SystemTime)>, Fault> {
+        use futures::stream::TryStreamExt;
+        let prefix = (!self.url.prefix.is_empty()).then(|| ObjPath::from(self.url.prefix.as_str()));
+        let strip = if self.url.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.url.prefix)
+        };
+        self.rt.block_on(async {
+            let metas: Vec<_> = self
+                .store
+                .list(prefix.as_ref())
+                .try_collect()
+                .await
+                .map_err(fault)?;
+            Ok(metas
+                .into_iter()
+                .filter_map(|m| {
+                    let key = m.location.as_ref().strip_prefix(&strip)?.to_owned();
+                    Some((key, m.last_modified.into()))
+                })
+                .collect())
+        })
+    }
+
     /// Every key under the prefix (relative to it).
     pub fn list(&self) -> Result<Vec<String>, Fault> {
         use futures::stream::TryStreamExt;
