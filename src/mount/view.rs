@@ -723,6 +723,47 @@ mod tests {
         v.release(rw);
     }
 
+    /// Ids a reader has read are let go at the next write, however few.
+    #[test]
+    fn ids_once_read_are_let_go() {
+        let t = tempfile::tempdir().unwrap();
+        let v = view(t.path(), 64 << 20);
+        let append = node(&v, Node::Root, b"append");
+        let held = |fh: u64| match &*v.handle(fh).unwrap().lock() {
+            Handle::Append(s) => s.ids_held(),
+            _ => unreachable!(),
+        };
+        let rw = v.open(append, true, true).unwrap().fh;
+        for _ in 0..10 {
+            v.write(rw, 0, b"y\n").unwrap();
+        }
+        assert_eq!(
+            v.read(append, rw, 0, 1 << 20).unwrap(),
+            b"0-0\n1-1\n2-2\n3-3\n4-4\n5-5\n6-6\n7-7\n8-8\n9-9\n"
+        );
+        v.write(rw, 0, b"y\n").unwrap();
+        assert_eq!(held(rw), "10-10\n".len());
+        v.release(rw);
+    }
+
+    /// `record` is write-only: opened for reading (alone or with writing)
+    /// it is refused, so its read is never reached.
+    #[test]
+    fn record_opens_for_writing_only() {
+        let t = tempfile::tempdir().unwrap();
+        let v = view(t.path(), 64 << 20);
+        let record = node(&v, Node::Root, b"record");
+        for (read, write) in [(true, true), (true, false), (false, false)] {
+            assert_eq!(
+                v.open(record, read, write).err(),
+                Some(libc::EACCES),
+                "read {read}, write {write}"
+            );
+        }
+        let h = v.open(record, false, true).unwrap();
+        v.release(h.fh);
+    }
+
     /// The bound on a line (MAX_RECORD) is exact wherever the line sits: a
     /// held partial line, a trailing one, or many lines in one write.
     #[test]
