@@ -109,3 +109,40 @@ fn cat_since_and_until_a_time() {
         "{err}"
     );
 }
+
+#[test]
+fn cat_follow_until_a_time_to_come_ends_then() {
+    let t = tempfile::tempdir().unwrap();
+    let wal = Wal::new(WalOptions::new(t.path())).unwrap();
+    three_bursts(&wal);
+    sleep(Duration::from_millis(1100));
+    let end = SystemTime::now() + Duration::from_millis(2500);
+    let at = humantime::format_rfc3339_millis(end).to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .args(["cat", t.path().to_str().unwrap(), "-s", "s", "--from", "15"])
+        .args(["--follow", "--until", &at])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wal.append("s", &entry(15)).unwrap();
+    while SystemTime::now() < end + Duration::from_millis(300) {
+        sleep(Duration::from_millis(50));
+    }
+    wal.append("s", &entry(16)).unwrap();
+    let mut child = child;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("cat --follow --until TIME did not end after TIME");
+        }
+        sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        out.stdout,
+        entry(15),
+        "what came before the time, and no more"
+    );
+}

@@ -13,12 +13,12 @@ pub struct CatArgs {
     #[arg(long, default_value = "0", value_parser = super::entry_id)]
     from: u64,
     /// Print only entries acknowledged at or after TIME (RFC 3339:
-    /// 2026-12-06T16:00:00Z, or local 2026-12-06 16:00:00), to within a
-    /// second; a local log only (its walfs.times).
+    /// 2026-12-06T16:00:00Z; without a zone, UTC), to within a second; a
+    /// local log only (its walfs.times).
     #[arg(long, value_name = "TIME", value_parser = time)]
     since: Option<std::time::SystemTime>,
     /// Stop before this id, or before the entries acknowledged at TIME or
-    /// later (as --since): with --follow, wait for them and then end.
+    /// later (as --since): with --follow, follow until then and end.
     #[arg(long, value_name = "ID|TIME", value_parser = point)]
     until: Option<Point>,
     /// Keep printing entries as they are appended (by any process).
@@ -53,26 +53,36 @@ pub fn run(a: CatArgs) -> Result<i32, Failure> {
     }
     let data = &a.common.data;
     let s = &a.common.stream;
-    let (mut next, until) = {
+    // Where --until stops: a time still to come stops nothing yet.
+    let until_in = |wal: &walfs::Wal| match a.until {
+        Some(Point::Id(id)) => id,
+        Some(Point::Time(t)) if std::time::SystemTime::now() < t => u64::MAX,
+        Some(Point::Time(t)) => wal.id_at_time(s, t),
+        None => u64::MAX,
+    };
+    let (mut next, mut until) = {
         let wal = open_read(data)?;
-        let at = |t| wal.id_at_time(s, t);
-        let until = match a.until {
-            Some(Point::Id(id)) => id,
-            Some(Point::Time(t)) => at(t),
-            None => u64::MAX,
-        };
-        (a.from.max(a.since.map_or(0, at)), until)
+        let since = a.since.map_or(0, |t| wal.id_at_time(s, t));
+        (a.from.max(since), until_in(&wal))
     };
     let mut out = io::stdout().lock();
     let mut seen = None;
     let mut damaged = 0u64;
     loop {
+        // A time to stop at has come: resolve it (below) even if nothing
+        // changed.
+        if let Some(Point::Time(t)) = a.until {
+            if until == u64::MAX && std::time::SystemTime::now() >= t {
+                seen = None;
+            }
+        }
         // Another process may be writing: reopen (read-only, a scan of the
         // active segment) only when the stream's files changed.
         let now = fingerprint(&data.join(s));
         if seen.as_ref() != Some(&now) {
             seen = Some(now);
             let wal = open_read(data)?;
+            until = until_in(&wal);
             if !a.follow {
                 need_stream(&wal, s)?;
             }
