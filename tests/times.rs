@@ -75,6 +75,17 @@ fn a_time_names_the_first_id_acknowledged_at_or_after_it() {
     );
     assert_eq!(wal.id_at_time("s", between), first);
     assert_eq!(wal.id_at_time("s", second + Duration::from_secs(5)), 15);
+    // stat: when the first retained id was acknowledged (the second burst).
+    let text = wal.stream_info("s").unwrap().to_text(None);
+    let shown = text
+        .lines()
+        .find_map(|l| l.strip_prefix("first_time: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let shown = humantime::parse_rfc3339(shown).unwrap();
+    assert!(
+        shown <= second + Duration::from_secs(1) && shown + Duration::from_secs(1) > second,
+        "{text}"
+    );
 }
 
 #[test]

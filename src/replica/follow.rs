@@ -853,6 +853,7 @@ impl LogSource for BucketLog {
             active_segment: s.segments.last().map_or(0, |g| g.start_id),
             damaged: None,
             retention: None,
+            first_time: None,
             replication: Some(ReplicaInfo {
                 replicated_id: s.next_id,
                 state: match &st.failure {

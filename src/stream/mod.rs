@@ -126,6 +126,9 @@ pub struct StreamInfo {
     pub replication: Option<crate::replica::ReplicaInfo>,
     /// The retention policy in force, if any.
     pub retention: Option<String>,
+    /// When the first retained id was acknowledged (to within a second),
+    /// if walfs.times records it.
+    pub first_time: Option<std::time::SystemTime>,
 }
 
 impl StreamInfo {
@@ -143,6 +146,12 @@ impl StreamInfo {
             self.bytes,
             format::segment_name(self.active_segment),
         );
+        if let Some(ft) = self.first_time {
+            t.push_str(&format!(
+                "first_time: {}\n",
+                humantime::format_rfc3339_seconds(ft)
+            ));
+        }
         if let Some(d) = &self.damaged {
             t.push_str(&format!("damaged: {d}\n"));
         }

@@ -501,8 +501,8 @@ impl Stream {
     pub fn info(&self, ctx: &Ctx) -> StreamInfo {
         let segs = self.segments();
         let bytes = segs.iter().map(|s| s.extent().len).sum();
-        let _ = ctx;
         StreamInfo {
+            first_time: self.first_time(ctx),
             name: self.name.clone(),
             first_id: segs.first().map_or(0, |s| s.start_id),
             next_id: self.commit.visible(),

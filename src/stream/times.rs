@@ -72,6 +72,30 @@ impl Stream {
         at.clamp(first, next.max(first))
     }
 
+    /// When the first retained id was acknowledged (the start of the
+    /// second that holds it), if walfs.times says: read from the file's
+    /// first records only (truncation keeps the one that holds it first).
+    pub fn first_time(&self, ctx: &Ctx) -> Option<SystemTime> {
+        let first = self.first_id();
+        let f = ctx
+            .storage
+            .open(&self.dir.join(format::TIMES), false)
+            .ok()?;
+        let n = f.len().ok()?.min(64 * format::TIME_RECORD as u64) as usize;
+        let mut b = vec![0u8; n];
+        f.read_exact_at(&mut b, 0).ok()?;
+        let recs = format::time_records_decode(&b);
+        let (ms, _) = recs.iter().rev().find(|&&(_, id)| id <= first)?;
+        // Past every record read: not the one that holds it.
+        if recs.len() * format::TIME_RECORD == n
+            && n == 64 * format::TIME_RECORD
+            && recs.last().is_some_and(|&(_, id)| id <= first)
+        {
+            return None;
+        }
+        Some(UNIX_EPOCH + std::time::Duration::from_millis(*ms))
+    }
+
     /// Drops the records no retained id needs (after a truncation): those
     /// below `first`, but the last of them.
     pub(super) fn trim_times(&self, ctx: &Ctx, first: u64) {
