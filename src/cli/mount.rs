@@ -155,8 +155,8 @@ pub struct ReplicaArgs {
     /// longer ago than DURATION (30d, 1y).
     #[arg(long, value_name = "DURATION", requires = "replicate", value_parser = duration)]
     bucket_retain_age: Option<std::time::Duration>,
-    /// How often the bucket's retention is checked (seconds): a LIST and
-    /// a manifest read each time.
+    /// How often the bucket's retention is checked (seconds): a manifest
+    /// read each time, and a LIST with --bucket-retain-age.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, requires = "replicate", value_parser = seconds)]
     bucket_retain_interval: f64,
 }
