@@ -39,10 +39,7 @@ impl Wal {
         let mut left: u64 = segs.iter().map(|s| s.len).sum();
         let now = SystemTime::now();
         // Not yet in the bucket: kept (the bucket would miss them).
-        let shipped = self
-            .stream_info(stream)
-            .and_then(|i| i.replication)
-            .map(|r| r.replicated_id);
+        let shipped = self.replicated_id(stream);
         let mut plan = Retention {
             segments: 0,
             bytes: 0,

@@ -37,16 +37,8 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// Bytes the process `pid` has read (`rchar`).
 fn rchar_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("rchar: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    common::rchar_of(&pid.to_string())
 }
 
 #[test]

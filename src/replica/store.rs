@@ -506,25 +506,7 @@ impl Bucket {
 
     /// Every key under the prefix (relative to it).
     pub fn list(&self) -> Result<Vec<String>, Fault> {
-        use futures::stream::TryStreamExt;
-        let prefix = (!self.url.prefix.is_empty()).then(|| ObjPath::from(self.url.prefix.as_str()));
-        let strip = if self.url.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.url.prefix)
-        };
-        self.rt.block_on(async {
-            let metas: Vec<_> = self
-                .store
-                .list(prefix.as_ref())
-                .try_collect()
-                .await
-                .map_err(fault)?;
-            Ok(metas
-                .into_iter()
-                .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_owned))
-                .collect())
-        })
+        Ok(self.list_modified()?.into_iter().map(|(k, _)| k).collect())
     }
 }
 

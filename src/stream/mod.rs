@@ -98,6 +98,10 @@ pub struct Stream {
     appended: AtomicU64,
     /// When walfs.times was last written (unix ms; 0: not since open).
     time_mark: AtomicU64,
+    /// `first_time()` as last read from walfs.times, for the first id it
+    /// was read for (`stat` asks on every lookup); dropped when the file
+    /// changes.
+    first_time: Mutex<Option<(u64, Option<std::time::SystemTime>)>>,
     /// Where the last `read_payload` stopped, so the next request of a
     /// sequential reader of `log` starts there without locating again.
     cursor: Mutex<Option<read::Cursor>>,

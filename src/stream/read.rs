@@ -190,11 +190,17 @@ impl Stream {
             }
             Err(e) => return Err(self.read_error(seg, e)),
         };
-        match &ctx.blocks {
-            Some(b) if b.fits(frame.weight()) => b.insert(self.uid, frame.clone()),
-            _ => *ctx.last_big.lock() = Some((self.uid, frame.clone())),
-        }
+        self.keep_frame(ctx, &frame);
         Ok(frame)
+    }
+
+    /// Keeps a decoded frame in the block cache, or, too large for it, in
+    /// the one-frame slot.
+    fn keep_frame(&self, ctx: &Ctx, frame: &Arc<DecodedFrame>) {
+        match ctx.blocks.as_ref().filter(|b| b.fits(frame.weight())) {
+            Some(b) => b.insert(self.uid, frame.clone()),
+            None => *ctx.last_big.lock() = Some((self.uid, frame.clone())),
+        }
     }
 
     /// The length of entry `id` (None: not readable). A large frame of one
@@ -441,10 +447,7 @@ impl Stream {
                         }
                         Err(e) => return Err(read_err(e)),
                     };
-                    match ctx.blocks.as_ref().filter(|b| b.fits(f.weight())) {
-                        Some(b) => b.insert(self.uid, f.clone()),
-                        None => *ctx.last_big.lock() = Some((self.uid, f.clone())),
-                    }
+                    self.keep_frame(ctx, &f);
                     f
                 }
             };

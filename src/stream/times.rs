@@ -77,6 +77,18 @@ impl Stream {
     /// first records only (truncation keeps the one that holds it first).
     pub fn first_time(&self, ctx: &Ctx) -> Option<SystemTime> {
         let first = self.first_id();
+        let mut cached = self.first_time.lock();
+        if let Some((id, t)) = *cached {
+            if id == first {
+                return t;
+            }
+        }
+        let t = self.read_first_time(ctx, first);
+        *cached = Some((first, t));
+        t
+    }
+
+    fn read_first_time(&self, ctx: &Ctx, first: u64) -> Option<SystemTime> {
         let f = ctx
             .storage
             .open(&self.dir.join(format::TIMES), false)
@@ -109,6 +121,7 @@ impl Stream {
         for &(ms, id) in &recs[keep_from..] {
             b.extend_from_slice(&format::time_record_encode(ms, id));
         }
+        *self.first_time.lock() = None;
         if let Err(e) = ctx.storage.write_atomic(&self.dir.join(format::TIMES), &b) {
             log::warn!("stream {}: could not trim walfs.times: {e}", self.name);
         }

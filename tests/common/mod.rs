@@ -7,7 +7,12 @@ pub mod provision;
 /// Bytes this process has read so far (`rchar` in /proc/self/io): a test
 /// that counts with it must be alone in its binary.
 pub fn rchar() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
+    rchar_of("self")
+}
+
+/// Bytes the process `pid` ("self" for this one) has read (`rchar`).
+pub fn rchar_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("rchar: "))
