@@ -64,6 +64,14 @@ pub struct Metrics {
     pub retention_bytes: Counter,
     /// Segments removed from the bucket by its retention policy.
     pub retention_bucket_segments: Counter,
+    /// This process's role on its prefix: 0 none, 1 primary, 2 standby,
+    /// 3 fenced.
+    pub role: Gauge,
+    /// Prefixes this process took as a standby when a lease lapsed.
+    pub failovers: Counter,
+    /// A standby's apply lag: from its holder's manifest write to the apply
+    /// here, in ms (to within the two clocks' offset).
+    pub standby_apply_lag_ms: Gauge,
 }
 
 fn latency() -> Histogram {
@@ -93,6 +101,9 @@ impl Metrics {
             retention_segments: Counter::default(),
             retention_bytes: Counter::default(),
             retention_bucket_segments: Counter::default(),
+            role: Gauge::default(),
+            failovers: Counter::default(),
+            standby_apply_lag_ms: Gauge::default(),
         };
         registry.register("appended_entries", "Entries appended", m.entries.clone());
         registry.register("appended_bytes", "Entry bytes appended", m.bytes.clone());
@@ -166,6 +177,21 @@ impl Metrics {
             "Segments removed from the bucket by its retention policy",
             m.retention_bucket_segments.clone(),
         );
+        registry.register(
+            "role",
+            "Role on the replicated prefix: 0 none, 1 primary, 2 standby, 3 fenced",
+            m.role.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Prefixes taken over as a standby when a lease lapsed",
+            m.failovers.clone(),
+        );
+        registry.register(
+            "standby_apply_lag_ms",
+            "A standby's lag from its holder's manifest write to the apply here",
+            m.standby_apply_lag_ms.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -196,6 +222,12 @@ impl Metrics {
         self.replica_rounds.inc();
         self.replica_puts.inc_by(puts);
         self.replicated_entries.inc_by(entries);
+    }
+
+    /// A standby took its prefix.
+    pub fn failover(&self) {
+        self.failovers.inc();
+        self.role.set(1);
     }
 
     /// Counts a FUSE request; its latency is recorded when the guard drops.

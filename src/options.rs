@@ -90,6 +90,10 @@ pub struct WalOptions {
     pub read_only: bool,
     /// Ship every stream to an S3-compatible bucket (ignored read-only).
     pub replicate: Option<crate::replica::ReplicaOptions>,
+    /// Open as a standby: appends fail with `Error::ReadOnly` and nothing
+    /// ships until [`crate::replica::standby`] promotes the log; meanwhile
+    /// the standby applies the bucket's bytes to it.
+    pub standby: bool,
     /// Retention: sealed segments are freed, oldest first, while a stream
     /// holds more bytes than this ([`Wal::apply_retention`](crate::Wal::apply_retention)).
     pub retain_bytes: Option<u64>,
@@ -117,6 +121,7 @@ impl Default for WalOptions {
             archive_path: None,
             read_only: false,
             replicate: None,
+            standby: false,
             retain_bytes: None,
             retain_age: None,
         }

@@ -159,6 +159,43 @@ pub struct ReplicaArgs {
     /// read each time, and a LIST with --bucket-retain-age.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, requires = "replicate", value_parser = seconds)]
     bucket_retain_interval: f64,
+    /// The lease this writer holds the prefix by (2s to 10min, or off). It
+    /// rewrites the manifest every third of it, also when idle (one
+    /// conditional PUT), and acknowledges appends only within three
+    /// quarters of it after its last successful write, so a standby may
+    /// take over a whole lease after the last change it saw. `off`: no
+    /// lease; appends go on while the bucket is unreachable, and nothing
+    /// takes the prefix without --takeover.
+    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "replicate", value_parser = lease)]
+    lease: Lease,
+    /// Take the prefix now even if its holder's lease is live (after a
+    /// machine is known dead): the holder is fenced. Without it, a start
+    /// on a live prefix is refused.
+    #[arg(long, requires = "replicate", conflicts_with = "standby")]
+    takeover: bool,
+    /// Stand by: keep DATA a continuously applied copy of what the bucket
+    /// holds (filled from it first when empty), served read-only (appends
+    /// get EROFS), and take the prefix and become writable on the same
+    /// mountpoint once the holder's lease lapses.
+    #[arg(long, requires = "replicate")]
+    standby: bool,
+}
+
+/// A --lease value: a duration, or none.
+#[derive(Clone, Copy)]
+pub struct Lease(Option<std::time::Duration>);
+
+fn lease(s: &str) -> Result<Lease, String> {
+    if s == "off" {
+        return Ok(Lease(None));
+    }
+    let d = duration(s)?;
+    if d < walfs::replica::MIN_LEASE || d > std::time::Duration::from_secs(600) {
+        return Err(format!(
+            "{s:?}: a lease is between 2s and 10min (or off)"
+        ));
+    }
+    Ok(Lease(Some(d)))
 }
 
 /// The object_store settings of a --sse value.
@@ -210,6 +247,8 @@ impl ReplicaArgs {
             o.retain_bytes = self.bucket_retain_bytes;
             o.retain_age = self.bucket_retain_age;
             o.retain_interval = std::time::Duration::from_secs_f64(self.bucket_retain_interval);
+            o.lease = self.lease.0;
+            o.takeover = self.takeover;
             o
         })
     }
@@ -247,10 +286,32 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
             ));
         }
     }
+    if a.replica.standby && a.replica.lease.0.is_none() {
+        return Err(fail(
+            "--standby takes over when a lease lapses: drop --lease off",
+        ));
+    }
     if (a.retain_bytes.is_some() || a.retain_age.is_some()) && (a.read_only || bucket.is_some()) {
         return Err(fail(
             "--retain-bytes and --retain-age apply to a writable local log: a read-only mount or a follower frees nothing",
         ));
+    }
+    let mut standby_aside = None;
+    if a.replica.standby {
+        let opts = a.replica.options().expect("--standby requires --replicate");
+        if a.read_only {
+            return Err(fail(
+                "--standby serves read-only until it takes over: drop --read-only",
+            ));
+        }
+        // Filled from the bucket first (with a bar on a terminal); an old
+        // primary's unshipped entries are moved aside.
+        let mut progress = super::Progress::new("standby: filling from the bucket", false);
+        standby_aside = walfs::replica::standby::prepare(&opts, &a.data, &mut |d, t| {
+            progress.update(d, t)
+        })
+        .map_err(|e| fail(format!("standing by for {}: {e}", opts.url)))?;
+        progress.finish();
     }
     let cfg = walfs::mount::MountConfig {
         data: a.data,
@@ -272,6 +333,8 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         dir_mode: a.dir_mode,
         metrics: a.metrics,
         replicate: a.replica.options(),
+        standby: a.replica.standby,
+        standby_aside,
         follow: bucket.as_deref().map(|u| a.follow.options(u)),
         shards: a.shards,
         retain_bytes: a.retain_bytes,

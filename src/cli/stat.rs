@@ -48,6 +48,8 @@ pub fn run(a: StatArgs) -> Result<i32, Failure> {
                 walfs::replica::manifest::now_ms().saturating_sub(updated_ms)
             },
             url: url.clone(),
+            role: "offline".into(),
+            lease_age_ms: None,
         });
     }
     print!("{}", info.to_text(None));

@@ -54,6 +54,12 @@ pub struct MountConfig {
     pub metrics: Option<String>,
     /// Ship the log to a bucket.
     pub replicate: Option<crate::ReplicaOptions>,
+    /// With `replicate`: stand by (apply the bucket, serve read-only, take
+    /// the prefix when the holder's lease lapses).
+    pub standby: bool,
+    /// Where `replica::standby::prepare` moved an earlier primary's
+    /// unshipped entries, to name in `stat`.
+    pub standby_aside: Option<PathBuf>,
     /// Follow a log in a bucket instead of a data directory (read-only;
     /// `data` is then only its address, for messages).
     pub follow: Option<crate::replica::follow::FollowOptions>,
@@ -474,6 +480,7 @@ fn serve(
     o.read_only = cfg.read_only;
     o.block_cache_size = Some(cfg.block_cache);
     o.replicate = cfg.replicate.clone();
+    o.standby = cfg.standby;
     o.retain_bytes = cfg.retain_bytes;
     o.retain_age = cfg.retain_age;
     let wal = match &cfg.follow {
@@ -499,6 +506,21 @@ fn serve(
         Err(e @ (Error::Replication(_) | Error::Fenced(_))) => return fail(e.to_string()),
         Err(e) => return fail(format!("cannot open the log in {}: {e}", data.display())),
         },
+    };
+    let standby = match (&wal, &cfg.replicate) {
+        (Backend::Local(w), Some(r)) if cfg.standby => {
+            let s = crate::replica::standby::Standby::start(
+                w.clone(),
+                r.clone(),
+                Box::new(|line: &str| {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(line)]);
+                }),
+            )
+            .map_err(|e| MountError(format!("cannot stand by for {}: {e}", r.url)))?;
+            w.set_standby_info(s.info_source(cfg.standby_aside.clone()));
+            Some(s)
+        }
+        _ => None,
     };
     let read_only = cfg.read_only || cfg.follow.is_some();
     let sharded: Option<Arc<dyn crate::sharded::CheckpointSource>> = match &wal {
@@ -575,6 +597,10 @@ fn serve(
             CompressionType::Lz4 => "lz4",
         };
         let replica = match &cfg.replicate {
+            Some(r) if cfg.standby => format!(
+                ", standing by for {} (read-only until its holder's lease lapses)",
+                r.url
+            ),
             Some(r) => format!(
                 ", replicating to {} ({})",
                 r.url,
@@ -690,6 +716,7 @@ fn serve(
         let _ = r.join();
     }
     drop(view);
+    drop(standby);
     if let Err(e) = served {
         log::error!("the FUSE session ended with an error: {e}");
     }

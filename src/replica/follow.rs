@@ -867,6 +867,8 @@ impl LogSource for BucketLog {
                 // How stale this view may be beyond the writer's own lag.
                 lag_ms: st.fetched.elapsed().as_millis() as u64,
                 url: self.inner.url.clone(),
+                role: "follower".into(),
+                lease_age_ms: None,
             }),
         })
     }

@@ -33,6 +33,18 @@ pub struct Manifest {
     pub writer: String,
     /// Milliseconds since the Unix epoch of the write, for people and lag.
     pub updated_ms: u64,
+    /// The holder's lease, in ms: it writes the manifest at least every
+    /// third of this, and a standby takes the prefix once the manifest has
+    /// stayed the same object for this long by the standby's own clock
+    /// (no wall clocks compared). 0: no lease (a holder started with
+    /// `--lease off`, or a manifest older than leases): nobody takes the
+    /// prefix from it without `--takeover`.
+    #[serde(default)]
+    pub lease_ms: u64,
+    /// The holder stopped cleanly and let the prefix go: anyone may take it
+    /// at once.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub released: bool,
     /// Per stream, in name order.
     pub streams: BTreeMap<String, StreamManifest>,
     /// Files at the data directory's root that belong to the log, by name
@@ -44,6 +56,10 @@ pub struct Manifest {
     /// manifest still finds them; a later round deletes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<Retired>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An object the log no longer references, and since when.
@@ -154,6 +170,8 @@ impl Manifest {
             epoch,
             writer: String::new(),
             updated_ms: 0,
+            lease_ms: 0,
+            released: false,
             streams: BTreeMap::new(),
             files: BTreeMap::new(),
             retired: Vec::new(),

@@ -12,12 +12,14 @@
 //! them is written. A writer whose conditional manifest write fails has
 //! been fenced and refuses every later append.
 
+mod aside;
 pub mod cache;
 pub mod check;
 pub mod follow;
 pub mod manifest;
 mod restore;
 mod ship;
+pub mod standby;
 pub mod store;
 
 pub use restore::{restore, restore_to, RestorePoint, RestoreReport};
@@ -114,6 +116,31 @@ pub struct ReplicaOptions {
     pub retain_age: Option<Duration>,
     /// How often the mount applies the bucket's retention.
     pub retain_interval: Duration,
+    /// The lease this writer holds the prefix by (None: `--lease off`, no
+    /// lease). It rewrites the manifest at least every third of it, also
+    /// when idle, and acknowledges appends only within three quarters of
+    /// it after the start of its last successful manifest write; a
+    /// standby takes over after a whole lease without a change.
+    pub lease: Option<Duration>,
+    /// Take the prefix even from a holder whose lease is live (it is
+    /// fenced); without it such a start is refused.
+    pub takeover: bool,
+}
+
+/// The default lease: a standby takes over within about this long after
+/// the primary stops renewing.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// The shortest lease accepted.
+pub const MIN_LEASE: Duration = Duration::from_secs(2);
+
+/// How long after the start of its last successful manifest write a
+/// holder acknowledges appends: three quarters of the lease. A standby
+/// waits a whole lease from when it first saw that manifest, which is
+/// later, so the quarter is the margin for clocks that run at different
+/// rates (it covers rates that differ by up to 14%; real ones differ by
+/// parts per million).
+pub fn lease_valid_for(lease: Duration) -> Duration {
+    lease * 3 / 4
 }
 
 impl ReplicaOptions {
@@ -128,6 +155,8 @@ impl ReplicaOptions {
             retain_bytes: None,
             retain_age: None,
             retain_interval: Duration::from_secs(30),
+            lease: Some(DEFAULT_LEASE),
+            takeover: false,
         }
     }
 }
@@ -158,6 +187,12 @@ pub struct ReplicaInfo {
     pub lag_ms: u64,
     /// The bucket address.
     pub url: String,
+    /// `primary`, `standby` or `fenced`.
+    pub role: String,
+    /// Since the start of the last manifest write that renewed this
+    /// writer's lease (a standby: since the manifest last changed), in ms;
+    /// None without a lease or before the first.
+    pub lease_age_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -175,6 +210,11 @@ struct LinkState {
     waiters: usize,
     stop: bool,
     counters: Counters,
+    /// When the last successful manifest write started (the lease runs
+    /// from then).
+    renewed: Option<Instant>,
+    /// The lapse of the lease was logged (once per lapse).
+    lapse_said: bool,
 }
 
 /// What appenders and the shipping thread share.
@@ -202,6 +242,8 @@ impl Link {
                 waiters: 0,
                 stop: false,
                 counters: Counters::default(),
+                renewed: None,
+                lapse_said: false,
             }),
             progress: Condvar::new(),
             wake: Condvar::new(),
@@ -262,12 +304,53 @@ impl Link {
         }
     }
 
-    /// Refuses appends once fenced.
+    /// Refuses appends once fenced, and while the lease is not held.
     pub fn check(&self) -> crate::Result<()> {
-        match &self.state.lock().phase {
-            Phase::Fenced(why) => Err(crate::Error::Fenced(why.clone())),
-            _ => Ok(()),
+        let mut st = self.state.lock();
+        if let Phase::Fenced(why) = &st.phase {
+            return Err(crate::Error::Fenced(why.clone()));
         }
+        self.lease_check(&mut st)
+    }
+
+    /// Records a manifest write that started at `at` and succeeded: the
+    /// lease runs from `at`.
+    fn renewed(&self, at: Instant) {
+        let mut st = self.state.lock();
+        if st.lapse_said {
+            log::info!(
+                "replication to {}: the lease is renewed; acknowledging appends again",
+                self.opts.url
+            );
+            st.lapse_said = false;
+        }
+        st.renewed = Some(at);
+    }
+
+    /// Ok while this writer holds its lease (always, without one).
+    fn lease_check(&self, st: &mut LinkState) -> crate::Result<()> {
+        let Some(lease) = self.opts.lease else {
+            return Ok(());
+        };
+        let since = st.renewed.map(|t| t.elapsed());
+        if since.is_some_and(|d| d < lease_valid_for(lease)) {
+            return Ok(());
+        }
+        let when = match since {
+            Some(d) => format!("last renewed {:.1} s ago", d.as_secs_f64()),
+            None => "the prefix is not taken yet".into(),
+        };
+        if !st.lapse_said {
+            log::error!(
+                "replication to {}: this writer does not hold its lease ({when}; the lease is {lease:?}): appends are refused until it renews, since a standby may take the prefix",
+                self.opts.url
+            );
+            st.lapse_said = true;
+        }
+        Err(crate::Error::Replication(format!(
+            "this writer does not hold its lease on {} ({when}): appends are refused until the bucket answers",
+            self.opts.url
+        )))
     }
 
     /// Called after entries below `end` were appended to `stream`; in
@@ -276,7 +359,15 @@ impl Link {
     pub fn appended(&self, stream: &str, end: u64) -> crate::Result<()> {
         self.mark_behind(stream, Instant::now());
         if self.opts.mode != ReplicaMode::Strict {
-            return Ok(());
+            // Acknowledged only while the lease holds: past it another
+            // machine may hand out the same ids. The entry stays in the
+            // local log: shipped if this writer renews, moved aside at its
+            // next start if another took the prefix.
+            return self.lease_check(&mut self.state.lock()).map_err(|e| {
+                crate::Error::Replication(format!(
+                    "not acknowledged: {e}; the entry is in the local log and ships if the lease is renewed"
+                ))
+            });
         }
         let mut st = self.state.lock();
         let deadline = Instant::now() + self.opts.timeout;
@@ -318,7 +409,19 @@ impl Link {
         } else {
             self.behind_ms(stream)
         };
+        let lapsed = self.opts.lease.is_some_and(|l| {
+            !matches!(st.phase, Phase::Fenced(_))
+                && st.renewed.is_none_or(|t| t.elapsed() >= lease_valid_for(l))
+        });
         let state = match &st.phase {
+            _ if lapsed => format!(
+                "lease lapsed, appends refused ({})",
+                match &st.phase {
+                    Phase::Unreachable(m) => format!("unreachable: {m}"),
+                    Phase::Connecting => "connecting".into(),
+                    _ => "the bucket has not answered within the lease".into(),
+                }
+            ),
             Phase::Connecting => "connecting".into(),
             Phase::Unreachable(m) => format!("unreachable ({m})"),
             Phase::Fenced(m) => format!("fenced ({m})"),
@@ -340,6 +443,16 @@ impl Link {
             state,
             lag_ms,
             url: self.opts.url.clone(),
+            role: if matches!(st.phase, Phase::Fenced(_)) {
+                "fenced".into()
+            } else {
+                "primary".into()
+            },
+            lease_age_ms: self
+                .opts
+                .lease
+                .and(st.renewed)
+                .map(|t| t.elapsed().as_millis() as u64),
         }
     }
 

@@ -55,6 +55,8 @@ struct Shipper {
     /// Root files as last read: their stamp and crc, so that a round reads
     /// again only a file that changed.
     root_files: std::collections::HashMap<&'static str, (FileStamp, u32)>,
+    /// When the last successful manifest write started.
+    last_put: Instant,
 }
 
 /// What tells a root file changed without reading it: its inode (an atomic
@@ -67,28 +69,49 @@ impl Replicator {
     /// error; an unreachable bucket is retried in the background.
     pub fn start(core: Arc<Core>, opts: ReplicaOptions) -> Result<Replicator> {
         let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
-        let bucket =
-            Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
-        let link = Arc::new(Link::new(opts));
-        let mut shipper = Shipper {
-            core,
-            bucket,
-            link: link.clone(),
-            manifest: None,
-            last_waiters: 0,
-            last_round: Duration::ZERO,
-            incarnations: Default::default(),
-            reported: Default::default(),
-            root_files: Default::default(),
-        };
+        let mut shipper = Shipper::new(core, opts)?;
+        let link = shipper.link.clone();
         match shipper.take_over() {
             Ok(()) => {}
             Err(Takeover::Fatal(m)) => return Err(Error::Replication(m)),
             Err(Takeover::Retry(m)) => {
-                log::warn!("replication to {url}: the bucket is unreachable ({m}); appends go on locally and shipping starts when it answers");
+                if link.opts.lease.is_some() {
+                    log::warn!("replication to {url}: the bucket is unreachable ({m}); appends are refused until this writer takes the prefix (it holds it by a lease; `--lease off` acknowledges without one)");
+                } else {
+                    log::warn!("replication to {url}: the bucket is unreachable ({m}); appends go on locally and shipping starts when it answers");
+                }
                 link.state.lock().phase = Phase::Unreachable(m);
             }
         }
+        Replicator::spawn(shipper)
+    }
+
+    /// Ships for a standby that has just taken the prefix: `taken` is the
+    /// manifest it wrote (epoch advanced) at `version`, whose write started
+    /// at `sent`.
+    pub fn start_taken(
+        core: Arc<Core>,
+        opts: ReplicaOptions,
+        taken: Manifest,
+        version: UpdateVersion,
+        sent: Instant,
+    ) -> Result<Replicator> {
+        let mut shipper = Shipper::new(core, opts)?;
+        shipper.link.renewed(sent);
+        shipper.last_put = sent;
+        {
+            let mut st = shipper.link.state.lock();
+            for (name, s) in &taken.streams {
+                st.shipped.insert(name.clone(), s.next_id);
+            }
+            st.phase = Phase::Ok;
+        }
+        shipper.manifest = Some((taken, version));
+        Replicator::spawn(shipper)
+    }
+
+    fn spawn(shipper: Shipper) -> Result<Replicator> {
+        let link = shipper.link.clone();
         let thread = std::thread::Builder::new()
             .name("walfs-replicate".into())
             .spawn(move || shipper.run())
@@ -133,11 +156,21 @@ fn object(key: String, offset: u64, bytes: &Bytes, level: u32) -> ObjectRef {
     }
 }
 
-fn writer_name() -> String {
+pub(super) fn writer_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into());
     format!("{host} pid {}", std::process::id())
+}
+
+/// The refusal of a plain start on a prefix whose holder is alive.
+pub(crate) fn live_holder_message(url: &BucketUrl, holder: &Manifest) -> String {
+    format!(
+        "{url} is held by {} (epoch {}), whose lease is live: it renewed within the last {:?}. Mount with --standby to follow it and take over when its lease lapses, or with --takeover to take the prefix now (the holder is fenced)",
+        holder.writer,
+        holder.epoch,
+        Duration::from_millis(holder.lease_ms)
+    )
 }
 
 fn ahead_message(url: &BucketUrl, what: String) -> String {
@@ -147,6 +180,24 @@ fn ahead_message(url: &BucketUrl, what: String) -> String {
 }
 
 impl Shipper {
+    fn new(core: Arc<Core>, opts: ReplicaOptions) -> Result<Shipper> {
+        let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
+        let bucket =
+            Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
+        Ok(Shipper {
+            core,
+            bucket,
+            link: Arc::new(Link::new(opts)),
+            manifest: None,
+            last_waiters: 0,
+            last_round: Duration::ZERO,
+            incarnations: Default::default(),
+            reported: Default::default(),
+            root_files: Default::default(),
+            last_put: Instant::now(),
+        })
+    }
+
     fn ctx(&self) -> &crate::stream::Ctx {
         &self.core.ctx
     }
@@ -173,12 +224,18 @@ impl Shipper {
                 Some(v),
             ),
         };
+        if let Some(v) = &expected {
+            self.respect_lease(&current, v)?;
+        }
         self.check_against_local(&current)
             .map_err(|m| Takeover::Fatal(ahead_message(&url, m)))?;
         let mut next = current.clone();
         next.epoch += 1;
         next.writer = writer_name();
         next.updated_ms = manifest::now_ms();
+        next.lease_ms = self.lease_ms();
+        next.released = false;
+        let sent = Instant::now();
         let version = self
             .bucket
             .put_manifest(next.encode(), expected)
@@ -208,6 +265,9 @@ impl Shipper {
                 }
             }
         }
+        self.link.renewed(sent);
+        self.last_put = sent;
+        crate::metrics::global().role.set(1);
         {
             let mut st = self.link.state.lock();
             for (name, s) in &next.streams {
@@ -222,6 +282,60 @@ impl Shipper {
             next.streams.len()
         );
         self.manifest = Some((next, version));
+        Ok(())
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.link.opts.lease.map_or(0, |l| l.as_millis() as u64)
+    }
+
+    /// A holder whose lease may be live keeps the prefix: watch its
+    /// manifest for one lease by this machine's clock. A change means it is
+    /// alive: refused, naming `--standby` and `--takeover`. No change: the
+    /// lease lapsed, and the prefix is taken. `--takeover` skips the wait.
+    fn respect_lease(
+        &self,
+        current: &Manifest,
+        seen: &UpdateVersion,
+    ) -> std::result::Result<(), Takeover> {
+        if current.lease_ms == 0 || current.released {
+            return Ok(());
+        }
+        let url = &self.bucket.url;
+        if self.link.opts.takeover {
+            log::warn!(
+                "replication: taking {url} from {} (epoch {}) by --takeover, whatever its lease: it is fenced and stops acknowledging",
+                current.writer,
+                current.epoch
+            );
+            return Ok(());
+        }
+        let lease = Duration::from_millis(current.lease_ms);
+        log::info!(
+            "replication: {url} was last held by {} (epoch {}) with a {lease:?} lease: watching the manifest for that long before taking it",
+            current.writer,
+            current.epoch
+        );
+        let watched = Instant::now();
+        let poll = (lease / 8).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        while watched.elapsed() < lease {
+            std::thread::sleep(poll.min(lease.saturating_sub(watched.elapsed())));
+            let now = self.bucket.get_manifest().map_err(|f| match f {
+                Fault::Refused(m) => Takeover::Fatal(format!("{url}: {m}")),
+                f => Takeover::Retry(f.to_string()),
+            })?;
+            let alive = match &now {
+                Some((_, v)) => v != seen,
+                None => true,
+            };
+            if alive {
+                return Err(Takeover::Fatal(live_holder_message(url, current)));
+            }
+        }
+        log::info!(
+            "replication: the lease of {} on {url} lapsed ({lease:?} without a renewal): taking the prefix",
+            current.writer
+        );
         Ok(())
     }
 
@@ -305,7 +419,13 @@ impl Shipper {
                         }
                         break;
                     }
-                    let due = last_round + interval;
+                    let mut due = last_round + interval;
+                    if let (Some(lease), Some(_)) = (self.link.opts.lease, &self.manifest) {
+                        // Renew at a third of the lease, also when idle;
+                        // after a failure, retry 4 times a lease.
+                        let renew = (self.last_put + lease / 3).max(last_round + lease / 12);
+                        due = due.min(renew);
+                    }
                     if Instant::now() >= due {
                         break;
                     }
@@ -364,8 +484,34 @@ impl Shipper {
                 Err(f) => self.set_unreachable(f.to_string()),
             }
             if stopping {
+                self.release();
                 return;
             }
+        }
+    }
+
+    /// At a clean stop, after the last round: lets the prefix go, so that a
+    /// standby or the next start takes it at once.
+    fn release(&mut self) {
+        let Some((m, v)) = self.manifest.take() else {
+            return;
+        };
+        if matches!(self.link.state.lock().phase, Phase::Fenced(_)) || m.lease_ms == 0 {
+            return;
+        }
+        let mut next = m;
+        next.released = true;
+        next.updated_ms = manifest::now_ms();
+        match self.bucket.put_manifest(next.encode(), Some(v)) {
+            Ok(_) => log::info!(
+                "replication: released {} (epoch {}): a standby or the next start takes it at once",
+                self.bucket.url,
+                next.epoch
+            ),
+            Err(f) => log::warn!(
+                "replication: could not release {} ({f}): the next holder waits for the lease to lapse",
+                self.bucket.url
+            ),
         }
     }
 
@@ -430,6 +576,7 @@ impl Shipper {
             }
         }
         self.link.state.lock().phase = Phase::Fenced(m);
+        crate::metrics::global().role.set(3);
         self.link.progress.notify_all();
     }
 
@@ -480,7 +627,16 @@ impl Shipper {
             ship_stream(&s, &view, sm, epoch, &mut uploads, &mut superseded);
             ends.push((s.name.clone(), sm.next_id));
         }
-        if uploads.is_empty() && next.streams == current.streams && next.files == current.files {
+        let renew = self
+            .link
+            .opts
+            .lease
+            .is_some_and(|l| self.last_put.elapsed() >= l / 3);
+        if uploads.is_empty()
+            && next.streams == current.streams
+            && next.files == current.files
+            && !renew
+        {
             self.settle(&ends, snapshot, 0);
             return Ok(());
         }
@@ -491,7 +647,12 @@ impl Shipper {
         // may be reading them by the manifest before this one.
         let expired = next.retire(std::mem::take(&mut superseded), next.updated_ms);
         next.writer = current.writer.clone();
+        next.lease_ms = self.lease_ms();
+        next.released = false;
+        let sent = Instant::now();
         let version = self.bucket.put_manifest(next.encode(), Some(version))?;
+        self.link.renewed(sent);
+        self.last_put = sent;
         let shipped: u64 = next
             .streams
             .iter()

@@ -164,9 +164,12 @@ impl StreamInfo {
         }
         if let Some(r) = &self.replication {
             t.push_str(&format!(
-                "replicated_id: {}\nreplication: {}\nreplication_lag_ms: {}\nreplica: {}\n",
-                r.replicated_id, r.state, r.lag_ms, r.url
+                "replicated_id: {}\nreplication: {}\nreplication_lag_ms: {}\nreplica: {}\nrole: {}\n",
+                r.replicated_id, r.state, r.lag_ms, r.url, r.role
             ));
+            if let Some(age) = r.lease_age_ms {
+                t.push_str(&format!("lease_age_ms: {age}\n"));
+            }
         }
         if let Some((sync, compression)) = modes {
             let sync = match sync {

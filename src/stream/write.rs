@@ -418,6 +418,92 @@ impl Stream {
         Ok(taken)
     }
 
+    /// A standby's apply: writes `bytes`, whole frames another writer made
+    /// (their ids sealed in), at byte `off` of the segment starting at id
+    /// `segment`, byte for byte, and returns once they are durable. They
+    /// must continue this copy exactly: the active segment at its end, or
+    /// a new segment starting at the next id (the active one is sealed).
+    /// Every frame's header, crc and ids are checked before a byte is
+    /// written. Returns one past the last id now held.
+    pub fn apply_frames(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        segment: u64,
+        off: u64,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        let bad = |m: String| Error::Replication(format!("stream {}: {m}", self.name));
+        let end = {
+            let mut w = self.writer.lock();
+            self.check_writable(&mut w)?;
+            self.flush_locked(ctx, &mut w)?;
+            if segment != w.active.start_id {
+                if segment != w.next_id || off != 0 {
+                    return Err(bad(format!(
+                        "the bucket's segment {segment} at byte {off} does not continue this copy (segment {} holds {} bytes, ids below {})",
+                        w.active.start_id, w.len, w.next_id
+                    )));
+                }
+                self.rotate(ctx, &mut w)?;
+            }
+            if off != w.len {
+                return Err(bad(format!(
+                    "the bucket's bytes of segment {segment} start at {off}, this copy holds {}",
+                    w.len
+                )));
+            }
+            let mut frames = Vec::new();
+            let (mut at, mut id) = (0usize, w.next_id);
+            while at < bytes.len() {
+                let h = format::FrameHeader::decode(&bytes[at..])
+                    .map_err(|e| bad(format!("segment {segment} at byte {}: {e}", off + at as u64)))?;
+                let flen = h.frame_len() as usize;
+                let body = bytes
+                    .get(at + format::HEADER_SIZE..at + flen)
+                    .ok_or_else(|| bad(format!("segment {segment}: a frame at byte {} runs past the bytes given", off + at as u64)))?;
+                if h.start_id != id || h.expected_crc(body) != h.crc {
+                    return Err(bad(format!(
+                        "segment {segment} at byte {}: the frame's ids or crc are wrong (ids {}.., expected {id})",
+                        off + at as u64,
+                        h.start_id
+                    )));
+                }
+                frames.push((h.start_id, off + at as u64, h.payload_len()));
+                id = h.end_id();
+                at += flen;
+            }
+            let file = self.write_file(ctx, &mut w)?;
+            if let Err(e) = file.write_all_at(bytes, off) {
+                let _ = file.set_len(off);
+                self.poison(
+                    &mut w,
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                    format!("applying the bucket's bytes failed ({e})"),
+                );
+                return Err(e.into());
+            }
+            for (start, at, payload) in frames {
+                w.active.note_frame(start, at, payload);
+                w.payload += payload;
+            }
+            w.len += bytes.len() as u64;
+            w.next_id = id;
+            self.appended.store(id, Ordering::Release);
+            w.active.set_written(w.len, w.next_id, w.payload);
+            self.commit.wrote(w.next_id, w.len);
+            id
+        };
+        self.sync_to(ctx, end)?;
+        Ok(end)
+    }
+
+    /// (active segment's start id, its bytes written, next id): where a
+    /// standby's next apply must continue.
+    pub fn position(&self) -> (u64, u64, u64) {
+        let w = self.writer.lock();
+        (w.active.start_id, w.len, w.next_id)
+    }
+
     /// Syncs the active segment (for `Wal::sync` and a clean close).
     pub fn sync(self: &Arc<Self>, ctx: &Ctx) -> Result<()> {
         self.flush(ctx)?;

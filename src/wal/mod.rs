@@ -30,10 +30,16 @@ pub(crate) struct Core {
     lifecycle: Mutex<()>,
 }
 
+type StandbyInfo = Box<dyn Fn(u64) -> crate::replica::ReplicaInfo + Send + Sync>;
+
 pub(crate) struct Shared {
     core: Arc<Core>,
     flusher: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
-    replica: Option<crate::replica::Replicator>,
+    replica: std::sync::OnceLock<crate::replica::Replicator>,
+    /// A standby's log: appends refused until promoted.
+    standby: AtomicBool,
+    /// A standby's replication facts for `stat`, given the ids it holds.
+    standby_info: std::sync::OnceLock<StandbyInfo>,
     /// Per stream, where retention was last held (logged once).
     retention_held: Mutex<HashMap<String, u64>>,
     _lock: Option<DirLock>,
@@ -184,10 +190,15 @@ impl Wal {
             streams: RwLock::new(streams),
             lifecycle: Mutex::new(()),
         });
-        let replica = match (&core.ctx.opts.replicate, core.ctx.opts.read_only) {
-            (Some(r), false) => Some(crate::replica::Replicator::start(core.clone(), r.clone())?),
-            _ => None,
-        };
+        let replica = std::sync::OnceLock::new();
+        let standby = core.ctx.opts.standby && !core.ctx.opts.read_only;
+        if let (Some(r), false, false) = (
+            &core.ctx.opts.replicate,
+            core.ctx.opts.read_only,
+            standby,
+        ) {
+            let _ = replica.set(crate::replica::Replicator::start(core.clone(), r.clone())?);
+        }
         let flusher = (core.ctx.opts.sync_mode == SyncMode::Async && !core.ctx.opts.read_only)
             .then(|| spawn_flusher(core.clone()));
         Ok(Wal {
@@ -196,9 +207,58 @@ impl Wal {
                 flusher,
                 retention_held: Mutex::default(),
                 replica,
+                standby: AtomicBool::new(standby),
+                standby_info: std::sync::OnceLock::new(),
                 _lock: lock,
             }),
         })
+    }
+
+    /// Whether the log is a standby's copy (appends refused).
+    pub fn is_standby(&self) -> bool {
+        self.inner.standby.load(Ordering::Acquire)
+    }
+
+    /// A standby's apply: `bytes`, whole frames of another writer, at byte
+    /// `off` of the segment starting at `segment` of `stream` (made if
+    /// missing). See [`Stream::apply_frames`].
+    pub(crate) fn apply_frames(
+        &self,
+        stream: &str,
+        segment: u64,
+        off: u64,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        let s = self.stream_or_create(stream)?;
+        s.apply_frames(&self.inner.ctx, segment, off, bytes)
+    }
+
+    /// Where a standby's next apply to `stream` continues: (active
+    /// segment, its length, next id); None if there is no such stream.
+    pub(crate) fn position(&self, stream: &str) -> Option<(u64, u64, u64)> {
+        self.stream(stream).map(|s| s.position())
+    }
+
+    /// What `stat` shows of a standby's replication.
+    pub(crate) fn set_standby_info(
+        &self,
+        f: impl Fn(u64) -> crate::replica::ReplicaInfo + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.standby_info.set(Box::new(f));
+    }
+
+    /// The engine state a replicator ships from.
+    pub(crate) fn core(&self) -> Arc<Core> {
+        self.inner.core.clone()
+    }
+
+    /// A standby becomes the writer: `replicator` (which holds the prefix
+    /// already) ships from now on, and appends are taken.
+    pub(crate) fn promote(&self, replicator: crate::replica::Replicator) {
+        if self.inner.replica.set(replicator).is_err() {
+            log::error!("promoted twice: the first replicator stays");
+        }
+        self.inner.standby.store(false, Ordering::Release);
     }
 
     /// The options the log was opened with.
@@ -211,7 +271,7 @@ impl Wal {
     pub(crate) fn replicated_id(&self, stream: &str) -> Option<u64> {
         self.inner
             .replica
-            .as_ref()
+            .get()
             .map(|r| r.link.info(stream, self.durable_next(stream)).replicated_id)
     }
 
@@ -274,14 +334,14 @@ impl Wal {
     }
 
     fn write(&self, stream: &str, entries: &[&[u8]], sync: bool) -> Result<Range<u64>> {
-        if self.inner.ctx.opts.read_only {
+        if self.inner.ctx.opts.read_only || self.is_standby() {
             return Err(Error::ReadOnly);
         }
         let frame = encode_frame(entries, self.lz4_min()).map_err(|size| Error::TooLarge {
             size,
             limit: MAX_BATCH_BYTES as u64,
         })?;
-        if let Some(r) = &self.inner.replica {
+        if let Some(r) = self.inner.replica.get() {
             r.link.check()?;
         }
         let s = self.stream_or_create(stream)?;
@@ -291,7 +351,7 @@ impl Wal {
             Err(Error::NoSuchStream(_)) => return self.write(stream, entries, sync),
             r => r?,
         };
-        if let Some(r) = &self.inner.replica {
+        if let Some(r) = self.inner.replica.get() {
             r.link.appended(stream, range.end)?;
         }
         s.note_time(&self.inner.ctx, range.start);
@@ -419,8 +479,10 @@ impl Wal {
         self.stream(stream).map(|s| {
             s.flush_for_read(&self.inner.ctx);
             let mut info = s.info(&self.inner.ctx);
-            if let Some(r) = &self.inner.replica {
+            if let Some(r) = self.inner.replica.get() {
                 info.replication = Some(r.link.info(stream, info.durable_id));
+            } else if let Some(f) = self.inner.standby_info.get() {
+                info.replication = Some(f(info.durable_id));
             }
             info.retention = self.retention_text();
             info
@@ -489,7 +551,7 @@ impl Wal {
     /// Replication counters since open: upload rounds that wrote a
     /// manifest, PUT requests, entries shipped (None without replication).
     pub fn replication_counters(&self) -> Option<(u64, u64, u64)> {
-        self.inner.replica.as_ref().map(|r| r.link.counters())
+        self.inner.replica.get().map(|r| r.link.counters())
     }
 
     /// One past the last id of `stream` known durable (0 if it does not

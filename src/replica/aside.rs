@@ -1,0 +1,223 @@
+//! An old primary that lost its prefix: what it acknowledged but never
+//! shipped (async replication) is moved aside into files named in the log
+//! and `stat`, never dropped and never shipped over the new history, and
+//! its data directory is rebuilt from the bucket so that it can stand by.
+
+use super::manifest::{Manifest, StreamManifest};
+use super::store::Bucket;
+use super::ReplicaOptions;
+use crate::error::{Error, Result};
+use crate::format;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Where the local history of one stream leaves the bucket's.
+struct Fork {
+    stream: String,
+    /// The local segment where it does, and the byte.
+    segment: u64,
+    offset: u64,
+    /// The first id past the fork, and one past the last id held here.
+    from_id: u64,
+    to_id: u64,
+    /// Local segment files from the fork on: (path, start id, len).
+    files: Vec<(PathBuf, u64, u64)>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// The id at byte `off` of a segment starting at `start` (`off` on a frame
+/// boundary).
+fn id_at(path: &Path, start: u64, off: u64) -> Result<u64> {
+    let f = std::fs::File::open(path).map_err(io(path))?;
+    let (mut at, mut id) = (0u64, start);
+    let mut head = [0u8; format::HEADER_SIZE];
+    while at < off {
+        f.read_exact_at(&mut head, at).map_err(io(path))?;
+        let h = format::FrameHeader::decode(&head)
+            .map_err(|e| Error::Replication(format!("{} at byte {at}: {e}", path.display())))?;
+        id = h.end_id();
+        at += h.frame_len();
+    }
+    Ok(id)
+}
+
+/// How many leading bytes of a local segment of `len` bytes at `path`
+/// agree with the bucket's segment `g`.
+fn agreeing(
+    bucket: &Bucket,
+    path: &Path,
+    len: u64,
+    g: &super::manifest::SegmentManifest,
+) -> Result<u64> {
+    let f = std::fs::File::open(path).map_err(io(path))?;
+    let mut agree = 0;
+    for o in &g.objects {
+        if o.offset != agree || agree >= len {
+            break;
+        }
+        let n = (o.offset + o.len).min(len) - o.offset;
+        let mut local = vec![0u8; n as usize];
+        f.read_exact_at(&mut local, o.offset).map_err(io(path))?;
+        let same = if n == o.len {
+            crc32fast::hash(&local) == o.crc32
+        } else {
+            // The local copy ends inside this object: compare bytes.
+            let mut body = None;
+            bucket
+                .get_all(std::slice::from_ref(o), |_, b| {
+                    body = Some(b?);
+                    Ok(())
+                })
+                .map_err(Error::Replication)?;
+            body.is_some_and(|b| b[..n as usize] == local[..])
+        };
+        if !same {
+            break;
+        }
+        agree += n;
+    }
+    Ok(agree)
+}
+
+/// Where stream `name`'s local segments leave `sm`, if they hold anything
+/// the bucket's history does not.
+fn fork_of(
+    bucket: &Bucket,
+    name: &str,
+    local: &[crate::SegmentInfo],
+    sm: Option<&StreamManifest>,
+) -> Result<Option<Fork>> {
+    let first_bucket = sm
+        .and_then(|s| s.segments.first())
+        .map_or(u64::MAX, |g| g.start_id);
+    for (i, l) in local.iter().enumerate() {
+        let g = sm.and_then(|s| s.segments.iter().find(|g| g.start_id == l.start_id));
+        let agree = match g {
+            Some(g) => agreeing(bucket, &l.path, l.len, g)?,
+            None if l.start_id < first_bucket && sm.is_some_and(|s| !s.segments.is_empty()) => {
+                continue; // truncated in the bucket, kept here
+            }
+            None => 0,
+        };
+        if agree < l.len {
+            let from_id = id_at(&l.path, l.start_id, agree)?;
+            let to_id = local.last().map_or(from_id, |s| s.end_id);
+            return Ok(Some(Fork {
+                stream: name.to_owned(),
+                segment: l.start_id,
+                offset: agree,
+                from_id,
+                to_id,
+                files: local[i..]
+                    .iter()
+                    .map(|s| (s.path.clone(), s.start_id, s.len))
+                    .collect(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// If the local log in `data` holds entries the bucket's history lacks
+/// (this directory's writer lost the prefix before shipping them), moves
+/// those entries aside (frames in walfs's segment format, each file named
+/// after its first id, under `DATA.aside-MS/STREAM/`) and rebuilds `data`
+/// from the bucket. Returns the aside directory, if one was made.
+pub fn move_aside_if_diverged(
+    opts: &ReplicaOptions,
+    data: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Option<PathBuf>> {
+    let Some(m) = super::read_manifest(opts)? else {
+        return Ok(None);
+    };
+    let url = super::BucketUrl::parse(&opts.url).map_err(Error::Config)?;
+    let bucket =
+        Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
+    // Recovery first (a torn tail is cut), then compare.
+    let forks = {
+        let mut o = crate::WalOptions::new(data);
+        o.standby = true;
+        let wal = crate::Wal::new(o)?;
+        let mut forks = Vec::new();
+        for name in wal.streams() {
+            if let Some(f) = fork_of(&bucket, &name, &wal.segments(&name), m.streams.get(&name))? {
+                forks.push(f);
+            }
+        }
+        forks
+    };
+    if forks.is_empty() {
+        return Ok(None);
+    }
+    let aside = save(data, &m, &forks)?;
+    rebuild(opts, data, progress)?;
+    Ok(Some(aside))
+}
+
+fn save(data: &Path, m: &Manifest, forks: &[Fork]) -> Result<PathBuf> {
+    let name = data
+        .file_name()
+        .ok_or_else(|| Error::Config(format!("{}: name a directory", data.display())))?;
+    let aside = data.with_file_name(format!(
+        "{}.aside-{}",
+        name.to_string_lossy(),
+        super::manifest::now_ms()
+    ));
+    for f in forks {
+        let dir = aside.join(&f.stream);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        for (i, (path, start, len)) in f.files.iter().enumerate() {
+            let (from, first) = if i == 0 {
+                (f.offset, f.from_id)
+            } else {
+                (0, *start)
+            };
+            let src = std::fs::File::open(path).map_err(io(path))?;
+            let mut bytes = vec![0u8; (len - from) as usize];
+            src.read_exact_at(&mut bytes, from).map_err(io(path))?;
+            let out = dir.join(format::segment_name(first));
+            std::fs::write(&out, &bytes).map_err(io(&out))?;
+            std::fs::File::open(&out)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&out))?;
+        }
+        log::error!(
+            "stream {}: ids {}..{} ({} entries, from byte {} of segment {}) were acknowledged here but never reached the bucket, whose history went on without them at epoch {} ({}): moved aside to {}; they are not in the log",
+            f.stream,
+            f.from_id,
+            f.to_id,
+            f.to_id - f.from_id,
+            f.offset,
+            f.segment,
+            m.epoch,
+            m.writer,
+            dir.display()
+        );
+    }
+    Ok(aside)
+}
+
+/// Replaces `data` by a restore of the bucket (built aside first).
+fn rebuild(opts: &ReplicaOptions, data: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+    let old = data.with_file_name(format!(
+        ".{}.replaced-{}",
+        data.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        super::manifest::now_ms()
+    ));
+    std::fs::rename(data, &old).map_err(io(data))?;
+    match super::restore(opts, data, progress) {
+        Ok(_) => {
+            let _ = std::fs::remove_dir_all(&old);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(data);
+            let _ = std::fs::rename(&old, data);
+            Err(e)
+        }
+    }
+}

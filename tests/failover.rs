@@ -1,0 +1,372 @@
+//! A standby that takes over by itself, against a real S3-compatible server
+//! (moto) on loopback, with one TCP fault proxy per daemon where a test
+//! partitions one: kill -9 of a strict primary under 8 writers, two
+//! standbys racing for one lapse, a plain start refused on a live prefix,
+//! a partitioned async primary whose unshipped entries are moved aside when
+//! it rejoins as a standby, and a loop of failovers
+//! (WALFS_FAILOVER_LOOPS, 20 by default).
+
+mod common;
+
+use common::mount::Mounted;
+use common::s3::{aws_env, Mode, Proxy, S3Server};
+use common::{eventually, stat_value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use walfs::replica::manifest::Manifest;
+
+const LEASE: &str = "2s";
+
+fn manifest(s: &S3Server, prefix: &str) -> Manifest {
+    Manifest::decode(&s.get("walfs-test", &format!("{prefix}/manifest.json"))).unwrap()
+}
+
+fn primary_args<'a>(url: &'a str, sync: &'a str) -> Vec<&'a str> {
+    vec![
+        "--replicate",
+        url,
+        "--replicate-sync",
+        sync,
+        "--replicate-interval",
+        "0.05",
+        "--lease",
+        LEASE,
+    ]
+}
+
+fn standby_args(url: &str) -> Vec<&str> {
+    vec!["--replicate", url, "--lease", LEASE, "--standby"]
+}
+
+/// One append through a mount: Ok once write(2) returned (acknowledged).
+fn append(mnt: &Path, line: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("append"))?;
+    f.write_all(line.as_bytes())
+}
+
+fn role(m: &Mounted) -> String {
+    std::fs::read_to_string(m.path("stat"))
+        .map(|s| stat_value(&s, "role"))
+        .unwrap_or_default()
+}
+
+fn lines(log: &str) -> HashMap<&str, usize> {
+    let mut n = HashMap::new();
+    for l in log.lines() {
+        *n.entry(l).or_default() += 1;
+    }
+    n
+}
+
+/// Appends of `writers` threads, each to the first of `mounts` that takes
+/// it (a refused one moves the writer on to the next), until stopped:
+/// every acknowledged line, with when and where.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, Instant, usize)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(writers: usize, mounts: Vec<PathBuf>) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..writers)
+            .map(|w| {
+                let (stop, acked, mounts) = (stop.clone(), acked.clone(), mounts.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    let mut at = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let line = format!("w{w}-{n}\n");
+                        match append(&mounts[at], &line) {
+                            Ok(()) => {
+                                acked
+                                    .lock()
+                                    .unwrap()
+                                    .push((line.trim_end().to_owned(), Instant::now(), at));
+                                n += 1;
+                            }
+                            Err(_) => {
+                                // Not acknowledged: it may be in a log or
+                                // not; a new line goes on (never the same
+                                // one twice).
+                                n += 1;
+                                at = (at + 1) % mounts.len();
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            stop,
+            acked,
+            threads,
+        }
+    }
+
+    fn finish(self) -> Vec<(String, Instant, usize)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+/// The mount's stream has every line of `acked` exactly once and its
+/// stat's ids are contiguous; returns the log.
+fn assert_all_once(m: &Mounted, acked: &[(String, Instant, usize)]) -> String {
+    let log = std::fs::read_to_string(m.path("log")).unwrap();
+    let seen = lines(&log);
+    let missing: Vec<&str> = acked
+        .iter()
+        .filter(|(l, _, _)| !seen.contains_key(l.as_str()))
+        .map(|(l, _, _)| l.as_str())
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "lines twice: {twice:?}");
+    let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+    let next: usize = stat_value(&stat, "next_id").parse().unwrap();
+    let first: usize = stat_value(&stat, "first_id").parse().unwrap();
+    assert_eq!(next - first, log.lines().count(), "ids are not contiguous");
+    log
+}
+
+/// The bucket's log, restored, equals the mount's data directory's
+/// segments byte for byte.
+fn assert_bucket_agrees(s3: &S3Server, url: &str, m: &Mounted) {
+    eventually("the new primary to ship everything", 30, || {
+        let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+        stat_value(&stat, "replicated_id") == stat_value(&stat, "next_id")
+    });
+    let copy = m.dir.path().join("restored");
+    let r = common::replica_options(url, &s3.endpoint());
+    walfs::replica::restore(&r, &copy, &mut |_, _| {}).unwrap();
+    let mut n = 0;
+    for f in std::fs::read_dir(copy.join("default")).unwrap() {
+        let f = f.unwrap();
+        let name = f.file_name().into_string().unwrap();
+        if name.ends_with(".wal") {
+            assert_eq!(
+                std::fs::read(f.path()).unwrap(),
+                std::fs::read(m.data.join("default").join(&name)).unwrap(),
+                "segment {name} differs between the bucket and the new primary"
+            );
+            n += 1;
+        }
+    }
+    assert!(n > 0);
+}
+
+/// kill -9 of a strict primary under 8 writers: the standby promotes
+/// within the lease plus 2 s, the writers go on through its mount, and
+/// every acknowledged entry is there exactly once, ids contiguous, the
+/// bucket agreeing byte for byte.
+#[test]
+fn kill_9_of_a_strict_primary_under_8_writers_the_standby_takes_over() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let url = "s3://walfs-test/kill";
+    let mut a = Mounted::start_env(None, &primary_args(url, "strict"), &env);
+    append(&a.mnt, "before the standby\n").unwrap();
+    let b = Mounted::start_env(None, &standby_args(url), &env);
+    assert_eq!(role(&b), "standby");
+    eventually("the standby to apply the first entry", 10, || {
+        std::fs::read_to_string(b.path("log")).unwrap_or_default() == "before the standby\n"
+    });
+    let e = append(&b.mnt, "refused\n").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+
+    let writers = Writers::start(8, vec![a.mnt.clone(), b.mnt.clone()]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Instant::now();
+    a.kill9();
+    eventually("the standby to take over", 20, || role(&b) == "primary");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut acked = writers.finish();
+    acked.push(("before the standby".into(), killed, 0));
+    let first_on_b = acked
+        .iter()
+        .filter(|(_, _, at)| *at == 1)
+        .map(|(_, t, _)| *t)
+        .min()
+        .expect("the writers appended through the new primary");
+    let failover = first_on_b - killed;
+    eprintln!(
+        "failover: {:.2} s from kill -9 to the first acknowledged append ({} acknowledged in all)",
+        failover.as_secs_f64(),
+        acked.len()
+    );
+    assert!(acked.iter().any(|(_, _, at)| *at == 0));
+    let log = assert_all_once(&b, &acked);
+    assert_bucket_agrees(&s3, url, &b);
+    // Writes that failed may be in the log too (a primary killed between
+    // its manifest write and the reply): never more than 8 of them.
+    let held = manifest(&s3, "kill").streams["default"].next_id as usize;
+    assert_eq!(held, log.lines().count());
+    assert!(held - acked.len() <= 8, "{held} held, {} acknowledged", acked.len());
+}
+
+/// Two standbys race for one lapse: exactly one becomes primary, the other
+/// stays a standby (refusing appends) and follows the winner.
+#[test]
+fn two_standbys_race_for_one_lapse_exactly_one_becomes_primary() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let url = "s3://walfs-test/race";
+    let mut a = Mounted::start_env(None, &primary_args(url, "strict"), &env);
+    append(&a.mnt, "one\n").unwrap();
+    let b = Mounted::start_env(None, &standby_args(url), &env);
+    let c = Mounted::start_env(None, &standby_args(url), &env);
+    let epoch = manifest(&s3, "race").epoch;
+    a.kill9();
+    eventually("a standby to take over", 20, || {
+        role(&b) == "primary" || role(&c) == "primary"
+    });
+    // Time for a second winner, if there were one.
+    std::thread::sleep(Duration::from_secs(3));
+    let (won, lost) = if role(&b) == "primary" { (&b, &c) } else { (&c, &b) };
+    assert_eq!(role(lost), "standby");
+    assert_eq!(manifest(&s3, "race").epoch, epoch + 1);
+    append(&won.mnt, "two\n").unwrap();
+    let e = append(&lost.mnt, "three\n").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    eventually("the loser to follow the winner", 10, || {
+        std::fs::read_to_string(lost.path("log")).unwrap_or_default() == "one\ntwo\n"
+    });
+}
+
+/// A plain start (no --standby) on a prefix whose holder is alive is
+/// refused with one line naming --standby and --takeover, and changes
+/// nothing in the bucket; the holder goes on.
+#[test]
+fn a_plain_start_on_a_live_prefix_is_refused() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let url = "s3://walfs-test/live";
+    let a = Mounted::start_env(None, &primary_args(url, "async"), &env);
+    append(&a.mnt, "one\n").unwrap();
+    eventually("the bucket to hold it", 10, || {
+        manifest(&s3, "live").streams.get("default").map(|s| s.next_id) == Some(1)
+    });
+    let keys = s3.keys("walfs-test");
+    let epoch = manifest(&s3, "live").epoch;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _guard = common::mount::DetachOnDrop(mnt.clone());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_walfs"))
+        .arg("mount")
+        .arg(&data)
+        .arg(&mnt)
+        .args(primary_args(url, "async"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("--standby") && err.contains("--takeover") && err.contains("lease is live"),
+        "{err}"
+    );
+    assert!(!common::mount::is_mounted(&mnt));
+    assert_eq!(manifest(&s3, "live").epoch, epoch);
+    assert_eq!(role(&a), "primary");
+    append(&a.mnt, "two\n").unwrap();
+    let mut after = s3.keys("walfs-test");
+    after.retain(|k| !keys.contains(k));
+    eventually("the holder to ship on", 10, || {
+        manifest(&s3, "live").streams["default"].next_id == 2
+    });
+    // The refused start wrote no object: only the holder's new ones.
+    assert!(after.iter().all(|k| k.contains(&format!("-{epoch:016x}")) || k.ends_with("manifest.json") || k.contains(&format!("{epoch}"))), "{after:?}");
+}
+
+/// An async primary partitioned from the bucket stops acknowledging within
+/// its lease; the standby takes over after it; no id is acknowledged by
+/// both (every acknowledgment of the old primary precedes the first of the
+/// new); restarted with --standby, the old primary moves what it
+/// acknowledged but never shipped aside, and follows the new history.
+#[test]
+fn a_partitioned_async_primary_rejoins_as_a_standby_with_its_unshipped_entries_aside() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let proxy = Proxy::start(s3.port);
+    let env = aws_env(&s3.endpoint());
+    let a_env = aws_env(&proxy.endpoint());
+    let url = "s3://walfs-test/part";
+    let mut a = Mounted::start_env(None, &primary_args(url, "async"), &a_env);
+    append(&a.mnt, "shipped\n").unwrap();
+    let b = Mounted::start_env(None, &standby_args(url), &env);
+    eventually("the standby to apply it", 10, || {
+        std::fs::read_to_string(b.path("log")).unwrap_or_default() == "shipped\n"
+    });
+    let writers = Writers::start(4, vec![a.mnt.clone(), b.mnt.clone()]);
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.set(Mode::Blackhole);
+    let cut = Instant::now();
+    eventually("the standby to take over", 20, || role(&b) == "primary");
+    std::thread::sleep(Duration::from_millis(1000));
+    let acked = writers.finish();
+    let last_a = acked.iter().filter(|(_, _, at)| *at == 0).map(|(_, t, _)| *t).max().unwrap();
+    let first_b = acked.iter().filter(|(_, _, at)| *at == 1).map(|(_, t, _)| *t).min().unwrap();
+    eprintln!(
+        "partition: the old primary's last acknowledgment {:.2} s after the cut, the new one's first {:.2} s after it",
+        (last_a - cut).as_secs_f64(),
+        (first_b - cut).as_secs_f64()
+    );
+    assert!(last_a < first_b, "both acknowledged at once");
+    assert!(last_a - cut < Duration::from_millis(1600), "acknowledged past its lease");
+    let stat = std::fs::read_to_string(a.path("stat")).unwrap();
+    assert!(stat_value(&stat, "replication").starts_with("lease lapsed"), "{stat}");
+    let e = append(&a.mnt, "after the lapse\n").unwrap_err();
+    assert!(e.raw_os_error().is_some(), "{e}");
+
+    // The old primary, restarted as a standby with the bucket reachable.
+    a.kill9();
+    proxy.set(Mode::Pass);
+    let on_a: Vec<&str> = acked.iter().filter(|(_, _, at)| *at == 0).map(|(l, _, _)| l.as_str()).collect();
+    let mut a2 = Mounted::start_env(Some(&a.data), &standby_args(url), &env);
+    let b_log = std::fs::read_to_string(b.path("log")).unwrap();
+    eventually("the old primary to follow the new history", 10, || {
+        std::fs::read_to_string(a2.path("log")).unwrap_or_default() == b_log
+    });
+    assert_eq!(role(&a2), "standby");
+    let stat = std::fs::read_to_string(a2.path("stat")).unwrap();
+    let aside: PathBuf = a
+        .dir
+        .path()
+        .read_dir()
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("data.aside-"))
+        .unwrap_or_else(|| panic!("no aside directory; stat: {stat}"));
+    assert!(stat.contains(&aside.display().to_string()), "{stat}");
+    // Every line the old primary acknowledged is in the new history or
+    // in the aside files, never in both.
+    let mut aside_bytes = Vec::new();
+    for f in std::fs::read_dir(aside.join("default")).unwrap() {
+        aside_bytes.extend(std::fs::read(f.unwrap().path()).unwrap());
+    }
+    let aside_text = String::from_utf8_lossy(&aside_bytes).to_string();
+    let in_b = lines(&b_log);
+    for l in &on_a {
+        let in_aside = aside_text.contains(&format!("{l}\n"));
+        assert!(in_b.contains_key(l) != in_aside, "{l}: in the log {}, aside {in_aside}", in_b.contains_key(l));
+    }
+    a2.stop();
+}
