@@ -483,6 +483,8 @@ impl BenchMount {
             dir_mode: 0o755,
             metrics: None,
             replicate: None,
+            standby: false,
+            standby_aside: None,
             follow: None,
             shards: None,
             retain_bytes: None,

@@ -273,9 +273,9 @@ fn strict_replication_acknowledges_only_what_the_bucket_holds() {
     assert_eq!(info.replication.unwrap().replicated_id, info.next_id);
 }
 
-/// Async mode rides out an unreachable, flapping and slow bucket: appends
-/// go on, `stat` says what is happening, and the bucket catches up; no
-/// message shows the secret key. Strict mode through the mount fails the
+/// Async mode without a lease rides out an unreachable, flapping and slow
+/// bucket: appends go on, `stat` says what is happening, and the bucket
+/// catches up; no message shows the secret key. Strict mode through the mount fails the
 /// write(2) with ETIMEDOUT instead of hanging.
 #[test]
 fn an_unreachable_bucket_delays_shipping_not_appends() {
@@ -293,6 +293,10 @@ fn an_unreachable_bucket_delays_shipping_not_appends() {
             "0.1",
             "--replicate-timeout",
             "2",
+            // Without a lease: a writer that holds one stops acknowledging
+            // when the bucket is away (tests/failover.rs).
+            "--lease",
+            "off",
         ],
         &env,
     );
@@ -477,7 +481,10 @@ fn a_writer_that_loses_a_round_to_a_takeover_stops_acknowledging() {
     }
     let copy = dir.path().join("b");
     walfs::replica::restore(&r, &copy, &mut |_, _| {}).unwrap();
-    let b = wal_at(&copy, r.clone(), 1 << 20).unwrap();
+    // Taken from a live holder on purpose (--takeover).
+    let mut take = r.clone();
+    take.takeover = true;
+    let b = wal_at(&copy, take, 1 << 20).unwrap();
     let taken_at = b.next_id("s");
     assert_eq!(taken_at, 5);
     let epoch = manifest(&s3, "walfs-test", "fence").epoch;
@@ -772,7 +779,10 @@ fn a_fenced_daemon_stops_acknowledging() {
     let r = replica("s3://walfs-test/f", &s3.endpoint());
     let copy = m.dir.path().join("copy");
     walfs::replica::restore(&r, &copy, &mut |_, _| {}).unwrap();
-    let other = wal_at(&copy, r.clone(), 64 << 20).unwrap();
+    // Taken from a live holder on purpose (--takeover).
+    let mut take = r.clone();
+    take.takeover = true;
+    let other = wal_at(&copy, take, 64 << 20).unwrap();
     other.append("default", b"from the new writer\n").unwrap();
     let epoch = manifest(&s3, "walfs-test", "f").epoch;
 
@@ -1152,6 +1162,8 @@ fn retention_frees_nothing_the_bucket_does_not_hold() {
     let mut r = replica("s3://walfs-test/kept", &proxy.endpoint());
     r.interval = Duration::from_millis(100);
     r.timeout = Duration::from_secs(2);
+    // Appends go on while the bucket is away only without a lease.
+    r.lease = None;
     let mut o = WalOptions::new(dir.path());
     o.max_segment_size = 16 << 10;
     o.replicate = Some(r);

@@ -191,9 +191,7 @@ fn lease(s: &str) -> Result<Lease, String> {
     }
     let d = duration(s)?;
     if d < walfs::replica::MIN_LEASE || d > std::time::Duration::from_secs(600) {
-        return Err(format!(
-            "{s:?}: a lease is between 2s and 10min (or off)"
-        ));
+        return Err(format!("{s:?}: a lease is between 2s and 10min (or off)"));
     }
     Ok(Lease(Some(d)))
 }
@@ -307,10 +305,9 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         // Filled from the bucket first (with a bar on a terminal); an old
         // primary's unshipped entries are moved aside.
         let mut progress = super::Progress::new("standby: filling from the bucket", false);
-        standby_aside = walfs::replica::standby::prepare(&opts, &a.data, &mut |d, t| {
-            progress.update(d, t)
-        })
-        .map_err(|e| fail(format!("standing by for {}: {e}", opts.url)))?;
+        standby_aside =
+            walfs::replica::standby::prepare(&opts, &a.data, &mut |d, t| progress.update(d, t))
+                .map_err(|e| fail(format!("standing by for {}: {e}", opts.url)))?;
         progress.finish();
     }
     let cfg = walfs::mount::MountConfig {

@@ -25,7 +25,12 @@ struct Fork {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    move |e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        ))
+    }
 }
 
 /// The id at byte `off` of a segment starting at `start` (`off` on a frame
@@ -61,25 +66,50 @@ fn agreeing(
         let n = (o.offset + o.len).min(len) - o.offset;
         let mut local = vec![0u8; n as usize];
         f.read_exact_at(&mut local, o.offset).map_err(io(path))?;
-        let same = if n == o.len {
-            crc32fast::hash(&local) == o.crc32
-        } else {
-            // The local copy ends inside this object: compare bytes.
-            let mut body = None;
-            bucket
-                .get_all(std::slice::from_ref(o), |_, b| {
-                    body = Some(b?);
-                    Ok(())
-                })
-                .map_err(Error::Replication)?;
-            body.is_some_and(|b| b[..n as usize] == local[..])
-        };
-        if !same {
-            break;
+        if n == o.len && crc32fast::hash(&local) == o.crc32 {
+            agree += n;
+            continue;
         }
-        agree += n;
+        // The local copy ends inside this object, or differs in it (a
+        // merged object holds bytes of both writers): compare bytes, and
+        // fork at the frame the first difference falls in.
+        let mut body = None;
+        bucket
+            .get_all(std::slice::from_ref(o), |_, b| {
+                body = Some(b?);
+                Ok(())
+            })
+            .map_err(Error::Replication)?;
+        let body = body.unwrap_or_default();
+        let same = local
+            .iter()
+            .zip(body.iter())
+            .take_while(|(a, b)| a == b)
+            .count() as u64;
+        if same == n {
+            agree += n;
+            continue;
+        }
+        return frame_start_at_or_below(path, o.offset + same);
     }
     Ok(agree)
+}
+
+/// The start of the frame holding byte `target` of a local segment (or
+/// `target` itself, when a frame starts there).
+fn frame_start_at_or_below(path: &Path, target: u64) -> Result<u64> {
+    let f = std::fs::File::open(path).map_err(io(path))?;
+    let mut at = 0u64;
+    let mut head = [0u8; format::HEADER_SIZE];
+    loop {
+        f.read_exact_at(&mut head, at).map_err(io(path))?;
+        let h = format::FrameHeader::decode(&head)
+            .map_err(|e| Error::Replication(format!("{} at byte {at}: {e}", path.display())))?;
+        if at + h.frame_len() > target {
+            return Ok(at);
+        }
+        at += h.frame_len();
+    }
 }
 
 /// Where stream `name`'s local segments leave `sm`, if they hold anything
@@ -135,8 +165,7 @@ pub fn move_aside_if_diverged(
         return Ok(None);
     };
     let url = super::BucketUrl::parse(&opts.url).map_err(Error::Config)?;
-    let bucket =
-        Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
+    let bucket = Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
     // Recovery first (a torn tail is cut), then compare.
     let forks = {
         let mut o = crate::WalOptions::new(data);
@@ -205,7 +234,9 @@ fn save(data: &Path, m: &Manifest, forks: &[Fork]) -> Result<PathBuf> {
 fn rebuild(opts: &ReplicaOptions, data: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let old = data.with_file_name(format!(
         ".{}.replaced-{}",
-        data.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        data.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         super::manifest::now_ms()
     ));
     std::fs::rename(data, &old).map_err(io(data))?;

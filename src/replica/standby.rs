@@ -43,6 +43,11 @@ pub struct Status {
     pub failovers: u64,
 }
 
+/// The longest a standby waits between two reads of the manifest: its
+/// apply lag is at most the holder's upload interval plus this (a GET
+/// each time, about 345,600 a day).
+const POLL_MAX: Duration = Duration::from_millis(250);
+
 struct Shared {
     status: Mutex<Status>,
     stop: Mutex<bool>,
@@ -191,7 +196,7 @@ impl Applier {
         let mut seen: Option<UpdateVersion> = None;
         let mut applied = false;
         let mut said_no_lease = false;
-        let mut poll = (own / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut poll = (own / 8).clamp(Duration::from_millis(50), POLL_MAX);
         while !self.stopped() {
             let got = match self.bucket.get_manifest() {
                 Ok(Some((bytes, v))) => Manifest::decode(&bytes)
@@ -236,7 +241,7 @@ impl Applier {
             }
             if m.lease_ms > 0 {
                 poll = (Duration::from_millis(m.lease_ms) / 8)
-                    .clamp(Duration::from_millis(50), Duration::from_secs(1));
+                    .clamp(Duration::from_millis(50), POLL_MAX);
             }
             let since = self.shared.status.lock().changed.elapsed();
             let lapsed =
@@ -260,7 +265,10 @@ impl Applier {
                             if m.released {
                                 "released it".to_string()
                             } else {
-                                format!("let its lease lapse ({:.1} s without a renewal)", since.as_secs_f64())
+                                format!(
+                                    "let its lease lapse ({:.1} s without a renewal)",
+                                    since.as_secs_f64()
+                                )
                             }
                         );
                         log::warn!("{line}");

@@ -455,12 +455,21 @@ impl Stream {
             let mut frames = Vec::new();
             let (mut at, mut id) = (0usize, w.next_id);
             while at < bytes.len() {
-                let h = format::FrameHeader::decode(&bytes[at..])
-                    .map_err(|e| bad(format!("segment {segment} at byte {}: {e}", off + at as u64)))?;
+                let h = format::FrameHeader::decode(&bytes[at..]).map_err(|e| {
+                    bad(format!(
+                        "segment {segment} at byte {}: {e}",
+                        off + at as u64
+                    ))
+                })?;
                 let flen = h.frame_len() as usize;
                 let body = bytes
                     .get(at + format::HEADER_SIZE..at + flen)
-                    .ok_or_else(|| bad(format!("segment {segment}: a frame at byte {} runs past the bytes given", off + at as u64)))?;
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "segment {segment}: a frame at byte {} runs past the bytes given",
+                            off + at as u64
+                        ))
+                    })?;
                 if h.start_id != id || h.expected_crc(body) != h.crc {
                     return Err(bad(format!(
                         "segment {segment} at byte {}: the frame's ids or crc are wrong (ids {}.., expected {id})",

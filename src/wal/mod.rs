@@ -192,11 +192,9 @@ impl Wal {
         });
         let replica = std::sync::OnceLock::new();
         let standby = core.ctx.opts.standby && !core.ctx.opts.read_only;
-        if let (Some(r), false, false) = (
-            &core.ctx.opts.replicate,
-            core.ctx.opts.read_only,
-            standby,
-        ) {
+        if let (Some(r), false, false) =
+            (&core.ctx.opts.replicate, core.ctx.opts.read_only, standby)
+        {
             let _ = replica.set(crate::replica::Replicator::start(core.clone(), r.clone())?);
         }
         let flusher = (core.ctx.opts.sync_mode == SyncMode::Async && !core.ctx.opts.read_only)
