@@ -4,7 +4,7 @@
 //!     cargo run --release --example bench            # full run
 //!     WALFS_BENCH_DIR=/path cargo run --release --example bench
 //!     WALFS_BENCH_OPEN_GIB=10 ...                     # the spec's 10 GiB open
-//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,bigentry,sharded,replica,follow,open ...  # some rows only
+//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,bigentry,sharded,replica,failover,follow,open ...  # some rows only
 //!
 //! The replication rows start moto's S3 server (installed into .ci/venv,
 //! pinned by .ci/moto-requirements.txt, when it is missing).
@@ -1167,6 +1167,178 @@ fn replica_rows(rows: &mut Vec<Row>) {
     });
 }
 
+/// A standby's Wal and its applier on a fresh directory.
+fn standby_of(
+    r: &walfs::ReplicaOptions,
+    name: &str,
+) -> (PathBuf, walfs::Wal, walfs::replica::standby::Standby) {
+    let d = dir(name);
+    let mut o = walfs_opts(&d, walfs::SyncMode::Strict);
+    o.standby = true;
+    let w = walfs::Wal::new(o).unwrap();
+    let s = walfs::replica::standby::Standby::start(w.clone(), r.clone(), Box::new(|_: &str| {}))
+        .unwrap();
+    (d, w, s)
+}
+
+/// A standby applying a primary's async shipping (1 s interval) at a
+/// steady 1,000 appends/s for `secs`: (lag p50 ms, p99 ms) from each
+/// append's return on the primary to the standby holding it.
+fn standby_lag(endpoint: &str, secs: u64) -> (f64, f64) {
+    let r = replica_opts("s3://bench/standby-lag", endpoint, walfs::ReplicaMode::Async);
+    let d = dir("standby-lag-primary");
+    let mut o = walfs_opts(&d, walfs::SyncMode::Strict);
+    o.replicate = Some(r.clone());
+    let p = walfs::Wal::new(o).unwrap();
+    p.append("s", b"first").unwrap();
+    let (sd, sw, standby) = standby_of(&r, "standby-lag-standby");
+    let n = (secs * 1000) as usize;
+    let times = std::sync::Mutex::new(Vec::with_capacity(n));
+    let done = AtomicBool::new(false);
+    let mut lags = Vec::with_capacity(n);
+    let start = Instant::now();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            for i in 0..n {
+                let due = start + Duration::from_micros(i as u64 * 1000);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                p.append("s", b"a steady entry of about fifty bytes, as ledgers write")
+                    .unwrap();
+                times.lock().unwrap().push(Instant::now());
+            }
+            done.store(true, Ordering::Release);
+        });
+        let mut seen = 0usize;
+        let deadline = start + Duration::from_secs(secs + 30);
+        while seen < n && Instant::now() < deadline {
+            // Id 0 was there before the clock started.
+            let held = sw.next_id("s").saturating_sub(1) as usize;
+            let now = Instant::now();
+            let t = times.lock().unwrap();
+            while seen < held.min(t.len()) {
+                lags.push(now.duration_since(t[seen]).as_secs_f64() * 1000.0);
+                seen += 1;
+            }
+            drop(t);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    drop(standby);
+    drop(sw);
+    drop(p);
+    let _ = std::fs::remove_dir_all(d);
+    let _ = std::fs::remove_dir_all(sd);
+    lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |q: f64| lags[((lags.len() as f64 * q) as usize).min(lags.len() - 1)];
+    (pct(0.5), pct(0.99))
+}
+
+/// An idle primary holding a `lease` for `secs`: PUT requests it made.
+fn idle_lease_puts(endpoint: &str, lease: Duration, secs: u64) -> u64 {
+    let mut r = replica_opts("s3://bench/idle", endpoint, walfs::ReplicaMode::Async);
+    r.lease = Some(lease);
+    let d = dir("idle-primary");
+    let mut o = walfs_opts(&d, walfs::SyncMode::Strict);
+    o.replicate = Some(r);
+    let p = walfs::Wal::new(o).unwrap();
+    p.append("s", b"one").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let before = p.replication_counters().unwrap().1;
+    std::thread::sleep(Duration::from_secs(secs));
+    let puts = p.replication_counters().unwrap().1 - before;
+    drop(p);
+    let _ = std::fs::remove_dir_all(d);
+    puts
+}
+
+/// `runs` failovers with a `lease`: a primary cut off from the bucket (a
+/// black-holing proxy) to the first append its standby acknowledges, in s.
+fn failover_times(server: &s3::S3Server, lease: Duration, runs: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    for run in 0..runs {
+        let proxy = s3::Proxy::start(server.port);
+        let url = format!("s3://bench/failover-{}-{run}", lease.as_secs());
+        let mut r = replica_opts(&url, &proxy.endpoint(), walfs::ReplicaMode::Strict);
+        r.lease = Some(lease);
+        r.timeout = Duration::from_secs(1);
+        let d = dir("failover-primary");
+        let mut o = walfs_opts(&d, walfs::SyncMode::Strict);
+        o.replicate = Some(r.clone());
+        let p = walfs::Wal::new(o).unwrap();
+        p.append("s", b"before").unwrap();
+        let mut sr = replica_opts(&url, &server.endpoint(), walfs::ReplicaMode::Strict);
+        sr.lease = Some(lease);
+        let (sd, sw, standby) = standby_of(&sr, "failover-standby");
+        while sw.next_id("s") < 1 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        proxy.set(s3::Mode::Blackhole);
+        let cut = Instant::now();
+        while sw.append("s", b"after").is_err() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        out.push(cut.elapsed().as_secs_f64());
+        drop(standby);
+        drop(sw);
+        drop(p);
+        drop(proxy);
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_dir_all(sd);
+    }
+    out
+}
+
+fn failover_rows(rows: &mut Vec<Row>) {
+    let server = s3::S3Server::start();
+    server.create_bucket("bench");
+    let endpoint = server.endpoint();
+    for (lease, runs) in [(walfs::replica::DEFAULT_LEASE, 5), (walfs::replica::MIN_LEASE, 10)] {
+        let mut t = failover_times(&server, lease, runs);
+        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let pct = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
+        for (what, v) in [("p50", pct(0.5)), ("p99 (the slowest)", pct(0.99))] {
+            rows.push(Row {
+                name: format!(
+                    "failover, {} s lease: primary cut off to the first append on the standby, {what} of {runs}",
+                    lease.as_secs()
+                ),
+                unit: "s",
+                walfs: v,
+                baseline_name: "lease + 2 s",
+                baseline: lease.as_secs_f64() + 2.0,
+                target: if what == "p50" { 0.0 } else { 1.0 },
+                lower_is_better: true,
+            });
+        }
+    }
+    let (p50, p99) = standby_lag(&endpoint, 8);
+    for (what, v, target) in [("p50", p50, 0.0), ("p99", p99, 1.0)] {
+        rows.push(Row {
+            name: format!("standby apply lag at 1,000 appends/s (async, 1 s interval), {what}"),
+            unit: "ms",
+            walfs: v,
+            baseline_name: "2 s",
+            baseline: 2000.0,
+            target,
+            lower_is_better: true,
+        });
+    }
+    let lease = walfs::replica::DEFAULT_LEASE;
+    let secs = 30;
+    let puts = idle_lease_puts(&endpoint, lease, secs);
+    rows.push(Row {
+        name: format!("an idle primary's PUTs in {secs} s, {} s lease", lease.as_secs()),
+        unit: "PUTs",
+        walfs: puts as f64,
+        baseline_name: "1 per lease/3",
+        baseline: secs as f64 / (lease.as_secs_f64() / 3.0),
+        target: 1.0,
+        lower_is_better: true,
+    });
+}
+
 fn follower(r: &walfs::ReplicaOptions, poll: Duration) -> walfs::replica::follow::BucketLog {
     let mut o = walfs::replica::follow::FollowOptions::new(r.clone());
     o.poll = poll;
@@ -1598,6 +1770,10 @@ fn main() {
     if wanted("replica") {
         eprintln!("replication (moto's S3 server on loopback)...");
         replica_rows(&mut rows);
+    }
+    if wanted("failover") {
+        eprintln!("failover (moto's S3 server on loopback, a fault proxy per primary)...");
+        failover_rows(&mut rows);
     }
     if wanted("follow") {
         eprintln!("followers (moto's S3 server on loopback)...");
