@@ -1185,7 +1185,11 @@ fn standby_of(
 /// steady 1,000 appends/s for `secs`: (lag p50 ms, p99 ms) from each
 /// append's return on the primary to the standby holding it.
 fn standby_lag(endpoint: &str, secs: u64) -> (f64, f64) {
-    let r = replica_opts("s3://bench/standby-lag", endpoint, walfs::ReplicaMode::Async);
+    let r = replica_opts(
+        "s3://bench/standby-lag",
+        endpoint,
+        walfs::ReplicaMode::Async,
+    );
     let d = dir("standby-lag-primary");
     let mut o = walfs_opts(&d, walfs::SyncMode::Strict);
     o.replicate = Some(r.clone());
@@ -1204,8 +1208,11 @@ fn standby_lag(endpoint: &str, secs: u64) -> (f64, f64) {
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
-                p.append("s", b"a steady entry of about fifty bytes, as ledgers write")
-                    .unwrap();
+                p.append(
+                    "s",
+                    b"a steady entry of about fifty bytes, as ledgers write",
+                )
+                .unwrap();
                 times.lock().unwrap().push(Instant::now());
             }
             done.store(true, Ordering::Release);
@@ -1294,7 +1301,10 @@ fn failover_rows(rows: &mut Vec<Row>) {
     let server = s3::S3Server::start();
     server.create_bucket("bench");
     let endpoint = server.endpoint();
-    for (lease, runs) in [(walfs::replica::DEFAULT_LEASE, 5), (walfs::replica::MIN_LEASE, 10)] {
+    for (lease, runs) in [
+        (walfs::replica::DEFAULT_LEASE, 5),
+        (walfs::replica::MIN_LEASE, 10),
+    ] {
         let mut t = failover_times(&server, lease, runs);
         t.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let pct = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
@@ -1329,7 +1339,10 @@ fn failover_rows(rows: &mut Vec<Row>) {
     let secs = 30;
     let puts = idle_lease_puts(&endpoint, lease, secs);
     rows.push(Row {
-        name: format!("an idle primary's PUTs in {secs} s, {} s lease", lease.as_secs()),
+        name: format!(
+            "an idle primary's PUTs in {secs} s, {} s lease",
+            lease.as_secs()
+        ),
         unit: "PUTs",
         walfs: puts as f64,
         baseline_name: "1 per lease/3",

@@ -67,9 +67,8 @@ fn lines(log: &str) -> HashMap<&str, usize> {
     n
 }
 
-/// Appends of `writers` threads, each to the first of `mounts` that takes
-/// it (a refused one moves the writer on to the next), until stopped:
-/// every acknowledged line, with when and where.
+/// Appends of `writers` threads, each to every one of `mounts` in turn,
+/// until stopped: every acknowledged line, with when and where.
 struct Writers {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(String, Instant, usize)>>>,
@@ -85,25 +84,22 @@ impl Writers {
                 let (stop, acked, mounts) = (stop.clone(), acked.clone(), mounts.clone());
                 std::thread::spawn(move || {
                     let mut n = 0;
-                    let mut at = 0;
                     while !stop.load(Ordering::Relaxed) {
-                        let line = format!("w{w}-{n}\n");
-                        match append(&mounts[at], &line) {
-                            Ok(()) => {
-                                acked.lock().unwrap().push((
+                        // Every mount in turn, so that two machines
+                        // acknowledging at once would show.
+                        for (at, mnt) in mounts.iter().enumerate() {
+                            let line = format!("w{w}-{n}\n");
+                            n += 1;
+                            match append(mnt, &line) {
+                                Ok(()) => acked.lock().unwrap().push((
                                     line.trim_end().to_owned(),
                                     Instant::now(),
                                     at,
-                                ));
-                                n += 1;
-                            }
-                            Err(_) => {
+                                )),
                                 // Not acknowledged: it may be in a log or
                                 // not; a new line goes on (never the same
                                 // one twice).
-                                n += 1;
-                                at = (at + 1) % mounts.len();
-                                std::thread::sleep(Duration::from_millis(20));
+                                Err(_) => std::thread::sleep(Duration::from_millis(2)),
                             }
                         }
                     }

@@ -12,6 +12,9 @@ pub struct Mounted {
     pub data: PathBuf,
     pub mnt: PathBuf,
     child: Option<Child>,
+    /// Reads the daemon's standard error as it comes (a full pipe would
+    /// block the daemon), and gives it all back when the daemon exits.
+    stderr: Option<std::thread::JoinHandle<String>>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -95,6 +98,7 @@ impl Mounted {
             mnt: mnt.canonicalize().unwrap(),
             dir,
             child: None,
+            stderr: None,
             args: args.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
         }
@@ -119,6 +123,20 @@ impl Mounted {
         wait_ready(&mut self.child, || {
             is_mounted(&mnt) && mnt.join("streams").exists()
         });
+        let mut err = self.child.as_mut().unwrap().stderr.take().unwrap();
+        self.stderr = Some(std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = err.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        }));
+    }
+
+    /// Everything the daemon wrote on standard error (once it exited).
+    fn captured(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -175,7 +193,6 @@ impl Mounted {
     /// returns everything it wrote on standard error.
     pub fn stop_capturing(&mut self) -> String {
         let mut child = self.child.take().expect("running");
-        let mut err = child.stderr.take().unwrap();
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         // Bounded: a daemon that cannot unmount (a file still open here)
@@ -194,9 +211,8 @@ impl Mounted {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             true
         });
-        let mut out = String::new();
-        err.read_to_string(&mut out).unwrap();
         let s = child.wait().unwrap();
+        let out = self.captured();
         assert!(
             !watchdog.join().unwrap(),
             "the daemon did not stop within 30 s of SIGTERM (a file still open?): {out}"
@@ -210,10 +226,8 @@ impl Mounted {
     /// its standard error.
     pub fn exit_capturing(&mut self) -> String {
         let mut child = self.child.take().expect("running");
-        let mut err = child.stderr.take().unwrap();
-        let mut out = String::new();
-        err.read_to_string(&mut out).unwrap();
         let s = child.wait().unwrap();
+        let out = self.captured();
         assert!(s.success(), "daemon exit status {s}: {out}");
         out
     }
