@@ -541,8 +541,28 @@ fn failovers_in_a_loop_lose_nothing_acknowledged() {
         } else {
             nodes[primary].as_mut().unwrap().kill9();
         }
-        // Appends to the old primary (while partitioned) and the standby,
-        // until the standby takes one.
+        // Appends to the old primary while it is partitioned (on a thread
+        // of their own: a strict append there waits up to the bucket's
+        // timeout), and to the standby until it takes one.
+        let old_writer = partition.then(|| {
+            let (p_mnt, stop) = (p_mnt.clone(), Arc::new(AtomicBool::new(false)));
+            let s2 = stop.clone();
+            let t = std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut k = 0;
+                while !s2.load(Ordering::Relaxed) {
+                    let line = format!("r{round}-old-{k}");
+                    k += 1;
+                    if append(&p_mnt, &format!("{line}\n")).is_ok() {
+                        acked.push(line);
+                    } else {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                acked
+            });
+            (stop, t)
+        });
         let s_mnt = nodes[standby].as_ref().unwrap().mnt.clone();
         let took = loop {
             assert!(
@@ -551,16 +571,16 @@ fn failovers_in_a_loop_lose_nothing_acknowledged() {
             );
             let line = format!("r{round}-{n}");
             n += 1;
-            if partition && append(&p_mnt, &format!("{line}\n")).is_ok() {
-                acked.push(line.clone());
-                continue;
-            }
             if append(&s_mnt, &format!("{line}\n")).is_ok() {
                 acked.push(line);
                 break fault.elapsed();
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         };
+        if let Some((stop, t)) = old_writer {
+            stop.store(true, Ordering::Relaxed);
+            acked.extend(t.join().unwrap());
+        }
         times.push(took.as_secs_f64());
         eprintln!(
             "round {round}: {} on node {standby} after {:.2} s; {} acknowledged so far",
