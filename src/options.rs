@@ -89,10 +89,10 @@ pub struct WalOptions {
     /// but does not cut, appends fail with `Error::ReadOnly`.
     pub read_only: bool,
     /// Ship every stream to an S3-compatible bucket (ignored read-only).
-    pub replicate: Option<crate::replica::ReplicaOptions>,
+    pub replicate: Option<crate::shipping::ReplicaOptions>,
     /// Open as a standby: appends fail with `Error::ReadOnly` and nothing
-    /// ships until [`crate::replica::standby`] promotes the log; meanwhile
-    /// the standby applies the bucket's bytes to it.
+    /// ships until the standby (`replica::standby`, a layer above) promotes
+    /// the log; meanwhile it applies the bucket's bytes to it.
     pub standby: bool,
     /// Retention: sealed segments are freed, oldest first, while a stream
     /// holds more bytes than this ([`Wal::apply_retention`](crate::Wal::apply_retention)).

@@ -152,7 +152,7 @@ fn fingerprint(dir: &std::path::Path) -> Vec<(std::ffi::OsString, u64)> {
 /// `walfs cat s3://BUCKET/PREFIX`: entries read from the bucket; with
 /// --follow, new ones as the writer ships them.
 fn from_bucket(url: &str, a: &CatArgs) -> Result<i32, Failure> {
-    use walfs::mount::source::LogSource;
+    use walfs::source::LogSource;
     let b = super::open_bucket(url)?;
     let s = &a.common.stream;
     if !a.follow {

@@ -16,7 +16,7 @@ pub struct GetArgs {
 pub fn run(a: GetArgs) -> Result<i32, Failure> {
     let entry = match super::bucket_url(&a.common.data) {
         Some(url) => {
-            use walfs::mount::source::LogSource;
+            use walfs::source::LogSource;
             let b = super::open_bucket(&url)?;
             super::need_bucket_stream(&b, &url, &a.common.stream)?;
             b.read_entry(&a.common.stream, a.id, 0, usize::MAX)?

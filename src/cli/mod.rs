@@ -214,7 +214,7 @@ fn need_bucket_stream(
     url: &str,
     stream: &str,
 ) -> Result<(), Failure> {
-    use walfs::mount::source::LogSource;
+    use walfs::source::LogSource;
     if !b.has_stream(stream) {
         return Err(fail(format!("no stream '{stream}' in {url}")));
     }

@@ -15,7 +15,7 @@ pub struct StatArgs {
 
 pub fn run(a: StatArgs) -> Result<i32, Failure> {
     if let Some(url) = super::bucket_url(&a.common.data) {
-        use walfs::mount::source::LogSource;
+        use walfs::source::LogSource;
         let b = super::open_bucket(&url)?;
         super::need_bucket_stream(&b, &url, &a.common.stream)?;
         let info = b.stream_info(&a.common.stream).expect("checked");

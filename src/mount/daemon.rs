@@ -81,7 +81,7 @@ enum Backend {
 }
 
 impl Backend {
-    fn source(&self) -> Arc<dyn crate::mount::source::LogSource> {
+    fn source(&self) -> Arc<dyn crate::source::LogSource> {
         match self {
             Backend::Local(w) => Arc::new(w.clone()),
             Backend::Bucket(b) => b.clone(),
@@ -384,7 +384,7 @@ fn open_sharded(
 /// asked for, or `default` on an empty bucket): it appears at the root
 /// once the writer ships it, as a fresh primary's `default` would.
 fn root_stream(
-    wal: &dyn crate::mount::source::LogSource,
+    wal: &dyn crate::source::LogSource,
     place: &Path,
     asked: Option<&str>,
     read_only: bool,

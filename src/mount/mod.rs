@@ -15,7 +15,8 @@ mod files;
 pub mod fuse;
 pub mod names;
 mod retain;
-pub mod source;
+/// The seam below the mount and the replica layer (`crate::source`).
+pub use crate::source;
 pub mod tree;
 pub mod view;
 

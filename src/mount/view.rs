@@ -6,7 +6,7 @@
 
 use super::errno::errno;
 use super::files::{ops, At, Handle, LogMap};
-use super::source::LogSource;
+use crate::source::LogSource;
 use crate::{CompressionType, Error, SyncMode, Wal};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::format::frame::{
     decode_batch, raw_spans, DecodedFrame, FrameHeader, FrameType, HEADER_SIZE, MAGIC,
 };
-use crate::mount::source::{LogSource, SegmentBytes};
+use crate::source::{LogSource, SegmentBytes};
 use crate::{CompressionType, ReplicaInfo, SegmentInfo, StreamInfo, SyncMode};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 /// The shipping thread and its link to appenders.
 pub(crate) struct Replicator {
     pub link: Arc<Link>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 enum Takeover {
@@ -118,17 +118,36 @@ impl Replicator {
             .map_err(Error::Io)?;
         Ok(Replicator {
             link,
-            thread: Some(thread),
+            thread: parking_lot::Mutex::new(Some(thread)),
         })
     }
 
-    /// Ships what is durable (one last round) and stops the thread.
-    pub fn stop(&mut self) {
+    /// Ships what is durable (one last round), lets the prefix go, and
+    /// stops the thread.
+    pub fn stop(&self) {
         self.link.state.lock().stop = true;
         self.link.wake.notify_all();
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
+    }
+}
+
+impl crate::shipping::Shipping for Replicator {
+    fn check(&self) -> Result<()> {
+        self.link.check()
+    }
+    fn appended(&self, stream: &str, end: u64) -> Result<()> {
+        self.link.appended(stream, end)
+    }
+    fn info(&self, stream: &str, durable: u64) -> crate::shipping::ReplicaInfo {
+        self.link.info(stream, durable)
+    }
+    fn counters(&self) -> (u64, u64, u64) {
+        self.link.counters()
+    }
+    fn stop(&self) {
+        Replicator::stop(self)
     }
 }
 

@@ -363,7 +363,7 @@ impl Applier {
             Err(f) => return Err(Error::Replication(f.to_string())),
         };
         let r = Replicator::start_taken(self.wal.core(), self.opts.clone(), next, version, sent)?;
-        self.wal.promote(r);
+        self.wal.promote(Box::new(r));
         crate::metrics::global().failover();
         let mut st = self.shared.status.lock();
         st.role = "primary";

@@ -127,7 +127,7 @@ pub struct StreamInfo {
     /// Structural damage that makes the stream refuse writes.
     pub damaged: Option<String>,
     /// Shipping to a bucket, when the log replicates.
-    pub replication: Option<crate::replica::ReplicaInfo>,
+    pub replication: Option<crate::shipping::ReplicaInfo>,
     /// The retention policy in force, if any.
     pub retention: Option<String>,
     /// When the first retained id was acknowledged (to within a second),

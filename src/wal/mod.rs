@@ -8,7 +8,7 @@ use crate::cache::{BlockCache, Lru};
 use crate::error::{Error, Result};
 use crate::format::{self, encode_frame, MAX_BATCH_BYTES};
 use crate::options::{CompressionType, SyncMode, WalOptions};
-use crate::storage::{DirLock, RealStorage, Storage};
+use crate::storage::{DirLock, Storage};
 use crate::stream::{Ctx, Stream, StreamInfo};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -30,12 +30,13 @@ pub(crate) struct Core {
     lifecycle: Mutex<()>,
 }
 
-type StandbyInfo = Box<dyn Fn(u64) -> crate::replica::ReplicaInfo + Send + Sync>;
+type StandbyInfo = Box<dyn Fn(u64) -> crate::shipping::ReplicaInfo + Send + Sync>;
 
 pub(crate) struct Shared {
     core: Arc<Core>,
     flusher: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
-    replica: std::sync::OnceLock<crate::replica::Replicator>,
+    /// Whatever ships the log (the replica layer), once attached.
+    shipping: std::sync::OnceLock<Box<dyn crate::shipping::Shipping>>,
     /// A standby's log: appends refused until promoted.
     standby: AtomicBool,
     /// A standby's replication facts for `stat`, given the ids it holds.
@@ -97,14 +98,11 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Opens (recovering every stream) or creates the log at
-    /// `options.root_path`, on the machine's filesystem.
-    pub fn new(options: WalOptions) -> Result<Wal> {
-        Wal::with_storage(options, Arc::new(RealStorage))
-    }
-
-    /// Like [`Wal::new`], on any storage (the simulated disk in tests).
-    pub fn with_storage(options: WalOptions, storage: Arc<dyn Storage>) -> Result<Wal> {
+    /// The engine alone: opens (recovering every stream) or creates the
+    /// log at `options.root_path` on `storage`; nothing ships it until a
+    /// [`crate::shipping::Shipping`] is attached ([`Wal::new`], in
+    /// `open.rs`, does both).
+    pub(crate) fn open_engine(options: WalOptions, storage: Arc<dyn Storage>) -> Result<Wal> {
         if options.max_segment_size == 0 || options.max_entries_per_segment == 0 {
             return Err(Error::Config(
                 "max_segment_size and max_entries_per_segment must be positive".into(),
@@ -190,13 +188,7 @@ impl Wal {
             streams: RwLock::new(streams),
             lifecycle: Mutex::new(()),
         });
-        let replica = std::sync::OnceLock::new();
         let standby = core.ctx.opts.standby && !core.ctx.opts.read_only;
-        if let (Some(r), false, false) =
-            (&core.ctx.opts.replicate, core.ctx.opts.read_only, standby)
-        {
-            let _ = replica.set(crate::replica::Replicator::start(core.clone(), r.clone())?);
-        }
         let flusher = (core.ctx.opts.sync_mode == SyncMode::Async && !core.ctx.opts.read_only)
             .then(|| spawn_flusher(core.clone()));
         Ok(Wal {
@@ -204,7 +196,7 @@ impl Wal {
                 core,
                 flusher,
                 retention_held: Mutex::default(),
-                replica,
+                shipping: std::sync::OnceLock::new(),
                 standby: AtomicBool::new(standby),
                 standby_info: std::sync::OnceLock::new(),
                 _lock: lock,
@@ -240,7 +232,7 @@ impl Wal {
     /// What `stat` shows of a standby's replication.
     pub(crate) fn set_standby_info(
         &self,
-        f: impl Fn(u64) -> crate::replica::ReplicaInfo + Send + Sync + 'static,
+        f: impl Fn(u64) -> crate::shipping::ReplicaInfo + Send + Sync + 'static,
     ) {
         let _ = self.inner.standby_info.set(Box::new(f));
     }
@@ -250,10 +242,15 @@ impl Wal {
         self.inner.core.clone()
     }
 
-    /// A standby becomes the writer: `replicator` (which holds the prefix
+    /// Attaches what ships the log (once: a second is refused).
+    pub(crate) fn attach_shipping(&self, s: Box<dyn crate::shipping::Shipping>) -> bool {
+        self.inner.shipping.set(s).is_ok()
+    }
+
+    /// A standby becomes the writer: `shipping` (which holds the prefix
     /// already) ships from now on, and appends are taken.
-    pub(crate) fn promote(&self, replicator: crate::replica::Replicator) {
-        if self.inner.replica.set(replicator).is_err() {
+    pub(crate) fn promote(&self, shipping: Box<dyn crate::shipping::Shipping>) {
+        if !self.attach_shipping(shipping) {
             log::error!("promoted twice: the first replicator stays");
         }
         self.inner.standby.store(false, Ordering::Release);
@@ -268,9 +265,9 @@ impl Wal {
     /// replication).
     pub(crate) fn replicated_id(&self, stream: &str) -> Option<u64> {
         self.inner
-            .replica
+            .shipping
             .get()
-            .map(|r| r.link.info(stream, self.durable_next(stream)).replicated_id)
+            .map(|r| r.info(stream, self.durable_next(stream)).replicated_id)
     }
 
     /// Records that retention on `stream` is held at `at`: true if that is
@@ -339,8 +336,8 @@ impl Wal {
             size,
             limit: MAX_BATCH_BYTES as u64,
         })?;
-        if let Some(r) = self.inner.replica.get() {
-            r.link.check()?;
+        if let Some(r) = self.inner.shipping.get() {
+            r.check()?;
         }
         let s = self.stream_or_create(stream)?;
         let buffer = !sync && self.inner.ctx.opts.sync_mode == SyncMode::Async;
@@ -349,8 +346,8 @@ impl Wal {
             Err(Error::NoSuchStream(_)) => return self.write(stream, entries, sync),
             r => r?,
         };
-        if let Some(r) = self.inner.replica.get() {
-            r.link.appended(stream, range.end)?;
+        if let Some(r) = self.inner.shipping.get() {
+            r.appended(stream, range.end)?;
         }
         s.note_time(&self.inner.ctx, range.start);
         Ok(range)
@@ -477,8 +474,8 @@ impl Wal {
         self.stream(stream).map(|s| {
             s.flush_for_read(&self.inner.ctx);
             let mut info = s.info(&self.inner.ctx);
-            if let Some(r) = self.inner.replica.get() {
-                info.replication = Some(r.link.info(stream, info.durable_id));
+            if let Some(r) = self.inner.shipping.get() {
+                info.replication = Some(r.info(stream, info.durable_id));
             } else if let Some(f) = self.inner.standby_info.get() {
                 info.replication = Some(f(info.durable_id));
             }
@@ -549,7 +546,7 @@ impl Wal {
     /// Replication counters since open: upload rounds that wrote a
     /// manifest, PUT requests, entries shipped (None without replication).
     pub fn replication_counters(&self) -> Option<(u64, u64, u64)> {
-        self.inner.replica.get().map(|r| r.link.counters())
+        self.inner.shipping.get().map(|r| r.counters())
     }
 
     /// One past the last id of `stream` known durable (0 if it does not
@@ -599,7 +596,7 @@ impl Drop for Shared {
             s.commit.close();
         }
         // Last: ship what the syncs above made durable.
-        if let Some(mut r) = self.replica.take() {
+        if let Some(r) = self.shipping.take() {
             r.stop();
         }
     }

@@ -18,9 +18,9 @@ pub(super) use self::log::LogMap;
 pub use append::MAX_RECORD;
 
 use super::errno::Errno;
-use super::source::SegmentBytes;
 use super::tree::{Attr, Kind, Node};
 use super::view::View;
+use crate::source::SegmentBytes;
 
 /// A node, with its stream resolved by the view.
 pub(super) struct At<'a> {
