@@ -7,11 +7,12 @@
 //! commits from a thread of their own: invalidating from a request handler
 //! can deadlock against the kernel.
 
+use super::backend::{open_sharded, root_stream, Backend};
 use super::fuse::WalFs;
+use super::http::{bind_metrics, serve_metrics};
 use super::view::View;
-use crate::{CompressionType, Error, SyncMode, Wal, WalOptions};
-use fuser::{Config, INodeNo, MountOption, SessionACL};
-use std::collections::HashMap;
+use crate::{CompressionType, SyncMode};
+use fuser::{Config, MountOption, SessionACL};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -73,34 +74,6 @@ pub struct MountConfig {
     pub retain_age: Option<Duration>,
 }
 
-/// What the mount shows: a local log, or one followed in a bucket.
-#[derive(Clone)]
-enum Backend {
-    Local(Wal),
-    Bucket(Arc<crate::replica::follow::BucketLog>),
-}
-
-impl Backend {
-    fn source(&self) -> Arc<dyn crate::source::LogSource> {
-        match self {
-            Backend::Local(w) => Arc::new(w.clone()),
-            Backend::Bucket(b) => b.clone(),
-        }
-    }
-    fn sync_all(&self) -> crate::Result<()> {
-        match self {
-            Backend::Local(w) => w.sync_all(),
-            Backend::Bucket(_) => Ok(()),
-        }
-    }
-    fn close(self) -> crate::Result<()> {
-        match self {
-            Backend::Local(w) => w.close(),
-            Backend::Bucket(_) => Ok(()),
-        }
-    }
-}
-
 /// Why the mount could not start, as one line that names the fix.
 #[derive(Debug)]
 pub struct MountError(pub String);
@@ -111,7 +84,7 @@ impl std::fmt::Display for MountError {
     }
 }
 
-fn fail<T>(msg: String) -> Result<T, MountError> {
+pub(super) fn fail<T>(msg: String) -> Result<T, MountError> {
     Err(MountError(msg))
 }
 
@@ -337,101 +310,6 @@ fn raise_readahead(mp: &Path) {
     }
 }
 
-/// The sharded log in `w`, if the directory is one or `--shards` makes it
-/// one.
-fn open_sharded(
-    w: &Wal,
-    data: &Path,
-    asked: Option<u16>,
-) -> Result<Option<Arc<crate::sharded::ShardedWal>>, MountError> {
-    use crate::sharded::{detect, shard_name, ShardCount, ShardedWal};
-    let count = match (detect(data), asked) {
-        (Err(e), _) => {
-            return fail(format!(
-                "cannot read the shard count of {}: {e}",
-                data.display()
-            ))
-        }
-        (Ok(None), None) => return Ok(None),
-        (Ok(Some(ShardCount::AtLeast(n))), None) => {
-            // Any ironwal directory mounts: its shards as streams, and
-            // checkpoints/ once the count is known.
-            log::warn!(
-                "{} is a sharded log whose shard count is not recorded (no checkpoint yet; its highest shard is {}): its shards are under streams/, and `--shards N` (at least {n}) also shows checkpoints/",
-                data.display(),
-                shard_name(n - 1)
-            );
-            return Ok(None);
-        }
-        (Ok(Some(ShardCount::Exact(n))), None) => n,
-        (Ok(_), Some(n)) => n,
-    };
-    match ShardedWal::from_wal(w.clone(), count) {
-        Ok(s) => Ok(Some(Arc::new(s))),
-        Err(Error::ShardCountMismatch { expected, found }) => fail(format!(
-            "{} is a sharded log of {found} shards, not {expected}: mount it with --shards {found} (or without --shards)",
-            data.display()
-        )),
-        Err(e) => fail(format!("cannot open the checkpoints of {}: {e}", data.display())),
-    }
-}
-
-/// The stream shown at the root: the one asked for (created if missing,
-/// unless read-only); else `default` if it exists; else the only stream;
-/// else none (the root holds `streams/` alone). A new, empty data directory
-/// gets `default`: the one stream anybody could have asked for. A follower
-/// (`following`) may show a stream its bucket does not hold yet (the one
-/// asked for, or `default` on an empty bucket): it appears at the root
-/// once the writer ships it, as a fresh primary's `default` would.
-fn root_stream(
-    wal: &dyn crate::source::LogSource,
-    place: &Path,
-    asked: Option<&str>,
-    read_only: bool,
-    following: bool,
-) -> Result<Option<String>, MountError> {
-    let streams = wal.streams();
-    let listed = || {
-        if streams.is_empty() {
-            "it has no streams".to_string()
-        } else {
-            format!("its streams: {}", streams.join(", "))
-        }
-    };
-    match asked {
-        Some(s) if wal.has_stream(s) => Ok(Some(s.to_owned())),
-        Some(s) if following => {
-            log::info!(
-                "no stream {s} in {} yet: it appears at the root once the writer ships it",
-                place.display()
-            );
-            Ok(Some(s.to_owned()))
-        }
-        Some(s) if read_only => fail(format!(
-            "no stream {s} in {} ({}); a --read-only mount creates none",
-            place.display(),
-            listed()
-        )),
-        Some(s) if crate::format::refuse_new_stream_name(s).is_some() => fail(format!(
-            "no stream {s} in {}; {}",
-            place.display(),
-            crate::format::refuse_new_stream_name(s).unwrap_or_default()
-        )),
-        Some(s) => wal
-            .create_stream(s)
-            .map(|()| Some(s.to_owned()))
-            .map_err(|e| MountError(format!("cannot create stream {s}: {e}"))),
-        None if streams.iter().any(|s| s == "default") => Ok(Some("default".into())),
-        None if streams.len() == 1 => Ok(streams.first().cloned()),
-        None if streams.is_empty() && following => Ok(Some("default".into())),
-        None if streams.is_empty() && !read_only => wal
-            .create_stream("default")
-            .map(|()| Some("default".into()))
-            .map_err(|e| MountError(format!("cannot create stream default: {e}"))),
-        None => Ok(None),
-    }
-}
-
 /// `p` made absolute with its existing part resolved (symlinks followed),
 /// whether or not the rest exists yet.
 fn absolute(p: &Path) -> std::io::Result<PathBuf> {
@@ -473,55 +351,7 @@ fn serve(
     mounted: &mut bool,
 ) -> Result<(), MountError> {
     let mp = mp.to_path_buf();
-    let mut o = WalOptions::new(data);
-    o.sync_mode = cfg.sync;
-    o.compression = cfg.compression;
-    o.max_segment_size = cfg.segment_size;
-    o.read_only = cfg.read_only;
-    o.block_cache_size = Some(cfg.block_cache);
-    o.replicate = cfg.replicate.clone();
-    o.standby = cfg.standby;
-    o.retain_bytes = cfg.retain_bytes;
-    o.retain_age = cfg.retain_age;
-    let wal = match &cfg.follow {
-        Some(f) => match crate::replica::follow::BucketLog::open(f.clone()) {
-            Ok(b) => Backend::Bucket(Arc::new(b)),
-            Err(e) => return fail(e.to_string()),
-        },
-        None => match Wal::new(o) {
-        Ok(w) => Backend::Local(w),
-        Err(Error::Locked { path, holder }) => {
-            return fail(format!(
-                "data directory {} is in use by another walfs process{}: unmount it or stop that process first",
-                path.display(),
-                holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
-            ))
-        }
-        Err(e) if e.errno_is(libc::EROFS) => {
-            return fail(format!(
-                "cannot open the log in {} for writing: it is on a read-only filesystem; `walfs mount --read-only` serves it as it is",
-                data.display()
-            ))
-        }
-        Err(e @ (Error::Replication(_) | Error::Fenced(_))) => return fail(e.to_string()),
-        Err(e) => return fail(format!("cannot open the log in {}: {e}", data.display())),
-        },
-    };
-    let standby = match (&wal, &cfg.replicate) {
-        (Backend::Local(w), Some(r)) if cfg.standby => {
-            let s = crate::replica::standby::Standby::start(
-                w.clone(),
-                r.clone(),
-                Box::new(|line: &str| {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(line)]);
-                }),
-            )
-            .map_err(|e| MountError(format!("cannot stand by for {}: {e}", r.url)))?;
-            w.set_standby_info(s.info_source(cfg.standby_aside.clone()));
-            Some(s)
-        }
-        _ => None,
-    };
+    let (wal, standby) = super::backend::open(cfg, data)?;
     let read_only = cfg.read_only || cfg.follow.is_some();
     let sharded: Option<Arc<dyn crate::sharded::CheckpointSource>> = match &wal {
         Backend::Local(w) => open_sharded(w, data, cfg.shards)?.map(|s| s as _),
@@ -656,50 +486,7 @@ fn serve(
         .map_err(|e| MountError(format!("cannot start the signal thread: {e}")))?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let invalidator = {
-        let (stop, view, notifier) = (stop.clone(), view.clone(), session.notifier());
-        std::thread::Builder::new()
-            .name("walfs-invalidate".into())
-            .spawn(move || {
-                let mut epoch = 0;
-                let mut seen: HashMap<u32, u64> = HashMap::new();
-                // Stream directories changed since their attributes were
-                // last invalidated, and when that was: at most once a
-                // second, since every path walk through the root then
-                // asks for its attributes again.
-                let mut dirs: HashMap<u32, (bool, std::time::Instant)> = HashMap::new();
-                while !stop.load(Ordering::Acquire) {
-                    epoch = view.source().wait_any(epoch, Duration::from_millis(250));
-                    for (sno, name) in view.streams_of_interest() {
-                        // What readers may have seen; never a flush from
-                        // here (it would undo Async mode's batching).
-                        let next = view.source().published_id(&name);
-                        if seen.insert(sno, next) != Some(next) {
-                            for node in view.growing_nodes(sno) {
-                                // ENOENT: the kernel has not looked it up.
-                                let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
-                            }
-                            dirs.entry(sno)
-                                .or_insert((
-                                    false,
-                                    std::time::Instant::now() - Duration::from_secs(1),
-                                ))
-                                .0 = true;
-                        }
-                        if let Some((pending, at)) = dirs.get_mut(&sno) {
-                            if *pending && at.elapsed() >= Duration::from_secs(1) {
-                                for node in view.stream_dirs(sno) {
-                                    let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
-                                }
-                                *pending = false;
-                                *at = std::time::Instant::now();
-                            }
-                        }
-                    }
-                }
-            })
-            .map_err(|e| MountError(format!("cannot start the invalidation thread: {e}")))?
-    };
+    let invalidator = super::invalidate::spawn(view.clone(), session.notifier(), stop.clone())?;
 
     let retention = match &wal {
         Backend::Local(w) if !read_only => {
@@ -731,49 +518,6 @@ fn serve(
         );
     }
     Ok(())
-}
-
-/// Binds the metrics address before anything is mounted, so that a bad one
-/// refuses the mount with nothing left behind.
-fn bind_metrics(addr: &str) -> Result<tiny_http::Server, MountError> {
-    let addr = if addr.parse::<u16>().is_ok() {
-        format!("127.0.0.1:{addr}")
-    } else {
-        addr.to_string()
-    };
-    tiny_http::Server::http(&addr).map_err(|e| {
-        MountError(format!(
-            "cannot serve metrics on {addr}: {e} (give --metrics HOST:PORT, or a free port for loopback)"
-        ))
-    })
-}
-
-/// Answers `GET /metrics` with the Prometheus text of every counter.
-fn serve_metrics(server: tiny_http::Server, view: Arc<View>) -> Result<(), MountError> {
-    let content_type: tiny_http::Header =
-        "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
-            .parse()
-            .expect("a valid header");
-    std::thread::Builder::new()
-        .name("walfs-metrics".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                let reply = if req.url() == "/metrics" {
-                    let m = crate::metrics::global();
-                    m.open_handles.set(view.open_handles() as i64);
-                    tiny_http::Response::from_string(m.encode())
-                        .with_header(content_type.clone())
-                        .boxed()
-                } else {
-                    tiny_http::Response::from_string("walfs serves /metrics\n")
-                        .with_status_code(404)
-                        .boxed()
-                };
-                let _ = req.respond(reply);
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| MountError(format!("cannot start the metrics thread: {e}")))
 }
 
 /// How long a stop waits for files open for writing to close.

@@ -9,10 +9,13 @@
 //! - `errno`: the one mapping from engine errors to errnos;
 //! - `fuse`: the thin fuser glue; `daemon`: the process around it.
 
+mod backend;
 pub mod daemon;
 pub mod errno;
 mod files;
 pub mod fuse;
+mod http;
+mod invalidate;
 pub mod names;
 mod retain;
 /// The seam below the mount and the replica layer (`crate::source`).

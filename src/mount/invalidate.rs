@@ -1,0 +1,58 @@
+//! Kernel caches of growing files, invalidated after commits from a thread
+//! of their own (invalidating from a request handler can deadlock against
+//! the kernel): a growing file's pages and size at each publication, its
+//! stream's directories at most once a second.
+
+use super::daemon::MountError;
+use super::view::View;
+use fuser::INodeNo;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Starts the invalidation thread; it ends once `stop` is set.
+pub(super) fn spawn(
+    view: Arc<View>,
+    notifier: fuser::Notifier,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, MountError> {
+    std::thread::Builder::new()
+        .name("walfs-invalidate".into())
+        .spawn(move || {
+            let mut epoch = 0;
+            let mut seen: HashMap<u32, u64> = HashMap::new();
+            // Stream directories changed since their attributes were
+            // last invalidated, and when that was: at most once a
+            // second, since every path walk through the root then
+            // asks for its attributes again.
+            let mut dirs: HashMap<u32, (bool, std::time::Instant)> = HashMap::new();
+            while !stop.load(Ordering::Acquire) {
+                epoch = view.source().wait_any(epoch, Duration::from_millis(250));
+                for (sno, name) in view.streams_of_interest() {
+                    // What readers may have seen; never a flush from
+                    // here (it would undo Async mode's batching).
+                    let next = view.source().published_id(&name);
+                    if seen.insert(sno, next) != Some(next) {
+                        for node in view.growing_nodes(sno) {
+                            // ENOENT: the kernel has not looked it up.
+                            let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
+                        }
+                        dirs.entry(sno)
+                            .or_insert((false, std::time::Instant::now() - Duration::from_secs(1)))
+                            .0 = true;
+                    }
+                    if let Some((pending, at)) = dirs.get_mut(&sno) {
+                        if *pending && at.elapsed() >= Duration::from_secs(1) {
+                            for node in view.stream_dirs(sno) {
+                                let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
+                            }
+                            *pending = false;
+                            *at = std::time::Instant::now();
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|e| MountError(format!("cannot start the invalidation thread: {e}")))
+}
