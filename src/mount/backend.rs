@@ -2,7 +2,7 @@
 //! or a log followed in a bucket; a sharded log's checkpoints; the stream
 //! at the root.
 
-use super::daemon::{fail, MountConfig, MountError};
+use super::config::{fail, MountConfig, MountError};
 use crate::{Error, Wal, WalOptions};
 use std::path::Path;
 use std::sync::Arc;

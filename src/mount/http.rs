@@ -1,6 +1,6 @@
 //! `--metrics`: the Prometheus text of the process's counters over HTTP.
 
-use super::daemon::MountError;
+use super::config::MountError;
 use super::view::View;
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! the kernel): a growing file's pages and size at each publication, its
 //! stream's directories at most once a second.
 
-use super::daemon::MountError;
+use super::config::MountError;
 use super::view::View;
 use fuser::INodeNo;
 use std::collections::HashMap;

@@ -10,6 +10,7 @@
 //! - `fuse`: the thin fuser glue; `daemon`: the process around it.
 
 mod backend;
+mod config;
 pub mod daemon;
 pub mod errno;
 mod files;
