@@ -239,8 +239,31 @@ fn two_standbys_race_for_one_lapse_exactly_one_becomes_primary() {
     let url = "s3://walfs-test/race";
     let mut a = Mounted::start_env(None, &primary_args(url, "strict"), &env);
     append(&a.mnt, "one\n").unwrap();
-    let b = Mounted::start_env(None, &standby_args(url, "strict"), &env);
-    let c = Mounted::start_env(None, &standby_args(url, "strict"), &env);
+    // Each standby tells its own NOTIFY_SOCKET and serves its metrics.
+    let t = tempfile::tempdir().unwrap();
+    let standby = |name: &str| {
+        let sock_path = t.path().join(name);
+        let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string();
+        let mut env = env.clone();
+        env.push(("NOTIFY_SOCKET".into(), sock_path.display().to_string()));
+        // Both decide within a poll (250 ms) of each other, then wait 1 s
+        // before writing: their conditional writes race.
+        env.push(("WALFS_FAILPOINT_STANDBY_TAKE_MS".into(), "1000".into()));
+        let mut args = standby_args(url, "strict");
+        args.extend(["--metrics", &port]);
+        (Mounted::start_env(None, &args, &env), sock, port)
+    };
+    let (b, b_sock, b_port) = standby("b");
+    let (c, c_sock, c_port) = standby("c");
+    assert_eq!(metric(&b_port, "walfs_role"), 2.0);
     let epoch = manifest(&s3, "race").epoch;
     a.kill9();
     eventually("a standby to take over", 20, || {
@@ -248,10 +271,10 @@ fn two_standbys_race_for_one_lapse_exactly_one_becomes_primary() {
     });
     // Time for a second winner, if there were one.
     std::thread::sleep(Duration::from_secs(3));
-    let (won, lost) = if role(&b) == "primary" {
-        (&b, &c)
+    let (won, lost, won_sock, lost_sock, won_port, lost_port) = if role(&b) == "primary" {
+        (&b, &c, &b_sock, &c_sock, &b_port, &c_port)
     } else {
-        (&c, &b)
+        (&c, &b, &c_sock, &b_sock, &c_port, &b_port)
     };
     assert_eq!(role(lost), "standby");
     assert_eq!(manifest(&s3, "race").epoch, epoch + 1);
@@ -261,6 +284,44 @@ fn two_standbys_race_for_one_lapse_exactly_one_becomes_primary() {
     eventually("the loser to follow the winner", 10, || {
         std::fs::read_to_string(lost.path("log")).unwrap_or_default() == "one\ntwo\n"
     });
+    // Announced: to systemd and in the metrics, by the winner only.
+    let said = |sock: &std::os::unix::net::UnixDatagram| {
+        let mut all = String::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf) {
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        all
+    };
+    let w = said(won_sock);
+    assert!(
+        w.contains("READY=1") && w.contains("STATUS=promoted: took s3://walfs-test/race"),
+        "{w}"
+    );
+    let l = said(lost_sock);
+    assert!(l.contains("READY=1") && !l.contains("promoted"), "{l}");
+    assert_eq!(metric(won_port, "walfs_role"), 1.0);
+    assert_eq!(metric(won_port, "walfs_failovers_total"), 1.0);
+    assert_eq!(metric(lost_port, "walfs_role"), 2.0);
+    assert_eq!(metric(lost_port, "walfs_failovers_total"), 0.0);
+}
+
+/// One value of a mount's metrics.
+fn metric(port: &str, name: &str) -> f64 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {out}"))
 }
 
 /// A plain start (no --standby) on a prefix whose holder is alive is

@@ -343,6 +343,11 @@ impl Applier {
     /// Takes the prefix from the holder of `m` (at `v`): epoch advanced by
     /// a conditional write, then shipping starts and appends are taken.
     fn take(&self, m: &Manifest, v: &UpdateVersion, since: Duration) -> Result<Took> {
+        if let Some(d) = take_delay() {
+            // A failpoint for tests: standbys that decided together write
+            // together, so the conditional write alone picks the winner.
+            std::thread::sleep(d);
+        }
         let mut next = m.clone();
         next.epoch += 1;
         next.writer = super::ship::writer_name();
@@ -370,6 +375,19 @@ impl Applier {
         st.failovers += 1;
         Ok(Took::Won)
     }
+}
+
+/// `WALFS_FAILPOINT_STANDBY_TAKE_MS`: how long a standby waits between
+/// deciding a lease lapsed and its conditional write (tests make two
+/// standbys race with it; unset, no wait).
+fn take_delay() -> Option<Duration> {
+    static D: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *D.get_or_init(|| {
+        std::env::var("WALFS_FAILPOINT_STANDBY_TAKE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+    })
 }
 
 /// Where a standby's data directory is made: DATA itself, filled from the
