@@ -40,11 +40,13 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
         let flag = match (key, value) {
             ("ro", None) => Some("--read-only"),
             ("allow_other", None) => Some("--allow-other"),
+            ("standby", None) => Some("--standby"),
+            ("takeover", None) => Some("--takeover"),
             ("sync" | "stream" | "compression" | "segment_size" | "threads" | "block_cache"
             | "uid" | "gid" | "file_mode" | "dir_mode" | "metrics" | "replicate"
             | "replicate_sync" | "replicate_interval" | "replicate_timeout" | "log_file"
             | "retain_bytes" | "retain_age" | "sse" | "bucket_retain_bytes"
-            | "bucket_retain_age", Some(_)) => None,
+            | "bucket_retain_age" | "lease", Some(_)) => None,
             (
                 "rw" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime"
                 | "noatime" | "relatime" | "strictatime" | "auto" | "noauto" | "user" | "users"
@@ -52,7 +54,7 @@ pub fn flags(options: &str) -> Result<Vec<String>, String> {
                 None,
             ) => continue,
             (k, _) if k.starts_with("x-") => continue,
-            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=SIZE, threads=N, block_cache=SIZE, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR, replicate=s3://BUCKET/PREFIX, replicate_sync=async|strict, replicate_interval=SECONDS, replicate_timeout=SECONDS, sse=KIND, retain_bytes=SIZE, retain_age=DURATION, bucket_retain_bytes=SIZE, bucket_retain_age=DURATION, log_file=PATH")),
+            _ => return Err(format!("unknown mount option {opt:?}: walfs takes ro, allow_other, sync=strict|batch|async, stream=NAME, compression=none|lz4, segment_size=SIZE, threads=N, block_cache=SIZE, uid=, gid=, file_mode=, dir_mode=, metrics=ADDR, replicate=s3://BUCKET/PREFIX, replicate_sync=async|strict, replicate_interval=SECONDS, replicate_timeout=SECONDS, sse=KIND, retain_bytes=SIZE, retain_age=DURATION, bucket_retain_bytes=SIZE, bucket_retain_age=DURATION, lease=DURATION|off, standby, takeover, log_file=PATH")),
         };
         match (flag, value) {
             (Some(f), _) => out.push(f.to_string()),
@@ -147,4 +149,27 @@ pub fn run(args: &[OsString]) -> Result<i32, Failure> {
 /// A fresh private directory for the readiness socket.
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     walfs::storage::make_private_dir(&std::env::temp_dir(), "walfs-mount-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flags;
+
+    #[test]
+    fn standby_options_become_flags() {
+        let f = flags("replicate=s3://b/p,standby,lease=2s,rw").unwrap();
+        assert_eq!(
+            f,
+            [
+                "--replicate",
+                "s3://b/p",
+                "--standby",
+                "--lease",
+                "2s",
+                "--syslog"
+            ]
+        );
+        assert_eq!(flags("takeover").unwrap(), ["--takeover", "--syslog"]);
+        assert!(flags("standby=yes").unwrap_err().contains("standby"));
+    }
 }
