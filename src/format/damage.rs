@@ -143,6 +143,19 @@ mod tests {
     use super::*;
     use crate::format::encode_frame;
 
+    /// A stretch shorter than a header holds no evidence (and is never
+    /// read past its end).
+    #[test]
+    fn a_short_stretch_has_no_evidence() {
+        for n in 0..HEADER_SIZE {
+            assert_eq!(rot_evidence(&frame(3)[..n], 3, None), None);
+        }
+        // A header alone is read: a flipped bit of its magic is rot.
+        let mut h = frame(3)[..HEADER_SIZE].to_vec();
+        h[1] ^= 0x10;
+        assert!(rot_evidence(&h, 3, None).is_some());
+    }
+
     fn frame(start: u64) -> Vec<u8> {
         let e: Vec<&[u8]> = vec![b"entry one, some text", b"\x01\x00\x02"];
         let mut f = encode_frame(&e, None).unwrap();

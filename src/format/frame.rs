@@ -498,6 +498,36 @@ mod tests {
         f.bytes
     }
 
+    /// What the mutation run found unchecked: the frames' own accessors,
+    /// the header's size bound at exactly the bound, the messages.
+    #[test]
+    fn accessors_bounds_and_messages() {
+        let mut f = encode_frame(&[b"a", b"bc"], None).unwrap();
+        assert!(!f.is_empty());
+        f.seal(40);
+        assert_eq!(f.len(), f.bytes.len() as u64);
+        let h = FrameHeader::decode(&f.bytes).unwrap();
+        let d = decode_batch(&h, &f.bytes[HEADER_SIZE..]).unwrap();
+        assert_eq!((d.len(), d.is_empty(), d.end_id()), (2, false, 42));
+        let same = decode_batch(&h, &f.bytes[HEADER_SIZE..]).unwrap();
+        assert_eq!(d, same);
+        let g = sealed(&[b"a", b"bd"], None, 40);
+        let other = decode_batch(&FrameHeader::decode(&g).unwrap(), &g[HEADER_SIZE..]).unwrap();
+        assert_ne!(d, other);
+
+        let mut big = h;
+        big.disk_size = MAX_BATCH_BYTES as u32;
+        assert!(FrameHeader::decode(&big.encode()).is_ok());
+        big.disk_size += 1;
+        let e = FrameHeader::decode(&big.encode()).unwrap_err();
+        assert_eq!(e, HeaderError::TooLarge(MAX_BATCH_BYTES as u64 + 1));
+        assert!(e.to_string().contains("exceeds"), "{e}");
+        let mut bad = f.bytes.clone();
+        bad[0] ^= 1;
+        let e = FrameHeader::decode(&bad).unwrap_err();
+        assert!(e.to_string().starts_with("bad frame magic"), "{e}");
+    }
+
     #[test]
     fn layout_offsets() {
         assert_eq!(HEADER_SIZE, 32);
