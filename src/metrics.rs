@@ -69,6 +69,8 @@ pub struct Metrics {
     pub role: Gauge,
     /// Prefixes this process took as a standby when a lease lapsed.
     pub failovers: Counter,
+    /// 1 while this primary does not hold its lease (appends refused).
+    pub lease_lapsed: Gauge,
     /// A standby's apply lag: from its holder's manifest write to the apply
     /// here, in ms (to within the two clocks' offset).
     pub standby_apply_lag_ms: Gauge,
@@ -103,6 +105,7 @@ impl Metrics {
             retention_bucket_segments: Counter::default(),
             role: Gauge::default(),
             failovers: Counter::default(),
+            lease_lapsed: Gauge::default(),
             standby_apply_lag_ms: Gauge::default(),
         };
         registry.register("appended_entries", "Entries appended", m.entries.clone());
@@ -186,6 +189,11 @@ impl Metrics {
             "failovers",
             "Prefixes taken over as a standby when a lease lapsed",
             m.failovers.clone(),
+        );
+        registry.register(
+            "lease_lapsed",
+            "1 while this primary does not hold its lease and refuses appends",
+            m.lease_lapsed.clone(),
         );
         registry.register(
             "standby_apply_lag_ms",

@@ -395,8 +395,17 @@ fn a_partitioned_async_primary_rejoins_as_a_standby_with_its_unshipped_entries_a
     let env = aws_env(&s3.endpoint());
     let a_env = aws_env(&proxy.endpoint());
     let url = "s3://walfs-test/part";
-    let mut a = Mounted::start_env(None, &primary_args(url, "async"), &a_env);
+    let a_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut a_args = primary_args(url, "async");
+    a_args.extend(["--metrics", &a_port]);
+    let mut a = Mounted::start_env(None, &a_args, &a_env);
     append(&a.mnt, "shipped\n").unwrap();
+    assert_eq!(metric(&a_port, "walfs_lease_lapsed"), 0.0);
     let b = Mounted::start_env(None, &standby_args(url, "async"), &env);
     eventually("the standby to apply it", 10, || {
         std::fs::read_to_string(b.path("log")).unwrap_or_default() == "shipped\n"
@@ -435,6 +444,8 @@ fn a_partitioned_async_primary_rejoins_as_a_standby_with_its_unshipped_entries_a
         stat_value(&stat, "replication").starts_with("lease lapsed"),
         "{stat}"
     );
+    assert_eq!(metric(&a_port, "walfs_lease_lapsed"), 1.0);
+    assert_eq!(metric(&a_port, "walfs_role"), 1.0);
     let e = append(&a.mnt, "after the lapse\n").unwrap_err();
     assert!(e.raw_os_error().is_some(), "{e}");
 

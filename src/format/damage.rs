@@ -150,6 +150,11 @@ mod tests {
         for n in 0..HEADER_SIZE {
             assert_eq!(rot_evidence(&frame(3)[..n], 3, None), None);
         }
+        // A frame cut inside its payload (a torn tail) holds none either.
+        let f = frame(3);
+        for n in HEADER_SIZE..f.len() {
+            assert_eq!(rot_evidence(&f[..n], 3, None), None, "cut at {n}");
+        }
         // A header alone is read: a flipped bit of its magic is rot.
         let mut h = frame(3)[..HEADER_SIZE].to_vec();
         h[1] ^= 0x10;

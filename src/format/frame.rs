@@ -528,6 +528,23 @@ mod tests {
         assert!(e.to_string().starts_with("bad frame magic"), "{e}");
     }
 
+    /// A batch of exactly the bound is taken and reads back, also as LZ4
+    /// (which then decodes to exactly its limit); one byte more is not.
+    #[test]
+    fn a_batch_of_exactly_the_bound() {
+        assert!(encode_frame(&[], None).unwrap().is_empty());
+        let e = vec![0u8; MAX_BATCH_BYTES - 4];
+        for lz4 in [None, Some(1)] {
+            let b = sealed(&[&e], lz4, 0);
+            let h = FrameHeader::decode(&b).unwrap();
+            assert_eq!(h.frame_type == FrameType::Lz4, lz4.is_some());
+            let d = decode_batch(&h, &b[HEADER_SIZE..]).unwrap();
+            assert_eq!(d.entry(0).map(<[u8]>::len), Some(e.len()));
+        }
+        let over = vec![0u8; MAX_BATCH_BYTES - 3];
+        assert!(encode_frame(&[&over], None).is_err());
+    }
+
     #[test]
     fn layout_offsets() {
         assert_eq!(HEADER_SIZE, 32);

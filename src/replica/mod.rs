@@ -225,6 +225,7 @@ impl Link {
                 self.opts.url
             );
             st.lapse_said = false;
+            crate::metrics::global().lease_lapsed.set(0);
         }
         st.renewed = Some(at);
     }
@@ -243,6 +244,7 @@ impl Link {
             None => "the prefix is not taken yet".into(),
         };
         if !st.lapse_said {
+            crate::metrics::global().lease_lapsed.set(1);
             log::error!(
                 "replication to {}: this writer does not hold its lease ({when}; the lease is {lease:?}): appends are refused until it renews, since a standby may take the prefix",
                 self.opts.url

@@ -25,7 +25,7 @@ pub(crate) fn live_holder_message(url: &BucketUrl, holder: &Manifest) -> String 
 
 fn ahead_message(url: &BucketUrl, what: String) -> String {
     format!(
-        "{what}: the bucket at {url} is ahead of, or diverges from, this data directory; rebuild a data directory from it with `walfs restore {url} NEW_DATA`, or ship to another prefix"
+        "{what}: the bucket at {url} is ahead of, or diverges from, this data directory (another writer took the prefix?); mount with --standby to follow it (what this directory holds that the bucket lacks is moved aside), rebuild a data directory with `walfs restore {url} NEW_DATA`, or ship to another prefix"
     )
 }
 
