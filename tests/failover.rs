@@ -195,6 +195,14 @@ fn kill_9_of_a_strict_primary_under_8_writers_the_standby_takes_over() {
     let e = append(&b.mnt, "refused\n").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
 
+    // `tail -f` on the standby's mount, across its promotion.
+    let tailed = b.dir.path().join("tailed");
+    let mut tail = std::process::Command::new("tail")
+        .args(["-n", "+1", "-f"])
+        .arg(b.path("log"))
+        .stdout(std::fs::File::create(&tailed).unwrap())
+        .spawn()
+        .unwrap();
     let writers = Writers::start(8, vec![a.mnt.clone(), b.mnt.clone()]);
     std::thread::sleep(Duration::from_millis(1500));
     let killed = Instant::now();
@@ -217,6 +225,12 @@ fn kill_9_of_a_strict_primary_under_8_writers_the_standby_takes_over() {
     );
     assert!(acked.iter().any(|(_, _, at)| *at == 0));
     let log = assert_all_once(&b, &acked);
+    eventually("tail -f on the standby to show the whole log", 10, || {
+        std::fs::read_to_string(&tailed).unwrap_or_default().len() >= log.len()
+    });
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert_eq!(std::fs::read_to_string(&tailed).unwrap(), log);
     assert_bucket_agrees(&s3, url, &b);
     // Writes that failed may be in the log too (a primary killed between
     // its manifest write and the reply): never more than 8 of them.
@@ -687,4 +701,48 @@ fn failovers_in_a_loop_lose_nothing_acknowledged() {
         t.last().unwrap(),
         acked.len()
     );
+}
+
+/// A sharded log's standby applies its root files (shard count,
+/// checkpoints) as well as its shards, each as the primary has it.
+#[test]
+fn a_sharded_logs_standby_applies_its_checkpoints() {
+    use walfs::sharded::ShardedWal;
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let url = "s3://walfs-test/sharded";
+    let mut r = common::replica_options(url, &s3.endpoint());
+    r.interval = Duration::from_millis(20);
+    r.lease = Some(Duration::from_secs(2));
+    let data = dir.path().join("primary");
+    let mut o = walfs::WalOptions::new(&data);
+    o.replicate = Some(r.clone());
+    let w = ShardedWal::new(o, 3).unwrap();
+    w.append(b"k", b"first").unwrap();
+    w.create_checkpoint(b"cp-0").unwrap();
+    let copy = dir.path().join("standby");
+    walfs::replica::standby::prepare(&r, &copy, &mut |_, _| {}).unwrap();
+    let mut so = walfs::WalOptions::new(&copy);
+    so.standby = true;
+    let sw = walfs::Wal::new(so).unwrap();
+    let standby =
+        walfs::replica::standby::Standby::start(sw.clone(), r.clone(), Box::new(|_: &str| {}))
+            .unwrap();
+    for i in 0..50 {
+        w.append(format!("key-{i}").as_bytes(), b"more").unwrap();
+    }
+    w.create_checkpoint(b"cp-1").unwrap();
+    let same =
+        |name: &str| std::fs::read(data.join(name)).ok() == std::fs::read(copy.join(name)).ok();
+    eventually("the standby to apply the checkpoints", 20, || {
+        ["SHARDS", "checkpoints.log", "HEAD"]
+            .iter()
+            .all(|f| same(f))
+            && (0..3u16).all(|s| {
+                let n = walfs::sharded::shard_name(s);
+                sw.next_id(&n) == w.inner().next_id(&n)
+            })
+    });
+    drop(standby);
 }

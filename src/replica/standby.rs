@@ -15,6 +15,7 @@ use super::manifest::{self, Manifest};
 use super::store::{Bucket, BucketUrl, Fault};
 use super::{ReplicaInfo, ReplicaOptions, Replicator};
 use crate::error::{Error, Result};
+use crate::storage::Storage;
 use crate::Wal;
 use object_store::UpdateVersion;
 use parking_lot::{Condvar, Mutex};
@@ -294,6 +295,25 @@ impl Applier {
     /// object (each checked against its length and crc, every frame against
     /// its own crc and ids before a byte is written).
     fn apply(&self, m: &Manifest) -> Result<()> {
+        // A sharded log's root files (its shard count and checkpoints),
+        // each replaced whole (atomically) when its bytes differ. They name
+        // offsets the streams' bytes below cover once applied.
+        for (name, o) in &m.files {
+            let path = self.wal.root().join(name);
+            if std::fs::read(&path).is_ok_and(|b| crc32fast::hash(&b) == o.crc32) {
+                continue;
+            }
+            let mut body = None;
+            self.bucket
+                .get_all(std::slice::from_ref(o), |_, b| {
+                    body = Some(b?);
+                    Ok(())
+                })
+                .map_err(Error::Replication)?;
+            crate::RealStorage
+                .write_atomic(&path, &body.unwrap_or_default())
+                .map_err(Error::Io)?;
+        }
         for (name, sm) in &m.streams {
             let (mut seg, mut len, mut next) = self.wal.position(name).unwrap_or((0, 0, 0));
             for g in &sm.segments {
