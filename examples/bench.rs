@@ -4,7 +4,7 @@
 //!     cargo run --release --example bench            # full run
 //!     WALFS_BENCH_DIR=/path cargo run --release --example bench
 //!     WALFS_BENCH_OPEN_GIB=10 ...                     # the spec's 10 GiB open
-//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,bigentry,sharded,replica,failover,follow,open ...  # some rows only
+//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,bigentry,sharded,replica,failover,retention,follow,open ...  # some rows only
 //!
 //! The replication rows start moto's S3 server (installed into .ci/venv,
 //! pinned by .ci/moto-requirements.txt, when it is missing).
@@ -1167,6 +1167,66 @@ fn replica_rows(rows: &mut Vec<Row>) {
     });
 }
 
+/// Strict appends of 1 KiB by `threads` writers into 1 MiB segments, with
+/// (`retain`) or without a 4 MiB retention applied every second as the
+/// mount's thread does: (ops/s, segments freed).
+fn retained_appends(threads: usize, retain: bool) -> (f64, u64) {
+    let d = dir("retention");
+    let mut o = walfs_opts(&d, walfs::SyncMode::Strict);
+    o.max_segment_size = 1 << 20;
+    if retain {
+        o.retain_bytes = Some(4 << 20);
+    }
+    let w = walfs::Wal::new(o).unwrap();
+    let entry = [9u8; 1024];
+    let freed0 = walfs::metrics::global().retention_segments.get();
+    let stop = AtomicBool::new(false);
+    let ops = std::thread::scope(|sc| {
+        if retain {
+            sc.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = w.apply_retention("s", u64::MAX);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        }
+        let ops = rate(threads, |_, _| {
+            w.append("s", &entry).unwrap();
+        });
+        stop.store(true, Ordering::Relaxed);
+        ops
+    });
+    let freed = walfs::metrics::global().retention_segments.get() - freed0;
+    drop(w);
+    let _ = std::fs::remove_dir_all(d);
+    (ops, freed)
+}
+
+fn retention_rows(rows: &mut Vec<Row>) {
+    for n in [1usize, 8] {
+        let mut freed = 0;
+        let (plain, kept) = medians_of_3(
+            |_| retained_appends(n, false).0,
+            |_| {
+                let (ops, f) = retained_appends(n, true);
+                freed += f;
+                ops
+            },
+        );
+        rows.push(Row {
+            name: format!(
+                "strict append of 1 KiB, {n} writers, --retain-bytes 4M applied each second ({freed} segments freed over 3 runs; median of 3)"
+            ),
+            unit: "ops/s",
+            walfs: kept,
+            baseline_name: "no retention, median of 3",
+            baseline: plain,
+            target: 0.9,
+            lower_is_better: false,
+        });
+    }
+}
+
 /// A standby's Wal and its applier on a fresh directory.
 fn standby_of(
     r: &walfs::ReplicaOptions,
@@ -1783,6 +1843,10 @@ fn main() {
     if wanted("replica") {
         eprintln!("replication (moto's S3 server on loopback)...");
         replica_rows(&mut rows);
+    }
+    if wanted("retention") {
+        eprintln!("retention...");
+        retention_rows(&mut rows);
     }
     if wanted("failover") {
         eprintln!("failover (moto's S3 server on loopback, a fault proxy per primary)...");

@@ -1369,6 +1369,9 @@ fn w_path(dir: &Path, id: u64) -> std::path::PathBuf {
     dir.join(format!("{start:020}.wal"))
 }
 
+/// Bucket retention keeps the bucket at its bound while the primary ships
+/// on, and a follower reading meanwhile sees the floor move without
+/// losing its place.
 #[test]
 fn bucket_retention_removes_the_oldest_segments_and_shipping_goes_on() {
     let s3 = S3Server::start();
@@ -1391,8 +1394,26 @@ fn bucket_retention_removes_the_oldest_segments_and_shipping_goes_on() {
         &env,
     );
     let mnt = m.mnt.display().to_string();
+    let (code, _, err) = sh(&format!("echo \"bucket retention line 1\" >> {mnt}/append"));
+    assert_eq!(code, 0, "{err}");
+    eventually("the first line shipped", 30, || mount_caught_up(&m));
+    // A follower reads while the bucket's floor moves: `tail -f` on its
+    // `log` from the first line.
+    let cache = m.dir.path().join("cache");
+    let f = Mounted::start_env(
+        Some(Path::new("s3://walfs-test/bret")),
+        &["--poll", "0.1", "--cache-dir", cache.to_str().unwrap()],
+        &env,
+    );
+    let tailed = f.dir.path().join("tailed");
+    let mut tail = Command::new("tail")
+        .args(["-n", "+1", "-f"])
+        .arg(f.path("log"))
+        .stdout(std::fs::File::create(&tailed).unwrap())
+        .spawn()
+        .unwrap();
     let (code, _, err) = sh(&format!(
-        "for i in $(seq 1 200); do echo \"bucket retention line $i\" >> {mnt}/append || exit 1; done"
+        "for i in $(seq 2 200); do echo \"bucket retention line $i\" >> {mnt}/append || exit 1; done"
     ));
     assert_eq!(code, 0, "{err}");
     let stat = std::fs::read_to_string(m.path("stat")).unwrap();
@@ -1418,6 +1439,46 @@ fn bucket_retention_removes_the_oldest_segments_and_shipping_goes_on() {
     let (code, _, err) = sh(&format!("echo after >> {mnt}/append"));
     assert_eq!(code, 0, "{err}");
     eventually("the bucket to catch up", 30, || mount_caught_up(&m));
+    // The follower sees the floor move: the oldest ids are gone there, the
+    // newest read; its `tail -f` goes on past the floor.
+    eventually("the follower to see the floor", 30, || {
+        let stat = std::fs::read_to_string(f.path("stat")).unwrap();
+        stat_value(&stat, "first_id") != "0" && stat_value(&stat, "next_id") == "201"
+    });
+    assert!(std::fs::read(f.path("entries/0")).is_err());
+    assert_eq!(std::fs::read(f.path("entries/200")).unwrap(), b"after\n");
+    let want: String = (1..=200)
+        .map(|i| format!("bucket retention line {i}\n"))
+        .chain(["after\n".to_string()])
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&tailed)
+        .unwrap_or_default()
+        .ends_with("after\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "tail -f on the follower (exited: {:?}) printed {:?}",
+            tail.try_wait(),
+            std::fs::read_to_string(&tailed).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+    // What retention removed before `tail -f` (a poll a second) read it is
+    // skipped; nothing is read twice, out of order, or as other bytes.
+    let got = std::fs::read_to_string(&tailed).unwrap();
+    let want: Vec<&str> = want.lines().collect();
+    let mut at = 0;
+    for line in got.lines() {
+        let i = want[at..]
+            .iter()
+            .position(|w| *w == line)
+            .unwrap_or_else(|| panic!("{line:?} out of order or not written: {got}"));
+        at += i + 1;
+    }
+    drop(f);
     // The local disk keeps everything (tiered).
     let stat = std::fs::read_to_string(m.path("stat")).unwrap();
     assert_eq!(stat_value(&stat, "first_id"), "0");
