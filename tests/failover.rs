@@ -746,3 +746,44 @@ fn a_sharded_logs_standby_applies_its_checkpoints() {
     });
     drop(standby);
 }
+
+/// A primary stopped cleanly releases the prefix: its standby takes it at
+/// once, not a lease later (10 s here), and the primary's every entry is
+/// there.
+#[test]
+fn a_clean_stop_releases_the_prefix_to_the_standby_at_once() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let url = "s3://walfs-test/release";
+    let args = [
+        "--replicate",
+        url,
+        "--replicate-interval",
+        "0.05",
+        "--lease",
+        "10s",
+    ];
+    let mut a = Mounted::start_env(None, &args, &env);
+    for i in 0..20 {
+        append(&a.mnt, &format!("line {i}\n")).unwrap();
+    }
+    let mut sargs = args.to_vec();
+    sargs.push("--standby");
+    let b = Mounted::start_env(None, &sargs, &env);
+    let log = std::fs::read_to_string(a.path("log")).unwrap();
+    a.stop();
+    assert!(manifest(&s3, "release").released);
+    let stopped = Instant::now();
+    eventually("the standby to take the released prefix", 20, || {
+        role(&b) == "primary"
+    });
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}: waited for the lease"
+    );
+    assert_eq!(std::fs::read_to_string(b.path("log")).unwrap(), log);
+    append(&b.mnt, "after\n").unwrap();
+    assert!(!manifest(&s3, "release").released);
+}

@@ -431,6 +431,108 @@ mod tests {
         assert!(Manifest::decode(b"{}").is_err());
     }
 
+    /// What the mutation run of this file found unchecked by the suites it
+    /// ran: an object's own check, the root files' and retired objects'
+    /// rules, key names, retirement's grace, the lease fields' encoding.
+    #[test]
+    fn objects_files_retirement_and_lease_fields() {
+        let o = ObjectRef {
+            key: "s/a".into(),
+            offset: 0,
+            len: 3,
+            crc32: crc32fast::hash(b"abc"),
+            level: 0,
+        };
+        assert!(o.check(b"abc").is_ok());
+        assert!(o.check(b"abd").unwrap_err().contains("does not match"));
+        assert!(o.check(b"abcd").is_err());
+        let seg = SegmentManifest {
+            start_id: 0,
+            end_id: 1,
+            len: 3,
+            sealed: false,
+            payload: 0,
+            objects: vec![
+                o.clone(),
+                ObjectRef {
+                    key: "s/b".into(),
+                    offset: 3,
+                    ..o.clone()
+                },
+            ],
+        };
+        assert_eq!(seg.keys(), ["s/a", "s/b"]);
+        assert_eq!(file_key("HEAD", 7, 0xab), "files/HEAD.e7.000000ab.file");
+
+        let mut m = Manifest::empty(1);
+        let file = ObjectRef {
+            key: file_key("HEAD", 1, 5),
+            ..o.clone()
+        };
+        m.files.insert("HEAD".into(), file.clone());
+        assert!(Manifest::decode(&m.encode()).is_ok());
+        for bad in [
+            ("NOT_A_ROOT_FILE", file.clone()),
+            (
+                "HEAD",
+                ObjectRef {
+                    key: "../x".into(),
+                    ..file.clone()
+                },
+            ),
+            (
+                "HEAD",
+                ObjectRef {
+                    offset: 1,
+                    ..file.clone()
+                },
+            ),
+        ] {
+            let mut b = m.clone();
+            b.files.clear();
+            b.files.insert(bad.0.into(), bad.1);
+            assert!(Manifest::decode(&b.encode())
+                .unwrap_err()
+                .contains("root file"));
+        }
+        let mut b = m.clone();
+        b.retired.push(Retired {
+            key: file.key.clone(),
+            since_ms: 0,
+        });
+        assert!(Manifest::decode(&b.encode()).is_err());
+        let mut b = m.clone();
+        b.retired.push(Retired {
+            key: "s/old".into(),
+            since_ms: 0,
+        });
+        assert!(Manifest::decode(&b.encode()).is_ok());
+
+        // Retired now, deleted once the grace is over, not before.
+        let grace = RETIRED_GRACE.as_millis() as u64;
+        let mut r = Manifest::empty(1);
+        assert!(r.retire(vec!["s/x".into()], 1000).is_empty());
+        assert!(r.retire(vec![], 1000 + grace - 1).is_empty());
+        assert_eq!(r.retire(vec!["s/y".into()], 1000 + grace), ["s/x"]);
+        assert_eq!(r.retired.len(), 1);
+
+        // A held lease and a released prefix are written and read back; a
+        // manifest without them (an older walfs) reads as no lease.
+        let mut l = Manifest::empty(2);
+        l.lease_ms = 10_000;
+        let text = String::from_utf8(l.encode()).unwrap();
+        assert!(!text.contains("released"), "{text}");
+        assert_eq!(Manifest::decode(&l.encode()).unwrap(), l);
+        l.released = true;
+        assert!(String::from_utf8(l.encode())
+            .unwrap()
+            .contains("\"released\": true"));
+        assert!(Manifest::decode(&l.encode()).unwrap().released);
+        let old = text.replace("\"lease_ms\": 10000,", "");
+        let d = Manifest::decode(old.as_bytes()).unwrap();
+        assert_eq!((d.lease_ms, d.released), (0, false));
+    }
+
     /// A manifest whose numbers disagree with its segments is refused,
     /// with the reason: each lie a bucket was seen telling.
     #[test]
