@@ -787,3 +787,70 @@ fn a_clean_stop_releases_the_prefix_to_the_standby_at_once() {
     append(&b.mnt, "after\n").unwrap();
     assert!(!manifest(&s3, "release").released);
 }
+
+/// A bucket that lies to a standby (a manifest that adds an object of
+/// garbage with a matching crc) gets nothing written: every frame is
+/// checked before a byte is, the standby says why it is stuck, never takes
+/// a prefix it could not apply (not even once the lease lapsed), and its
+/// DATA stays sound.
+#[test]
+fn a_lying_bucket_writes_nothing_to_a_standby() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let url = "s3://walfs-test/lie";
+    let args = [
+        "--replicate",
+        url,
+        "--replicate-interval",
+        "0.05",
+        "--lease",
+        "10s",
+    ];
+    let mut a = Mounted::start_env(None, &args, &env);
+    for i in 0..20 {
+        append(&a.mnt, &format!("line {i}\n")).unwrap();
+    }
+    eventually("the bucket to hold them", 10, || {
+        manifest(&s3, "lie")
+            .streams
+            .get("default")
+            .map(|s| s.next_id)
+            == Some(20)
+    });
+    let log = std::fs::read_to_string(a.path("log")).unwrap();
+    a.kill9();
+    let mut m = manifest(&s3, "lie");
+    // The lie: 100 more bytes of segment 0, a "part" of garbage whose
+    // length and crc the manifest gets right.
+    let garbage: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(37)).collect();
+    s3.put("walfs-test", "lie/default/lie.part", &garbage);
+    let s = m.streams.get_mut("default").unwrap();
+    let g = s.segments.last_mut().unwrap();
+    g.objects.push(walfs::replica::manifest::ObjectRef {
+        key: "default/lie.part".into(),
+        offset: g.len,
+        len: 100,
+        crc32: crc32fast::hash(&garbage),
+        level: 0,
+    });
+    g.len += 100;
+    g.end_id += 1;
+    s.next_id += 1;
+    // A standby filled before the lie, then the lie planted.
+    let mut sargs = args.to_vec();
+    sargs.push("--standby");
+    let mut b = Mounted::start_env(None, &sargs, &env);
+    s3.put("walfs-test", "lie/manifest.json", &m.encode());
+    eventually("the standby to say why it is stuck", 10, || {
+        let stat = std::fs::read_to_string(b.path("stat")).unwrap();
+        stat_value(&stat, "replication").contains("applying epoch")
+    });
+    // Past the lease (10 s) of the last manifest it saw change.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(role(&b), "standby", "took a prefix it could not apply");
+    assert_eq!(std::fs::read_to_string(b.path("log")).unwrap(), log);
+    b.stop();
+    let (code, out, err) = common::walfs_cli(&["verify", b.data.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}
