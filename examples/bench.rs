@@ -24,6 +24,8 @@ const RUN: Duration = Duration::from_secs(3);
 mod provision;
 #[path = "../tests/common/s3.rs"]
 mod s3;
+#[path = "support/nullfs.rs"]
+mod nullfs;
 
 struct Row {
     name: String,
@@ -552,6 +554,20 @@ impl Drop for BindMount {
     }
 }
 
+/// A row against the null FUSE filesystem doing the same work: the
+/// ceiling of what the transport allows, measured in the same run.
+fn null_row(rows: &mut Vec<Row>, name: &str, unit: &'static str, walfs: f64, null: f64, lower: bool) {
+    rows.push(Row {
+        name: name.into(),
+        unit,
+        walfs,
+        baseline_name: "null FUSE fs, same work",
+        baseline: null,
+        target: 0.0,
+        lower_is_better: lower,
+    });
+}
+
 /// A row against bindfs doing the same work: walfs must be ahead.
 fn bindfs_row(
     rows: &mut Vec<Row>,
@@ -674,6 +690,7 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
     }
     let size = std::fs::metadata(&big).unwrap().len() as f64;
     let bind = BindMount::start(&root.join("bind"));
+    let null = nullfs::NullMount::start(&root.join("null"), &big);
     {
         // Medians of 3 alternating runs, each after a sync: the kernel's
         // writeback of the run before takes a core (on 2 cores, a single
@@ -727,6 +744,20 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             target: 1.1,
             lower_is_better: true,
         });
+        sh_time("sync");
+        let tn = sh_time(&format!(
+            "cat {} >> {}",
+            big.display(),
+            null.mnt.join("append").display()
+        ));
+        null_row(
+            rows,
+            "mount: cat 256 MiB >> append (async)",
+            "MB/s",
+            size / 1e6 / append_t,
+            size / 1e6 / tn,
+            false,
+        );
         // bindfs after walfs, its writeback flushed before anything else
         // is timed.
         if let Some(b) = &bind {
@@ -746,6 +777,15 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             );
             sh_time("sync");
         }
+        let tn = sh_time(&format!("cat {} > /dev/null", null.mnt.join("file").display()));
+        null_row(
+            rows,
+            "mount: cat log (256 MiB)",
+            "MB/s",
+            size / 1e6 / t,
+            size / 1e6 / tn,
+            false,
+        );
         rows.push(Row {
             name: "mount: cat log (256 MiB)".into(),
             unit: "MB/s",
@@ -767,6 +807,30 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             );
         }
         let _ = std::fs::remove_file(plain);
+    }
+    {
+        // The shell's `echo >>` loop without durability: the request path
+        // alone (walfs async against the null fs's plain append).
+        let m = BenchMount::start(&root.join("e"), walfs::SyncMode::Async);
+        let n = 2000;
+        let echo = |f: &Path| {
+            sh_time(&format!(
+                "i=0; while [ $i -lt {n} ]; do echo \"entry $i\" >> {}; i=$((i+1)); done",
+                f.display()
+            ))
+        };
+        let (tn, t) = medians_of_3(
+            |_| echo(&null.mnt.join("append")),
+            |_| echo(&m.mnt.join("append")),
+        );
+        null_row(
+            rows,
+            "mount: async echo >> append, 1 process (median of 3)",
+            "appends/s",
+            n as f64 / t,
+            n as f64 / tn,
+            false,
+        );
     }
     {
         let m = BenchMount::start(&root.join("s"), walfs::SyncMode::Strict);
@@ -793,6 +857,18 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
                 b.mnt.join("durable").display()
             )
         };
+        let tn = sh_time(&format!(
+            "i=0; while [ $i -lt {n} ]; do echo \"entry $i\" >> {}; i=$((i+1)); done",
+            null.mnt.join("durable").display()
+        ));
+        null_row(
+            rows,
+            "mount: strict echo >> append, 1 process",
+            "appends/s",
+            n as f64 / t,
+            n as f64 / tn,
+            false,
+        );
         if let Some(b) = &bind {
             let tb = sh_time(&durable(b, "one"));
             bindfs_row(
@@ -828,6 +904,18 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             target: 3.0,
             lower_is_better: false,
         });
+        let tn = sh_time(&format!(
+            "for w in 1 2 3 4 5 6 7 8; do (i=0; while [ $i -lt {n} ]; do echo \"w$w $i\" >> {}; i=$((i+1)); done) & done; wait",
+            null.mnt.join("durable").display()
+        ));
+        null_row(
+            rows,
+            "mount: strict echo >> append, 8 processes",
+            "appends/s",
+            8.0 * n as f64 / t,
+            8.0 * n as f64 / tn,
+            false,
+        );
         if let Some(b) = &bind {
             let cmds: Vec<String> = (1..=8)
                 .map(|w| format!("({}) &", durable(b, &format!("w{w}"))))
@@ -926,6 +1014,7 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             );
         }
     }
+    drop(null);
     drop(bind);
     let _ = std::fs::remove_dir_all(root);
 }
