@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 const RUN: Duration = Duration::from_secs(3);
 
+#[path = "support/nullfs.rs"]
+mod nullfs;
 #[path = "../tests/common/provision.rs"]
 mod provision;
 #[path = "../tests/common/s3.rs"]
 mod s3;
-#[path = "support/nullfs.rs"]
-mod nullfs;
 
 struct Row {
     name: String,
@@ -556,7 +556,14 @@ impl Drop for BindMount {
 
 /// A row against the null FUSE filesystem doing the same work: the
 /// ceiling of what the transport allows, measured in the same run.
-fn null_row(rows: &mut Vec<Row>, name: &str, unit: &'static str, walfs: f64, null: f64, lower: bool) {
+fn null_row(
+    rows: &mut Vec<Row>,
+    name: &str,
+    unit: &'static str,
+    walfs: f64,
+    null: f64,
+    lower: bool,
+) {
     rows.push(Row {
         name: name.into(),
         unit,
@@ -777,7 +784,10 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             );
             sh_time("sync");
         }
-        let tn = sh_time(&format!("cat {} > /dev/null", null.mnt.join("file").display()));
+        let tn = sh_time(&format!(
+            "cat {} > /dev/null",
+            null.mnt.join("file").display()
+        ));
         null_row(
             rows,
             "mount: cat log (256 MiB)",

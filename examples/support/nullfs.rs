@@ -40,7 +40,11 @@ impl NullFs {
     fn attr(&self, ino: u64) -> Option<FileAttr> {
         let (kind, size, perm) = match ino {
             ROOT => (FileType::Directory, 0, 0o755),
-            FILE => (FileType::RegularFile, self.file.metadata().ok()?.len(), 0o644),
+            FILE => (
+                FileType::RegularFile,
+                self.file.metadata().ok()?.len(),
+                0o644,
+            ),
             APPEND | DURABLE => (FileType::RegularFile, 0, 0o644),
             _ => return None,
         };
@@ -127,12 +131,10 @@ impl Filesystem for NullFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = (&self.sink)
-            .write_all(data)
-            .and_then(|()| match ino.0 {
-                DURABLE => self.sink.sync_data(),
-                _ => Ok(()),
-            });
+        let r = (&self.sink).write_all(data).and_then(|()| match ino.0 {
+            DURABLE => self.sink.sync_data(),
+            _ => Ok(()),
+        });
         match r {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),

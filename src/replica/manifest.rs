@@ -533,6 +533,63 @@ mod tests {
         assert_eq!((d.lease_ms, d.released), (0, false));
     }
 
+    /// The bounds of a segment's claims, at exactly the bound and one past
+    /// it; keys that would leave the prefix; the entry bytes of frames.
+    #[test]
+    fn bounds_keys_and_payloads() {
+        let one = |start: u64, end: u64, len: u64, payload: u64| {
+            let mut m = Manifest::empty(1);
+            m.streams.insert(
+                "s".into(),
+                StreamManifest {
+                    next_id: end,
+                    floor: 0,
+                    segments: vec![SegmentManifest {
+                        start_id: start,
+                        end_id: end,
+                        len,
+                        sealed: true,
+                        payload,
+                        objects: vec![ObjectRef {
+                            key: "s/a".into(),
+                            offset: 0,
+                            len,
+                            crc32: 0,
+                            level: 0,
+                        }],
+                    }],
+                },
+            );
+            Manifest::decode(&m.encode())
+        };
+        // An entry takes 4 bytes at least: 10 ids in 40 bytes, not 39.
+        assert!(one(5, 15, 40, 0).is_ok());
+        assert!(one(5, 15, 39, 0).unwrap_err().contains("claims ids"));
+        assert!(one(5, 4, 40, 0).is_err());
+        assert!(one(5, 5, 0, 0).is_ok());
+        // Entry bytes within the segment's bytes.
+        assert!(one(0, 1, 40, 40).is_ok());
+        assert!(one(0, 1, 40, 41).unwrap_err().contains("entry bytes"));
+
+        for k in ["s/a", "s/b/c.part", "s/.hidden"] {
+            assert!(valid_key(k), "{k}");
+        }
+        for k in ["", "/s/a", "s//a", "s/./a", "s/../a", "s/a/..", ".."] {
+            assert!(!valid_key(k), "{k}");
+        }
+
+        let mut f = crate::format::encode_frame(&[b"abc", b"de"], None).unwrap();
+        f.seal(0);
+        let mut g = crate::format::encode_frame(&[b"fgh"], None).unwrap();
+        g.seal(2);
+        let both = [f.bytes.clone(), g.bytes.clone()].concat();
+        assert_eq!(payload_of(&both), 8);
+        assert_eq!(payload_of(&f.bytes), 5);
+        assert_eq!(payload_of(&both[..f.bytes.len() + 3]), 5);
+        assert_eq!(payload_of(&[]), 0);
+        assert!(now_ms() > 1_700_000_000_000);
+    }
+
     /// A manifest whose numbers disagree with its segments is refused,
     /// with the reason: each lie a bucket was seen telling.
     #[test]
