@@ -678,10 +678,27 @@ fn big_entry_rows(rows: &mut Vec<Row>) {
             );
         }
     }
+    // The ceiling: the same plain file through the null FUSE filesystem
+    // (pread and reply, direct I/O): its first read through a fresh mount,
+    // as walfs's cold read is the daemon's first of the entry (the page
+    // cache warm in both).
+    {
+        let null = nullfs::NullMount::start(&root.join("null"), &plain);
+        let tn = sh_time(&format!("cat {} > /dev/null", null.mnt.join("file").display()));
+        null_row(
+            rows,
+            "mount: cat entries/<id> of a 64 MiB entry, cold",
+            "MB/s",
+            64.0 * 1.048576 / cold,
+            64.0 * 1.048576 / tn,
+            false,
+        );
+    }
     drop(bind);
     drop(m);
     let _ = std::fs::remove_dir_all(root);
 }
+
 
 fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
     let root = dir("mount");
