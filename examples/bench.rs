@@ -684,7 +684,10 @@ fn big_entry_rows(rows: &mut Vec<Row>) {
     // cache warm in both).
     {
         let null = nullfs::NullMount::start(&root.join("null"), &plain);
-        let tn = sh_time(&format!("cat {} > /dev/null", null.mnt.join("file").display()));
+        let tn = sh_time(&format!(
+            "cat {} > /dev/null",
+            null.mnt.join("file").display()
+        ));
         null_row(
             rows,
             "mount: cat entries/<id> of a 64 MiB entry, cold",
@@ -698,7 +701,6 @@ fn big_entry_rows(rows: &mut Vec<Row>) {
     drop(m);
     let _ = std::fs::remove_dir_all(root);
 }
-
 
 fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
     let root = dir("mount");

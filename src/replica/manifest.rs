@@ -507,6 +507,12 @@ mod tests {
             since_ms: 0,
         });
         assert!(Manifest::decode(&b.encode()).is_ok());
+        let mut b = m.clone();
+        b.retired.push(Retired {
+            key: "../outside".into(),
+            since_ms: 0,
+        });
+        assert!(Manifest::decode(&b.encode()).is_err());
 
         // Retired now, deleted once the grace is over, not before.
         let grace = RETIRED_GRACE.as_millis() as u64;
