@@ -854,3 +854,26 @@ fn a_lying_bucket_writes_nothing_to_a_standby() {
     let (code, out, err) = common::walfs_cli(&["verify", b.data.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Every machine may be configured `--standby`: on a new prefix the first
+/// to start makes it (a conditional create) and becomes its primary; the
+/// next stays a standby and follows it.
+#[test]
+fn standbys_on_a_new_prefix_elect_the_first_primary() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let url = "s3://walfs-test/fresh";
+    let b = Mounted::start_env(None, &standby_args(url, "strict"), &env);
+    eventually("the first standby to make the prefix", 10, || {
+        role(&b) == "primary"
+    });
+    let c = Mounted::start_env(None, &standby_args(url, "strict"), &env);
+    append(&b.mnt, "one\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(role(&c), "standby");
+    assert_eq!(manifest(&s3, "fresh").epoch, 1);
+    eventually("the second to follow", 10, || {
+        std::fs::read_to_string(c.path("log")).unwrap_or_default() == "one\n"
+    });
+}

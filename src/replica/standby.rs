@@ -197,15 +197,33 @@ impl Applier {
         let mut seen: Option<UpdateVersion> = None;
         let mut applied = false;
         let mut said_no_lease = false;
+        let mut ever_seen = false;
         let mut poll = (own / 8).clamp(Duration::from_millis(50), POLL_MAX);
         while !self.stopped() {
             let got = match self.bucket.get_manifest() {
                 Ok(Some((bytes, v))) => Manifest::decode(&bytes)
                     .map(|m| (m, v))
                     .map_err(|e| format!("{}/{}: {e}", self.bucket.url, manifest::MANIFEST)),
-                Ok(None) => Err("the bucket holds no log yet: waiting for a primary".into()),
+                Ok(None) if !ever_seen => match self.take_fresh() {
+                    Ok(Took::Won) => {
+                        let line = format!(
+                            "promoted: took the new prefix {} (no log there yet); appends are taken",
+                            self.bucket.url
+                        );
+                        log::warn!("{line}");
+                        promoted(&line);
+                        return;
+                    }
+                    Ok(Took::Lost) => Err("another writer made the prefix first".into()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Ok(None) => Err(
+                    "the manifest is gone from the bucket: not taking the prefix (restore it, or start a primary with --takeover)"
+                        .into(),
+                ),
                 Err(f) => Err(f.to_string()),
             };
+            ever_seen |= got.is_ok();
             let (m, v) = match got {
                 Ok(x) => x,
                 Err(e) => {
@@ -360,9 +378,30 @@ impl Applier {
         Ok(())
     }
 
+    /// A prefix that holds no log at all (no manifest, no object): taken by
+    /// a conditional create (If-None-Match), so that of several standbys
+    /// started on a new prefix exactly one becomes its first primary.
+    fn take_fresh(&self) -> Result<Took> {
+        let objects = self
+            .bucket
+            .list()
+            .map_err(|f| Error::Replication(f.to_string()))?;
+        if !objects.is_empty() {
+            return Err(Error::Replication(format!(
+                "the bucket holds {} objects under the prefix but no manifest: not taking it (restore it, or start a primary with --takeover)",
+                objects.len()
+            )));
+        }
+        self.take_with(&Manifest::empty(0), None, Duration::ZERO)
+    }
+
     /// Takes the prefix from the holder of `m` (at `v`): epoch advanced by
     /// a conditional write, then shipping starts and appends are taken.
     fn take(&self, m: &Manifest, v: &UpdateVersion, since: Duration) -> Result<Took> {
+        self.take_with(m, Some(v), since)
+    }
+
+    fn take_with(&self, m: &Manifest, v: Option<&UpdateVersion>, since: Duration) -> Result<Took> {
         if let Some(d) = take_delay() {
             // A failpoint for tests: standbys that decided together write
             // together, so the conditional write alone picks the winner.
@@ -374,15 +413,17 @@ impl Applier {
         next.updated_ms = manifest::now_ms();
         next.lease_ms = self.opts.lease.map_or(0, |l| l.as_millis() as u64);
         next.released = false;
-        log::info!(
-            "standby of {}: the lease of {} lapsed ({:.1} s without a change; released: {}): taking the prefix",
-            self.bucket.url,
-            m.writer,
-            since.as_secs_f64(),
-            m.released
-        );
+        if v.is_some() {
+            log::info!(
+                "standby of {}: the lease of {} lapsed ({:.1} s without a change; released: {}): taking the prefix",
+                self.bucket.url,
+                m.writer,
+                since.as_secs_f64(),
+                m.released
+            );
+        }
         let sent = Instant::now();
-        let version = match self.bucket.put_manifest(next.encode(), Some(v.clone())) {
+        let version = match self.bucket.put_manifest(next.encode(), v.cloned()) {
             Ok(v) => v,
             Err(Fault::Conflict) => return Ok(Took::Lost),
             Err(f) => return Err(Error::Replication(f.to_string())),
