@@ -507,16 +507,7 @@ impl BenchMount {
 
 impl Drop for BenchMount {
     fn drop(&mut self) {
-        let c = std::ffi::CString::new(self.mnt.to_str().unwrap()).unwrap();
-        // SAFETY: `c` is a NUL-terminated string that outlives the call;
-        // umount reads it and touches no other memory of ours.
-        if unsafe { libc::umount(c.as_ptr()) } != 0 {
-            // SAFETY: as above.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        nullfs::unmount_and_join(&self.mnt, self.thread.take());
     }
 }
 

@@ -236,14 +236,20 @@ impl NullMount {
 
 impl Drop for NullMount {
     fn drop(&mut self) {
-        let c = std::ffi::CString::new(self.mnt.to_str().unwrap()).unwrap();
-        // SAFETY: `c` is a NUL-terminated string that outlives the call.
-        if unsafe { libc::umount(c.as_ptr()) } != 0 {
-            // SAFETY: as above.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        unmount_and_join(&self.mnt, self.thread.take());
+    }
+}
+
+/// Unmounts `mnt` (lazily if it is busy) and waits for the thread that
+/// served it: the end of every in-process mount of the benchmark.
+pub fn unmount_and_join(mnt: &Path, thread: Option<std::thread::JoinHandle<()>>) {
+    let c = std::ffi::CString::new(mnt.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::umount(c.as_ptr()) } != 0 {
+        // SAFETY: as above.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    if let Some(t) = thread {
+        let _ = t.join();
     }
 }
