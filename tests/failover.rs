@@ -747,6 +747,27 @@ fn a_sharded_logs_standby_applies_its_checkpoints() {
     drop(standby);
 }
 
+/// A primary's arguments with the default 10 s lease (a lapse is slow).
+fn ten_second_lease(url: &str) -> [&str; 6] {
+    [
+        "--replicate",
+        url,
+        "--replicate-interval",
+        "0.05",
+        "--lease",
+        "10s",
+    ]
+}
+
+/// A primary mounted with `args` that has acknowledged 20 lines.
+fn primary_of_20_lines(args: &[&str], env: &[(String, String)]) -> Mounted {
+    let a = Mounted::start_env(None, args, env);
+    for i in 0..20 {
+        append(&a.mnt, &format!("line {i}\n")).unwrap();
+    }
+    a
+}
+
 /// A primary stopped cleanly releases the prefix: its standby takes it at
 /// once, not a lease later (10 s here), and the primary's every entry is
 /// there.
@@ -756,18 +777,8 @@ fn a_clean_stop_releases_the_prefix_to_the_standby_at_once() {
     s3.create_bucket("walfs-test");
     let env = aws_env(&s3.endpoint());
     let url = "s3://walfs-test/release";
-    let args = [
-        "--replicate",
-        url,
-        "--replicate-interval",
-        "0.05",
-        "--lease",
-        "10s",
-    ];
-    let mut a = Mounted::start_env(None, &args, &env);
-    for i in 0..20 {
-        append(&a.mnt, &format!("line {i}\n")).unwrap();
-    }
+    let args = ten_second_lease(url);
+    let mut a = primary_of_20_lines(&args, &env);
     let mut sargs = args.to_vec();
     sargs.push("--standby");
     let b = Mounted::start_env(None, &sargs, &env);
@@ -799,18 +810,8 @@ fn a_lying_bucket_writes_nothing_to_a_standby() {
     s3.create_bucket("walfs-test");
     let env = aws_env(&s3.endpoint());
     let url = "s3://walfs-test/lie";
-    let args = [
-        "--replicate",
-        url,
-        "--replicate-interval",
-        "0.05",
-        "--lease",
-        "10s",
-    ];
-    let mut a = Mounted::start_env(None, &args, &env);
-    for i in 0..20 {
-        append(&a.mnt, &format!("line {i}\n")).unwrap();
-    }
+    let args = ten_second_lease(url);
+    let mut a = primary_of_20_lines(&args, &env);
     eventually("the bucket to hold them", 10, || {
         manifest(&s3, "lie")
             .streams
