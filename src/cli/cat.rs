@@ -13,8 +13,8 @@ pub struct CatArgs {
     #[arg(long, default_value = "0", value_parser = super::entry_id)]
     from: u64,
     /// Print only entries acknowledged at or after TIME (RFC 3339:
-    /// 2026-12-06T16:00:00Z; without a zone, UTC), to within a second; a
-    /// local log only (its walfs.times).
+    /// 2026-12-06T16:00:00Z; without a zone, UTC), to within a second (on
+    /// a bucket, the manifest's marks: to within a second or a round).
     #[arg(long, value_name = "TIME", value_parser = time)]
     since: Option<std::time::SystemTime>,
     /// Stop before this id, or before the entries acknowledged at TIME or
@@ -33,7 +33,7 @@ pub enum Point {
     Time(std::time::SystemTime),
 }
 
-fn time(s: &str) -> Result<std::time::SystemTime, String> {
+pub(super) fn time(s: &str) -> Result<std::time::SystemTime, String> {
     humantime::parse_rfc3339_weak(s).map_err(|e| {
         format!("{s:?} is not a time ({e}): write RFC 3339, as in 2026-12-06T16:00:00Z")
     })
@@ -159,17 +159,26 @@ fn from_bucket(url: &str, a: &CatArgs) -> Result<i32, Failure> {
         super::need_bucket_stream(&b, url, s)?;
     }
     let mut out = io::stdout().lock();
-    let until = match a.until {
-        Some(Point::Id(id)) => id,
-        Some(Point::Time(_)) => return Err(times_not_in_bucket()),
-        None => u64::MAX,
+    // Where --until stops: a time still to come stops nothing yet.
+    let until_in = |b: &walfs::replica::follow::BucketLog| -> Result<u64, Failure> {
+        Ok(match a.until {
+            Some(Point::Id(id)) => id,
+            Some(Point::Time(t)) if std::time::SystemTime::now() < t => u64::MAX,
+            Some(Point::Time(t)) => b.id_at_time(s, t)?,
+            None => u64::MAX,
+        })
     };
-    if a.since.is_some() {
-        return Err(times_not_in_bucket());
-    }
-    let mut next = a.from.max(b.first_id(s));
+    let since = match a.since {
+        Some(t) => b.id_at_time(s, t)?,
+        None => 0,
+    };
+    let mut next = a.from.max(since).max(b.first_id(s));
     let mut seen = 0;
+    let mut until = until_in(&b)?;
     loop {
+        if until == u64::MAX && matches!(a.until, Some(Point::Time(_))) {
+            until = until_in(&b)?;
+        }
         let end = b.next_id(s).min(until);
         next = next.max(b.first_id(s));
         while next < end {
@@ -188,10 +197,4 @@ fn from_bucket(url: &str, a: &CatArgs) -> Result<i32, Failure> {
         }
         seen = b.wait_any(seen, Duration::from_secs(1));
     }
-}
-
-fn times_not_in_bucket() -> Failure {
-    super::fail(
-        "--since and --until TIME read walfs.times in a local data directory; the bucket does not hold the times of ids yet: use ids (--from, --until ID)",
-    )
 }

@@ -21,10 +21,17 @@ pub struct RestoreArgs {
     /// Restore the log as it stood when ID was its next id: ids below ID
     /// (ID must start a batch). One stream: --stream, or the only one.
     /// The result is a new history: ship it to another prefix.
-    #[arg(long, value_name = "ID", value_parser = super::entry_id)]
+    #[arg(long, value_name = "ID", value_parser = super::entry_id, conflicts_with = "to_time")]
     to_id: Option<u64>,
-    /// With --to-id: the stream to restore (the only one if omitted).
-    #[arg(long, short = 's', requires = "to_id", allow_hyphen_values = true)]
+    /// Restore the log as it stood at TIME (RFC 3339: 2026-12-06T16:00:00Z;
+    /// without a zone, UTC): the ids shipped before it, by the times the
+    /// manifest keeps of its rounds (to within a second, or a round when
+    /// rounds are slower). One stream, as --to-id; the id is printed.
+    #[arg(long, value_name = "TIME", value_parser = super::cat::time)]
+    to_time: Option<std::time::SystemTime>,
+    /// With --to-id or --to-time: the stream to restore (the only one if
+    /// omitted).
+    #[arg(long, short = 's', allow_hyphen_values = true)]
     stream: Option<String>,
 }
 
@@ -34,9 +41,20 @@ pub fn run(a: RestoreArgs) -> Result<i32, Failure> {
     let mut progress = Progress::new("restoring", a.progress);
     let mut opts = walfs::ReplicaOptions::new(a.url.clone());
     opts.timeout = std::time::Duration::from_secs_f64(a.timeout);
-    let point = a.to_id.map(|to_id| walfs::replica::RestorePoint {
+    use walfs::replica::{RestorePoint, RestoreTo};
+    let to = match (a.to_id, a.to_time) {
+        (Some(id), _) => Some(RestoreTo::Id(id)),
+        (None, Some(t)) => Some(RestoreTo::Time(t)),
+        (None, None) if a.stream.is_some() => {
+            return Err(fail(
+                "--stream names the stream to cut: give --to-id or --to-time with it (a whole restore takes every stream)",
+            ))
+        }
+        (None, None) => None,
+    };
+    let point = to.map(|to| RestorePoint {
         stream: a.stream.clone(),
-        to_id,
+        to,
     });
     let r = walfs::replica::restore_to(&opts, &a.data, point.as_ref(), &mut |d, t| {
         progress.update(d, t)
@@ -48,8 +66,13 @@ pub fn run(a: RestoreArgs) -> Result<i32, Failure> {
         super::count(r.streams as u64, "stream", "streams"),
         super::count(r.segments as u64, "segment", "segments"),
         super::count(r.entries, "entry", "entries"),
-        a.to_id
-            .map(|id| format!(" up to id {id} (a new history: ship it to another prefix)"))
+        r.to_id
+            .map(|id| format!(
+                " up to id {id}{} (a new history: ship it to another prefix)",
+                a.to_time
+                    .map(|t| format!(", the first shipped at or after {}", humantime::format_rfc3339_seconds(t)))
+                    .unwrap_or_default()
+            ))
             .unwrap_or_default(),
         super::count(r.bytes, "byte", "bytes"),
         super::count(r.objects as u64, "object", "objects"),

@@ -157,6 +157,28 @@ pub fn time_record_encode(ms: u64, id: u64) -> [u8; TIME_RECORD] {
     b
 }
 
+/// Time records (of [`TIMES`], or a bucket's marks) are at least this far
+/// apart: the ids of one were acknowledged within this of its time.
+pub const TIME_EVERY_MS: u64 = 1000;
+
+/// The first id not acknowledged before `t_ms` by the time records `recs`
+/// ((unix ms, first id), any order), of a log holding ids `first..next`:
+/// every id below it was acknowledged before `t_ms`, to within
+/// [`TIME_EVERY_MS`] (the ids of record k, up to the next record's id, were
+/// acknowledged in [time k, time k + [`TIME_EVERY_MS`])). Ids older than
+/// the records count as acknowledged at or after `t_ms`.
+pub fn id_at_time(recs: &mut [(u64, u64)], t_ms: u64, first: u64, next: u64) -> u64 {
+    recs.sort_by_key(|&(ms, id)| (id, ms));
+    let at = match recs.iter().rposition(|&(ms, _)| ms <= t_ms) {
+        None => first,
+        Some(k) if recs[k].0.saturating_add(TIME_EVERY_MS) <= t_ms => {
+            recs.get(k + 1).map_or(next, |r| r.1)
+        }
+        Some(k) => recs[k].1,
+    };
+    at.clamp(first, next.max(first))
+}
+
 /// The intact records of a times file as (unix ms, id); torn or damaged
 /// slots are skipped.
 pub fn time_records_decode(b: &[u8]) -> Vec<(u64, u64)> {

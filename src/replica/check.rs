@@ -70,6 +70,11 @@ pub fn verify_bucket(
                 })
                 .map_err(Error::Replication)?;
             r.bytes += g.len;
+            if g.times_object.is_some() {
+                if let Err(e) = super::times::segment_marks(&bucket, g) {
+                    r.faults.push(fault(0, FaultKind::Corruption, e.to_string()));
+                }
+            }
             if bad {
                 continue;
             }
@@ -215,7 +220,7 @@ pub fn truncate_bucket(opts: &ReplicaOptions, stream: &str, before: u64) -> Resu
         let gone = s
             .segments
             .drain(..keep_from)
-            .flat_map(|g| g.objects.into_iter().map(|o| o.key))
+            .flat_map(|g| g.keys())
             .collect();
         if let Some(first) = s.segments.first() {
             s.floor = s.floor.max(first.start_id);

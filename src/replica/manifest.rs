@@ -118,7 +118,28 @@ pub struct SegmentManifest {
     pub payload: u64,
     /// Objects covering `0..len`, in order, without gaps.
     pub objects: Vec<ObjectRef>,
+    /// When its ids were shipped: (unix ms, first id) marks in id order,
+    /// one per round that shipped ids of it and at least
+    /// [`crate::format::TIME_EVERY_MS`] after the one before (its first
+    /// always at its first id). A sealed segment with more than
+    /// [`SEALED_MARKS`] keeps only its first here, and all of them in
+    /// `times_object`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub times: Vec<(u64, u64)>,
+    /// A sealed segment's marks, as records of walfs.times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times_object: Option<ObjectRef>,
 }
+
+/// The most marks a sealed segment keeps in the manifest (more go to an
+/// object of their own).
+pub const SEALED_MARKS: usize = 8;
+/// The most marks the active segment keeps: past it every other one goes
+/// (a segment shipped in over this many seconds with appends in each; the
+/// object made when it is sealed keeps what the manifest kept).
+pub const ACTIVE_MARKS: usize = 1024;
+/// The largest times object read (marks of one segment).
+pub const MAX_TIMES_OBJECT: u64 = 4 << 20;
 
 /// One immutable object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,9 +176,37 @@ impl ObjectRef {
 }
 
 impl SegmentManifest {
+    /// Marks ids `from..self.end_id`, shipped by a round at `now_ms`: a
+    /// mark at the segment's first id always, later ones at least
+    /// [`crate::format::TIME_EVERY_MS`] apart; past [`ACTIVE_MARKS`], every
+    /// other one after the first goes.
+    pub fn mark_shipped(&mut self, from: u64, now_ms: u64) {
+        if self.end_id <= from {
+            return;
+        }
+        let due = match self.times.last() {
+            None => true,
+            Some(&(ms, _)) => now_ms >= ms.saturating_add(crate::format::TIME_EVERY_MS),
+        };
+        if due {
+            self.times.push((now_ms, from.max(self.start_id)));
+        }
+        if self.times.len() > ACTIVE_MARKS {
+            let mut i = 0;
+            self.times.retain(|_| {
+                i += 1;
+                i == 1 || i % 2 == 0
+            });
+        }
+    }
+
     /// The keys of its objects, in order.
     pub fn keys(&self) -> Vec<String> {
-        self.objects.iter().map(|o| o.key.clone()).collect()
+        self.objects
+            .iter()
+            .chain(&self.times_object)
+            .map(|o| o.key.clone())
+            .collect()
     }
 }
 
@@ -234,7 +283,7 @@ impl Manifest {
         self.streams
             .values()
             .flat_map(|s| s.segments.iter())
-            .flat_map(|g| g.objects.iter())
+            .flat_map(|g| g.objects.iter().chain(&g.times_object))
             .chain(self.files.values())
             .map(|o| o.key.as_str())
             .chain(self.retired.iter().map(|r| r.key.as_str()))
@@ -329,6 +378,7 @@ fn check_stream<'a>(
                 seg.len
             ));
         }
+        check_times(seg, &own, keys)?;
         prev = Some(seg);
     }
     let end = prev.map_or(s.floor, |p| p.end_id);
@@ -337,6 +387,50 @@ fn check_stream<'a>(
             "its next id {} is not where its segments end ({end})",
             s.next_id
         ));
+    }
+    Ok(())
+}
+
+/// A segment's marks name its own ids in order, and its times object is
+/// its own, of whole records, named once.
+fn check_times<'a>(
+    seg: &'a SegmentManifest,
+    own: &str,
+    keys: &mut std::collections::HashSet<&'a str>,
+) -> Result<(), String> {
+    let at_start = seg.start_id;
+    let mut prev = seg.start_id;
+    for &(_, id) in &seg.times {
+        if id < prev || id > seg.end_id {
+            return Err(format!(
+                "segment {at_start} has a time mark of id {id} outside its ids {at_start}..{} or out of order",
+                seg.end_id
+            ));
+        }
+        prev = id;
+    }
+    if seg.times.len() > ACTIVE_MARKS {
+        return Err(format!(
+            "segment {at_start} has {} time marks (at most {ACTIVE_MARKS})",
+            seg.times.len()
+        ));
+    }
+    if let Some(o) = &seg.times_object {
+        if !seg.sealed
+            || o.offset != 0
+            || !valid_key(&o.key)
+            || !o.key.starts_with(own)
+            || o.len % crate::format::TIME_RECORD as u64 != 0
+            || o.len > MAX_TIMES_OBJECT
+        {
+            return Err(format!(
+                "segment {at_start} names an invalid times object {:?} ({} bytes)",
+                o.key, o.len
+            ));
+        }
+        if !keys.insert(o.key.as_str()) {
+            return Err(format!("object {} is named twice", o.key));
+        }
     }
     Ok(())
 }
@@ -354,6 +448,14 @@ fn valid_key(key: &str) -> bool {
 pub fn sealed_key(stream: &str, start_id: u64, epoch: u64) -> String {
     format!(
         "{stream}/{}.e{epoch}.wal",
+        crate::format::segment_name(start_id).trim_end_matches(".wal")
+    )
+}
+
+/// The key of a sealed segment's time marks.
+pub fn times_key(stream: &str, start_id: u64, epoch: u64) -> String {
+    format!(
+        "{stream}/{}.e{epoch}.times",
         crate::format::segment_name(start_id).trim_end_matches(".wal")
     )
 }

@@ -21,8 +21,9 @@ mod restore;
 mod ship;
 pub mod standby;
 pub mod store;
+pub mod times;
 
-pub use restore::{restore, restore_to, RestorePoint, RestoreReport};
+pub use restore::{restore, restore_to, RestorePoint, RestoreReport, RestoreTo};
 
 /// The manifest at `opts.url`, or None if the prefix holds none.
 pub fn read_manifest(opts: &ReplicaOptions) -> crate::Result<Option<manifest::Manifest>> {

@@ -25,6 +25,8 @@ pub struct RestoreReport {
     pub entries: u64,
     /// The epoch of the manifest restored.
     pub epoch: u64,
+    /// Where a restore to a point cut its stream (one past its last id).
+    pub to_id: Option<u64>,
 }
 
 fn io_at(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -53,14 +55,24 @@ fn sync_dir(path: &Path) -> Result<()> {
         .map_err(io_at(path))
 }
 
-/// A point to restore to: one stream as it stood when `to_id` was its next
-/// id (its ids below `to_id`).
+/// A point to restore to: one stream as it stood when `to` was its next
+/// id, or at a time (its ids below the point).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestorePoint {
     /// The stream cut (None: the log's only stream).
     pub stream: Option<String>,
+    /// Where it is cut.
+    pub to: RestoreTo,
+}
+
+/// Where a restore cuts a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreTo {
     /// One past the last id restored.
-    pub to_id: u64,
+    Id(u64),
+    /// The ids shipped before this time, by the manifest's marks: to
+    /// within a second, or a round when rounds are slower.
+    Time(std::time::SystemTime),
 }
 
 /// Rebuilds the log at `opts.url` into `data`, which must be absent or
@@ -95,7 +107,7 @@ pub fn restore_to(
     }
     let (bucket, mut m, _) = super::open_log(opts)?;
     let cut = match point {
-        Some(p) => Some(cut_manifest(&mut m, p)?),
+        Some(p) => Some(cut_manifest(&bucket, &mut m, p)?),
         None => None,
     };
     // Built beside DATA (one filesystem: renamed into place at the end), in
@@ -136,16 +148,21 @@ pub fn restore_to(
         )));
     }
     report.epoch = m.epoch;
+    report.to_id = cut;
     Ok(report)
 }
 
-/// Keeps, of `m`, the stream `p` names and its segments below `p.to_id`;
+/// Keeps, of `m`, the stream `p` names and its segments below the point;
 /// returns the id the last one is cut at.
-fn cut_manifest(m: &mut Manifest, p: &RestorePoint) -> Result<u64> {
+fn cut_manifest(bucket: &Bucket, m: &mut Manifest, p: &RestorePoint) -> Result<u64> {
+    let flag = match p.to {
+        RestoreTo::Id(_) => "--to-id",
+        RestoreTo::Time(_) => "--to-time",
+    };
     if !m.files.is_empty() {
-        return Err(Error::Config(
-            "a sharded log is restored whole (its checkpoints name offsets in every shard): drop --to-id".into(),
-        ));
+        return Err(Error::Config(format!(
+            "a sharded log is restored whole (its checkpoints name offsets in every shard): drop {flag}"
+        )));
     }
     let name = match &p.stream {
         Some(s) => s.clone(),
@@ -153,10 +170,9 @@ fn cut_manifest(m: &mut Manifest, p: &RestorePoint) -> Result<u64> {
         None => {
             let names: Vec<&str> = m.streams.keys().map(String::as_str).collect();
             return Err(Error::Config(format!(
-                "the log has {} streams ({}): name the one to restore to id {} with --stream",
+                "the log has {} streams ({}): name the one to restore with --stream",
                 names.len(),
                 names.join(", "),
-                p.to_id
             )));
         }
     };
@@ -165,7 +181,20 @@ fn cut_manifest(m: &mut Manifest, p: &RestorePoint) -> Result<u64> {
         .remove(&name)
         .ok_or_else(|| Error::Config(format!("the bucket holds no stream {name:?}")))?;
     let first = sm.segments.first().map_or(sm.next_id, |g| g.start_id);
-    if p.to_id <= first || p.to_id > sm.next_id {
+    let to_id = match p.to {
+        RestoreTo::Id(id) => id,
+        RestoreTo::Time(t) => {
+            let id = super::times::id_at_time(bucket, &name, &sm, super::times::unix_ms(t))?;
+            if id <= first {
+                return Err(Error::Config(format!(
+                    "no id of stream {name} in the bucket (its first is {first}) was shipped before {}: name a later time",
+                    humantime::format_rfc3339_seconds(t)
+                )));
+            }
+            id
+        }
+    };
+    if to_id <= first || to_id > sm.next_id {
         return Err(Error::Config(format!(
             "stream {name} holds ids {first}..{} in the bucket: --to-id takes {}..={}",
             sm.next_id,
@@ -173,11 +202,11 @@ fn cut_manifest(m: &mut Manifest, p: &RestorePoint) -> Result<u64> {
             sm.next_id
         )));
     }
-    sm.segments.retain(|g| g.start_id < p.to_id);
-    sm.next_id = p.to_id;
+    sm.segments.retain(|g| g.start_id < to_id);
+    sm.next_id = to_id;
     m.streams.clear();
     m.streams.insert(name, sm);
-    Ok(p.to_id)
+    Ok(to_id)
 }
 
 /// Cuts the segment file at `path` where id `to` starts: the offset of the
@@ -281,6 +310,7 @@ fn build(
             b.extend_from_slice(&format::synced_encode(2, mark));
             write_new(&dir.join(format::SYNCED), &b)?;
         }
+        write_times(bucket, sm, &dir, cut)?;
         report.entries += sm.next_id - starts[0].min(sm.next_id);
         write_new(
             &dir.join(format::SEGMENTS_IDX),
@@ -306,4 +336,23 @@ fn build(
     }
     sync_dir(root)?;
     Ok(report)
+}
+
+/// The restored stream's walfs.times, from the manifest's marks of the ids
+/// restored: `walfs cat --since/--until TIME` works on it as on the log it
+/// came from (to within a round).
+fn write_times(bucket: &Bucket, sm: &super::manifest::StreamManifest, dir: &Path, cut: Option<u64>) -> Result<()> {
+    let end = cut.unwrap_or(sm.next_id);
+    let mut b = Vec::new();
+    for g in &sm.segments {
+        for (ms, id) in super::times::segment_marks(bucket, g)? {
+            if id < end {
+                b.extend_from_slice(&format::time_record_encode(ms, id));
+            }
+        }
+    }
+    if b.is_empty() {
+        return Ok(());
+    }
+    write_new(&dir.join(format::TIMES), &b)
 }

@@ -6,8 +6,7 @@ use crate::format;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Records are at least this far apart.
-const EVERY_MS: u64 = 1000;
+const EVERY_MS: u64 = format::TIME_EVERY_MS;
 
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -57,19 +56,8 @@ impl Stream {
     /// or after, or less than a second before. Ids older than the records
     /// count as acknowledged at or after `t` (the first retained id).
     pub fn id_at_time(&self, ctx: &Ctx, t: SystemTime) -> u64 {
-        let t = unix_ms(t);
         let (first, next) = (self.first_id(), self.appended());
-        let mut recs = self.time_records(ctx);
-        recs.sort_by_key(|&(ms, id)| (id, ms));
-        // The ids of record k were acknowledged in [time k, time k + 1 s).
-        let at = match recs.iter().rposition(|&(ms, _)| ms <= t) {
-            None => first,
-            Some(k) if recs[k].0.saturating_add(EVERY_MS) <= t => {
-                recs.get(k + 1).map_or(next, |r| r.1)
-            }
-            Some(k) => recs[k].1,
-        };
-        at.clamp(first, next.max(first))
+        format::id_at_time(&mut self.time_records(ctx), unix_ms(t), first, next)
     }
 
     /// When the first retained id was acknowledged (the start of the

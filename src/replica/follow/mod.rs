@@ -209,6 +209,22 @@ impl BucketLog {
         self.inner.state.read().manifest.clone()
     }
 
+    /// The first id of `stream` not shipped before `t`, by the marks of
+    /// the manifest last read (see [`crate::replica::times::id_at_time`]).
+    pub fn id_at_time(&self, stream: &str, t: std::time::SystemTime) -> Result<u64> {
+        let sm = self
+            .inner
+            .state
+            .read()
+            .manifest
+            .streams
+            .get(stream)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchStream(stream.to_owned()))?;
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        super::times::id_at_time(&self.inner.bucket, stream, &sm, super::times::unix_ms(t))
+    }
+
     /// A root file of the log (a sharded log's `checkpoints.log`, `HEAD`
     /// or `SHARDS`) as the manifest last read names it, checked against
     /// it; fetched once per version. None if the manifest names none.

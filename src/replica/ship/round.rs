@@ -31,6 +31,7 @@ impl Shipper {
         let mut uploads: Vec<(String, Bytes)> = Vec::new();
         let mut superseded: Vec<String> = Vec::new();
         let snapshot = Instant::now();
+        let now_ms = manifest::now_ms();
         let mut ends: Vec<(String, u64)> = Vec::new();
         // Root files first: a checkpoint names offsets durable when it was
         // made, so the streams read after it cover them in this manifest.
@@ -67,7 +68,7 @@ impl Shipper {
                 }
                 continue;
             }
-            ship_stream(&s, &view, sm, epoch, &mut uploads, &mut superseded);
+            ship_stream(&s, &view, sm, epoch, now_ms, &mut uploads, &mut superseded);
             ends.push((s.name.clone(), sm.next_id));
         }
         let renew = self
@@ -209,6 +210,7 @@ fn ship_stream(
     view: &crate::stream::ShipView,
     sm: &mut manifest::StreamManifest,
     epoch: u64,
+    now_ms: u64,
     uploads: &mut Vec<(String, Bytes)>,
     superseded: &mut Vec<String>,
 ) {
@@ -235,15 +237,34 @@ fn ship_stream(
                 }
             };
             let key = manifest::sealed_key(&s.name, seg.start_id, epoch);
-            let entry = SegmentManifest {
+            let (times, from) = match pos {
+                Some(i) => (std::mem::take(&mut sm.segments[i].times), sm.segments[i].end_id),
+                None => (Vec::new(), seg.start_id),
+            };
+            let mut entry = SegmentManifest {
                 start_id: seg.start_id,
                 end_id: seg.end_id,
                 len: seg.len,
                 sealed: true,
                 payload: manifest::payload_of(&bytes),
                 objects: vec![object(key.clone(), 0, &bytes, 0)],
+                times,
+                times_object: None,
             };
             uploads.push((key, bytes));
+            entry.mark_shipped(from, now_ms);
+            if entry.times.len() > manifest::SEALED_MARKS {
+                let body: Vec<u8> = entry
+                    .times
+                    .iter()
+                    .flat_map(|&(ms, id)| crate::format::time_record_encode(ms, id))
+                    .collect();
+                let body = Bytes::from(body);
+                let key = manifest::times_key(&s.name, seg.start_id, epoch);
+                entry.times_object = Some(object(key.clone(), 0, &body, 0));
+                entry.times.truncate(1);
+                uploads.push((key, body));
+            }
             match pos {
                 Some(i) => {
                     superseded.extend(sm.segments[i].objects.drain(..).map(|o| o.key));
@@ -268,6 +289,8 @@ fn ship_stream(
                             sealed: false,
                             payload: 0,
                             objects: Vec::new(),
+                            times: Vec::new(),
+                            times_object: None,
                         },
                     );
                     at
@@ -291,7 +314,9 @@ fn ship_stream(
             uploads.push((key, bytes));
             merge_parts(&seg.path, &s.name, g, epoch, uploads, superseded);
             g.len = seg.len;
+            let from = g.end_id;
             g.end_id = seg.end_id;
+            g.mark_shipped(from, now_ms);
         }
     }
     sm.next_id = sm.next_id.max(view.durable_id);
