@@ -38,7 +38,10 @@ fn assert_cut_copy(restored: &Path, original: &Path, to: u64) {
         }
         let mine = std::fs::read(f.path()).unwrap();
         let theirs = std::fs::read(original.join("default").join(&name)).unwrap();
-        assert!(theirs.starts_with(&mine), "{name} is not the original's prefix");
+        assert!(
+            theirs.starts_with(&mine),
+            "{name} is not the original's prefix"
+        );
         n += 1;
     }
     assert!(n >= 1, "{n} segments");
@@ -120,7 +123,12 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
         // The restored log keeps the times of its ids: a local cat by time
         // reads the burst before the cut.
         let (code, o, err) = common::walfs_cli(
-            &["cat", r.to_str().unwrap(), "--since", &rfc3339(began[k - 1])],
+            &[
+                "cat",
+                r.to_str().unwrap(),
+                "--since",
+                &rfc3339(began[k - 1]),
+            ],
             &[],
         );
         assert_eq!(code, 0, "{err}");
@@ -145,15 +153,30 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
     // Before anything was shipped: refused, naming why; after the end: all.
     let early = began[0] - Duration::from_secs(60);
     let (code, _, err) = common::walfs_cli(
-        &["restore", url, out("early").to_str().unwrap(), "--to-time", &rfc3339(early)],
+        &[
+            "restore",
+            url,
+            out("early").to_str().unwrap(),
+            "--to-time",
+            &rfc3339(early),
+        ],
         &env,
     );
     assert_ne!(code, 0);
-    assert!(err.contains("was shipped before") && err.contains("later time"), "{err}");
+    assert!(
+        err.contains("was shipped before") && err.contains("later time"),
+        "{err}"
+    );
     assert!(!out("early").exists());
     let late = SystemTime::now() + Duration::from_secs(60);
     let (code, _, err) = common::walfs_cli(
-        &["restore", url, out("late").to_str().unwrap(), "--to-time", &rfc3339(late)],
+        &[
+            "restore",
+            url,
+            out("late").to_str().unwrap(),
+            "--to-time",
+            &rfc3339(late),
+        ],
         &env,
     );
     assert_eq!(code, 0, "{err}");

@@ -72,7 +72,8 @@ pub fn verify_bucket(
             r.bytes += g.len;
             if g.times_object.is_some() {
                 if let Err(e) = super::times::segment_marks(&bucket, g) {
-                    r.faults.push(fault(0, FaultKind::Corruption, e.to_string()));
+                    r.faults
+                        .push(fault(0, FaultKind::Corruption, e.to_string()));
                 }
             }
             if bad {

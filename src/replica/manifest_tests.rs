@@ -22,6 +22,8 @@ fn a_manifest_round_trips_and_bad_ones_are_refused() {
                     crc32: 7,
                     level: 0,
                 }],
+                times: Vec::new(),
+                times_object: None,
             }],
         },
     );
@@ -68,6 +70,8 @@ fn objects_files_retirement_and_lease_fields() {
                 ..o.clone()
             },
         ],
+        times: Vec::new(),
+        times_object: None,
     };
     assert_eq!(seg.keys(), ["s/a", "s/b"]);
     assert_eq!(file_key("HEAD", 7, 0xab), "files/HEAD.e7.000000ab.file");
@@ -171,6 +175,8 @@ fn bounds_keys_and_payloads() {
                         crc32: 0,
                         level: 0,
                     }],
+                    times: Vec::new(),
+                    times_object: None,
                 }],
             },
         );
@@ -221,6 +227,8 @@ fn lies_are_refused_with_their_reason() {
             crc32: 7,
             level: 0,
         }],
+        times: Vec::new(),
+        times_object: None,
     };
     let mut m = Manifest::empty(1);
     m.streams.insert(
@@ -298,4 +306,124 @@ fn lies_are_refused_with_their_reason() {
         let e = Manifest::decode(&bad.encode()).unwrap_err();
         assert!(e.contains(says) && e.contains("stream"), "{what}: {e}");
     }
+}
+
+/// Marks: one at the first id shipped, then a second apart at least,
+/// never more than ACTIVE_MARKS (every other one goes, the first stays).
+#[test]
+fn time_marks_are_a_second_apart_and_bounded() {
+    let mut g = SegmentManifest {
+        start_id: 10,
+        end_id: 10,
+        len: 0,
+        sealed: false,
+        payload: 0,
+        objects: Vec::new(),
+        times: Vec::new(),
+        times_object: None,
+    };
+    g.mark_shipped(10, 5_000);
+    assert!(g.times.is_empty(), "nothing new shipped");
+    g.end_id = 12;
+    g.mark_shipped(10, 5_000);
+    assert_eq!(g.times, [(5_000, 10)]);
+    g.end_id = 14;
+    g.mark_shipped(12, 5_999);
+    assert_eq!(g.times.len(), 1, "under a second after the last");
+    g.end_id = 16;
+    g.mark_shipped(14, 6_000);
+    assert_eq!(g.times, [(5_000, 10), (6_000, 14)]);
+    for k in 0..2 * ACTIVE_MARKS as u64 {
+        g.end_id += 1;
+        g.mark_shipped(g.end_id - 1, 7_000 + 1_000 * k);
+        assert!(g.times.len() <= ACTIVE_MARKS);
+    }
+    assert!(g.times.len() > ACTIVE_MARKS / 2);
+    assert_eq!(g.times[0], (5_000, 10));
+    assert!(g
+        .times
+        .windows(2)
+        .all(|w| w[0].1 < w[1].1 && w[0].0 < w[1].0));
+    assert_eq!(g.times.last().unwrap().1, g.end_id - 1);
+}
+
+/// Marks outside their segment's ids or out of order, and a times object
+/// that is not a sealed segment's own whole records, are refused; a good
+/// one is among the keys the manifest references.
+#[test]
+fn time_marks_and_times_objects_are_checked() {
+    let times = ObjectRef {
+        key: times_key("s", 0, 1),
+        offset: 0,
+        len: 2 * crate::format::TIME_RECORD as u64,
+        crc32: 1,
+        level: 0,
+    };
+    let mut m = Manifest::empty(1);
+    m.streams.insert(
+        "s".into(),
+        StreamManifest {
+            next_id: 10,
+            floor: 0,
+            segments: vec![SegmentManifest {
+                start_id: 0,
+                end_id: 10,
+                len: 100,
+                sealed: true,
+                payload: 50,
+                objects: vec![ObjectRef {
+                    key: sealed_key("s", 0, 1),
+                    offset: 0,
+                    len: 100,
+                    crc32: 7,
+                    level: 0,
+                }],
+                times: vec![(1, 0), (2, 5), (3, 10)],
+                times_object: Some(times.clone()),
+            }],
+        },
+    );
+    assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    assert!(m.keys().any(|k| k == times.key));
+    assert_eq!(m.streams["s"].segments[0].keys()[1], times.key);
+    type Lie = fn(&mut SegmentManifest);
+    let lies: [(Lie, &str); 8] = [
+        (|g| g.times[1].1 = 11, "outside its ids"),
+        (|g| g.times = vec![(1, 5), (2, 4)], "out of order"),
+        (
+            |g| g.times = vec![(1, 0); ACTIVE_MARKS + 1],
+            "time marks (at most",
+        ),
+        (|g| g.sealed = false, "invalid times object"),
+        (
+            |g| g.times_object.as_mut().unwrap().len += 1,
+            "invalid times object",
+        ),
+        (
+            |g| g.times_object.as_mut().unwrap().offset = 1,
+            "invalid times object",
+        ),
+        (
+            |g| g.times_object.as_mut().unwrap().key = "t/x.times".into(),
+            "invalid times object",
+        ),
+        (
+            |g| g.times_object.as_mut().unwrap().key = g.objects[0].key.clone(),
+            "named twice",
+        ),
+    ];
+    for (i, (lie, why)) in lies.into_iter().enumerate() {
+        let mut bad = m.clone();
+        lie(&mut bad.streams.get_mut("s").unwrap().segments[0]);
+        let e = Manifest::decode(&bad.encode()).unwrap_err();
+        assert!(e.contains(why), "lie {i}: {e}");
+    }
+    let mut big = m.clone();
+    big.streams.get_mut("s").unwrap().segments[0]
+        .times_object
+        .as_mut()
+        .unwrap()
+        .len = (MAX_TIMES_OBJECT / 24 + 1) * 24;
+    let e = Manifest::decode(&big.encode()).unwrap_err();
+    assert!(e.contains("invalid times object"), "{e}");
 }

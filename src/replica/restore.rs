@@ -341,7 +341,12 @@ fn build(
 /// The restored stream's walfs.times, from the manifest's marks of the ids
 /// restored: `walfs cat --since/--until TIME` works on it as on the log it
 /// came from (to within a round).
-fn write_times(bucket: &Bucket, sm: &super::manifest::StreamManifest, dir: &Path, cut: Option<u64>) -> Result<()> {
+fn write_times(
+    bucket: &Bucket,
+    sm: &super::manifest::StreamManifest,
+    dir: &Path,
+    cut: Option<u64>,
+) -> Result<()> {
     let end = cut.unwrap_or(sm.next_id);
     let mut b = Vec::new();
     for g in &sm.segments {

@@ -19,7 +19,9 @@ pub fn segment_marks(bucket: &Bucket, g: &SegmentManifest) -> Result<Vec<(u64, u
     o.check(&body).map_err(Error::Replication)?;
     let marks = format::time_records_decode(&body);
     if marks.len() as u64 * format::TIME_RECORD as u64 != o.len
-        || marks.iter().any(|&(_, id)| id < g.start_id || id > g.end_id)
+        || marks
+            .iter()
+            .any(|&(_, id)| id < g.start_id || id > g.end_id)
     {
         return Err(Error::Replication(format!(
             "object {}: not the time marks of segment {} (ids {}..{})",
@@ -36,7 +38,8 @@ pub fn segment_marks(bucket: &Bucket, g: &SegmentManifest) -> Result<Vec<(u64, u
 /// an error when no segment has any.
 pub fn id_at_time(bucket: &Bucket, stream: &str, sm: &StreamManifest, t_ms: u64) -> Result<u64> {
     let first = sm.segments.first().map_or(sm.next_id, |g| g.start_id);
-    let marked: Vec<&SegmentManifest> = sm.segments.iter().filter(|g| !g.times.is_empty()).collect();
+    let marked: Vec<&SegmentManifest> =
+        sm.segments.iter().filter(|g| !g.times.is_empty()).collect();
     if marked.is_empty() && sm.next_id > first {
         return Err(Error::Config(format!(
             "stream {stream} in the bucket holds no times of its ids (shipped by an older walfs): use ids (--to-id, --from, --until ID)"

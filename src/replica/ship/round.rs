@@ -238,7 +238,10 @@ fn ship_stream(
             };
             let key = manifest::sealed_key(&s.name, seg.start_id, epoch);
             let (times, from) = match pos {
-                Some(i) => (std::mem::take(&mut sm.segments[i].times), sm.segments[i].end_id),
+                Some(i) => (
+                    std::mem::take(&mut sm.segments[i].times),
+                    sm.segments[i].end_id,
+                ),
                 None => (Vec::new(), seg.start_id),
             };
             let mut entry = SegmentManifest {
