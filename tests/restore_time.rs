@@ -135,6 +135,25 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
         let want: Vec<u8> = (to - PER_BURST..to).flat_map(line).collect();
         assert_eq!(o.as_bytes(), &want[..], "{k}");
     }
+    // The restored log is a new history: the prefix it came from refuses
+    // it (its next id is behind the bucket's), a new prefix takes it.
+    for (prefix, ok) in [("t", false), ("t-restored", true)] {
+        let mut o = WalOptions::new(out("at4"));
+        o.replicate = Some(common::replica_options(
+            &format!("s3://walfs-test/{prefix}"),
+            &s3.endpoint(),
+        ));
+        match Wal::new(o) {
+            Ok(w) => {
+                assert!(ok, "the old prefix took a restored log");
+                assert_eq!(w.append("default", b"next\n").unwrap(), 4 * PER_BURST);
+            }
+            Err(e) => {
+                assert!(!ok, "{e}");
+                assert!(e.to_string().contains("another prefix"), "{e}");
+            }
+        }
+    }
     // The bucket read by time: bursts 3 to 5.
     let (code, o, err) = common::walfs_cli(
         &[
