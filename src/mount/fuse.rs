@@ -145,6 +145,13 @@ impl Filesystem for WalFs {
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _m = metrics::global().fuse_op("forget");
+        if let Some(n) = Node::from_ino(ino.0) {
+            self.view.forget(n, nlookup);
+        }
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _m = metrics::global().fuse_op("getattr");
         match node(ino).and_then(|n| self.view.getattr(n).map_err(errno)) {

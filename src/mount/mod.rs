@@ -19,6 +19,7 @@ mod http;
 mod invalidate;
 pub mod names;
 mod retain;
+mod slots;
 /// The seam below the mount and the replica layer (`crate::source`).
 pub use crate::source;
 pub mod tree;

@@ -59,7 +59,7 @@ pub struct View {
     /// Changes refused since stopping began: writers still at work.
     refused: AtomicU64,
     /// Counts the inodes given to lookups of `append`.
-    append_value: AtomicU64,
+    append_slots: super::slots::AppendSlots,
     /// The checkpoints of a sharded log, for `checkpoints/`.
     sharded: Option<Arc<dyn crate::sharded::CheckpointSource>>,
 }
@@ -109,7 +109,7 @@ impl View {
             },
             stopping: AtomicBool::new(false),
             refused: AtomicU64::new(0),
-            append_value: AtomicU64::new(0),
+            append_slots: Default::default(),
             sharded: None,
         };
         view.root = root.map(|r| view.sno(r).expect("fresh numbering"));
@@ -135,7 +135,19 @@ impl View {
 
     /// A new inode value for a lookup of `append` (1 .. 2^40, wrapping).
     pub(super) fn append_value(&self) -> u64 {
-        self.append_value.fetch_add(1, Ordering::Relaxed) % ((1 << super::tree::VALUE_BITS) - 1) + 1
+        self.append_slots.lookup()
+    }
+
+    /// The kernel dropped `n` lookups of `node` (FORGET).
+    pub fn forget(&self, node: Node, n: u64) {
+        if let Node::In {
+            kind: Kind::Append,
+            value,
+            ..
+        } = node
+        {
+            self.append_slots.forgot(value, n);
+        }
     }
 
     pub(super) fn read_only(&self) -> bool {
@@ -423,6 +435,14 @@ impl View {
             }
             k.open(self, at, read, write)
         })?;
+        if let Node::In {
+            kind: Kind::Append,
+            value,
+            ..
+        } = node
+        {
+            self.append_slots.opened(value);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .write()
@@ -516,7 +536,11 @@ impl View {
                 log::error!("commit at release failed: errno {e}");
             }
         }
-        self.handles.write().remove(&fh);
+        if let Some(h) = self.handles.write().remove(&fh) {
+            if let Some(slot) = h.lock().append_slot() {
+                self.append_slots.released(slot);
+            }
+        }
     }
 
     /// The sync mode of the log behind the view.

@@ -23,6 +23,8 @@ pub(super) struct Append;
 /// An open `append`.
 pub struct State {
     sno: u32,
+    /// The `append` inode it was opened on (see `mount/slots.rs`).
+    pub(super) slot: u64,
     /// The bytes of a line whose newline has not arrived yet.
     pending: Vec<u8>,
     /// "FIRST-LAST\n" per committed write: what reads of the handle show,
@@ -59,6 +61,7 @@ impl FileOps for Append {
         }
         let state = State {
             sno: at.sno,
+            slot: at.value,
             pending: Vec::new(),
             ids: String::new(),
             ids_read: 0,

@@ -193,6 +193,14 @@ impl Handle {
         }
     }
 
+    /// The `append` inode an `append` handle was opened on.
+    pub fn append_slot(&self) -> Option<u64> {
+        match self {
+            Handle::Append(a) => Some(a.slot),
+            _ => None,
+        }
+    }
+
     /// A write failed: drop everything uncommitted and refuse from now on.
     pub fn poison(&mut self, errno: Errno) {
         match self {

@@ -1,0 +1,87 @@
+//! What the kernel asks of the mount per `echo >> append`: one LOOKUP (the
+//! name keeps its inode while no writer holds it, so the kernel's
+//! revalidation succeeds), while writers that hold `append` open at once
+//! still get an inode each (the kernel's O_APPEND lock is per inode: on one
+//! inode they would take turns, and never share an fdatasync). Counted by
+//! the daemon's own metrics.
+
+mod common;
+
+use common::mount::{sh, Mounted};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn requests(port: u16, op: &str) -> u64 {
+    let name = format!("walfs_fuse_requests_total{{op=\"{op}\"}} ");
+    scrape(port)
+        .lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn a_lone_echo_costs_one_lookup_and_writers_open_at_once_get_an_inode_each() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut m = Mounted::start(&["--sync", "async", "--metrics", &port.to_string()]);
+    let append = m.path("append");
+    // Warm: the name is in the kernel's cache.
+    sh(&format!("echo first >> {}", append.display()));
+    let (l0, o0, w0) = (
+        requests(port, "lookup"),
+        requests(port, "open"),
+        requests(port, "write"),
+    );
+    let (code, _, e) = sh(&format!(
+        "i=0; while [ $i -lt 100 ]; do echo \"line $i\" >> {}; i=$((i+1)); done",
+        append.display()
+    ));
+    assert_eq!(code, 0, "{e}");
+    let (lookups, opens, writes) = (
+        requests(port, "lookup") - l0,
+        requests(port, "open") - o0,
+        requests(port, "write") - w0,
+    );
+    println!("100 echos: {lookups} LOOKUPs, {opens} OPENs, {writes} WRITEs");
+    assert_eq!((opens, writes), (100, 100));
+    assert_eq!(lookups, 100, "one LOOKUP per echo");
+
+    // Held open at once: distinct inodes. Released: the first one again.
+    let open = || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&append)
+            .unwrap()
+    };
+    let (mut a, mut b) = (open(), open());
+    let (ia, ib) = (a.metadata().unwrap().ino(), b.metadata().unwrap().ino());
+    assert_ne!(ia, ib, "two writers on one inode");
+    a.write_all(b"from a\n").unwrap();
+    b.write_all(b"from b\n").unwrap();
+    drop((a, b));
+    let c = open();
+    assert_eq!(
+        c.metadata().unwrap().ino(),
+        ia,
+        "a free inode is named again"
+    );
+    drop(c);
+    let log = std::fs::read_to_string(m.path("log")).unwrap();
+    assert!(log.ends_with("line 99\nfrom a\nfrom b\n"), "{log}");
+    m.stop();
+}
