@@ -263,7 +263,9 @@ fn corruption_followed_by_valid_frames_is_not_silently_dropped() {
             assert_eq!(location.segment, "00000000000000000000.wal");
             assert_eq!(location.offset, offs[2]);
             assert!(
-                reason.contains("crc") && reason.contains("valid frames follow"),
+                reason.contains("crc")
+                    && reason.contains("id 2 is unreadable;")
+                    && reason.contains("valid frames follow"),
                 "{reason}"
             );
         }
