@@ -124,11 +124,36 @@ pub struct SegmentManifest {
     /// always at its first id). A sealed segment with more than
     /// [`SEALED_MARKS`] keeps only its first here, and all of them in
     /// `times_object`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "marks")]
     pub times: Vec<(u64, u64)>,
     /// A sealed segment's marks, as records of walfs.times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times_object: Option<ObjectRef>,
+}
+
+/// Marks in the manifest's JSON: one string of "MS:ID" pairs, space
+/// separated (a pretty-printed array would take three lines a mark, in a
+/// manifest written every round).
+mod marks {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(u64, u64)], s: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = v.iter().map(|(ms, id)| format!("{ms}:{id}")).collect();
+        s.serialize_str(&text.join(" "))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, u64)>, D::Error> {
+        let text = String::deserialize(d)?;
+        text.split_ascii_whitespace()
+            .map(|m| {
+                let (ms, id) = m.split_once(':')?;
+                Some((ms.parse().ok()?, id.parse().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("time marks {text:?} are not MS:ID pairs"))
+            })
+    }
 }
 
 /// The most marks a sealed segment keeps in the manifest (more go to an
@@ -137,7 +162,7 @@ pub const SEALED_MARKS: usize = 8;
 /// The most marks the active segment keeps: past it every other one goes
 /// (a segment shipped in over this many seconds with appends in each; the
 /// object made when it is sealed keeps what the manifest kept).
-pub const ACTIVE_MARKS: usize = 1024;
+pub const ACTIVE_MARKS: usize = 512;
 /// The largest times object read (marks of one segment).
 pub const MAX_TIMES_OBJECT: u64 = 4 << 20;
 

@@ -384,6 +384,11 @@ fn time_marks_and_times_objects_are_checked() {
         },
     );
     assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    let text = String::from_utf8(m.encode()).unwrap();
+    assert!(text.contains("\"times\": \"1:0 2:5 3:10\""), "{text}");
+    let garbled = text.replace("1:0 2:5 3:10", "1:0 2-5");
+    let e = Manifest::decode(garbled.as_bytes()).unwrap_err();
+    assert!(e.contains("MS:ID"), "{e}");
     assert!(m.keys().any(|k| k == times.key));
     assert_eq!(m.streams["s"].segments[0].keys()[1], times.key);
     type Lie = fn(&mut SegmentManifest);
