@@ -98,6 +98,19 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
     let (code, _, err) = common::walfs_cli(&["verify", url], &env);
     assert_eq!(code, 0, "{err}");
 
+    // stat on the bucket: when its first retained id was shipped.
+    let (code, o, err) = common::walfs_cli(&["stat", url], &env);
+    assert_eq!(code, 0, "{err}");
+    let shown = o
+        .lines()
+        .find_map(|l| l.strip_prefix("first_time: "))
+        .unwrap_or_else(|| panic!("{o}"));
+    let shown = humantime::parse_rfc3339_weak(shown.trim()).unwrap();
+    let off = shown
+        .duration_since(began[0])
+        .unwrap_or_else(|e| e.duration());
+    assert!(off < Duration::from_secs(1), "{shown:?} vs {:?}", began[0]);
+
     let out = |name: &str| dir.path().join(name);
     // At the start of each burst: the ids of the bursts before it, exactly
     // (bursts are 2 s apart, the marks to within a second).

@@ -35,7 +35,13 @@ impl LogSource for BucketLog {
             active_segment: s.segments.last().map_or(0, |g| g.start_id),
             damaged: None,
             retention: None,
-            first_time: None,
+            // When the first segment's first ids were shipped, if the
+            // manifest marks it (to within a second).
+            first_time: s
+                .segments
+                .first()
+                .and_then(|g| g.times.first())
+                .map(|&(ms, _)| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
             replication: Some(ReplicaInfo {
                 replicated_id: s.next_id,
                 state: match &st.failure {
