@@ -779,6 +779,14 @@ fn a_clean_stop_releases_the_prefix_to_the_standby_at_once() {
     let url = "s3://walfs-test/release";
     let args = ten_second_lease(url);
     let mut a = primary_of_20_lines(&args, &env);
+    // Five more, over a second later: the standby's copy answers times as
+    // the primary's log does (it records the manifest's marks).
+    std::thread::sleep(Duration::from_millis(1300));
+    let mid = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..5 {
+        append(&a.mnt, &format!("late {i}\n")).unwrap();
+    }
     let mut sargs = args.to_vec();
     sargs.push("--standby");
     let b = Mounted::start_env(None, &sargs, &env);
@@ -795,6 +803,10 @@ fn a_clean_stop_releases_the_prefix_to_the_standby_at_once() {
         "took {took:?}: waited for the lease"
     );
     assert_eq!(std::fs::read_to_string(b.path("log")).unwrap(), log);
+    let (code, late, err) =
+        common::walfs_cli(&["cat", b.data.to_str().unwrap(), "--since", &mid], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(late, "late 0\nlate 1\nlate 2\nlate 3\nlate 4\n");
     append(&b.mnt, "after\n").unwrap();
     assert!(!manifest(&s3, "release").released);
 }

@@ -373,6 +373,19 @@ impl Applier {
                     .map_err(Error::Replication)?;
                 seg = g.start_id;
                 len = at;
+                // When they were shipped: a sealed segment's marks may be in
+                // an object (read once, when the segment is applied).
+                match super::times::segment_marks(&self.bucket, g) {
+                    Ok(marks) => {
+                        let applied: Vec<(u64, u64)> =
+                            marks.into_iter().filter(|&(_, id)| id < next).collect();
+                        self.wal.record_marks(name, &applied);
+                    }
+                    Err(e) => log::warn!(
+                        "stream {name}: the times of segment {} could not be read ({e}): a time names its ids less precisely here",
+                        g.start_id
+                    ),
+                }
             }
         }
         Ok(())

@@ -98,6 +98,9 @@ pub struct Stream {
     appended: AtomicU64,
     /// When walfs.times was last written (unix ms; 0: not since open).
     time_mark: AtomicU64,
+    /// The highest id a record of walfs.times names, once read (a
+    /// standby's apply adds only records above it).
+    times_last: Mutex<Option<Option<u64>>>,
     /// `first_time()` as last read from walfs.times, for the first id it
     /// was read for (`stat` asks on every lookup); dropped when the file
     /// changes.

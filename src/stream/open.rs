@@ -180,6 +180,7 @@ impl Stream {
             segs: RwLock::new(segs),
             appended: AtomicU64::new(rec.end_id),
             time_mark: AtomicU64::new(0),
+            times_last: Mutex::default(),
             first_time: Mutex::default(),
             cursor: Mutex::new(None),
             commit: Commit::new(

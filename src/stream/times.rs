@@ -43,6 +43,45 @@ impl Stream {
         }
     }
 
+    /// A standby's apply: the primary's marks `(unix ms, first id)` of the
+    /// ids applied, added to walfs.times (those above the highest id it
+    /// names), so that the copy, and the primary it may become, answers
+    /// times as the log it copies. A failure costs precision only.
+    pub fn record_marks(&self, ctx: &Ctx, marks: &[(u64, u64)]) {
+        let mut last = self.times_last.lock();
+        let known =
+            *last.get_or_insert_with(|| self.time_records(ctx).iter().map(|&(_, id)| id).max());
+        let new: Vec<(u64, u64)> = marks
+            .iter()
+            .copied()
+            .filter(|&(_, id)| known.is_none_or(|k| id > k))
+            .collect();
+        let Some(&(_, top)) = new.iter().max_by_key(|&&(_, id)| id) else {
+            return;
+        };
+        let b: Vec<u8> = new
+            .iter()
+            .flat_map(|&(ms, id)| format::time_record_encode(ms, id))
+            .collect();
+        let path = self.dir.join(format::TIMES);
+        let r = ctx.storage.open(&path, true).and_then(|f| {
+            let at = f.len()? / format::TIME_RECORD as u64 * format::TIME_RECORD as u64;
+            f.write_all_at(&b, at)
+        });
+        match r {
+            Ok(()) => {
+                *last = Some(Some(top));
+                let ms = new.iter().map(|&(ms, _)| ms).max().unwrap_or(0);
+                self.time_mark.fetch_max(ms, Ordering::AcqRel);
+                *self.first_time.lock() = None;
+            }
+            Err(e) => log::warn!(
+                "stream {}: could not record when applied ids were shipped: {e}",
+                self.name
+            ),
+        }
+    }
+
     /// The records of walfs.times, in the order written.
     pub fn time_records(&self, ctx: &Ctx) -> Vec<(u64, u64)> {
         ctx.storage

@@ -26,6 +26,14 @@ impl Wal {
         s.apply_frames(&self.inner.ctx, segment, off, bytes)
     }
 
+    /// A standby's apply: when the primary shipped the ids applied (see
+    /// [`Stream::record_marks`](crate::stream::Stream::record_marks)).
+    pub(crate) fn record_marks(&self, stream: &str, marks: &[(u64, u64)]) {
+        if let Some(s) = self.stream(stream) {
+            s.record_marks(&self.inner.ctx, marks);
+        }
+    }
+
     /// Where a standby's next apply to `stream` continues: (active
     /// segment, its length, next id); None if there is no such stream.
     pub(crate) fn position(&self, stream: &str) -> Option<(u64, u64, u64)> {
