@@ -184,3 +184,42 @@ fn log_serves_every_byte_but_the_damaged_entries() {
     let _ = tail.kill();
     let _ = tail.wait();
 }
+
+/// What a damaged stretch of the active segment counts for in `log`'s
+/// size: one frame whose header agrees with its place counts its entries'
+/// bytes; a stretch of two frames, or one frame whose header names other
+/// ids (a damaged entry count), counts its bytes on disk.
+#[test]
+fn a_damaged_stretch_counts_its_entries_only_when_its_header_agrees() {
+    let t = tempfile::tempdir().unwrap();
+    let mut o = WalOptions::new(t.path());
+    o.max_entries_per_segment = 400;
+    let wal = Wal::new(o).unwrap();
+    for i in 0..N {
+        wal.append("default", &line(i)).unwrap();
+    }
+    let active = wal.segments("default").pop().unwrap();
+    assert_eq!(active.start_id, 800);
+    drop(wal);
+    let mut b = std::fs::read(&active.path).unwrap();
+    let mut offs = vec![0usize];
+    while *offs.last().unwrap() < b.len() {
+        let at = *offs.last().unwrap();
+        offs.push(at + 32 + u32::from_le_bytes(b[at + 21..at + 25].try_into().unwrap()) as usize);
+    }
+    let off = |id: u64| offs[(id - 800) as usize];
+    // 810 and 811: one stretch of two frames (a payload byte of each).
+    b[off(810) + 40] ^= 0x02;
+    b[off(811) + 40] ^= 0x02;
+    // 850: its entry count says 3 (its length on disk is intact).
+    b[off(850) + 16] = 3;
+    std::fs::write(&active.path, &b).unwrap();
+    let entries: u64 = (800..N).map(|i| line(i).len() as u64).sum();
+    let lost: u64 = [810, 811, 850].iter().map(|&i| line(i).len() as u64).sum();
+    let on_disk = (off(812) - off(810) + off(851) - off(850)) as u64;
+    let wal = Wal::new(WalOptions::new(t.path())).unwrap();
+    let payloads = wal.segment_payloads("default").unwrap();
+    assert_eq!(payloads[2], (800, entries - lost + on_disk));
+    // The one-frame case: as `log_serves_every_byte_but_the_damaged_entries`
+    // (its damaged entry keeps exactly its own size).
+}
