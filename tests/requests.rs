@@ -59,7 +59,13 @@ fn a_lone_echo_costs_one_lookup_and_writers_open_at_once_get_an_inode_each() {
     );
     println!("100 echos: {lookups} LOOKUPs, {opens} OPENs, {writes} WRITEs");
     assert_eq!((opens, writes), (100, 100));
-    assert_eq!(lookups, 100, "one LOOKUP per echo");
+    // One per echo; a few more when an echo's LOOKUP overtakes the last
+    // one's RELEASE (the kernel sends it after close(2) has returned), so
+    // that inode is still held. A new inode at every lookup costs 200.
+    assert!(
+        (100..=110).contains(&lookups),
+        "{lookups} LOOKUPs for 100 echos"
+    );
 
     // Held open at once: distinct inodes. Released: the first one again.
     let open = || {
@@ -74,13 +80,21 @@ fn a_lone_echo_costs_one_lookup_and_writers_open_at_once_get_an_inode_each() {
     a.write_all(b"from a\n").unwrap();
     b.write_all(b"from b\n").unwrap();
     drop((a, b));
-    let c = open();
-    assert_eq!(
-        c.metadata().unwrap().ino(),
-        ia,
-        "a free inode is named again"
-    );
-    drop(c);
+    // Once their RELEASEs arrive (after close has returned), the first
+    // inode is free and named again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let c = open();
+        if c.metadata().unwrap().ino() == ia {
+            break;
+        }
+        drop(c);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a free inode is never named again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let log = std::fs::read_to_string(m.path("log")).unwrap();
     assert!(log.ends_with("line 99\nfrom a\nfrom b\n"), "{log}");
     m.stop();
