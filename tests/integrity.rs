@@ -398,3 +398,28 @@ fn stopping_under_load_with_sigterm_loses_nothing_and_leaks_nothing() {
 fn stopping_under_load_with_sigint_loses_nothing_and_leaks_nothing() {
     stop_under_load(libc::SIGINT);
 }
+
+/// A segments.idx that cannot be read (here: a directory in its place) is
+/// an error naming it, never taken for an absent one (which would rebuild
+/// the stream's start from whatever segment files are there).
+#[test]
+fn an_unreadable_segments_idx_is_an_error_not_an_absent_one() {
+    use walfs::{Wal, WalOptions};
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let wal = Wal::new(WalOptions::new(&data)).unwrap();
+    wal.append("s", b"one").unwrap();
+    drop(wal);
+    let idx = data.join("s/segments.idx");
+    std::fs::remove_file(&idx).unwrap();
+    std::fs::create_dir(&idx).unwrap();
+    let e = Wal::new(WalOptions::new(&data)).err().expect("opened");
+    assert!(
+        e.to_string().contains("segments.idx") && e.to_string().contains("directory"),
+        "{e}"
+    );
+    // Absent, it is rebuilt from the segment files.
+    std::fs::remove_dir(&idx).unwrap();
+    let wal = Wal::new(WalOptions::new(&data)).unwrap();
+    assert_eq!(wal.get("s", 0).unwrap().unwrap(), b"one");
+}
