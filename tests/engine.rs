@@ -482,3 +482,55 @@ fn a_deleted_stream_lets_its_followers_go() {
     let waited = h.join().unwrap();
     assert!(waited < Duration::from_secs(30), "waited {waited:?}");
 }
+
+/// The layout after an interrupted truncation or rotation, as ironwal
+/// leaves it: segments.idx is rewritten before files are deleted, so a
+/// segment file below its first entry is a stray (not served); and it is
+/// appended to before the next segment's file is created, so a last entry
+/// without a file is the active segment still to create.
+#[test]
+fn strays_below_the_index_and_an_uncreated_last_segment() {
+    let t = tempfile::tempdir().unwrap();
+    let mut o = opts(t.path());
+    o.max_entries_per_segment = 10;
+    let dir = t.path().join("data/s");
+    let wal = Wal::new(o.clone()).unwrap();
+    for i in 0..30u64 {
+        wal.append("s", format!("e{i}").as_bytes()).unwrap();
+    }
+    let first = std::fs::read(dir.join("00000000000000000000.wal")).unwrap();
+    assert_eq!(wal.truncate("s", 10).unwrap(), 1);
+    drop(wal);
+    // The truncation was cut short: its first file is still there.
+    std::fs::write(dir.join("00000000000000000000.wal"), &first).unwrap();
+    let wal = Wal::new(o.clone()).unwrap();
+    assert_eq!(wal.first_id("s"), 10);
+    assert_eq!(wal.get("s", 5).unwrap(), None);
+    assert_eq!(wal.get("s", 15).unwrap().unwrap(), b"e15");
+    let starts: Vec<u64> = wal.segments("s").iter().map(|g| g.start_id).collect();
+    assert_eq!(starts[0], 10, "{starts:?}");
+    drop(wal);
+    // A rotation cut short: the index names the next segment, its file is
+    // not there yet.
+    let f30 = dir.join(format!("{:020}.wal", 30));
+    if f30.exists() {
+        assert_eq!(std::fs::metadata(&f30).unwrap().len(), 0);
+        std::fs::remove_file(&f30).unwrap();
+    }
+    let mut ids: Vec<u64> = starts.iter().copied().filter(|&s| s < 30).collect();
+    assert_eq!(ids, [10, 20]);
+    ids.push(30);
+    std::fs::write(
+        dir.join("segments.idx"),
+        walfs::format::segments_idx_encode(&ids),
+    )
+    .unwrap();
+    let wal = Wal::new(o).unwrap();
+    // The open finishes the rotation: the segment is made, the index kept.
+    assert!(f30.exists());
+    assert_eq!(wal.segments("s").last().unwrap().start_id, 30);
+    assert_eq!(wal.append("s", b"e30").unwrap(), 30);
+    assert_eq!(wal.segments("s").last().unwrap().start_id, 30);
+    assert!(dir.join(format!("{:020}.wal", 30)).exists());
+    assert_eq!(wal.get("s", 29).unwrap().unwrap(), b"e29");
+}
