@@ -418,8 +418,18 @@ fn an_unreadable_segments_idx_is_an_error_not_an_absent_one() {
         e.to_string().contains("segments.idx") && e.to_string().contains("directory"),
         "{e}"
     );
-    // Absent, it is rebuilt from the segment files.
+    // Absent, it is rebuilt from the segment files, and so is head.state.
     std::fs::remove_dir(&idx).unwrap();
+    let head = data.join("s/head.state");
+    std::fs::remove_file(&head).unwrap();
     let wal = Wal::new(WalOptions::new(&data)).unwrap();
     assert_eq!(wal.get("s", 0).unwrap().unwrap(), b"one");
+    assert_eq!(
+        std::fs::read(&idx).unwrap(),
+        walfs::format::segments_idx_encode(&[0])
+    );
+    assert_eq!(
+        std::fs::read(&head).unwrap(),
+        walfs::format::head_state_encode(0)
+    );
 }
