@@ -107,6 +107,11 @@ impl Stream {
             }
             let (off, start) = (w.len, w.next_id);
             frame.seal(start);
+            // A frame as large as the buffer goes to the file at once (when
+            // nothing waits before it): copying it into the buffer first
+            // would only be flushed right after.
+            let buffer = buffer
+                && !(w.pending.is_empty() && frame.len() as usize >= ctx.opts.write_buffer_size);
             if buffer {
                 w.pending.extend_from_slice(&frame.bytes);
             } else {
