@@ -82,6 +82,30 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
         }
     }
     let n = BURSTS as u64 * PER_BURST;
+    // What a writer killed mid-round leaves (objects no manifest names,
+    // a times object among them) goes when the next writer takes the
+    // prefix; what is named stays.
+    let orphans = [
+        "t/default/00000000000000000000.e9.times",
+        "t/default/00000000000000000047.e9.00000000000000000000-00000000000000000048.part",
+    ];
+    for k in orphans {
+        s3.put("walfs-test", k, b"left by a writer killed mid-round");
+    }
+    let named_before = Manifest::decode(&s3.get("walfs-test", "t/manifest.json")).unwrap();
+    {
+        let mut o = WalOptions::new(&data);
+        o.max_segment_size = 2300;
+        o.replicate = Some(common::replica_options(url, &s3.endpoint()));
+        drop(Wal::new(o).unwrap());
+    }
+    let keys = s3.keys("walfs-test");
+    for k in orphans {
+        assert!(!keys.iter().any(|x| x == k), "{k} left: {keys:?}");
+    }
+    for k in named_before.keys() {
+        assert!(keys.iter().any(|x| *x == format!("t/{k}")), "{k} removed");
+    }
     let m = Manifest::decode(&s3.get("walfs-test", "t/manifest.json")).unwrap();
     let sm = &m.streams["default"];
     // A sealed segment shipped over more rounds than the manifest keeps

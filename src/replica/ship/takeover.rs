@@ -81,7 +81,11 @@ impl Shipper {
             let orphans: Vec<String> = all
                 .into_iter()
                 .filter(|k| k != manifest::MANIFEST && !referenced.contains(k.as_str()))
-                .filter(|k| k.ends_with(".wal") || k.ends_with(".part") || k.ends_with(".file"))
+                .filter(|k| {
+                    [".wal", ".part", ".file", ".times"]
+                        .iter()
+                        .any(|end| k.ends_with(end))
+                })
                 .collect();
             if !orphans.is_empty() {
                 log::info!(
