@@ -1194,6 +1194,17 @@ fn retention_frees_nothing_the_bucket_does_not_hold() {
     let first = wal.first_id("default");
     assert_eq!(wal.get("default", first).unwrap(), Some(line(first)));
     drop(wal);
+    // Restarted, the writer takes its prefix again: the bucket's segments
+    // this directory lacks are the ones retention freed here.
+    {
+        let mut r = replica("s3://walfs-test/kept", &s3.endpoint());
+        r.lease = None;
+        let mut o = WalOptions::new(dir.path());
+        o.max_segment_size = 16 << 10;
+        o.replicate = Some(r);
+        let wal = Wal::new(o).unwrap();
+        assert_eq!(wal.append("default", &line(200)).unwrap(), 200);
+    }
     let back = tempfile::tempdir().unwrap();
     let restored = back.path().join("data");
     let (code, _, err) = walfs(
