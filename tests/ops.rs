@@ -614,7 +614,6 @@ fn a_detached_daemon_logs_to_syslog_or_its_log_file() {
 /// group-commit sizes, FUSE requests by kind, errors by errno, open handles.
 #[test]
 fn metrics_are_scraped() {
-    use std::io::{Read, Write};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -627,17 +626,7 @@ fn metrics_are_scraped() {
     ));
     assert_eq!(code, 0, "{e}");
     assert!(std::fs::read(m.path("entries/999")).is_err());
-    let get = |path: &str| {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let get = |path: &str| common::http_get(port, path);
     let text = get("/metrics");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let value = |name: &str| -> f64 {

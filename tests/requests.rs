@@ -8,24 +8,12 @@
 mod common;
 
 use common::mount::{sh, Mounted};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
 
 fn requests(port: u16, op: &str) -> u64 {
     let name = format!("walfs_fuse_requests_total{{op=\"{op}\"}} ");
-    scrape(port)
+    common::http_get(port, "/metrics")
         .lines()
         .find_map(|l| l.strip_prefix(&name))
         .map_or(0, |v| v.trim().parse().unwrap())

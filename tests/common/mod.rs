@@ -115,3 +115,18 @@ pub fn replica_options(url: &str, endpoint: &str) -> walfs::ReplicaOptions {
         .collect();
     o
 }
+
+/// The reply (status line, headers, body) of an HTTP GET of `path` on
+/// 127.0.0.1:`port`: the daemon's metrics endpoint.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
