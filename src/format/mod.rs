@@ -31,6 +31,6 @@ pub use names::{
     head_state_decode, head_state_encode, id_at_time, parse_segment_name, payload_record_encode,
     payload_records_decode, refuse_new_stream_name, segment_name, segments_idx_decode,
     segments_idx_encode, synced_decode, synced_encode, time_record_encode, time_records_decode,
-    validate_stream_name, SyncedMark, DELETE_MARKER_SUFFIX, HEAD_STATE, PAYLOADS, PAYLOAD_RECORD,
-    SEGMENTS_IDX, SYNCED, SYNCED_SLOT, TIMES, TIME_EVERY_MS, TIME_RECORD,
+    unix_ms, validate_stream_name, SyncedMark, DELETE_MARKER_SUFFIX, HEAD_STATE, PAYLOADS,
+    PAYLOAD_RECORD, SEGMENTS_IDX, SYNCED, SYNCED_SLOT, TIMES, TIME_EVERY_MS, TIME_RECORD,
 };

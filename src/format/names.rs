@@ -161,6 +161,13 @@ pub fn time_record_encode(ms: u64, id: u64) -> [u8; TIME_RECORD] {
 /// apart: the ids of one were acknowledged within this of its time.
 pub const TIME_EVERY_MS: u64 = 1000;
 
+/// Milliseconds since the Unix epoch of `t` (0 before 1970): the time of
+/// a time record.
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The first id not acknowledged before `t_ms` by the time records `recs`
 /// ((unix ms, first id), any order), of a log holding ids `first..next`:
 /// every id below it was acknowledged before `t_ms`, to within

@@ -62,8 +62,4 @@ pub fn id_at_time(bucket: &Bucket, stream: &str, sm: &StreamManifest, t_ms: u64)
     Ok(format::id_at_time(&mut marks, t_ms, first, next.max(first)))
 }
 
-/// Unix milliseconds of `t` (0 before 1970).
-pub fn unix_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::format::unix_ms;

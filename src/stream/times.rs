@@ -3,15 +3,11 @@
 
 use super::{Ctx, Stream};
 use crate::format;
+use format::unix_ms;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const EVERY_MS: u64 = format::TIME_EVERY_MS;
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 impl Stream {
     /// An append of ids from `start` on was acknowledged. The first one a
@@ -30,12 +26,7 @@ impl Stream {
         {
             return;
         }
-        let path = self.dir.join(format::TIMES);
-        let r = ctx.storage.open(&path, true).and_then(|f| {
-            let at = f.len()? / format::TIME_RECORD as u64 * format::TIME_RECORD as u64;
-            f.write_all_at(&format::time_record_encode(now, start), at)
-        });
-        if let Err(e) = r {
+        if let Err(e) = self.append_time_records(ctx, &format::time_record_encode(now, start)) {
             log::warn!(
                 "stream {}: could not record when ids were acknowledged: {e}",
                 self.name
@@ -63,12 +54,7 @@ impl Stream {
             .iter()
             .flat_map(|&(ms, id)| format::time_record_encode(ms, id))
             .collect();
-        let path = self.dir.join(format::TIMES);
-        let r = ctx.storage.open(&path, true).and_then(|f| {
-            let at = f.len()? / format::TIME_RECORD as u64 * format::TIME_RECORD as u64;
-            f.write_all_at(&b, at)
-        });
-        match r {
+        match self.append_time_records(ctx, &b) {
             Ok(()) => {
                 *last = Some(Some(top));
                 let ms = new.iter().map(|&(ms, _)| ms).max().unwrap_or(0);
@@ -80,6 +66,14 @@ impl Stream {
                 self.name
             ),
         }
+    }
+
+    /// Appends whole records to walfs.times, after its last whole record
+    /// (a torn one is written over).
+    fn append_time_records(&self, ctx: &Ctx, records: &[u8]) -> std::io::Result<()> {
+        let f = ctx.storage.open(&self.dir.join(format::TIMES), true)?;
+        let at = f.len()? / format::TIME_RECORD as u64 * format::TIME_RECORD as u64;
+        f.write_all_at(records, at)
     }
 
     /// The records of walfs.times, in the order written.
