@@ -479,6 +479,7 @@ impl BenchMount {
             threads: 8,
             allow_other: false,
             block_cache: 64 << 20,
+            passthrough: true,
             uid: None,
             gid: None,
             file_mode: 0o644,

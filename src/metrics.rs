@@ -52,6 +52,10 @@ pub struct Metrics {
     pub fuse_errors: Family<ErrnoLabel, Counter>,
     /// Files open through the mount.
     pub open_handles: Gauge,
+    /// Opens of sealed segments the kernel serves itself (FUSE passthrough).
+    pub passthrough_opens: Counter,
+    /// Backing files registered with the kernel for passthrough now.
+    pub passthrough_backing_files: Gauge,
     /// Entries the bucket's manifest came to cover.
     pub replicated_entries: Counter,
     /// PUT requests to the bucket (objects and manifests).
@@ -97,6 +101,8 @@ impl Metrics {
             fuse_seconds: Family::new_with_constructor(latency),
             fuse_errors: Family::default(),
             open_handles: Gauge::default(),
+            passthrough_opens: Counter::default(),
+            passthrough_backing_files: Gauge::default(),
             replicated_entries: Counter::default(),
             replica_puts: Counter::default(),
             replica_rounds: Counter::default(),
@@ -199,6 +205,16 @@ impl Metrics {
             "standby_apply_lag_ms",
             "A standby's lag from its holder's manifest write to the apply here",
             m.standby_apply_lag_ms.clone(),
+        );
+        registry.register(
+            "passthrough_opens",
+            "Opens of sealed segments the kernel reads itself (FUSE passthrough)",
+            m.passthrough_opens.clone(),
+        );
+        registry.register(
+            "passthrough_backing_files",
+            "Backing files registered with the kernel for passthrough",
+            m.passthrough_backing_files.clone(),
         );
         Metrics { registry, ..m }
     }

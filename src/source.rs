@@ -16,11 +16,19 @@ use std::time::Duration;
 pub trait SegmentBytes: Send + Sync {
     /// Reads at most `buf.len()` bytes at `offset`; 0 at the end.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+    /// The local file holding the bytes, if there is one (the kernel may
+    /// then read a sealed segment itself: FUSE passthrough).
+    fn file(&self) -> Option<&std::fs::File> {
+        None
+    }
 }
 
 impl SegmentBytes for std::fs::File {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         FileExt::read_at(self, buf, offset)
+    }
+    fn file(&self) -> Option<&std::fs::File> {
+        Some(self)
     }
 }
 

@@ -12,20 +12,12 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 
 fn requests(port: u16, op: &str) -> u64 {
-    let name = format!("walfs_fuse_requests_total{{op=\"{op}\"}} ");
-    common::http_get(port, "/metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix(&name))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    common::metric(port, &format!("walfs_fuse_requests_total{{op=\"{op}\"}}"))
 }
 
 #[test]
 fn a_lone_echo_costs_one_lookup_and_writers_open_at_once_get_an_inode_each() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::metrics_port();
     let mut m = Mounted::start(&["--sync", "async", "--metrics", &port.to_string()]);
     let append = m.path("append");
     // Warm: the name is in the kernel's cache.

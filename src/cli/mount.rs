@@ -53,6 +53,12 @@ pub struct MountArgs {
     /// Decoded frames cached for reads: bytes, or with a suffix (64M).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = super::size)]
     block_cache: u64,
+    /// Serve sealed segments (`segments/*.wal`) through the daemon even
+    /// where the kernel could read them itself (FUSE passthrough, used by
+    /// default when the kernel offers it and the daemon may register
+    /// backing files, which takes CAP_SYS_ADMIN).
+    #[arg(long)]
+    no_passthrough: bool,
     /// A sharded log (ironwal's ShardedWal layout): its shard count, to
     /// make a new one or where DATA does not record it. A sharded DATA is
     /// recognized without it; it then shows its shards under streams/ and
@@ -324,6 +330,7 @@ pub fn run(a: MountArgs) -> Result<i32, Failure> {
         threads: a.threads,
         allow_other: a.allow_other,
         block_cache: a.block_cache,
+        passthrough: !a.no_passthrough,
         uid: a.uid,
         gid: a.gid,
         file_mode: a.file_mode,

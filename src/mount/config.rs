@@ -28,6 +28,9 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// Bytes of decoded frames kept for reads of `entries/`.
     pub block_cache: u64,
+    /// Let the kernel read sealed segments itself (FUSE passthrough) where
+    /// it and the daemon's privileges allow.
+    pub passthrough: bool,
     /// The owner of every file (default: the mounting user).
     pub uid: Option<u32>,
     /// The group of every file (default: the mounting user's group).

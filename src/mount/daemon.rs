@@ -340,7 +340,7 @@ fn serve(
     };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
-    let fs = WalFs::new(view.clone(), cfg.uid, cfg.gid);
+    let fs = WalFs::new(view.clone(), cfg.uid, cfg.gid, cfg.passthrough);
     let fs_unmounter = fs.unmounter.clone();
     let mut session = fuser::Session::new(fs, &mp, &config)
         .map_err(|e| MountError(format!("cannot mount on {}: {e}{}", mp.display(), hint(&e))))?;

@@ -1,6 +1,7 @@
 //! `impl fuser::Filesystem`: each callback parses its arguments, asks the
 //! view, and replies. No logic of its own.
 
+use super::passthrough::Passthrough;
 use super::view::{Attr, Cache, FileKind, Node, View};
 use crate::metrics;
 use fuser::{
@@ -30,12 +31,15 @@ pub struct WalFs {
     started: SystemTime,
     /// Given once the session exists; see `destroy`.
     pub unmounter: Arc<parking_lot::Mutex<Option<fuser::SessionUnmounter>>>,
+    /// Ask the kernel for passthrough of sealed segments.
+    want_passthrough: bool,
+    passthrough: Passthrough,
 }
 
 impl WalFs {
-    /// Serves `view` with every file owned by `uid` and `gid` (default:
-    /// the mounting user and group).
-    pub fn new(view: Arc<View>, uid: Option<u32>, gid: Option<u32>) -> WalFs {
+    /// Serves `view` with every file owned by `uid` and `gid` (default: the
+    /// mounting user's); sealed segments by passthrough where allowed.
+    pub fn new(view: Arc<View>, uid: Option<u32>, gid: Option<u32>, passthrough: bool) -> WalFs {
         // SAFETY: getuid takes no arguments, touches no memory, cannot fail.
         let uid = uid.unwrap_or_else(|| unsafe { libc::getuid() });
         // SAFETY: as getuid.
@@ -46,6 +50,8 @@ impl WalFs {
             gid,
             started: SystemTime::now(),
             unmounter: Arc::default(),
+            want_passthrough: passthrough,
+            passthrough: Passthrough::default(),
         }
     }
 
@@ -75,7 +81,6 @@ impl WalFs {
         }
     }
 
-    /// (attribute TTL, name TTL).
     /// (attribute TTL, entry TTL). A directory's attributes (mode, owner,
     /// size 0) never change while mounted: caching them spares the kernel
     /// a GETATTR per path component when it checks permissions
@@ -134,6 +139,7 @@ impl Filesystem for WalFs {
         // O_TRUNC comes with the open (a `>` redirection is an open), so
         // that a SETATTR of the size is only ever truncate(2), refused.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
+        self.passthrough.negotiate(self.want_passthrough, config);
         Ok(())
     }
 
@@ -231,14 +237,7 @@ impl Filesystem for WalFs {
             Err(e) => return reply.error(e),
         };
         match self.view.open(n, read, write) {
-            Ok(o) => {
-                let mut flags = FopenFlags::empty();
-                flags.set(FopenFlags::FOPEN_DIRECT_IO, o.direct);
-                flags.set(FopenFlags::FOPEN_KEEP_CACHE, o.keep_cache);
-                flags.set(FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES, o.parallel_writes);
-                flags.set(FopenFlags::FOPEN_NOFLUSH, o.no_flush);
-                reply.opened(FileHandle(o.fh), flags)
-            }
+            Ok(o) => self.passthrough.reply(reply, ino.0, &o),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -319,6 +318,7 @@ impl Filesystem for WalFs {
     ) {
         let _m = metrics::global().fuse_op("release");
         self.view.release(fh.0);
+        self.passthrough.release(fh.0);
         reply.ok();
     }
 

@@ -18,6 +18,7 @@ pub mod fuse;
 mod http;
 mod invalidate;
 pub mod names;
+mod passthrough;
 mod retain;
 mod slots;
 /// The seam below the mount and the replica layer (`crate::source`).

@@ -20,7 +20,7 @@ use super::tree::SNO_BITS;
 pub use super::tree::{Attr, Cache, FileKind, Kind, Modes, Node, ROOT_INO};
 
 /// How an opened file should be served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Opened {
     /// The handle number the kernel passes back.
     pub fh: u64,
@@ -33,6 +33,9 @@ pub struct Opened {
     pub parallel_writes: bool,
     /// close(2) has nothing to commit: skip the FLUSH round trip.
     pub no_flush: bool,
+    /// A sealed segment's file, which the kernel may read itself (FUSE
+    /// passthrough).
+    pub backing: Option<std::fs::File>,
 }
 
 /// Stream numbers for inode numbers, assigned on first sight.
@@ -443,6 +446,12 @@ impl View {
         {
             self.append_slots.opened(value);
         }
+        let backing = match &handle {
+            Handle::Segment(bytes) if serve.passthrough => {
+                bytes.file().and_then(|f| f.try_clone().ok())
+            }
+            _ => None,
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .write()
@@ -453,6 +462,7 @@ impl View {
             keep_cache: serve.keep_cache,
             parallel_writes: serve.parallel_writes,
             no_flush: serve.no_flush,
+            backing,
         })
     }
 

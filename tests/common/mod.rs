@@ -130,3 +130,22 @@ pub fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// The value of one metric (its name with its labels, as the text shows
+/// it) on the daemon's metrics endpoint; 0 when it is not shown yet.
+pub fn metric(port: u16, name: &str) -> u64 {
+    let name = format!("{name} ");
+    http_get(port, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// A loopback port free now, for the daemon's metrics endpoint.
+pub fn metrics_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

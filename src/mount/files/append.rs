@@ -98,6 +98,7 @@ pub(super) fn writer_serve() -> Serve {
         keep_cache: false,
         parallel_writes: true,
         no_flush: false,
+        passthrough: false,
     }
 }
 

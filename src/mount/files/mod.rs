@@ -42,6 +42,8 @@ pub(super) struct Serve {
     pub keep_cache: bool,
     pub parallel_writes: bool,
     pub no_flush: bool,
+    /// The kernel may read the file itself (a sealed segment).
+    pub passthrough: bool,
 }
 
 /// Adds a directory entry (name, inode, is a directory, next offset);

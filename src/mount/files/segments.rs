@@ -158,10 +158,13 @@ impl FileOps for Segment {
             .source()
             .open_segment(at.stream, &seg)
             .map_err(|e| errno(&e))?;
-        // A sealed segment never changes: its pages may stay cached.
+        // A sealed segment never changes: its pages may stay cached, or
+        // the kernel may read its file itself (passthrough). The active
+        // one may hold bytes not yet durable: always through the daemon.
         let serve = Serve {
             direct: !seg.sealed,
             keep_cache: seg.sealed,
+            passthrough: seg.sealed,
             no_flush: true,
             ..Serve::default()
         };
