@@ -4,7 +4,7 @@
 //!     cargo run --release --example bench            # full run
 //!     WALFS_BENCH_DIR=/path cargo run --release --example bench
 //!     WALFS_BENCH_OPEN_GIB=10 ...                     # the spec's 10 GiB open
-//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,bigentry,sharded,replica,failover,retention,follow,open ...  # some rows only
+//!     WALFS_BENCH_ONLY=strict,async,get,iter,mount,bigentry,segments,sharded,replica,failover,retention,follow,open ...  # some rows only
 //!
 //! The replication rows start moto's S3 server (installed into .ci/venv,
 //! pinned by .ci/moto-requirements.txt, when it is missing).
@@ -26,6 +26,8 @@ mod nullfs;
 mod provision;
 #[path = "../tests/common/s3.rs"]
 mod s3;
+#[path = "support/segment_rows.rs"]
+mod segment_rows;
 
 struct Row {
     name: String,
@@ -465,6 +467,11 @@ struct BenchMount {
 
 impl BenchMount {
     fn start(root: &Path, sync: walfs::SyncMode) -> BenchMount {
+        BenchMount::start_with(root, sync, true)
+    }
+
+    /// With sealed segments through FUSE passthrough or not.
+    fn start_with(root: &Path, sync: walfs::SyncMode, passthrough: bool) -> BenchMount {
         let data = root.join("data");
         let mnt = root.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
@@ -479,7 +486,7 @@ impl BenchMount {
             threads: 8,
             allow_other: false,
             block_cache: 64 << 20,
-            passthrough: true,
+            passthrough,
             uid: None,
             gid: None,
             file_mode: 0o644,
@@ -1911,6 +1918,9 @@ fn main() {
     }
     if wanted("mount") || wanted("bigentry") {
         big_entry_rows(&mut rows);
+    }
+    if wanted("mount") || wanted("segments") {
+        segment_rows::rows(&mut rows);
     }
     if wanted("sharded") {
         eprintln!("sharded appends...");
