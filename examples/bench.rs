@@ -758,8 +758,9 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
         // process's `rchar` while `cat` reads `log`, plus what `cat` read
         // (the kernel adds a reaped child's counts to its parent's): the
         // `size` bytes served, taken off again.
-        let r0 = rchar();
+        let (r0, c0) = (rchar(), self_cpu());
         let t = sh_time(&format!("cat {} > /dev/null", m.mnt.join("log").display()));
+        let cpu = self_cpu() - c0;
         rows.push(Row {
             name: "mount: cat log, segment bytes read per byte served".into(),
             unit: "bytes",
@@ -802,10 +803,22 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             );
             sh_time("sync");
         }
+        let c0 = self_cpu();
         let tn = sh_time(&format!(
             "cat {} > /dev/null",
             null.mnt.join("file").display()
         ));
+        let null_cpu = self_cpu() - c0;
+        let gib = size / f64::from(1u32 << 30);
+        rows.push(Row {
+            name: "mount: daemon CPU per GiB of cat log".into(),
+            unit: "CPU-s",
+            walfs: cpu / gib,
+            baseline_name: "null FUSE fs, same work",
+            baseline: null_cpu / gib,
+            target: 1.3,
+            lower_is_better: true,
+        });
         null_row(
             rows,
             "mount: cat log (256 MiB)",
@@ -1747,6 +1760,17 @@ fn rss_anon_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU seconds (user and system) this process has used, every thread:
+/// the in-process daemons' work (a reaped `cat` is not counted).
+fn self_cpu() -> f64 {
+    // SAFETY: getrusage writes one rusage into the zeroed struct given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(u.ru_utime) + s(u.ru_stime)
 }
 
 fn rchar() -> u64 {
