@@ -52,6 +52,9 @@ pub struct Metrics {
     pub fuse_errors: Family<ErrnoLabel, Counter>,
     /// Files open through the mount.
     pub open_handles: Gauge,
+    /// Frames read whose crc was computed (a sealed segment's frames are
+    /// checked once while open).
+    pub frames_checked: Counter,
     /// Opens of sealed segments the kernel serves itself (FUSE passthrough).
     pub passthrough_opens: Counter,
     /// Backing files registered with the kernel for passthrough now.
@@ -101,6 +104,7 @@ impl Metrics {
             fuse_seconds: Family::new_with_constructor(latency),
             fuse_errors: Family::default(),
             open_handles: Gauge::default(),
+            frames_checked: Counter::default(),
             passthrough_opens: Counter::default(),
             passthrough_backing_files: Gauge::default(),
             replicated_entries: Counter::default(),
@@ -205,6 +209,11 @@ impl Metrics {
             "standby_apply_lag_ms",
             "A standby's lag from its holder's manifest write to the apply here",
             m.standby_apply_lag_ms.clone(),
+        );
+        registry.register(
+            "frames_checked",
+            "Frames read whose crc was computed",
+            m.frames_checked.clone(),
         );
         registry.register(
             "passthrough_opens",

@@ -4,12 +4,15 @@
 //! of the file whether they come from a mapping or from pread, so frames
 //! are decoded once, over `&[u8]`.
 
-use crate::format::{decode_batch, decode_shared, DecodedFrame, FrameHeader, HEADER_SIZE, MAGIC};
+use crate::format::{
+    decode_batch, decode_shared, DecodedFrame, FrameHeader, FrameType, HEADER_SIZE, MAGIC,
+};
 use crate::index::{Point, SparseIndex, Stretch};
 use crate::storage::StorageFile;
 use parking_lot::{Mutex, RwLock};
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An open segment for reading.
@@ -292,17 +295,41 @@ impl Window {
     /// smaller ones are copied, so that a cached frame never keeps more
     /// than twice its size alive.
     pub fn frame(&mut self, off: u64, h: &FrameHeader) -> Result<DecodedFrame, ReadError> {
+        self.decode(off, h, false)
+    }
+
+    /// As [`Window::frame`] for a frame whose crc was checked earlier
+    /// while open, in a segment that cannot have changed since (sealed):
+    /// a raw frame's crc is not computed again, its structure is.
+    pub fn frame_again(&mut self, off: u64, h: &FrameHeader) -> Result<DecodedFrame, ReadError> {
+        self.decode(off, h, true)
+    }
+
+    fn decode(
+        &mut self,
+        off: u64,
+        h: &FrameHeader,
+        again: bool,
+    ) -> Result<DecodedFrame, ReadError> {
         let (p_off, len) = (off + HEADER_SIZE as u64, h.disk_size as usize);
         self.bytes(p_off, len)?;
         let bad = |r| ReadError::Bad(Fault::new(off, r));
+        let again = again && h.frame_type == FrameType::Raw;
+        if !again {
+            crate::metrics::global().frames_checked.inc();
+        }
         match &*self.handle {
             ReadHandle::File(_) if len * 2 >= self.buf.len() => {
                 let at = self.base + (p_off - self.buf_off) as usize;
-                decode_shared(h, &self.buf, at..at + len).map_err(bad)
+                decode_shared(h, &self.buf, at..at + len, again).map_err(bad)
             }
             _ => {
                 let p = self.cached(p_off, len).expect("just read");
-                decode_batch(h, p).map_err(bad)
+                if again {
+                    decode_shared(h, &Arc::new(p.to_vec()), 0..len, true).map_err(bad)
+                } else {
+                    decode_batch(h, p).map_err(bad)
+                }
             }
         }
     }
@@ -371,6 +398,11 @@ pub struct Segment {
     reader: Mutex<Option<Arc<ReadHandle>>>,
     /// Named by segments.idx, but its file is gone: its ids are lost.
     pub missing: bool,
+    /// Sealed segments: the end of the prefix of whole frames whose crcs
+    /// were checked while open (a sealed file never changes), so that
+    /// `log` read again does not compute them again. One number per
+    /// segment: bounded.
+    checked_to: AtomicU64,
 }
 
 impl Segment {
@@ -394,6 +426,23 @@ impl Segment {
             index: RwLock::new(index),
             reader: Mutex::new(None),
             missing: false,
+            checked_to: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the frame ending at `end` lies in the checked prefix of a
+    /// sealed segment ([`Segment::checked`]).
+    pub fn checked_before(&self, end: u64) -> bool {
+        end <= self.checked_to.load(Ordering::Acquire) && self.extent().sealed
+    }
+
+    /// The frame at `[off, end)` of a sealed segment passed its crc check:
+    /// the checked prefix grows if the frame continues it.
+    pub fn checked(&self, off: u64, end: u64) {
+        if self.extent().sealed {
+            let _ = self
+                .checked_to
+                .compare_exchange(off, end, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 

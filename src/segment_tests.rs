@@ -1,4 +1,4 @@
-//! Unit tests of segment.rs: windows, shared frames, resync.
+//! Unit tests of segment.rs: what a decoded frame shares with its window.
 use super::*;
 use crate::format::encode_frame;
 use crate::storage::{RealStorage, Storage};

@@ -364,6 +364,43 @@ impl DecodedFrame {
             .map(|s| &self.data[s.start as usize..s.end as usize])
     }
 
+    /// Appends to `out` the frame's entry bytes (its entries concatenated)
+    /// from entry byte `skip` on, until `out` holds `max` bytes; returns
+    /// whether it did. Entry `i` sits after `i + 1` length prefixes, so
+    /// the first one wanted is found by bisection, not by a walk.
+    pub fn gather(&self, skip: u64, out: &mut Vec<u8>, max: usize) -> bool {
+        let data: &[u8] = &self.data;
+        let before = |i: usize| u64::from(self.spans[i].start) - 4 * (i as u64 + 1);
+        // The last entry starting at or before `skip`.
+        let (mut lo, mut hi) = (0, self.spans.len());
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if before(mid) <= skip {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        if self.spans.is_empty() {
+            return out.len() >= max;
+        }
+        // Where the first entry is cut (its bytes before `skip`).
+        let mut cut = usize::try_from(skip - before(lo)).unwrap_or(usize::MAX);
+        out.reserve(max.saturating_sub(out.len()).min(data.len()));
+        for s in &self.spans[lo..] {
+            let (start, end) = (s.start as usize, s.end as usize);
+            let e = &data[start.saturating_add(cut).min(end)..end];
+            cut = 0;
+            let room = max.saturating_sub(out.len());
+            if e.len() >= room {
+                out.extend_from_slice(&e[..room]);
+                return true;
+            }
+            out.extend_from_slice(e);
+        }
+        false
+    }
+
     /// The buffer holding the payload (tests check what is shared).
     #[cfg(test)]
     pub(crate) fn held_buffer(&self) -> &Arc<Vec<u8>> {
@@ -401,16 +438,23 @@ pub fn decode_batch(h: &FrameHeader, payload: &[u8]) -> Result<DecodedFrame, Str
 }
 
 /// As [`decode_batch`] for the payload at `range` of `buf`; a raw frame
-/// keeps its part of `buf` instead of a copy.
+/// keeps its part of `buf` instead of a copy. `crc_checked_before`: this
+/// raw frame's crc was checked earlier while open, and its bytes cannot
+/// have changed since (a sealed segment): only its structure is checked.
 pub fn decode_shared(
     h: &FrameHeader,
     buf: &Arc<Vec<u8>>,
     range: Range<usize>,
+    crc_checked_before: bool,
 ) -> Result<DecodedFrame, String> {
     if h.frame_type != FrameType::Raw {
         return decode_batch(h, &buf[range]);
     }
-    let spans = raw_spans(h, &buf[range.clone()])?;
+    let spans = if crc_checked_before {
+        split_entries(&buf[range.clone()], h.entry_count)?
+    } else {
+        raw_spans(h, &buf[range.clone()])?
+    };
     Ok(DecodedFrame {
         start_id: h.start_id,
         data: Held {

@@ -153,3 +153,29 @@ fn lz4_bomb_is_bounded() {
     drop(zeros);
     assert!(lz4_decode(&packed).is_err());
 }
+
+/// `gather` serves exactly the entry bytes from any byte on, up to any
+/// bound, as walking the entries one by one does (empty entries included,
+/// for raw and lz4 frames alike).
+#[test]
+fn gather_serves_every_span_of_entry_bytes() {
+    let entries: [&[u8]; 6] = [b"ab", b"", b"cde", b"f", b"", b"ghij"];
+    let all: Vec<u8> = entries.concat();
+    for lz4 in [None, Some(0)] {
+        let b = sealed(&entries, lz4, 3);
+        let h = FrameHeader::decode(&b).unwrap();
+        let d = decode_batch(&h, &b[HEADER_SIZE..]).unwrap();
+        for skip in 0..=all.len() + 2 {
+            for max in 0..=all.len() + 2 {
+                for prefix in [0usize, 2] {
+                    let mut out = vec![b'_'; prefix];
+                    let full = d.gather(skip as u64, &mut out, prefix + max);
+                    let want = &all[skip.min(all.len())..];
+                    let want = &want[..want.len().min(max)];
+                    assert_eq!(&out[prefix..], want, "skip {skip} max {max} lz4 {lz4:?}");
+                    assert_eq!(full, out.len() >= prefix + max, "skip {skip} max {max}");
+                }
+            }
+        }
+    }
+}

@@ -439,8 +439,21 @@ impl Stream {
             {
                 Some(f) => f,
                 None => {
-                    let f = match win.frame(off, &h) {
-                        Ok(f) => Arc::new(f),
+                    // A sealed segment's frames are checked once while
+                    // open: `log` read again does not compute their crcs.
+                    let end = off + h.frame_len();
+                    let again = seg.checked_before(end);
+                    let f = if again {
+                        win.frame_again(off, &h)
+                    } else {
+                        win.frame(off, &h)
+                    };
+                    let f = match f {
+                        Ok(f) if again => Arc::new(f),
+                        Ok(f) => {
+                            seg.checked(off, end);
+                            Arc::new(f)
+                        }
                         Err(ReadError::Bad(_)) if out.len() > start_len => {
                             *self.cursor.lock() = None;
                             return Ok(());
@@ -451,20 +464,11 @@ impl Stream {
                     f
                 }
             };
-            for e in frame.entries() {
-                if (skip as usize) >= e.len() {
-                    skip -= e.len() as u64;
-                    continue;
-                }
-                let part = &e[skip as usize..];
-                skip = 0;
-                let room = max - out.len();
-                out.extend_from_slice(&part[..part.len().min(room)]);
-                if out.len() >= max {
-                    stop(off, h, before, out);
-                    return Ok(());
-                }
+            if frame.gather(skip, out, max) {
+                stop(off, h, before, out);
+                return Ok(());
             }
+            skip = skip.saturating_sub(h.payload_len());
             before += h.payload_len();
             off += h.frame_len();
             if off >= limit {
