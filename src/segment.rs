@@ -430,14 +430,15 @@ impl Segment {
         }
     }
 
-    /// Whether the frame ending at `end` lies in the checked prefix of a
-    /// sealed segment ([`Segment::checked`]).
+    /// Whether the frame ending at `end` lies in the checked prefix (only
+    /// a sealed segment has one: [`Segment::checked`]).
     pub fn checked_before(&self, end: u64) -> bool {
-        end <= self.checked_to.load(Ordering::Acquire) && self.extent().sealed
+        end <= self.checked_to.load(Ordering::Acquire)
     }
 
-    /// The frame at `[off, end)` of a sealed segment passed its crc check:
-    /// the checked prefix grows if the frame continues it.
+    /// The frame at `[off, end)` passed its crc check: in a sealed segment
+    /// the checked prefix grows if the frame continues it. The active
+    /// segment's frames are checked at every read.
     pub fn checked(&self, off: u64, end: u64) {
         if self.extent().sealed {
             let _ = self
