@@ -1534,3 +1534,46 @@ fn bucket_retention_by_age_removes_what_was_written_before_it() {
         101
     );
 }
+
+/// CPU ticks (user and system) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's closing parenthesis; utime and stime
+    // are the 14th and 15th of the whole line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Between rounds the shipper sleeps until its interval (or a writer)
+/// wakes it: a replicating daemon with nothing to ship uses next to no CPU.
+#[test]
+fn an_idle_replicating_daemon_sleeps_between_rounds() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let m = Mounted::start_env(
+        None,
+        &[
+            "--replicate",
+            "s3://walfs-test/idle",
+            "--replicate-interval",
+            "0.2",
+            "--sync",
+            "async",
+        ],
+        &env,
+    );
+    let (code, _, err) = sh(&format!("echo one >> {}", m.path("append").display()));
+    assert_eq!(code, 0, "{err}");
+    eventually("the bucket to catch up", 20, || mount_caught_up(&m));
+    let t0 = cpu_ticks(m.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(m.pid()) - t0;
+    // A shipper that does not wait spins a core: about 200 ticks in 2 s.
+    println!("idle for 2 s: {used} ticks of CPU");
+    assert!(
+        used <= 30,
+        "idle for 2 s, the daemon used {used} ticks of CPU"
+    );
+}
