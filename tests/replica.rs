@@ -328,6 +328,11 @@ fn an_unreachable_bucket_delays_shipping_not_appends() {
     eventually("the bucket to catch up after the black hole", 30, || {
         mount_caught_up(&m)
     });
+    // Reachable again (here a round, not a takeover, succeeds), it says so.
+    eventually("stat to say ok again", 10, || {
+        let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+        stat_value(&stat, "replication") == "ok"
+    });
     // Connections reset while rounds upload.
     proxy.set(Mode::Delay(Duration::from_millis(20)));
     append(10);
