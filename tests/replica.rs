@@ -1582,3 +1582,41 @@ fn an_idle_replicating_daemon_sleeps_between_rounds() {
         "idle for 2 s, the daemon used {used} ticks of CPU"
     );
 }
+
+/// An idle primary renews its lease every third of it (one conditional
+/// PUT of the manifest), not more often and not later: a 2 s lease, and
+/// rounds otherwise only every minute, gives 4 or 5 PUTs in 3 s.
+#[test]
+fn an_idle_primary_renews_its_lease_every_third_of_it() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let env = aws_env(&s3.endpoint());
+    let port = common::metrics_port();
+    let m = Mounted::start_env(
+        None,
+        &[
+            "--replicate",
+            "s3://walfs-test/renew",
+            "--replicate-interval",
+            "60",
+            "--lease",
+            "2s",
+            "--metrics",
+            &port.to_string(),
+        ],
+        &env,
+    );
+    let puts = || common::metric(port, "walfs_replica_puts_total");
+    eventually("the prefix taken", 20, || {
+        let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+        stat_value(&stat, "replication") == "ok"
+    });
+    let p0 = puts();
+    std::thread::sleep(Duration::from_secs(3));
+    let renewals = puts() - p0;
+    println!("idle for 3 s with a 2 s lease: {renewals} PUTs");
+    assert!(
+        (3..=6).contains(&renewals),
+        "idle for 3 s with a 2 s lease: {renewals} PUTs, not one every 0.67 s"
+    );
+}
