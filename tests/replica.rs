@@ -1620,3 +1620,34 @@ fn an_idle_primary_renews_its_lease_every_third_of_it() {
         "idle for 3 s with a 2 s lease: {renewals} PUTs, not one every 0.67 s"
     );
 }
+
+/// A stream deleted and made again right after a start, before the first
+/// round, is the same case as one made again later: its new entries never
+/// ship over the old history, even once it holds more ids than the bucket.
+#[test]
+fn a_stream_made_again_before_the_first_round_never_ships_over_its_history() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica("s3://walfs-test/early", &s3.endpoint());
+    r.interval = Duration::from_millis(20);
+    {
+        let wal = wal_at(&dir.path().join("data"), r.clone(), 1 << 20).unwrap();
+        for i in 0..5 {
+            wal.append("s", format!("old {i}\n").as_bytes()).unwrap();
+        }
+    } // a clean close ships them
+    assert_eq!(manifest(&s3, "walfs-test", "early").streams["s"].next_id, 5);
+    r.interval = Duration::from_secs(3600);
+    let wal = wal_at(&dir.path().join("data"), r, 1 << 20).unwrap();
+    wal.delete_stream("s").unwrap();
+    for i in 0..10 {
+        wal.append("s", format!("new {i}\n").as_bytes()).unwrap();
+    }
+    drop(wal); // the last round looks at `s`
+    let m = manifest(&s3, "walfs-test", "early");
+    assert_eq!(
+        m.streams["s"].next_id, 5,
+        "the new stream shipped over the old"
+    );
+}

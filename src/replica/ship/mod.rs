@@ -106,6 +106,7 @@ impl Replicator {
             }
             st.phase = Phase::Ok;
         }
+        shipper.know_incarnations(&taken);
         shipper.manifest = Some((taken, version));
         Replicator::spawn(shipper)
     }

@@ -57,6 +57,7 @@ impl Shipper {
         }
         self.check_against_local(&current)
             .map_err(|m| Takeover::Fatal(ahead_message(&url, m)))?;
+        self.know_incarnations(&current);
         let mut next = current.clone();
         next.epoch += 1;
         next.writer = writer_name();
@@ -172,6 +173,17 @@ impl Shipper {
     }
 
     /// The manifest must describe a prefix of what this directory holds.
+    /// The local streams the bucket's history was just checked against
+    /// are the ones it continues: one deleted and made again after this
+    /// (even before the first round) never ships over that history.
+    pub(super) fn know_incarnations(&mut self, m: &Manifest) {
+        for name in m.streams.keys() {
+            if let Some(s) = self.core.stream(name) {
+                self.incarnations.entry(name.clone()).or_insert(s.uid);
+            }
+        }
+    }
+
     fn check_against_local(&self, m: &Manifest) -> std::result::Result<(), String> {
         for (name, sm) in &m.streams {
             if sm.next_id == 0 {
