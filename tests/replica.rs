@@ -1551,13 +1551,16 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// Between rounds the shipper sleeps until its interval (or a writer)
-/// wakes it: a replicating daemon with nothing to ship uses next to no CPU.
+/// wakes it, and a round with nothing new writes nothing and says
+/// nothing: a replicating daemon with nothing to ship uses next to no CPU
+/// and sends no PUT (no lease to renew here).
 #[test]
 fn an_idle_replicating_daemon_sleeps_between_rounds() {
     let s3 = S3Server::start();
     s3.create_bucket("walfs-test");
     let env = aws_env(&s3.endpoint());
-    let m = Mounted::start_env(
+    let port = common::metrics_port();
+    let mut m = Mounted::start_env(
         None,
         &[
             "--replicate",
@@ -1566,21 +1569,29 @@ fn an_idle_replicating_daemon_sleeps_between_rounds() {
             "0.2",
             "--sync",
             "async",
+            "--lease",
+            "off",
+            "--metrics",
+            &port.to_string(),
         ],
         &env,
     );
     let (code, _, err) = sh(&format!("echo one >> {}", m.path("append").display()));
     assert_eq!(code, 0, "{err}");
     eventually("the bucket to catch up", 20, || mount_caught_up(&m));
-    let t0 = cpu_ticks(m.pid());
+    let puts = || common::metric(port, "walfs_replica_puts_total");
+    let (t0, p0) = (cpu_ticks(m.pid()), puts());
     std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_ticks(m.pid()) - t0;
+    let (used, put) = (cpu_ticks(m.pid()) - t0, puts() - p0);
     // A shipper that does not wait spins a core: about 200 ticks in 2 s.
-    println!("idle for 2 s: {used} ticks of CPU");
+    println!("idle for 2 s: {used} ticks of CPU, {put} PUTs");
     assert!(
         used <= 30,
         "idle for 2 s, the daemon used {used} ticks of CPU"
     );
+    assert_eq!(put, 0, "idle rounds wrote to the bucket");
+    let log = m.stop_capturing();
+    assert!(!log.contains("made again"), "{log}");
 }
 
 /// An idle primary renews its lease every third of it (one conditional
