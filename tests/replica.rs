@@ -186,8 +186,13 @@ fn an_active_segment_stays_a_few_objects_over_many_rounds() {
                 > id
         });
     }
-    let (shipped_rounds, _, entries) = wal.replication_counters().unwrap();
+    let (shipped_rounds, puts, entries) = wal.replication_counters().unwrap();
     assert!(shipped_rounds >= rounds, "{shipped_rounds} rounds");
+    // A part and the manifest each round, and a merged part now and then.
+    assert!(
+        (2 * shipped_rounds..=4 * shipped_rounds).contains(&puts),
+        "{puts} PUTs in {shipped_rounds} rounds"
+    );
     assert_eq!(entries, rounds);
     let m = manifest(&s3, "walfs-test", "p");
     let g = &m.streams["s"].segments[0];
@@ -1590,8 +1595,14 @@ fn an_idle_replicating_daemon_sleeps_between_rounds() {
         "idle for 2 s, the daemon used {used} ticks of CPU"
     );
     assert_eq!(put, 0, "idle rounds wrote to the bucket");
+    // Caught up all along: no lag, whatever the time since the last round.
+    let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+    assert_eq!(stat_value(&stat, "replication_lag_ms"), "0", "{stat}");
+    assert_eq!(stat_value(&stat, "replication"), "ok", "{stat}");
     let log = m.stop_capturing();
     assert!(!log.contains("made again"), "{log}");
+    // A log without root files (no sharded checkpoints) has nothing to warn of.
+    assert!(!log.contains("could not be read"), "{log}");
 }
 
 /// An idle primary renews its lease every third of it (one conditional
@@ -1661,4 +1672,41 @@ fn a_stream_made_again_before_the_first_round_never_ships_over_its_history() {
         m.streams["s"].next_id, 5,
         "the new stream shipped over the old"
     );
+}
+
+/// A retired object (a part merged into a larger one) is deleted by the
+/// first round after its grace: here one planted in the manifest as
+/// retired at the epoch's start, long over its 60 s.
+#[test]
+fn a_retired_object_past_its_grace_is_deleted() {
+    let s3 = S3Server::start();
+    s3.create_bucket("walfs-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica("s3://walfs-test/grace", &s3.endpoint());
+    r.interval = Duration::from_millis(20);
+    {
+        let wal = wal_at(&dir.path().join("data"), r.clone(), 1 << 20).unwrap();
+        wal.append("s", b"first\n").unwrap();
+    }
+    let mut m = manifest(&s3, "walfs-test", "grace");
+    s3.put("walfs-test", "grace/s/old-part", b"merged long ago");
+    m.retired.push(walfs::replica::manifest::Retired {
+        key: "s/old-part".into(),
+        since_ms: 1,
+    });
+    s3.put("walfs-test", "grace/manifest.json", &m.encode());
+    let wal = wal_at(&dir.path().join("data"), r, 1 << 20).unwrap();
+    let id = wal.append("s", b"second\n").unwrap();
+    eventually("a round", 20, || {
+        wal.stream_info("s")
+            .unwrap()
+            .replication
+            .unwrap()
+            .replicated_id
+            > id
+    });
+    let m = manifest(&s3, "walfs-test", "grace");
+    assert!(m.retired.iter().all(|r| r.key != "s/old-part"), "{m:?}");
+    let keys = s3.keys("walfs-test");
+    assert!(!keys.contains(&"grace/s/old-part".to_string()), "{keys:?}");
 }
