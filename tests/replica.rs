@@ -197,6 +197,16 @@ fn an_active_segment_stays_a_few_objects_over_many_rounds() {
     let m = manifest(&s3, "walfs-test", "p");
     let g = &m.streams["s"].segments[0];
     assert!(!g.sealed);
+    println!("{} objects after {rounds} rounds", g.objects.len());
+    // Merged four at a time: 150 parts need level 3, and no more than 4
+    // levels; each level holds at most 3, in descending order.
+    let levels: Vec<_> = g.objects.iter().map(|o| o.level).collect();
+    assert_eq!(levels.iter().max(), Some(&3), "levels {levels:?}");
+    assert!(levels.windows(2).all(|w| w[0] >= w[1]), "levels {levels:?}");
+    assert!(
+        (0..=3).all(|l| levels.iter().filter(|&&x| x == l).count() <= 3),
+        "levels {levels:?}"
+    );
     // 150 parts: at most 3 per level over 4 levels.
     assert!(
         g.objects.len() <= 12,
