@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::mount::{sh, Mounted};
+use common::mount::Mounted;
 use common::{eventually, metric, metrics_port};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -50,13 +50,10 @@ fn segment_names(m: &Mounted) -> Vec<String> {
     names
 }
 
-/// The segment file named `name` in the data directory.
+/// The segment file named `name` in the data directory (the root stream
+/// of a new log is `default`).
 fn on_disk(data: &Path, name: &str) -> PathBuf {
-    let (code, out, _) = sh(&format!("find {} -name {name}", data.display()));
-    assert_eq!(code, 0);
-    let path = String::from_utf8(out).unwrap();
-    let path = path.lines().next().expect("segment file on disk");
-    PathBuf::from(path)
+    data.join("default").join(name)
 }
 
 fn read_all(mut f: &std::fs::File) -> Vec<u8> {

@@ -34,6 +34,12 @@ fn manifest(s: &S3Server, bucket: &str, prefix: &str) -> Manifest {
 
 use common::{eventually, stat_value};
 
+/// `stat` says the bucket holds everything and the prefix is held.
+fn replication_ok(m: &Mounted) -> bool {
+    let stat = std::fs::read_to_string(m.path("stat")).unwrap();
+    stat_value(&stat, "replication") == "ok"
+}
+
 fn mount_caught_up(m: &Mounted) -> bool {
     let stat = std::fs::read_to_string(m.path("stat")).unwrap();
     stat_value(&stat, "replicated_id") == stat_value(&stat, "next_id")
@@ -344,10 +350,7 @@ fn an_unreachable_bucket_delays_shipping_not_appends() {
         mount_caught_up(&m)
     });
     // Reachable again (here a round, not a takeover, succeeds), it says so.
-    eventually("stat to say ok again", 10, || {
-        let stat = std::fs::read_to_string(m.path("stat")).unwrap();
-        stat_value(&stat, "replication") == "ok"
-    });
+    eventually("stat to say ok again", 10, || replication_ok(&m));
     // Connections reset while rounds upload.
     proxy.set(Mode::Delay(Duration::from_millis(20)));
     append(10);
@@ -1639,10 +1642,7 @@ fn an_idle_primary_renews_its_lease_every_third_of_it() {
         &env,
     );
     let puts = || common::metric(port, "walfs_replica_puts_total");
-    eventually("the prefix taken", 20, || {
-        let stat = std::fs::read_to_string(m.path("stat")).unwrap();
-        stat_value(&stat, "replication") == "ok"
-    });
+    eventually("the prefix taken", 20, || replication_ok(&m));
     let p0 = puts();
     std::thread::sleep(Duration::from_secs(3));
     let renewals = puts() - p0;

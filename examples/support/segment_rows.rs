@@ -16,13 +16,8 @@ fn first_sealed(mnt: &Path, data: &Path) -> (String, PathBuf) {
     names.sort();
     assert!(names.len() >= 2, "no sealed segment: {names:?}");
     let name = names.swap_remove(0);
-    let out = std::process::Command::new("find")
-        .arg(data)
-        .args(["-name", &name])
-        .output()
-        .unwrap();
-    let path = String::from_utf8(out.stdout).unwrap();
-    let path = PathBuf::from(path.lines().next().expect("the segment on disk"));
+    // The bench mounts the stream `default`.
+    let path = data.join("default").join(&name);
     (name, path)
 }
 
