@@ -52,8 +52,9 @@ pub struct Metrics {
     pub fuse_errors: Family<ErrnoLabel, Counter>,
     /// Files open through the mount.
     pub open_handles: Gauge,
-    /// Frames read whose crc was computed (a sealed segment's frames are
-    /// checked once while open).
+    /// Frames decoded for a read (`log`, `entries/`) whose crc was
+    /// computed: a sealed segment's frames once while open. Iteration and
+    /// recovery check theirs without counting here.
     pub frames_checked: Counter,
     /// Opens of sealed segments the kernel serves itself (FUSE passthrough).
     pub passthrough_opens: Counter,
@@ -212,7 +213,7 @@ impl Metrics {
         );
         registry.register(
             "frames_checked",
-            "Frames read whose crc was computed",
+            "Frames decoded for a read whose crc was computed",
             m.frames_checked.clone(),
         );
         registry.register(

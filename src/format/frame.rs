@@ -369,6 +369,9 @@ impl DecodedFrame {
     /// whether it did. Entry `i` sits after `i + 1` length prefixes, so
     /// the first one wanted is found by bisection, not by a walk.
     pub fn gather(&self, skip: u64, out: &mut Vec<u8>, max: usize) -> bool {
+        if self.spans.is_empty() {
+            return out.len() >= max;
+        }
         let data: &[u8] = &self.data;
         let before = |i: usize| u64::from(self.spans[i].start) - 4 * (i as u64 + 1);
         // The last entry starting at or before `skip`.
@@ -380,9 +383,6 @@ impl DecodedFrame {
             } else {
                 hi = mid;
             }
-        }
-        if self.spans.is_empty() {
-            return out.len() >= max;
         }
         // Where the first entry is cut (its bytes before `skip`).
         let mut cut = usize::try_from(skip - before(lo)).unwrap_or(usize::MAX);

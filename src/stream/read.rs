@@ -449,9 +449,10 @@ impl Stream {
                         win.frame(off, &h)
                     };
                     let f = match f {
-                        Ok(f) if again => Arc::new(f),
                         Ok(f) => {
-                            seg.checked(off, end);
+                            if !again {
+                                seg.checked(off, end);
+                            }
                             Arc::new(f)
                         }
                         Err(ReadError::Bad(_)) if out.len() > start_len => {
