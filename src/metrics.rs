@@ -56,6 +56,11 @@ pub struct Metrics {
     /// computed: a sealed segment's frames once while open. Iteration and
     /// recovery check theirs without counting here.
     pub frames_checked: Counter,
+    /// Writebacks of a growing segment's bytes started before its sync.
+    pub writebacks_started: Counter,
+    /// The fdatasync of each segment sealed at a rotation (not a group
+    /// commit's): how long the append that rotated waited for it.
+    pub seal_sync_seconds: Histogram,
     /// Opens of sealed segments the kernel serves itself (FUSE passthrough).
     pub passthrough_opens: Counter,
     /// Backing files registered with the kernel for passthrough now.
@@ -106,6 +111,8 @@ impl Metrics {
             fuse_errors: Family::default(),
             open_handles: Gauge::default(),
             frames_checked: Counter::default(),
+            writebacks_started: Counter::default(),
+            seal_sync_seconds: latency(),
             passthrough_opens: Counter::default(),
             passthrough_backing_files: Gauge::default(),
             replicated_entries: Counter::default(),
@@ -215,6 +222,16 @@ impl Metrics {
             "frames_checked",
             "Frames decoded for a read whose crc was computed",
             m.frames_checked.clone(),
+        );
+        registry.register(
+            "writebacks_started",
+            "Writebacks of a growing segment's bytes started ahead of its sync",
+            m.writebacks_started.clone(),
+        );
+        registry.register(
+            "seal_sync_seconds",
+            "The fdatasync of each segment sealed at a rotation",
+            m.seal_sync_seconds.clone(),
         );
         registry.register(
             "passthrough_opens",

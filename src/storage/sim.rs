@@ -78,6 +78,9 @@ struct State {
     next_file: u64,
     faults: Faults,
     writes: u64,
+    /// Writebacks started (file, offset, length): hints only, which make
+    /// nothing durable here (a crash ignores them).
+    writebacks: Vec<(u64, u64, u64)>,
     syncs: u64,
     bytes_read: u64,
     dead: bool,
@@ -180,6 +183,11 @@ impl SimDisk {
     /// Writes made so far.
     pub fn write_count(&self) -> u64 {
         self.state.lock().writes
+    }
+
+    /// Writebacks started so far, as (file, offset, length), in order.
+    pub fn writebacks(&self) -> Vec<(u64, u64, u64)> {
+        self.state.lock().writebacks.clone()
     }
 
     /// Bytes read from files so far.

@@ -77,6 +77,9 @@ pub struct Writer {
     idx: Vec<u64>,
     pub poisoned: Option<(i32, String)>,
     pub deleted: bool,
+    /// Bytes of the active segment whose writeback was started (see
+    /// [`WRITEBACK_STEP`]).
+    written_back: u64,
     /// Async mode: frames appended but not yet handed to the kernel; they
     /// start at byte `len - pending.len()` of the active segment.
     pending: Vec<u8>,

@@ -176,6 +176,7 @@ impl Stream {
                 poisoned: None,
                 deleted: false,
                 pending: Vec::new(),
+                written_back: rec.valid_len,
             }),
             segs: RwLock::new(segs),
             appended: AtomicU64::new(rec.end_id),

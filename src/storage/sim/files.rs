@@ -64,6 +64,14 @@ impl StorageFile for SimFile {
         Ok(())
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) {
+        self.disk
+            .state
+            .lock()
+            .writebacks
+            .push((self.id, offset, len));
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         {
             let gate = &self.disk.gate;

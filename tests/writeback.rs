@@ -1,0 +1,101 @@
+//! The writeback of a growing segment is started every 8 MiB handed to
+//! the kernel (sync_file_range), so the fdatasync that seals a full segment
+//! waits for little. A hint only: every byte is still made durable by the
+//! syncs the contract names, and a crash ignores hints.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use walfs::{CrashMode, SimDisk, SyncMode, Wal, WalOptions};
+
+const ROOT: &str = "/sim/data";
+const MIB: u64 = 1 << 20;
+const STEP: u64 = 8 * MIB;
+
+fn open(d: &SimDisk, mode: SyncMode) -> Wal {
+    let mut o = WalOptions::new(ROOT);
+    o.sync_mode = mode;
+    o.max_segment_size = 24 * MIB;
+    Wal::with_storage(o, Arc::new(d.clone())).unwrap()
+}
+
+/// Appends about `mib` MiB: 1 MiB batches (written at once) alternating
+/// with runs of 100-byte entries (gathered in the async buffer).
+fn fill(wal: &Wal, mib: u64) -> u64 {
+    let big = vec![b'b'; MIB as usize - 64];
+    let small = vec![b's'; 100];
+    let mut n = 0;
+    for i in 0..mib {
+        if i % 2 == 0 {
+            wal.append_batch("s", &[&big[..]]).unwrap();
+            n += 1;
+        } else {
+            for _ in 0..(MIB / 104) {
+                wal.append("s", &small).unwrap();
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Each file's writeback ranges, in order.
+fn ranges_by_file(d: &SimDisk) -> BTreeMap<u64, Vec<(u64, u64)>> {
+    let mut by: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    for (file, off, len) in d.writebacks() {
+        by.entry(file).or_default().push((off, len));
+    }
+    by
+}
+
+#[test]
+fn writeback_of_a_growing_segment_starts_every_8_mib_from_its_first_byte() {
+    for mode in [SyncMode::Async, SyncMode::BatchOnly] {
+        let d = SimDisk::with_root(Path::new("/sim"));
+        let wal = open(&d, mode);
+        let n = fill(&wal, 60);
+        wal.sync("s").unwrap();
+        let segs = wal.segments("s");
+        assert!(segs.len() >= 3, "{mode:?}: {} segments", segs.len());
+
+        let by = ranges_by_file(&d);
+        // Every full segment (each sealed one) was handed to its device in
+        // steps as it grew: from byte 0, contiguous, each step at least 8
+        // MiB, up to within a step (and one batch) of its end.
+        let sealed: Vec<_> = segs.iter().filter(|s| s.sealed).collect();
+        let covering: Vec<&Vec<(u64, u64)>> = by.values().filter(|r| r.len() >= 2).collect();
+        assert!(
+            covering.len() >= sealed.len(),
+            "{mode:?}: writeback started in {} files for {} sealed segments: {by:?}",
+            covering.len(),
+            sealed.len()
+        );
+        for ranges in by.values() {
+            let mut at = 0;
+            for &(off, len) in ranges {
+                assert_eq!(off, at, "{mode:?}: a gap or overlap in {ranges:?}");
+                assert!(len >= STEP, "{mode:?}: a step of {len} bytes in {ranges:?}");
+                at = off + len;
+            }
+        }
+        for s in &sealed {
+            let covered = by
+                .values()
+                .map(|r| r.last().map_or(0, |&(o, l)| o + l))
+                .filter(|&end| end <= s.len && end + STEP + MIB >= s.len)
+                .count();
+            assert!(
+                covered >= 1,
+                "{mode:?}: no file's writeback reaches near the end of a {} byte segment: {by:?}",
+                s.len
+            );
+        }
+
+        // Hints make nothing durable: what a power loss keeps is what the
+        // syncs made durable, all of it.
+        drop(wal);
+        let after = d.crash(CrashMode::DropUnsynced);
+        let wal = open(&after, mode);
+        assert_eq!(wal.stream_info("s").unwrap().next_id, n, "{mode:?}");
+    }
+}
