@@ -594,6 +594,28 @@ fn bindfs_row(
     });
 }
 
+/// Writes 64 MiB to a fresh file at `path` and times its fdatasync alone
+/// (median of 3): what sealing a full segment costs when no writeback was
+/// started before it.
+fn median_of_3_sync_of_64_mib(path: &Path) -> f64 {
+    let chunk = vec![b'x'; 1 << 20];
+    let mut v: Vec<f64> = (0..3)
+        .map(|_| {
+            sh_time("sync");
+            let mut f = std::fs::File::create(path).unwrap();
+            for _ in 0..64 {
+                std::io::Write::write_all(&mut f, &chunk).unwrap();
+            }
+            let start = Instant::now();
+            f.sync_data().unwrap();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    let _ = std::fs::remove_file(path);
+    v.sort_by(f64::total_cmp);
+    v[1]
+}
+
 fn sh_time(cmd: &str) -> f64 {
     let start = Instant::now();
     let s = std::process::Command::new("sh")
@@ -723,6 +745,8 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
         // has a mount of its own; the last one serves the rows below.
         let plain = root.join("plain");
         let mut mounts = Vec::new();
+        let metrics = walfs::metrics::global();
+        let (seal_s0, seal_n0) = (metrics.seal_sync_seconds.get(), metrics.seal_syncs.get());
         let (base, t) = medians_of_3(
             |_| {
                 let _ = std::fs::remove_file(&plain);
@@ -743,6 +767,23 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
         );
         let m = mounts.pop().expect("three runs");
         drop(mounts);
+        // The fdatasync that seals each full segment, against the same
+        // fdatasync of 64 MiB just written to a plain file: what it costs
+        // without the writeback started as the segment grew.
+        let seals = (metrics.seal_syncs.get() - seal_n0).max(1) as f64;
+        let seal_ms = (metrics.seal_sync_seconds.get() - seal_s0) * 1e3 / seals;
+        let bare_ms = median_of_3_sync_of_64_mib(&root.join("sync64")) * 1e3;
+        rows.push(Row {
+            name: format!(
+                "mount: cat 256 MiB >> append (async): the fdatasync sealing each segment ({seals} sealed)"
+            ),
+            unit: "ms",
+            walfs: seal_ms,
+            baseline_name: "fdatasync of 64 MiB just written",
+            baseline: bare_ms,
+            target: 0.5,
+            lower_is_better: true,
+        });
         rows.push(Row {
             name: "mount: cat 256 MiB >> append (async)".into(),
             unit: "MB/s",

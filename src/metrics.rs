@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -58,9 +59,11 @@ pub struct Metrics {
     pub frames_checked: Counter,
     /// Writebacks of a growing segment's bytes started before its sync.
     pub writebacks_started: Counter,
-    /// The fdatasync of each segment sealed at a rotation (not a group
-    /// commit's): how long the append that rotated waited for it.
-    pub seal_sync_seconds: Histogram,
+    /// Segments sealed at a rotation, each with an fdatasync (not a group
+    /// commit's) that the append that rotated waits for.
+    pub seal_syncs: Counter,
+    /// The time those fdatasyncs took, in all.
+    pub seal_sync_seconds: Counter<f64, AtomicU64>,
     /// Opens of sealed segments the kernel serves itself (FUSE passthrough).
     pub passthrough_opens: Counter,
     /// Backing files registered with the kernel for passthrough now.
@@ -112,7 +115,8 @@ impl Metrics {
             open_handles: Gauge::default(),
             frames_checked: Counter::default(),
             writebacks_started: Counter::default(),
-            seal_sync_seconds: latency(),
+            seal_syncs: Counter::default(),
+            seal_sync_seconds: Counter::default(),
             passthrough_opens: Counter::default(),
             passthrough_backing_files: Gauge::default(),
             replicated_entries: Counter::default(),
@@ -229,8 +233,13 @@ impl Metrics {
             m.writebacks_started.clone(),
         );
         registry.register(
+            "seal_syncs",
+            "Segments sealed at a rotation, each with an fdatasync",
+            m.seal_syncs.clone(),
+        );
+        registry.register(
             "seal_sync_seconds",
-            "The fdatasync of each segment sealed at a rotation",
+            "Time the fdatasyncs sealing segments took, in all",
             m.seal_sync_seconds.clone(),
         );
         registry.register(

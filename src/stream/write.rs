@@ -327,9 +327,9 @@ impl Stream {
         let old = self.write_file(ctx, w)?;
         let took = std::time::Instant::now();
         old.sync_data()?;
-        crate::metrics::global()
-            .seal_sync_seconds
-            .observe(took.elapsed().as_secs_f64());
+        let m = crate::metrics::global();
+        m.seal_syncs.inc();
+        m.seal_sync_seconds.inc_by(took.elapsed().as_secs_f64());
         self.commit.all_durable();
         self.note_sealed(ctx, w.active.start_id, w.len, w.payload);
         let start = w.next_id;
