@@ -300,4 +300,40 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
     let (code, o, err) = common::walfs_cli(&["verify", url], &env);
     assert_ne!(code, 0);
     assert!(o.contains(&key), "{o} {err}");
+
+    // One that lies consistently (the manifest's length and crc32 are its
+    // own, every record's crc holds) but names an id past its segment: named
+    // too, never believed.
+    let mut m = Manifest::decode(&s3.get("walfs-test", "t/manifest.json")).unwrap();
+    let g = m
+        .streams
+        .get_mut("default")
+        .unwrap()
+        .segments
+        .iter_mut()
+        .find(|g| g.times_object.is_some())
+        .unwrap();
+    let t0 = g.times[0].0;
+    let (start, end) = (g.start_id, g.end_id);
+    let body: Vec<u8> = (0..9u64)
+        .flat_map(|k| {
+            let id = if k == 8 {
+                end + 5
+            } else {
+                start + k.min(end - start)
+            };
+            walfs::format::time_record_encode(t0 + k * 1000, id)
+        })
+        .collect();
+    let o = g.times_object.as_mut().unwrap();
+    o.len = body.len() as u64;
+    o.crc32 = crc32fast::hash(&body);
+    s3.put("walfs-test", &format!("t/{key}"), &body);
+    s3.put("walfs-test", "t/manifest.json", &m.encode());
+    let (code, o, err) = common::walfs_cli(&["verify", url], &env);
+    assert_ne!(code, 0, "{o}");
+    assert!(
+        o.contains(&key) && o.contains("not the time marks"),
+        "{o} {err}"
+    );
 }
