@@ -336,4 +336,43 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
         o.contains(&key) && o.contains("not the time marks"),
         "{o} {err}"
     );
+
+    // A stream shipped without marks (by a walfs before them): a time is
+    // refused, naming the ids to use instead, never answered with its
+    // first id.
+    for g in &mut m.streams.get_mut("default").unwrap().segments {
+        g.times.clear();
+        g.times_object = None;
+    }
+    s3.put("walfs-test", "t/manifest.json", &m.encode());
+    let (code, _, err) = common::walfs_cli(
+        &[
+            "restore",
+            url,
+            out("unmarked").to_str().unwrap(),
+            "--to-time",
+            &rfc3339(began[9]),
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("holds no times of its ids"), "{err}");
+    // An empty stream needs no marks: it is refused for what it is, a
+    // stream with no id shipped before any time.
+    m.streams.insert("empty".into(), Default::default());
+    s3.put("walfs-test", "t/manifest.json", &m.encode());
+    let (code, _, err) = common::walfs_cli(
+        &[
+            "restore",
+            url,
+            out("empty").to_str().unwrap(),
+            "--to-time",
+            &rfc3339(began[9]),
+            "-s",
+            "empty",
+        ],
+        &env,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no id of stream empty"), "{err}");
 }
