@@ -99,3 +99,17 @@ fn writeback_of_a_growing_segment_starts_every_8_mib_from_its_first_byte() {
         assert_eq!(wal.stream_info("s").unwrap().next_id, n, "{mode:?}");
     }
 }
+
+#[test]
+fn a_real_file_starts_its_writeback_and_counts_it() {
+    use walfs::storage::StorageFile;
+    use walfs::{RealStorage, Storage};
+    let dir = tempfile::tempdir().unwrap();
+    let f = RealStorage.open(&dir.path().join("f"), true).unwrap();
+    f.write_all_at(&vec![1u8; MIB as usize], 0).unwrap();
+    let started = || walfs::metrics::global().writebacks_started.get();
+    let before = started();
+    f.start_writeback(0, MIB);
+    assert_eq!(started(), before + 1, "sync_file_range did not succeed");
+    f.sync_data().unwrap();
+}
