@@ -102,7 +102,6 @@ fn writeback_of_a_growing_segment_starts_every_8_mib_from_its_first_byte() {
 
 #[test]
 fn a_real_file_starts_its_writeback_and_counts_it() {
-    use walfs::storage::StorageFile;
     use walfs::{RealStorage, Storage};
     let dir = tempfile::tempdir().unwrap();
     let f = RealStorage.open(&dir.path().join("f"), true).unwrap();
