@@ -92,6 +92,41 @@ fn failed_async_flush_is_reported_and_poisons() {
 }
 
 #[test]
+fn a_failed_write_behind_is_reported_and_poisons() {
+    // A frame as large as the write buffer is written by the flusher
+    // thread after its append returned (write-behind): its failure reaches
+    // the next sync and append, and nothing of it survives.
+    let d = disk();
+    let wal = open(&d, SyncMode::Async);
+    wal.append("s", b"one").unwrap();
+    wal.sync("s").unwrap();
+    d.fail_write(1, libc::ENOSPC);
+    let big = vec![b'x'; WalOptions::default().write_buffer_size];
+    assert_eq!(wal.append_batch("s", &[&big[..]]).unwrap(), 1..2);
+    let e = wal.sync("s").unwrap_err();
+    assert!(e.to_string().contains("No space left"), "{e}");
+    assert!(matches!(
+        wal.append("s", b"three"),
+        Err(Error::Poisoned { .. })
+    ));
+    drop(wal);
+    let wal = open(&d, SyncMode::Async);
+    assert_eq!(entries(&wal), vec![b"one".to_vec()]);
+    // Written behind and read at once, in order with what was buffered
+    // before it.
+    wal.append("s", b"two").unwrap();
+    let id = wal.append_batch("s", &[&big[..]]).unwrap().start;
+    assert_eq!(wal.get("s", id).unwrap().unwrap(), big);
+    wal.append("s", b"four").unwrap();
+    drop(wal);
+    let wal = open(&d, SyncMode::Async);
+    assert_eq!(
+        entries(&wal),
+        vec![b"one".to_vec(), b"two".to_vec(), big, b"four".to_vec()]
+    );
+}
+
+#[test]
 fn async_appends_are_readable_at_once_and_flushed_in_the_background() {
     let d = disk();
     let wal = open(&d, SyncMode::Async);

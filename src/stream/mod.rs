@@ -63,6 +63,9 @@ pub struct Ctx {
     /// in ranges, see [`read::RANGED_FRAME`]): (stream uid, segment, offset,
     /// crc), the oldest forgotten first.
     pub checked: Mutex<std::collections::VecDeque<(u64, u64, u64, u32)>>,
+    /// Async mode: the thread that hands buffered frames to the kernel,
+    /// woken when a large frame waits (write-behind).
+    pub flusher: std::sync::OnceLock<std::thread::Thread>,
 }
 
 pub struct Writer {

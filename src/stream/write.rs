@@ -22,12 +22,13 @@ use std::sync::Arc;
 pub(super) const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// Starts the writeback of the bytes handed to the kernel since the last
-/// start, once they reach [`WRITEBACK_STEP`].
+/// start, once they reach [`WRITEBACK_STEP`]. Called when nothing waits in
+/// the buffer: all `w.len` bytes are the kernel's.
 fn start_writeback(w: &mut Writer, file: &dyn StorageFile) {
-    let handed = w.len - w.pending.len() as u64;
-    if handed >= w.written_back + WRITEBACK_STEP {
-        file.start_writeback(w.written_back, handed - w.written_back);
-        w.written_back = handed;
+    debug_assert!(w.pending.is_empty());
+    if w.len >= w.written_back + WRITEBACK_STEP {
+        file.start_writeback(w.written_back, w.len - w.written_back);
+        w.written_back = w.len;
     }
 }
 
@@ -124,12 +125,19 @@ impl Stream {
             }
             let (off, start) = (w.len, w.next_id);
             frame.seal(start);
-            // A frame as large as the buffer goes to the file at once (when
-            // nothing waits before it): copying it into the buffer first
-            // would only be flushed right after.
-            let buffer = buffer
-                && !(w.pending.is_empty() && frame.len() as usize >= ctx.opts.write_buffer_size);
-            if buffer {
+            let flen = frame.len();
+            // A frame as large as the buffer is not copied into it: with a
+            // flusher thread, it becomes the buffer (whatever waited before
+            // it is written first, in order) and the flusher writes it while
+            // the caller goes on (write-behind); without one, it goes to the
+            // file at once.
+            let large = flen as usize >= ctx.opts.write_buffer_size;
+            let behind = buffer && large && ctx.flusher.get().is_some();
+            let buffer = buffer && (behind || !(w.pending.is_empty() && large));
+            if behind {
+                self.flush_locked(ctx, &mut w)?;
+                w.pending = std::mem::take(&mut frame.bytes);
+            } else if buffer {
                 w.pending.extend_from_slice(&frame.bytes);
             } else {
                 self.flush_locked(ctx, &mut w)?;
@@ -148,7 +156,7 @@ impl Stream {
                     return Err(e.into());
                 }
             }
-            w.len += frame.len();
+            w.len += flen;
             if !buffer {
                 if let Some(f) = w.file.clone() {
                     start_writeback(&mut w, &*f);
@@ -162,6 +170,10 @@ impl Stream {
             if !buffer {
                 w.active.set_written(w.len, w.next_id, w.payload);
                 self.commit.wrote(w.next_id, w.len);
+            } else if behind {
+                if let Some(t) = ctx.flusher.get() {
+                    t.unpark();
+                }
             } else if w.pending.len() >= ctx.opts.write_buffer_size {
                 self.flush_locked(ctx, &mut w)?;
             }

@@ -153,6 +153,7 @@ impl Wal {
             epoch: Arc::default(),
             last_big: Mutex::new(None),
             checked: Mutex::default(),
+            flusher: std::sync::OnceLock::new(),
             storage,
             opts: options,
         };
@@ -192,6 +193,9 @@ impl Wal {
         let standby = core.ctx.opts.standby && !core.ctx.opts.read_only;
         let flusher = (core.ctx.opts.sync_mode == SyncMode::Async && !core.ctx.opts.read_only)
             .then(|| spawn_flusher(core.clone()));
+        if let Some((h, _)) = &flusher {
+            let _ = core.ctx.flusher.set(h.thread().clone());
+        }
         Ok(Wal {
             inner: Arc::new(Shared {
                 core,
