@@ -65,8 +65,9 @@ pub struct WalOptions {
     /// Open read descriptors of sealed segments kept (LRU).
     pub max_open_read_segments: usize,
     /// Async mode: appends collect in memory and go to the kernel in writes
-    /// of this size (or every 10 ms, or when read, followed or synced).
-    /// Other modes write each frame with one pwrite.
+    /// of this size (or every 10 ms, or when read, followed or synced); a
+    /// frame at least this large is written by the flusher thread while its
+    /// append returns. Other modes write each frame with one pwrite.
     pub write_buffer_size: usize,
     /// Size of the reads used by iterators and scans.
     pub read_buffer_size: usize,
