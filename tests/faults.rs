@@ -127,6 +127,26 @@ fn a_failed_write_behind_is_reported_and_poisons() {
 }
 
 #[test]
+fn small_async_appends_are_gathered_into_few_writes() {
+    // 1,000 appends of 46 bytes each fit in the 64 KiB buffer: what writes
+    // them is the flusher's 10 ms tick and the final sync, a handful of
+    // writes, never one per append (nor one per append written behind).
+    let d = disk();
+    let wal = open(&d, SyncMode::Async);
+    let before = d.write_count();
+    for i in 0..1000u32 {
+        wal.append("s", format!("entry {i:04}").as_bytes()).unwrap();
+    }
+    wal.sync("s").unwrap();
+    let writes = d.write_count() - before;
+    assert!(
+        writes < 100,
+        "{writes} writes for 1,000 small async appends"
+    );
+    assert_eq!(entries(&wal).len(), 1000);
+}
+
+#[test]
 fn async_appends_are_readable_at_once_and_flushed_in_the_background() {
     let d = disk();
     let wal = open(&d, SyncMode::Async);
