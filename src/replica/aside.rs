@@ -252,3 +252,46 @@ fn rebuild(opts: &ReplicaOptions, data: &Path, progress: &mut dyn FnMut(u64, u64
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_frame_starts_are_found_by_walking_the_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = crate::Wal::new(crate::WalOptions::new(dir.path())).unwrap();
+        // Frames of 1, 2 and 3 entries.
+        wal.append_batch("s", &[b"a"]).unwrap();
+        wal.append_batch("s", &[b"bb", b"cc"]).unwrap();
+        wal.append_batch("s", &[b"d", b"e", b"f"]).unwrap();
+        let seg = wal.segments("s")[0].clone();
+        drop(wal);
+        let h = format::HEADER_SIZE as u64;
+        let starts = [0, h + 5, 2 * h + 5 + 12];
+        let end = 3 * h + 5 + 12 + 15;
+        assert_eq!(seg.len, end);
+        let p = &seg.path;
+        // The id at each frame boundary (the frames name their ids; at
+        // byte 0 it is the segment's start).
+        for (off, id) in [(0, 0), (starts[1], 1), (starts[2], 3), (end, 6)] {
+            assert_eq!(id_at(p, 0, off).unwrap(), id, "at byte {off}");
+        }
+        assert_eq!(id_at(p, 7, 0).unwrap(), 7);
+        // The frame holding each byte starts at or below it.
+        for (target, start) in [
+            (0, 0),
+            (h + 4, 0),
+            (starts[1], starts[1]),
+            (starts[2] - 1, starts[1]),
+            (starts[2], starts[2]),
+            (end - 1, starts[2]),
+        ] {
+            assert_eq!(
+                frame_start_at_or_below(p, target).unwrap(),
+                start,
+                "byte {target}"
+            );
+        }
+    }
+}
