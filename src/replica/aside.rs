@@ -294,4 +294,71 @@ mod tests {
             );
         }
     }
+
+    /// The bucket's record of a local segment, whole (one object with its
+    /// crc: comparing it needs no request).
+    fn shipped(seg: &crate::SegmentInfo) -> super::super::manifest::SegmentManifest {
+        let bytes = std::fs::read(&seg.path).unwrap();
+        super::super::manifest::SegmentManifest {
+            start_id: seg.start_id,
+            end_id: seg.end_id,
+            len: seg.len,
+            sealed: seg.sealed,
+            payload: 0,
+            objects: vec![super::super::manifest::ObjectRef {
+                key: format!("s/{}.wal", seg.start_id),
+                offset: 0,
+                len: seg.len,
+                crc32: crc32fast::hash(&bytes),
+                level: 0,
+            }],
+            times: Vec::new(),
+            times_object: None,
+        }
+    }
+
+    #[test]
+    fn a_fork_is_where_the_local_log_leaves_the_buckets_not_below_its_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = crate::WalOptions::new(dir.path());
+        o.max_segment_size = 200;
+        let wal = crate::Wal::new(o).unwrap();
+        for i in 0..20u64 {
+            wal.append("s", format!("entry {i:02}").as_bytes()).unwrap();
+        }
+        let local = wal.segments("s");
+        drop(wal);
+        assert!(local.len() >= 4, "{local:?}");
+        // Never contacted: every comparison below is by crc.
+        let url = super::super::BucketUrl::parse("s3://nowhere/p").unwrap();
+        let bucket = Bucket::open(&url, std::time::Duration::from_secs(1), &[]).unwrap();
+        let stream = |segs: &[crate::SegmentInfo]| StreamManifest {
+            next_id: segs.last().unwrap().end_id,
+            floor: 0,
+            segments: segs.iter().map(shipped).collect(),
+        };
+        // The bucket truncated below the local log (its first two segments
+        // gone there, kept here), the rest shipped whole: no fork.
+        let sm = stream(&local[2..]);
+        assert!(fork_of(&bucket, "s", &local, Some(&sm)).unwrap().is_none());
+        // The last local segment never shipped: the fork is its first byte
+        // and id, whatever the bucket truncated.
+        let n = local.len();
+        let sm = stream(&local[2..n - 1]);
+        let f = fork_of(&bucket, "s", &local, Some(&sm))
+            .unwrap()
+            .expect("a fork");
+        let last = &local[n - 1];
+        assert_eq!(
+            (f.segment, f.offset, f.from_id, f.to_id),
+            (last.start_id, 0, last.start_id, last.end_id)
+        );
+        assert_eq!(f.files.len(), 1);
+        // A bucket with no segment at all holds none of it.
+        let empty = StreamManifest::default();
+        let f = fork_of(&bucket, "s", &local, Some(&empty))
+            .unwrap()
+            .expect("a fork");
+        assert_eq!((f.segment, f.from_id), (local[0].start_id, local[0].start_id));
+    }
 }
