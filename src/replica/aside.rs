@@ -354,11 +354,41 @@ mod tests {
             (last.start_id, 0, last.start_id, last.end_id)
         );
         assert_eq!(f.files.len(), 1);
+        // The last segment shipped in two objects, but only up to a frame
+        // boundary (later frames written here, never shipped): the fork is
+        // that byte, and the id there.
+        let h = format::HEADER_SIZE as u64;
+        let frame = h + 4 + 8; // one "entry NN" a frame
+        let bytes = std::fs::read(&last.path).unwrap();
+        assert!(last.len >= 3 * frame, "{last:?}");
+        let object = |offset: u64, len: u64| super::super::manifest::ObjectRef {
+            key: format!("s/{}.{offset}.part", last.start_id),
+            offset,
+            len,
+            crc32: crc32fast::hash(&bytes[offset as usize..(offset + len) as usize]),
+            level: 0,
+        };
+        let mut sm = stream(&local[2..]);
+        let g = sm.segments.last_mut().unwrap();
+        g.objects = vec![object(0, frame), object(frame, frame)];
+        g.len = 2 * frame;
+        g.end_id = last.start_id + 2;
+        sm.next_id = g.end_id;
+        let f = fork_of(&bucket, "s", &local, Some(&sm))
+            .unwrap()
+            .expect("a fork");
+        assert_eq!(
+            (f.segment, f.offset, f.from_id, f.to_id),
+            (last.start_id, 2 * frame, last.start_id + 2, last.end_id)
+        );
         // A bucket with no segment at all holds none of it.
         let empty = StreamManifest::default();
         let f = fork_of(&bucket, "s", &local, Some(&empty))
             .unwrap()
             .expect("a fork");
-        assert_eq!((f.segment, f.from_id), (local[0].start_id, local[0].start_id));
+        assert_eq!(
+            (f.segment, f.from_id),
+            (local[0].start_id, local[0].start_id)
+        );
     }
 }
