@@ -256,6 +256,8 @@ fn rebuild(opts: &ReplicaOptions, data: &Path, progress: &mut dyn FnMut(u64, u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica::manifest::{ObjectRef, SegmentManifest};
+    use crate::replica::BucketUrl;
 
     #[test]
     fn ids_and_frame_starts_are_found_by_walking_the_frames() {
@@ -297,15 +299,15 @@ mod tests {
 
     /// The bucket's record of a local segment, whole (one object with its
     /// crc: comparing it needs no request).
-    fn shipped(seg: &crate::SegmentInfo) -> super::super::manifest::SegmentManifest {
+    fn shipped(seg: &crate::SegmentInfo) -> SegmentManifest {
         let bytes = std::fs::read(&seg.path).unwrap();
-        super::super::manifest::SegmentManifest {
+        SegmentManifest {
             start_id: seg.start_id,
             end_id: seg.end_id,
             len: seg.len,
             sealed: seg.sealed,
             payload: 0,
-            objects: vec![super::super::manifest::ObjectRef {
+            objects: vec![ObjectRef {
                 key: format!("s/{}.wal", seg.start_id),
                 offset: 0,
                 len: seg.len,
@@ -330,7 +332,7 @@ mod tests {
         drop(wal);
         assert!(local.len() >= 4, "{local:?}");
         // Never contacted: every comparison below is by crc.
-        let url = super::super::BucketUrl::parse("s3://nowhere/p").unwrap();
+        let url = BucketUrl::parse("s3://nowhere/p").unwrap();
         let bucket = Bucket::open(&url, std::time::Duration::from_secs(1), &[]).unwrap();
         let stream = |segs: &[crate::SegmentInfo]| StreamManifest {
             next_id: segs.last().unwrap().end_id,
@@ -361,7 +363,7 @@ mod tests {
         let frame = h + 4 + 8; // one "entry NN" a frame
         let bytes = std::fs::read(&last.path).unwrap();
         assert!(last.len >= 3 * frame, "{last:?}");
-        let object = |offset: u64, len: u64| super::super::manifest::ObjectRef {
+        let object = |offset: u64, len: u64| ObjectRef {
             key: format!("s/{}.{offset}.part", last.start_id),
             offset,
             len,
