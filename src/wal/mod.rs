@@ -2,6 +2,7 @@
 //! math lives here. Its read side (entries by id, iteration, ranges, the
 //! layout of `log`, waiting) is in `read.rs`.
 
+mod flusher;
 mod read;
 mod standby;
 
@@ -15,13 +16,11 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long an Async-mode append may wait in memory before a background
-/// flush hands it to the kernel.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+use flusher::Flusher;
 
 pub(crate) struct Core {
     /// Shared with iterators, which outlive no handle but need no `Wal`.
@@ -35,7 +34,7 @@ type StandbyInfo = Box<dyn Fn(u64) -> crate::shipping::ReplicaInfo + Send + Sync
 
 pub(crate) struct Shared {
     core: Arc<Core>,
-    flusher: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
+    flusher: Option<Flusher>,
     /// Whatever ships the log (the replica layer), once attached.
     shipping: std::sync::OnceLock<Box<dyn crate::shipping::Shipping>>,
     /// A standby's log: appends refused until promoted.
@@ -64,31 +63,6 @@ impl Core {
     pub(crate) fn stream(&self, name: &str) -> Option<Arc<Stream>> {
         self.streams.read().get(name).cloned()
     }
-
-    fn flush_all(&self) {
-        let all: Vec<Arc<Stream>> = self.streams.read().values().cloned().collect();
-        for s in all {
-            if let Err(e) = s.flush(&self.ctx) {
-                log::error!("stream {}: background flush failed: {e}", s.name);
-            }
-        }
-    }
-}
-
-/// Flushes Async-mode buffers every FLUSH_INTERVAL until told to stop.
-fn spawn_flusher(core: Arc<Core>) -> (std::thread::JoinHandle<()>, Arc<AtomicBool>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let h = std::thread::Builder::new()
-        .name("walfs-flush".into())
-        .spawn(move || {
-            while !flag.load(Ordering::Acquire) {
-                std::thread::park_timeout(FLUSH_INTERVAL);
-                core.flush_all();
-            }
-        })
-        .expect("spawn the flush thread");
-    (h, stop)
 }
 
 /// A write-ahead log: a directory of streams. Cheap to clone; all methods
@@ -192,10 +166,7 @@ impl Wal {
         });
         let standby = core.ctx.opts.standby && !core.ctx.opts.read_only;
         let flusher = (core.ctx.opts.sync_mode == SyncMode::Async && !core.ctx.opts.read_only)
-            .then(|| spawn_flusher(core.clone()));
-        if let Some((h, _)) = &flusher {
-            let _ = core.ctx.flusher.set(h.thread().clone());
-        }
+            .then(|| Flusher::spawn(core.clone()));
         Ok(Wal {
             inner: Arc::new(Shared {
                 core,
@@ -528,10 +499,8 @@ impl Wal {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some((h, stop)) = self.flusher.take() {
-            stop.store(true, Ordering::Release);
-            h.thread().unpark();
-            let _ = h.join();
+        if let Some(f) = self.flusher.take() {
+            f.stop();
         }
         if self.ctx.opts.read_only {
             return;
