@@ -616,6 +616,14 @@ fn median_of_3_sync_of_64_mib(path: &Path) -> f64 {
     v[1]
 }
 
+/// Times 8 shells each running `n` of `echo "wW I" >> file`, at once.
+fn eight_echo_loops(n: usize, file: &Path) -> f64 {
+    sh_time(&format!(
+        "for w in 1 2 3 4 5 6 7 8; do (i=0; while [ $i -lt {n} ]; do echo \"w$w $i\" >> {}; i=$((i+1)); done) & done; wait",
+        file.display()
+    ))
+}
+
 fn sh_time(cmd: &str) -> f64 {
     let start = Instant::now();
     let s = std::process::Command::new("sh")
@@ -1010,10 +1018,7 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             m0.fdatasyncs.get(),
             m0.fuse_requests_all.get(),
         );
-        let t = sh_time(&format!(
-            "for w in 1 2 3 4 5 6 7 8; do (i=0; while [ $i -lt {n} ]; do echo \"w$w $i\" >> {}; i=$((i+1)); done) & done; wait",
-            append.display()
-        ));
+        let t = eight_echo_loops(n, &append);
         let (e1, s1, r1) = (
             m0.entries.get(),
             m0.fdatasyncs.get(),
@@ -1028,10 +1033,7 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             target: 2.5,
             lower_is_better: false,
         });
-        let tn = sh_time(&format!(
-            "for w in 1 2 3 4 5 6 7 8; do (i=0; while [ $i -lt {n} ]; do echo \"w$w $i\" >> {}; i=$((i+1)); done) & done; wait",
-            null.mnt.join("durable").display()
-        ));
+        let tn = eight_echo_loops(n, &null.mnt.join("durable"));
         null_row(
             rows,
             "mount: strict echo >> append, 8 processes",
@@ -1043,10 +1045,7 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
         // What 8 echo loops reach on this machine with no fdatasync at
         // all (the null fs's plain append): the most the strict row could
         // reach whatever its group commit does.
-        let tc = sh_time(&format!(
-            "for w in 1 2 3 4 5 6 7 8; do (i=0; while [ $i -lt {n} ]; do echo \"w$w $i\" >> {}; i=$((i+1)); done) & done; wait",
-            null.mnt.join("append").display()
-        ));
+        let tc = eight_echo_loops(n, &null.mnt.join("append"));
         rows.push(Row {
             name: "mount: strict echo >> append, 8 processes".into(),
             unit: "appends/s",

@@ -136,21 +136,19 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
     assert!(off < Duration::from_secs(1), "{shown:?} vs {:?}", began[0]);
 
     let out = |name: &str| dir.path().join(name);
+    // `walfs restore URL TO --to-time T [more]`: (exit code, stdout, stderr).
+    let restore_at = |to: &Path, t: SystemTime, more: &[&str]| {
+        let t = rfc3339(t);
+        let mut args = vec!["restore", url, to.to_str().unwrap(), "--to-time", &t];
+        args.extend_from_slice(more);
+        common::walfs_cli(&args, &env)
+    };
     // At the start of each burst: the ids of the bursts before it, exactly
     // (bursts are 2 s apart, the marks to within a second).
     for k in [1usize, 4, 8, 9] {
         let to = k as u64 * PER_BURST;
         let r = out(&format!("at{k}"));
-        let (code, _, err) = common::walfs_cli(
-            &[
-                "restore",
-                url,
-                r.to_str().unwrap(),
-                "--to-time",
-                &rfc3339(began[k]),
-            ],
-            &env,
-        );
+        let (code, _, err) = restore_at(&r, began[k], &[]);
         assert_eq!(code, 0, "{err}");
         assert!(
             err.contains(&format!("up to id {to}, the first shipped at or after")),
@@ -208,16 +206,7 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
     assert_eq!(o.as_bytes(), &want[..]);
     // Before anything was shipped: refused, naming why; after the end: all.
     let early = began[0] - Duration::from_secs(60);
-    let (code, _, err) = common::walfs_cli(
-        &[
-            "restore",
-            url,
-            out("early").to_str().unwrap(),
-            "--to-time",
-            &rfc3339(early),
-        ],
-        &env,
-    );
+    let (code, _, err) = restore_at(&out("early"), early, &[]);
     assert_ne!(code, 0);
     assert!(
         err.contains("was shipped before") && err.contains("later time"),
@@ -225,16 +214,7 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
     );
     assert!(!out("early").exists());
     let late = SystemTime::now() + Duration::from_secs(60);
-    let (code, _, err) = common::walfs_cli(
-        &[
-            "restore",
-            url,
-            out("late").to_str().unwrap(),
-            "--to-time",
-            &rfc3339(late),
-        ],
-        &env,
-    );
+    let (code, _, err) = restore_at(&out("late"), late, &[]);
     assert_eq!(code, 0, "{err}");
     assert_cut_copy(&out("late"), &data, n);
 
@@ -285,16 +265,7 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
     let mut body = s3.get("walfs-test", &format!("t/{key}"));
     body[3] ^= 1;
     s3.put("walfs-test", &format!("t/{key}"), &body);
-    let (code, _, err) = common::walfs_cli(
-        &[
-            "restore",
-            url,
-            out("lied").to_str().unwrap(),
-            "--to-time",
-            &rfc3339(began[9]),
-        ],
-        &env,
-    );
+    let (code, _, err) = restore_at(&out("lied"), began[9], &[]);
     assert_ne!(code, 0);
     assert!(err.contains(&key), "{err}");
     let (code, o, err) = common::walfs_cli(&["verify", url], &env);
@@ -345,34 +316,14 @@ fn restore_to_a_time_gives_the_log_as_it_stood_then() {
         g.times_object = None;
     }
     s3.put("walfs-test", "t/manifest.json", &m.encode());
-    let (code, _, err) = common::walfs_cli(
-        &[
-            "restore",
-            url,
-            out("unmarked").to_str().unwrap(),
-            "--to-time",
-            &rfc3339(began[9]),
-        ],
-        &env,
-    );
+    let (code, _, err) = restore_at(&out("unmarked"), began[9], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("holds no times of its ids"), "{err}");
     // An empty stream needs no marks: it is refused for what it is, a
     // stream with no id shipped before any time.
     m.streams.insert("empty".into(), Default::default());
     s3.put("walfs-test", "t/manifest.json", &m.encode());
-    let (code, _, err) = common::walfs_cli(
-        &[
-            "restore",
-            url,
-            out("empty").to_str().unwrap(),
-            "--to-time",
-            &rfc3339(began[9]),
-            "-s",
-            "empty",
-        ],
-        &env,
-    );
+    let (code, _, err) = restore_at(&out("empty"), began[9], &["-s", "empty"]);
     assert_ne!(code, 0);
     assert!(err.contains("no id of stream empty"), "{err}");
 }
