@@ -24,10 +24,12 @@ pub(super) const WRITEBACK_STEP: u64 = 8 << 20;
 /// Starts the writeback of the bytes handed to the kernel since the last
 /// start, once they reach [`WRITEBACK_STEP`]. Called when nothing waits in
 /// the buffer: all `w.len` bytes are the kernel's.
-fn start_writeback(w: &mut Writer, file: &dyn StorageFile) {
+fn start_writeback(w: &mut Writer) {
     debug_assert!(w.pending.is_empty());
     if w.len >= w.written_back + WRITEBACK_STEP {
-        file.start_writeback(w.written_back, w.len - w.written_back);
+        if let Some(f) = &w.file {
+            f.start_writeback(w.written_back, w.len - w.written_back);
+        }
         w.written_back = w.len;
     }
 }
@@ -158,9 +160,7 @@ impl Stream {
             }
             w.len += flen;
             if !buffer {
-                if let Some(f) = w.file.clone() {
-                    start_writeback(&mut w, &*f);
-                }
+                start_writeback(&mut w);
             }
             w.next_id += n;
             w.payload += frame.payload;
@@ -194,11 +194,11 @@ impl Stream {
         let from = w.len - w.pending.len() as u64;
         let r = self
             .write_file(ctx, w)
-            .and_then(|f| f.write_all_at(&w.pending, from).map(|()| f));
+            .and_then(|f| f.write_all_at(&w.pending, from));
         w.pending.clear();
         match r {
-            Ok(f) => {
-                start_writeback(w, &*f);
+            Ok(()) => {
+                start_writeback(w);
                 w.active.set_written(w.len, w.next_id, w.payload);
                 self.commit.wrote(w.next_id, w.len);
                 Ok(())
