@@ -624,6 +624,127 @@ fn eight_echo_loops(n: usize, file: &Path) -> f64 {
     ))
 }
 
+/// walfs's figures for 256 MiB: `cat log` first and again and the null
+/// filesystem's read, as (seconds, daemon CPU seconds); the async bulk
+/// append's median seconds.
+struct Figures {
+    first: (f64, f64),
+    again: (f64, f64),
+    null: (f64, f64),
+    append: f64,
+}
+
+/// The contract's floor (`Floor` in examples/support/nullfs.rs) beside
+/// walfs and the null filesystem: the least work walfs's contract leaves
+/// (for `log`: the pread, every frame's crc before its bytes are served,
+/// one copy of the entry bytes; for an append: memchr, the frame's copy and
+/// crc, one write). What the floor misses of a target, the contract
+/// misses; what walfs misses beyond it is walfs's own overhead.
+fn floor_rows(rows: &mut Vec<Row>, root: &Path, big: &Path, stream: &Path, w: &Figures) {
+    let floor = nullfs::NullMount::with_segments(root, big, Some(stream));
+    let (framed, checked) = (floor.mnt.join("framed"), floor.mnt.join("framed-checked"));
+    // The floor serves the very bytes walfs serves, or its figures mean
+    // nothing.
+    sh_time(&format!("cmp {} {}", big.display(), framed.display()));
+    let size = std::fs::metadata(big).unwrap().len() as f64;
+    let timed = |f: &Path| {
+        let c0 = self_cpu();
+        let t = sh_time(&format!("cat {} > /dev/null", f.display()));
+        (t, self_cpu() - c0)
+    };
+    let (first, again) = (timed(&framed), timed(&checked));
+    let ms_per_gib = 1000.0 * f64::from(1u32 << 30) / size;
+    let plain = root.join("plain");
+    let (plain_t, floor_t) = medians_of_3(
+        |_| {
+            let _ = std::fs::remove_file(&plain);
+            sh_time("sync");
+            sh_time(&format!("cat {} >> {}", big.display(), plain.display()))
+        },
+        |_| {
+            let _ = std::fs::remove_file(root.join("framed-sink"));
+            sh_time("sync");
+            sh_time(&format!(
+                "cat {} >> {}",
+                big.display(),
+                floor.mnt.join("framing").display()
+            ))
+        },
+    );
+    let _ = std::fs::remove_file(&plain);
+    let mbs = |t: f64| size / 1e6 / t;
+    let mut row = |name: String, unit, walfs, baseline_name, baseline, target, lower| {
+        rows.push(Row {
+            name,
+            unit,
+            walfs,
+            baseline_name,
+            baseline,
+            target,
+            lower_is_better: lower,
+        })
+    };
+    for (how, f, wf, target) in [
+        ("", first, w.first, 0.7),
+        (", read again (no crc)", again, w.again, 0.7),
+    ] {
+        row(
+            format!("mount: cat log{how}: the contract's floor (pread, crc, one copy)"),
+            "MB/s",
+            mbs(f.0),
+            "null FUSE fs, pread + reply",
+            mbs(w.null.0),
+            target,
+            false,
+        );
+        row(
+            format!("mount: cat log{how}: the contract's floor, CPU per GiB"),
+            "CPU-ms",
+            f.1 * ms_per_gib,
+            "null FUSE fs, pread + reply",
+            w.null.1 * ms_per_gib,
+            1.3,
+            true,
+        );
+        row(
+            format!("mount: cat log{how}"),
+            "MB/s",
+            mbs(wf.0),
+            "the contract's floor",
+            mbs(f.0),
+            0.0,
+            false,
+        );
+        row(
+            format!("mount: cat log{how}, CPU per GiB"),
+            "CPU-ms",
+            wf.1 * ms_per_gib,
+            "the contract's floor",
+            f.1 * ms_per_gib,
+            0.0,
+            true,
+        );
+    }
+    row(
+        "mount: cat 256 MiB >> append (async): the contract's floor (memchr, frame, crc, write; median of 3)".into(),
+        "MB/s",
+        mbs(floor_t),
+        "cat >> plain file",
+        mbs(plain_t),
+        0.5,
+        false,
+    );
+    row(
+        "mount: cat 256 MiB >> append (async)".into(),
+        "MB/s",
+        mbs(w.append),
+        "the contract's floor",
+        mbs(floor_t),
+        0.0,
+        false,
+    );
+}
+
 fn sh_time(cmd: &str) -> f64 {
     let start = Instant::now();
     let s = std::process::Command::new("sh")
@@ -869,6 +990,18 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             null.mnt.join("file").display()
         ));
         let null_again_cpu = self_cpu() - c0;
+        floor_rows(
+            rows,
+            &root.join("floor"),
+            &big,
+            &root.join("a2").join("data").join("default"),
+            &Figures {
+                first: (t, cpu),
+                again: (again, again_cpu),
+                null: (tn, null_cpu),
+                append: append_t,
+            },
+        );
         let ms_per_gib = 1000.0 * f64::from(1u32 << 30) / size;
         for (how, w, n) in [
             ("", cpu, null_cpu),

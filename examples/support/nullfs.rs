@@ -6,7 +6,16 @@
 //!   (direct I/O, as walfs serves `log`);
 //! - `append`: every WRITE is one write(2) to a backing file opened
 //!   O_APPEND (no frame, no crc);
-//! - `durable`: the same, and an fdatasync before the reply (strict).
+//! - `durable`: the same, and an fdatasync before the reply (strict);
+//! - `framed` and `framed-checked`: the least work walfs's contract leaves
+//!   for `cat log` (see [`Floor`]): the entry bytes of a walfs stream's
+//!   segments, each frame's crc checked before any of its bytes is served
+//!   (`framed`) or, as for frames checked once while mounted, not again
+//!   (`framed-checked`);
+//! - `framing`: the least work the contract leaves for an async append:
+//!   every complete line of a WRITE an entry of one frame (walfs's own
+//!   encoder: the copy behind length prefixes and the crc), written by a
+//!   thread of its own while the reply goes (write-behind, as walfs does).
 //!
 //! The mount options and worker threads are walfs's (`max_write` and
 //! read-ahead 1 MiB, 8 threads, cloned descriptors). Used by
@@ -28,12 +37,16 @@ const ROOT: u64 = 1;
 const FILE: u64 = 2;
 const APPEND: u64 = 3;
 const DURABLE: u64 = 4;
+const FRAMED: u64 = 5;
+const FRAMED_CHECKED: u64 = 6;
+const FRAMING: u64 = 7;
 const TTL: Duration = Duration::from_secs(1);
 
 struct NullFs {
     file: File,
     sink: File,
     started: SystemTime,
+    floor: Floor,
 }
 
 impl NullFs {
@@ -45,7 +58,8 @@ impl NullFs {
                 self.file.metadata().ok()?.len(),
                 0o644,
             ),
-            APPEND | DURABLE => (FileType::RegularFile, 0, 0o644),
+            APPEND | DURABLE | FRAMING => (FileType::RegularFile, 0, 0o644),
+            FRAMED | FRAMED_CHECKED => (FileType::RegularFile, self.floor.size, 0o644),
             _ => return None,
         };
         Some(FileAttr {
@@ -82,6 +96,9 @@ impl Filesystem for NullFs {
             (ROOT, Some("file")) => FILE,
             (ROOT, Some("append")) => APPEND,
             (ROOT, Some("durable")) => DURABLE,
+            (ROOT, Some("framed")) => FRAMED,
+            (ROOT, Some("framed-checked")) => FRAMED_CHECKED,
+            (ROOT, Some("framing")) => FRAMING,
             _ => return reply.error(Errno::from_i32(libc::ENOENT)),
         };
         match self.attr(ino) {
@@ -97,14 +114,17 @@ impl Filesystem for NullFs {
         }
     }
 
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if matches!(ino.0, FRAMED | FRAMED_CHECKED) {
+            *self.floor.at.lock().unwrap() = Scan::default();
+        }
         reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         size: u32,
@@ -112,6 +132,12 @@ impl Filesystem for NullFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if matches!(ino.0, FRAMED | FRAMED_CHECKED) {
+            return match self.floor.read(offset, size as usize, ino.0 == FRAMED) {
+                Ok(out) => reply.data(&out),
+                Err(e) => reply.error(Errno::from_i32(e)),
+            };
+        }
         let mut buf = vec![0u8; size as usize];
         match self.file.read_at(&mut buf, offset) {
             Ok(n) => reply.data(&buf[..n]),
@@ -131,6 +157,12 @@ impl Filesystem for NullFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if ino.0 == FRAMING {
+            return match self.floor.append(data) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(Errno::from_i32(e)),
+            };
+        }
         let r = (&self.sink).write_all(data).and_then(|()| match ino.0 {
             DURABLE => self.sink.sync_data(),
             _ => Ok(()),
@@ -178,6 +210,9 @@ impl Filesystem for NullFs {
             (FILE, FileType::RegularFile, "file"),
             (APPEND, FileType::RegularFile, "append"),
             (DURABLE, FileType::RegularFile, "durable"),
+            (FRAMED, FileType::RegularFile, "framed"),
+            (FRAMED_CHECKED, FileType::RegularFile, "framed-checked"),
+            (FRAMING, FileType::RegularFile, "framing"),
         ];
         for (i, (ino, kind, name)) in names.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
@@ -196,8 +231,15 @@ pub struct NullMount {
 
 impl NullMount {
     /// Mounts on `root/mnt`, serving `file` as `file` and appending what is
-    /// written to `append` or `durable` to `root/sink`.
+    /// written to `append` or `durable` to `root/sink` (`framing`: to
+    /// `root/framed-sink`).
     pub fn start(root: &Path, file: &Path) -> NullMount {
+        NullMount::with_segments(root, file, None)
+    }
+
+    /// As [`NullMount::start`], and `framed` serves the entries of the
+    /// walfs stream directory `stream` (its `*.wal` segments, in order).
+    pub fn with_segments(root: &Path, file: &Path, stream: Option<&Path>) -> NullMount {
         let mnt = root.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         let fs = NullFs {
@@ -208,6 +250,7 @@ impl NullMount {
                 .open(root.join("sink"))
                 .unwrap(),
             started: SystemTime::now(),
+            floor: Floor::new(stream, &root.join("framed-sink")),
         };
         let mut config = Config::default();
         config.mount_options = vec![
@@ -251,5 +294,184 @@ pub fn unmount_and_join(mnt: &Path, thread: Option<std::thread::JoinHandle<()>>)
     }
     if let Some(t) = thread {
         let _ = t.join();
+    }
+}
+
+/// The least work walfs's contract leaves for `log` and an async `append`,
+/// done with nothing else: no index, cache, lock or cursor beyond one
+/// sequential reader. Reading: a pread of the segment into a reused
+/// buffer, the crc of each frame before any of its bytes is served, and
+/// one copy of the entry bytes (without their length prefixes) into the
+/// reply. Appending: the lines found with memchr, walfs's own frame
+/// encoder (the copy behind length prefixes and the crc), and the write
+/// handed to a thread of its own. What walfs adds on top of it is its own
+/// overhead; what the floor misses of a target, the contract itself does.
+struct Floor {
+    segments: Vec<File>,
+    /// Entry bytes of all segments (`framed`'s size).
+    size: u64,
+    at: std::sync::Mutex<Scan>,
+    next_id: std::sync::atomic::AtomicU64,
+    /// Frames to write, one waiting at most (as walfs's write buffer).
+    behind: std::sync::Mutex<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+/// Where the one sequential reader of `framed` is.
+#[derive(Default)]
+struct Scan {
+    /// The segment read, and the file offset of the bytes after `raw`.
+    segment: usize,
+    file_off: u64,
+    raw: Vec<u8>,
+    /// The next byte of `raw` to look at: a frame header when it is
+    /// `frame_end`, else an entry's length prefix.
+    at: usize,
+    frame_end: usize,
+    /// Bytes of the entry at `at` already served.
+    cut: usize,
+    /// Entry bytes served so far (the reader's offset).
+    served: u64,
+}
+
+impl Floor {
+    fn new(stream: Option<&Path>, sink: &Path) -> Floor {
+        let mut paths: Vec<PathBuf> = match stream {
+            Some(dir) => std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+                .collect(),
+            None => Vec::new(),
+        };
+        paths.sort();
+        let mut sink = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sink)
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+        // Ends when the filesystem (and with it the sender) is dropped.
+        std::thread::spawn(move || {
+            for frame in rx {
+                sink.write_all(&frame).unwrap();
+            }
+        });
+        let mut floor = Floor {
+            segments: paths.iter().map(|p| File::open(p).unwrap()).collect(),
+            size: 0,
+            at: Default::default(),
+            next_id: Default::default(),
+            behind: std::sync::Mutex::new(tx),
+        };
+        // Its size: read through once, unchecked (not timed).
+        let mut scan = Scan::default();
+        while let Ok(out) = floor.serve(&mut scan, 8 << 20, false) {
+            if out.is_empty() {
+                break;
+            }
+            floor.size += out.len() as u64;
+        }
+        floor
+    }
+
+    fn read(&self, offset: u64, size: usize, check: bool) -> Result<Vec<u8>, i32> {
+        let mut scan = self.at.lock().unwrap();
+        if offset != scan.served {
+            // One sequential reader only (`cat`): anything else is refused.
+            return Err(libc::ESPIPE);
+        }
+        self.serve(&mut scan, size, check)
+    }
+
+    fn serve(&self, s: &mut Scan, size: usize, check: bool) -> Result<Vec<u8>, i32> {
+        use walfs::format::frame::{FrameHeader, HEADER_SIZE};
+        let mut out = Vec::with_capacity(size);
+        while out.len() < size {
+            if s.at == s.frame_end {
+                if !self.fill(s, HEADER_SIZE, size)? {
+                    break;
+                }
+                let Ok(h) = FrameHeader::decode(&s.raw[s.at..s.at + HEADER_SIZE]) else {
+                    // Past a segment's last frame: the next segment.
+                    s.segment += 1;
+                    s.file_off = 0;
+                    s.raw.clear();
+                    (s.at, s.frame_end) = (0, 0);
+                    continue;
+                };
+                let len = h.frame_len() as usize;
+                if !self.fill(s, len, size)? {
+                    return Err(libc::EIO);
+                }
+                let payload = &s.raw[s.at + HEADER_SIZE..s.at + len];
+                if check && h.expected_crc(payload) != h.crc {
+                    return Err(libc::EIO);
+                }
+                s.frame_end = s.at + len;
+                s.at += HEADER_SIZE;
+                continue;
+            }
+            let len = u32::from_le_bytes(s.raw[s.at..s.at + 4].try_into().unwrap()) as usize;
+            let (start, end) = (s.at + 4 + s.cut, s.at + 4 + len);
+            let n = (end - start).min(size - out.len());
+            out.extend_from_slice(&s.raw[start..start + n]);
+            if start + n == end {
+                (s.at, s.cut) = (end, 0);
+            } else {
+                s.cut += n;
+            }
+        }
+        s.served += out.len() as u64;
+        Ok(out)
+    }
+
+    /// Makes `raw[at..at + n]` hold file bytes, reading what a request of
+    /// `size` entry bytes needs at once; false at the end of the segments.
+    fn fill(&self, s: &mut Scan, n: usize, size: usize) -> Result<bool, i32> {
+        while s.raw.len() - s.at < n {
+            let Some(f) = self.segments.get(s.segment) else {
+                return Ok(false);
+            };
+            // Keep only what is not consumed yet (less than a frame).
+            s.raw.drain(..s.at);
+            s.frame_end -= s.at;
+            s.at = 0;
+            let have = s.raw.len();
+            let want = (n - have).max(size + size / 8 + 8192);
+            s.raw.resize(have + want, 0);
+            let got = f
+                .read_at(&mut s.raw[have..], s.file_off)
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            s.raw.truncate(have + got);
+            s.file_off += got as u64;
+            if got == 0 {
+                if have > 0 {
+                    return Err(libc::EIO);
+                }
+                s.segment += 1;
+                s.file_off = 0;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every complete line of `data` an entry of one frame, handed to the
+    /// writing thread (a trailing partial line is not kept: `cat` of whole
+    /// lines leaves none).
+    fn append(&self, data: &[u8]) -> Result<(), i32> {
+        let mut lines: Vec<&[u8]> = Vec::with_capacity(data.len() / 32 + 1);
+        let mut from = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            lines.push(&data[from..=nl]);
+            from = nl + 1;
+        }
+        let mut frame =
+            walfs::format::frame::encode_frame(&lines, None).map_err(|_| libc::EFBIG)?;
+        let id = self
+            .next_id
+            .fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        frame.seal(id);
+        let tx = self.behind.lock().unwrap();
+        tx.send(frame.bytes).map_err(|_| libc::EIO)
     }
 }
