@@ -24,6 +24,7 @@
 //! - Damage found at open (a missing segment) makes the stream read-only
 //!   for its whole life.
 
+mod cursor;
 mod open;
 mod read;
 mod retention;
@@ -113,7 +114,7 @@ pub struct Stream {
     first_time: Mutex<Option<(u64, Option<std::time::SystemTime>)>>,
     /// Where the last `read_payload` stopped, so the next request of a
     /// sequential reader of `log` starts there without locating again.
-    cursor: Mutex<Option<read::Cursor>>,
+    cursor: Mutex<Option<cursor::Cursor>>,
 }
 
 /// A summary of a stream.

@@ -1,5 +1,6 @@
 //! The read path: id to segment to frame to entry bytes.
 
+use super::cursor::{Cursor, Kept};
 use super::{Ctx, Stream, StreamInfo};
 use crate::error::{Error, Location, Result};
 use crate::format::{DecodedFrame, FrameHeader, FrameType, HEADER_SIZE};
@@ -336,19 +337,20 @@ impl Stream {
         // (What earlier segments put in `out` is not wanted again.)
         let room = max.saturating_sub(out.len());
         let chunk = (room + room / 8 + 8192).clamp(1 << 16, 8 << 20);
-        let resume = (*self.cursor.lock()).filter(|c| c.seg == seg.start_id && c.pos == from);
-        let (win, found) = if let Some(c) = resume {
-            // The frame it stopped in is decoded in the block cache; what
-            // the request needs beyond it is all the window should read
-            // (the frame the request ends in is read whole anyway, and
-            // kept for the next request).
+        let resume = self.cursor.lock().take().filter(|c| c.resumes(seg, from));
+        let (win, found) = if let Some(mut c) = resume {
+            // The frame it stopped in is decoded (kept by the cursor, or in
+            // the block cache); what the request needs beyond it is all the
+            // window should read (the frame the request ends in is read
+            // whole anyway, and kept for the next request).
+            let held = c.frame.take();
             let served = (c.before + c.h.payload_len()).saturating_sub(from) as usize;
             let rest = max.saturating_sub(served).max(4096);
             // The cursor knows where the frame is: no index needed (building
             // one would read the whole segment first).
             (
                 self.raw_window(ctx, seg, rest)?.exact(),
-                Some((c.off, c.h, c.before)),
+                Some((c.off, c.h, c.before, held)),
             )
         } else if from == 0 {
             let mut win = self.raw_window(ctx, seg, chunk)?.exact();
@@ -356,12 +358,13 @@ impl Stream {
                 None
             } else {
                 match win.header(0) {
-                    Ok(h) => Some((0, h, 0)),
+                    Ok(h) => Some((0, h, 0, None)),
                     // Damage at the start: where the first entry byte is
                     // depends on what it stands for (the index knows).
                     Err(_) => {
                         let mut win = self.window(ctx, seg, chunk)?.exact();
                         let found = seg.locate_payload(&mut win, 0).map_err(read_err)?;
+                        let found = found.map(|(off, h, before)| (off, h, before, None));
                         return self.serve_from(ctx, seg, (from, visible, max), out, win, found);
                     }
                 }
@@ -370,14 +373,15 @@ impl Stream {
         } else {
             let mut win = self.window(ctx, seg, chunk)?.exact();
             let found = seg.locate_payload(&mut win, from).map_err(read_err)?;
-            (win, found)
+            (win, found.map(|(off, h, before)| (off, h, before, None)))
         };
         self.serve_from(ctx, seg, (from, visible, max), out, win, found)
     }
 
     /// The rest of `read_payload`: from the frame found (at offset `off`,
-    /// with header `h` and `before` entry bytes of the segment before it),
-    /// the entry bytes up to `max`. Stops short, with what it has, at a
+    /// with header `h` and `before` entry bytes of the segment before it,
+    /// and, resuming, the frame itself as the cursor kept it), the entry
+    /// bytes up to `max`. Stops short, with what it has, at a
     /// damaged stretch whose entries it cannot serve (the next request,
     /// starting there, gets the error); steps over one that holds no id.
     /// `(from, visible, max)`: the request's first entry byte, the
@@ -389,7 +393,7 @@ impl Stream {
         (from, visible, max): (u64, u64, usize),
         out: &mut Vec<u8>,
         mut win: Window,
-        found: Option<(u64, FrameHeader, u64)>,
+        found: Option<(u64, FrameHeader, u64, Option<Kept>)>,
     ) -> Result<()> {
         let bad = |f: crate::segment::Fault| Error::Corruption {
             location: self.location(seg, f.offset),
@@ -399,31 +403,34 @@ impl Stream {
             ReadError::Io(e) => Error::Io(e),
             ReadError::Bad(f) => bad(f),
         };
-        let Some((mut off, mut h, mut before)) = found else {
+        let Some((mut off, mut h, mut before, mut held)) = found else {
             return Ok(());
         };
         let start_len = out.len();
         let mut skip = from - before;
         let limit = win.limit();
-        let stop = |off: u64, h: FrameHeader, before: u64, out: &Vec<u8>| {
+        let stop = |off: u64, h: FrameHeader, before: u64, out: &Vec<u8>, frame| {
             *self.cursor.lock() = Some(Cursor {
                 seg: seg.start_id,
                 pos: from + (out.len() - start_len) as u64,
                 off,
                 h,
                 before,
+                frame,
             });
         };
         loop {
+            let resumed = held.take().filter(|k| k.holds(h.start_id));
             if h.start_id >= visible || out.len() >= max {
-                stop(off, h, before, out);
+                stop(off, h, before, out, resumed);
                 return Ok(());
             }
             // The frame a request stopped in is the next one's first: the
-            // block cache keeps it decoded, so it is read once.
-            // The last frame the cache cannot hold (or every frame, with
-            // no cache) waits in the one-frame slot: a request that stops
-            // inside it must not make the next one read it again.
+            // cursor keeps it decoded (or, past its bound, the block
+            // cache), so it is read once. The last frame the cache cannot
+            // hold (or every frame, with no cache) waits in the one-frame
+            // slot: a request that stops inside it must not make the next
+            // one read it again.
             let slot = || {
                 ctx.last_big
                     .lock()
@@ -431,13 +438,14 @@ impl Stream {
                     .filter(|(uid, f)| *uid == self.uid && f.start_id == h.start_id)
                     .map(|(_, f)| f.clone())
             };
-            let frame = match ctx
-                .blocks
-                .as_ref()
-                .and_then(|b| b.get(self.uid, h.start_id))
-                .or_else(slot)
-            {
-                Some(f) => f,
+            let cached = || {
+                ctx.blocks
+                    .as_ref()
+                    .and_then(|b| b.get(self.uid, h.start_id))
+                    .or_else(slot)
+            };
+            let (frame, fresh) = match resumed.as_ref().map(Kept::frame).or_else(cached) {
+                Some(f) => (f, false),
                 None => {
                     // A sealed segment's frames are checked once while
                     // open: `log` read again does not compute their crcs.
@@ -461,12 +469,19 @@ impl Stream {
                         }
                         Err(e) => return Err(read_err(e)),
                     };
-                    self.keep_frame(ctx, &f);
-                    f
+                    (f, true)
                 }
             };
             if frame.gather(skip, out, max) {
-                stop(off, h, before, out);
+                // Only the frame a request stops in is kept: the frames a
+                // scan passes go (their buffers back to the pool), neither
+                // filling the block cache nor evicting what it holds.
+                let kept = match resumed {
+                    Some(k) => Some(k),
+                    None if fresh => Kept::new(frame).map_err(|f| self.keep_frame(ctx, &f)).ok(),
+                    None => None,
+                };
+                stop(off, h, before, out, kept);
                 return Ok(());
             }
             skip = skip.saturating_sub(h.payload_len());
@@ -523,17 +538,6 @@ impl Stream {
             retention: None,
         }
     }
-}
-
-/// Where a read of entry bytes stopped: inside the frame at `off`, whose
-/// entries start at entry byte `before` of the segment.
-#[derive(Clone, Copy)]
-pub struct Cursor {
-    seg: u64,
-    pos: u64,
-    off: u64,
-    h: FrameHeader,
-    before: u64,
 }
 
 /// One segment as the shipper sees it.
