@@ -662,7 +662,10 @@ fn floor_rows(rows: &mut Vec<Row>, root: &Path, big: &Path, stream: &Path, w: &F
             sh_time(&format!("cat {} >> {}", big.display(), plain.display()))
         },
         |_| {
-            let _ = std::fs::remove_file(root.join("framed-sink"));
+            // Emptied, not removed: the floor's writer holds it open, and
+            // an unlinked file it keeps appending to grew slower each run
+            // (0.09 s a run, then 0.42 s and 0.65 s by the fourth).
+            std::fs::File::create(root.join("framed-sink")).unwrap();
             sh_time("sync");
             sh_time(&format!(
                 "cat {} >> {}",
