@@ -320,6 +320,61 @@ mod tests {
     }
 
     #[test]
+    fn a_local_segment_ending_inside_a_merged_object_agrees_as_far_as_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = crate::Wal::new(crate::WalOptions::new(dir.path())).unwrap();
+        for i in 0..4u64 {
+            wal.append("s", format!("entry {i:02}").as_bytes()).unwrap();
+        }
+        let seg = wal.segments("s")[0].clone();
+        drop(wal);
+        let frame = format::HEADER_SIZE as u64 + 4 + 8;
+        assert_eq!(seg.len, 4 * frame);
+        let bytes = std::fs::read(&seg.path).unwrap();
+        // The bucket's object holds the local bytes and more after them
+        // (the other writer's, merged in after a takeover): no crc can say
+        // they agree, the bytes are compared.
+        let merged = |body: &[u8]| {
+            let mut b = body.to_vec();
+            b.extend_from_slice(b"frames the other writer shipped after these");
+            b
+        };
+        let object = |body: &[u8]| SegmentManifest {
+            start_id: 0,
+            end_id: 9,
+            len: body.len() as u64,
+            sealed: false,
+            payload: 0,
+            objects: vec![ObjectRef {
+                key: "s/0.merged".into(),
+                offset: 0,
+                len: body.len() as u64,
+                crc32: crc32fast::hash(body),
+                level: 1,
+            }],
+            times: Vec::new(),
+            times_object: None,
+        };
+        let body = merged(&bytes);
+        let bucket = Bucket::in_memory(&[("s/0.merged", body.clone())]);
+        assert_eq!(
+            agreeing(&bucket, &seg.path, seg.len, &object(&body)).unwrap(),
+            seg.len,
+            "every local byte is the bucket's: nothing to put aside"
+        );
+        // One byte of the third frame differs: the local copy agrees up to
+        // that frame's start.
+        let mut differs = bytes.clone();
+        differs[(2 * frame + frame / 2) as usize] ^= 1;
+        let body = merged(&differs);
+        let bucket = Bucket::in_memory(&[("s/0.merged", body.clone())]);
+        assert_eq!(
+            agreeing(&bucket, &seg.path, seg.len, &object(&body)).unwrap(),
+            2 * frame
+        );
+    }
+
+    #[test]
     fn a_fork_is_where_the_local_log_leaves_the_buckets_not_below_its_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = crate::WalOptions::new(dir.path());

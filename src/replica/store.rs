@@ -279,6 +279,26 @@ impl Bucket {
         })
     }
 
+    /// A bucket in memory holding `objects` (key, bytes), for unit tests
+    /// of what reads a bucket.
+    #[cfg(test)]
+    pub(crate) fn in_memory(objects: &[(&str, Vec<u8>)]) -> Bucket {
+        let b = Bucket {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            url: BucketUrl::parse("s3://memory/p").unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        };
+        for (key, bytes) in objects {
+            let path = b.path(key);
+            b.rt.block_on(b.store.put(&path, bytes.clone().into()))
+                .unwrap();
+        }
+        b
+    }
+
     fn path(&self, key: &str) -> ObjPath {
         if self.url.prefix.is_empty() {
             ObjPath::from(key)
