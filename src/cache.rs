@@ -124,6 +124,11 @@ impl BlockCache {
         Some(frame.clone())
     }
 
+    /// The most it keeps, in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.inner.lock().cap
+    }
+
     /// Whether a frame of `weight` bytes can be kept.
     pub fn fits(&self, weight: u64) -> bool {
         weight <= self.inner.lock().cap

@@ -6,11 +6,8 @@ use crate::segment::Segment;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// The most that all cursors together keep of the frames their reads
-/// stopped in; past it, a frame goes to the block cache as any other.
-const CURSOR_BYTES: u64 = 32 << 20;
-
-/// What all cursors keep now.
+/// What all cursors keep now (at most half the block cache: see
+/// [`Kept::new`]).
 static KEPT_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Where a read of entry bytes stopped: inside the frame at `off`, whose
@@ -44,10 +41,12 @@ pub struct Kept {
 }
 
 impl Kept {
-    /// Keeps `frame` if all cursors stay within [`CURSOR_BYTES`]; gives it
-    /// back otherwise.
-    pub fn new(frame: Arc<DecodedFrame>) -> Result<Kept, Arc<DecodedFrame>> {
-        Kept::counted(frame, &KEPT_BYTES, CURSOR_BYTES)
+    /// Keeps `frame` if all cursors together stay within `cap` bytes
+    /// (half the block cache: a mount told to spend little memory on
+    /// decoded frames spends little here too; 32 MiB by default); gives it
+    /// back otherwise, for the block cache or the one-frame slot.
+    pub fn new(frame: Arc<DecodedFrame>, cap: u64) -> Result<Kept, Arc<DecodedFrame>> {
+        Kept::counted(frame, &KEPT_BYTES, cap)
     }
 
     /// As [`Kept::new`], counted in `counter` up to `cap`.

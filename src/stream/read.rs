@@ -478,7 +478,12 @@ impl Stream {
                 // filling the block cache nor evicting what it holds.
                 let kept = match resumed {
                     Some(k) => Some(k),
-                    None if fresh => Kept::new(frame).map_err(|f| self.keep_frame(ctx, &f)).ok(),
+                    None if fresh => {
+                        let cap = ctx.blocks.as_ref().map_or(0, |b| b.capacity() / 2);
+                        Kept::new(frame, cap)
+                            .map_err(|f| self.keep_frame(ctx, &f))
+                            .ok()
+                    }
                     None => None,
                 };
                 stop(off, h, before, out, kept);
