@@ -689,4 +689,47 @@ mod tests {
         a.apply(&empty).unwrap();
         assert_eq!(entries(&a.wal), want(30));
     }
+
+    #[test]
+    fn a_standby_takes_root_files_that_differ_and_the_marks_of_what_it_applied() {
+        let p = tempfile::tempdir().unwrap();
+        let segs = primary(p.path());
+        let (mut m, mut objects) = shipped(&segs, 3, segs[segs.len() - 1].len);
+        // When ids were shipped: marks in the first two segments.
+        let s1 = segs[1].start_id;
+        let marks = [(1_000, 0), (2_000, 3), (3_000, s1), (4_000, s1 + 2)];
+        let stream = m.streams.get_mut("s").unwrap();
+        stream.segments[0].times = marks[..2].to_vec();
+        stream.segments[1].times = marks[2..].to_vec();
+        // A sharded log's root file, twice: the second version differs.
+        let file = |body: &[u8]| ObjectRef {
+            key: format!("files/shards.{:08x}", crc32fast::hash(body)),
+            offset: 0,
+            len: body.len() as u64,
+            crc32: crc32fast::hash(body),
+            level: 0,
+        };
+        let (v1, v2) = (b"4\n".to_vec(), b"8\n".to_vec());
+        objects.push((file(&v1).key, v1.clone()));
+        objects.push((file(&v2).key, v2.clone()));
+        let name = crate::sharded::SHARDS_FILE;
+        m.files.insert(name.into(), file(&v1));
+        let s = tempfile::tempdir().unwrap();
+        let a = applier(s.path(), &objects);
+        a.apply(&m).unwrap();
+        let root = a.wal.root().to_path_buf();
+        assert_eq!(std::fs::read(root.join(name)).unwrap(), v1);
+        let recorded = crate::format::time_records_decode(
+            &std::fs::read(root.join("s").join(crate::format::TIMES)).unwrap(),
+        );
+        assert_eq!(
+            recorded,
+            marks.to_vec(),
+            "the applied ids' marks, all of them"
+        );
+        // The bucket's file changed: the copy's is replaced.
+        m.files.insert(name.into(), file(&v2));
+        a.apply(&m).unwrap();
+        assert_eq!(std::fs::read(root.join(name)).unwrap(), v2);
+    }
 }
