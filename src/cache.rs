@@ -85,6 +85,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
 /// read of any id finds its frame with one ordered lookup, before any I/O.
 pub struct BlockCache {
     inner: Mutex<BlockInner>,
+    /// The most it keeps, in bytes (fixed: read without the lock).
+    cap: u64,
 }
 
 struct BlockInner {
@@ -92,7 +94,6 @@ struct BlockInner {
     order: BTreeMap<u64, (u64, u64)>,
     tick: u64,
     used: u64,
-    cap: u64,
 }
 
 impl BlockCache {
@@ -104,8 +105,8 @@ impl BlockCache {
                 order: BTreeMap::new(),
                 tick: 0,
                 used: 0,
-                cap,
             }),
+            cap,
         }
     }
 
@@ -126,12 +127,12 @@ impl BlockCache {
 
     /// The most it keeps, in bytes.
     pub fn capacity(&self) -> u64 {
-        self.inner.lock().cap
+        self.cap
     }
 
     /// Whether a frame of `weight` bytes can be kept.
     pub fn fits(&self, weight: u64) -> bool {
-        weight <= self.inner.lock().cap
+        weight <= self.cap
     }
 
     /// Keeps a decoded frame of the stream incarnation `uid`.
@@ -139,7 +140,7 @@ impl BlockCache {
         let mut g = self.inner.lock();
         let inner = &mut *g;
         let w = frame.weight();
-        if w > inner.cap {
+        if w > self.cap {
             return;
         }
         let key = (uid, frame.start_id);
@@ -151,7 +152,7 @@ impl BlockCache {
         }
         inner.order.insert(tick, key);
         inner.used += w;
-        while inner.used > inner.cap {
+        while inner.used > self.cap {
             let Some((_, k)) = inner.order.pop_first() else {
                 break;
             };

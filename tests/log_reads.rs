@@ -16,21 +16,7 @@ fn log_reads_touch_each_segment_byte_about_once() {
     let dir = tempfile::tempdir().unwrap();
     // `cat big >> append`'s shape: 128 KiB writes of 100-byte lines, one
     // frame each, over several segments.
-    let line = format!("{}\n", "x".repeat(99));
-    let mut want = Vec::new();
-    {
-        let mut o = WalOptions::new(dir.path());
-        o.max_segment_size = 8 << 20;
-        o.sync_mode = walfs::SyncMode::Async;
-        let wal = Wal::new(o).unwrap();
-        for _ in 0..256 {
-            let batch: Vec<&[u8]> = (0..1310).map(|_| line.as_bytes()).collect();
-            wal.append_batch("s", &batch).unwrap();
-            for b in &batch {
-                want.extend_from_slice(b);
-            }
-        }
-    }
+    let want = common::write_cat_shaped_log(dir.path());
     let segment_bytes: u64 = std::fs::read_dir(dir.path().join("s"))
         .unwrap()
         .map(|e| e.unwrap())

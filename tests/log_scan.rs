@@ -43,21 +43,8 @@ fn a_log_scan_neither_evicts_the_block_cache_nor_takes_fresh_memory() {
     let dir = tempfile::tempdir().unwrap();
     // `cat big >> append`'s shape: 128 KiB frames of 100-byte lines, 32 MiB
     // over several segments: eight times the block cache below.
+    let want = common::write_cat_shaped_log(dir.path());
     let line = format!("{}\n", "x".repeat(99));
-    let mut want = Vec::new();
-    {
-        let mut o = WalOptions::new(dir.path());
-        o.max_segment_size = 8 << 20;
-        o.sync_mode = walfs::SyncMode::Async;
-        let wal = Wal::new(o).unwrap();
-        for _ in 0..256 {
-            let batch: Vec<&[u8]> = (0..1310).map(|_| line.as_bytes()).collect();
-            wal.append_batch("s", &batch).unwrap();
-            for b in &batch {
-                want.extend_from_slice(b);
-            }
-        }
-    }
     let open = |cache: u64| {
         let mut o = WalOptions::new(dir.path());
         o.read_only = true;

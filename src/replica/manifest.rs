@@ -201,6 +201,20 @@ impl ObjectRef {
 }
 
 impl SegmentManifest {
+    /// A segment starting at `start_id` with nothing shipped yet.
+    pub fn empty(start_id: u64) -> SegmentManifest {
+        SegmentManifest {
+            start_id,
+            end_id: start_id,
+            len: 0,
+            sealed: false,
+            payload: 0,
+            objects: Vec::new(),
+            times: Vec::new(),
+            times_object: None,
+        }
+    }
+
     /// Marks ids `from..self.end_id`, shipped by a round at `now_ms`: a
     /// mark at the segment's first id always, later ones at least
     /// [`crate::format::TIME_EVERY_MS`] apart; past [`ACTIVE_MARKS`], every

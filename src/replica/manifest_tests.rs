@@ -312,16 +312,7 @@ fn lies_are_refused_with_their_reason() {
 /// never more than ACTIVE_MARKS (every other one goes, the first stays).
 #[test]
 fn time_marks_are_a_second_apart_and_bounded() {
-    let mut g = SegmentManifest {
-        start_id: 10,
-        end_id: 10,
-        len: 0,
-        sealed: false,
-        payload: 0,
-        objects: Vec::new(),
-        times: Vec::new(),
-        times_object: None,
-    };
+    let mut g = SegmentManifest::empty(10);
     g.mark_shipped(10, 5_000);
     assert!(g.times.is_empty(), "nothing new shipped");
     g.end_id = 12;

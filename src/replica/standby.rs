@@ -55,6 +55,25 @@ struct Shared {
     wake: Condvar,
 }
 
+impl Shared {
+    /// A standby that has applied nothing yet.
+    fn new() -> Shared {
+        Shared {
+            status: Mutex::new(Status {
+                role: "standby",
+                epoch: 0,
+                holder: String::new(),
+                changed: Instant::now(),
+                failure: None,
+                lag_ms: 0,
+                failovers: 0,
+            }),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        }
+    }
+}
+
 /// The standby's thread.
 pub struct Standby {
     shared: Arc<Shared>,
@@ -74,19 +93,7 @@ impl Standby {
         let url = BucketUrl::parse(&opts.url).map_err(Error::Config)?;
         let bucket =
             Bucket::open(&url, opts.timeout, &opts.settings).map_err(Error::Replication)?;
-        let shared = Arc::new(Shared {
-            status: Mutex::new(Status {
-                role: "standby",
-                epoch: 0,
-                holder: String::new(),
-                changed: Instant::now(),
-                failure: None,
-                lag_ms: 0,
-                failovers: 0,
-            }),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new());
         let applier = Applier {
             wal,
             bucket,

@@ -91,19 +91,7 @@ fn applier(dir: &std::path::Path, objects: &[(String, Vec<u8>)]) -> Applier {
         wal: Wal::new(o).unwrap(),
         bucket: Bucket::in_memory(&objects),
         opts: ReplicaOptions::new("s3://memory/p"),
-        shared: Arc::new(Shared {
-            status: Mutex::new(Status {
-                role: "standby",
-                epoch: 0,
-                holder: String::new(),
-                changed: Instant::now(),
-                failure: None,
-                lag_ms: 0,
-                failovers: 0,
-            }),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-        }),
+        shared: Arc::new(Shared::new()),
     }
 }
 
@@ -179,16 +167,7 @@ fn a_standby_refuses_a_bucket_with_a_gap_or_that_does_not_continue_it() {
     let mut empty = m.clone();
     let segments = &mut empty.streams.get_mut("s").unwrap().segments;
     let next = segments.last().unwrap().end_id;
-    segments.push(SegmentManifest {
-        start_id: next,
-        end_id: next,
-        len: 0,
-        sealed: false,
-        payload: 0,
-        objects: Vec::new(),
-        times: Vec::new(),
-        times_object: None,
-    });
+    segments.push(SegmentManifest::empty(next));
     let s = tempfile::tempdir().unwrap();
     let a = applier(s.path(), &objects);
     a.apply(&empty).unwrap();

@@ -4,6 +4,26 @@
 pub mod mount;
 pub mod provision;
 
+/// Writes stream `s` in `dir` in `cat big >> append`'s shape: 256 frames
+/// of 1,310 lines of 100 bytes (128 KiB each, 32 MiB), in 8 MiB segments,
+/// async. Returns the entry bytes, as `log` serves them.
+pub fn write_cat_shaped_log(dir: &std::path::Path) -> Vec<u8> {
+    let line = format!("{}\n", "x".repeat(99));
+    let mut want = Vec::new();
+    let mut o = walfs::WalOptions::new(dir);
+    o.max_segment_size = 8 << 20;
+    o.sync_mode = walfs::SyncMode::Async;
+    let wal = walfs::Wal::new(o).unwrap();
+    for _ in 0..256 {
+        let batch: Vec<&[u8]> = (0..1310).map(|_| line.as_bytes()).collect();
+        wal.append_batch("s", &batch).unwrap();
+        for b in &batch {
+            want.extend_from_slice(b);
+        }
+    }
+    want
+}
+
 /// Bytes this process has read so far (`rchar` in /proc/self/io): a test
 /// that counts with it must be alone in its binary.
 pub fn rchar() -> u64 {

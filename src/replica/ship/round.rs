@@ -283,19 +283,7 @@ fn ship_stream(
                 Some(i) => i,
                 None => {
                     let at = sm.segments.partition_point(|g| g.start_id < seg.start_id);
-                    sm.segments.insert(
-                        at,
-                        SegmentManifest {
-                            start_id: seg.start_id,
-                            end_id: seg.start_id,
-                            len: 0,
-                            sealed: false,
-                            payload: 0,
-                            objects: Vec::new(),
-                            times: Vec::new(),
-                            times_object: None,
-                        },
-                    );
+                    sm.segments.insert(at, SegmentManifest::empty(seg.start_id));
                     at
                 }
             };
