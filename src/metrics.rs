@@ -59,6 +59,8 @@ pub struct Metrics {
     pub frames_checked: Counter,
     /// Writebacks of a growing segment's bytes started before its sync.
     pub writebacks_started: Counter,
+    /// Notifications to the kernel that a growing file it holds changed.
+    pub invalidations: Counter,
     /// Segments sealed at a rotation, each with an fdatasync (not a group
     /// commit's) that the append that rotated waits for.
     pub seal_syncs: Counter,
@@ -115,6 +117,7 @@ impl Metrics {
             open_handles: Gauge::default(),
             frames_checked: Counter::default(),
             writebacks_started: Counter::default(),
+            invalidations: Counter::default(),
             seal_syncs: Counter::default(),
             seal_sync_seconds: Counter::default(),
             passthrough_opens: Counter::default(),
@@ -231,6 +234,11 @@ impl Metrics {
             "writebacks_started",
             "Writebacks of a growing segment's bytes started ahead of its sync",
             m.writebacks_started.clone(),
+        );
+        registry.register(
+            "invalidations",
+            "Notifications to the kernel that a growing file it holds changed",
+            m.invalidations.clone(),
         );
         registry.register(
             "seal_syncs",

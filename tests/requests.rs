@@ -79,3 +79,51 @@ fn a_lone_echo_costs_one_lookup_and_writers_open_at_once_get_an_inode_each() {
     assert!(log.ends_with("line 99\nfrom a\nfrom b\n"), "{log}");
     m.stop();
 }
+
+/// A commit notifies the kernel of the growing files it holds and of no
+/// others: with nothing looked up but `append`, 100 echos send no
+/// invalidation (each would fail with ENOENT, a system call per file per
+/// commit: 8 per echo before). Once a reader has looked up `stat`, commits
+/// invalidate it, and `stat` read again shows the new entry.
+#[test]
+fn commits_invalidate_only_the_growing_files_the_kernel_holds() {
+    let port = common::metrics_port();
+    let mut m = Mounted::start(&["--sync", "async", "--metrics", &port.to_string()]);
+    let append = m.path("append");
+    let sent = || common::metric(port, "walfs_invalidations_total");
+    // The invalidation thread looks at least every 250 ms.
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(600));
+    sh(&format!("echo first >> {}", append.display()));
+    settle();
+    let i0 = sent();
+    let (code, _, e) = sh(&format!(
+        "i=0; while [ $i -lt 100 ]; do echo \"line $i\" >> {}; i=$((i+1)); done",
+        append.display()
+    ));
+    assert_eq!(code, 0, "{e}");
+    settle();
+    assert_eq!(sent() - i0, 0, "invalidations of files no one looked up");
+
+    let stat = m.path("stat");
+    let before = std::fs::read_to_string(&stat).unwrap();
+    assert!(before.contains("next_id: 101\n"), "{before}");
+    let i1 = sent();
+    sh(&format!("echo last >> {}", append.display()));
+    settle();
+    assert!(
+        sent() > i1,
+        "no invalidation of the `stat` the kernel holds"
+    );
+    let after = std::fs::read_to_string(&stat).unwrap();
+    assert!(after.contains("next_id: 102\n"), "{after}");
+
+    // Once the kernel forgets its inodes (dentries and inodes dropped, as
+    // under memory pressure), commits notify nothing again.
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    settle();
+    let i2 = sent();
+    sh(&format!("echo again >> {}", append.display()));
+    settle();
+    assert_eq!(sent() - i2, 0, "invalidations of forgotten inodes");
+    m.stop();
+}

@@ -6,6 +6,7 @@
 use super::config::MountError;
 use super::view::View;
 use fuser::INodeNo;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,9 +35,14 @@ pub(super) fn spawn(
                     // here (it would undo Async mode's batching).
                     let next = view.source().published_id(&name);
                     if seen.insert(sno, next) != Some(next) {
+                        // Only what the kernel holds: a notification for
+                        // an inode it never looked up fails (ENOENT) and
+                        // costs a system call per file per commit.
                         for node in view.growing_nodes(sno) {
-                            // ENOENT: the kernel has not looked it up.
-                            let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
+                            if view.kernel_holds(node) {
+                                let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
+                                crate::metrics::global().invalidations.inc();
+                            }
                         }
                         dirs.entry(sno)
                             .or_insert((false, std::time::Instant::now() - Duration::from_secs(1)))
@@ -55,4 +61,30 @@ pub(super) fn spawn(
             }
         })
         .map_err(|e| MountError(format!("cannot start the invalidation thread: {e}")))
+}
+
+/// Inodes the kernel holds, with their lookup counts: counted at each
+/// LOOKUP answered, dropped by FORGET. An inode it does not hold has no
+/// cache to invalidate, and a notification for it fails with ENOENT.
+#[derive(Default)]
+pub(super) struct Held(Mutex<HashMap<u64, u64>>);
+
+impl Held {
+    pub(super) fn looked_up(&self, ino: u64) {
+        *self.0.lock().entry(ino).or_default() += 1;
+    }
+
+    pub(super) fn forgot(&self, ino: u64, n: u64) {
+        let mut held = self.0.lock();
+        if let Some(c) = held.get_mut(&ino) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                held.remove(&ino);
+            }
+        }
+    }
+
+    pub(super) fn holds(&self, ino: u64) -> bool {
+        self.0.lock().contains_key(&ino)
+    }
 }

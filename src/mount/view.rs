@@ -63,6 +63,9 @@ pub struct View {
     refused: AtomicU64,
     /// Counts the inodes given to lookups of `append`.
     append_slots: super::slots::AppendSlots,
+    /// The growing files' inodes the kernel holds: only these have caches
+    /// to invalidate after a commit.
+    held: super::invalidate::Held,
     /// The checkpoints of a sharded log, for `checkpoints/`.
     sharded: Option<Arc<dyn crate::sharded::CheckpointSource>>,
 }
@@ -113,6 +116,7 @@ impl View {
             stopping: AtomicBool::new(false),
             refused: AtomicU64::new(0),
             append_slots: Default::default(),
+            held: Default::default(),
             sharded: None,
         };
         view.root = root.map(|r| view.sno(r).expect("fresh numbering"));
@@ -151,6 +155,15 @@ impl View {
         {
             self.append_slots.forgot(value, n);
         }
+        if grows(node) {
+            self.held.forgot(node.ino(), n);
+        }
+    }
+
+    /// Whether the kernel holds `node` (a growing file's): looked up and
+    /// not forgotten, so that it may cache its size and pages.
+    pub fn kernel_holds(&self, node: Node) -> bool {
+        self.held.holds(node.ino())
     }
 
     pub(super) fn read_only(&self) -> bool {
@@ -351,7 +364,7 @@ impl View {
             if root_view && Some(sno) != self.root {
                 continue;
             }
-            for kind in [Kind::Log, Kind::Stat, Kind::Entries, Kind::Segments] {
+            for kind in GROWING {
                 v.push(Node::In {
                     sno,
                     root_view,
@@ -376,7 +389,13 @@ impl View {
             return Err(libc::ENOENT);
         }
         let child = self.with(parent, false, |k, at| k.lookup(self, at, name))?;
-        self.getattr(child)
+        let a = self.getattr(child)?;
+        // Counted before the reply: an invalidation may then go to an
+        // inode the kernel is about to hold, never miss one it holds.
+        if grows(child) {
+            self.held.looked_up(child.ino());
+        }
+        Ok(a)
     }
 
     /// Entries of a directory from `offset` on, as (name, ino, is_dir,
@@ -567,3 +586,11 @@ impl View {
 #[cfg(test)]
 #[path = "view_tests.rs"]
 mod tests;
+
+/// The kinds of file whose contents grow with their stream's commits.
+const GROWING: [Kind; 4] = [Kind::Log, Kind::Stat, Kind::Entries, Kind::Segments];
+
+/// Whether `node` is one of [`View::growing_nodes`].
+fn grows(node: Node) -> bool {
+    matches!(node, Node::In { kind, value: 0, .. } if GROWING.contains(&kind))
+}
