@@ -1137,6 +1137,35 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             n as f64 / tn,
             false,
         );
+        // The null filesystem doing walfs's very requests: `spread` is looked
+        // up at every open (as `append` is; `durable`'s name is cached for a
+        // second) and, with one writer, syncs once per echo.
+        let (q0, g0) = (null.requests(), null.spread_syncs());
+        let ts = sh_time(&format!(
+            "i=0; while [ $i -lt {n} ]; do echo \"entry $i\" >> {}; i=$((i+1)); done",
+            null.mnt.join("spread").display()
+        ));
+        let (q1, g1) = (null.requests(), null.spread_syncs());
+        assert_eq!(g1 - g0, n as u64, "the null fs syncs once per echo");
+        rows.push(Row {
+            name: "mount: strict echo >> append, 1 process".into(),
+            unit: "appends/s",
+            walfs: n as f64 / t,
+            baseline_name: "null FUSE fs, the same requests and an fdatasync each",
+            baseline: n as f64 / ts,
+            target: 0.85,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: "ceiling: null FUSE fs, echo >> spread, 1 process: FUSE requests per append"
+                .into(),
+            unit: "requests",
+            walfs: (q1 - q0) as f64 / n as f64,
+            baseline_name: "one request",
+            baseline: 1.0,
+            target: 0.0,
+            lower_is_better: true,
+        });
         if let Some(b) = &bind {
             let tb = sh_time(&durable(b, "one"));
             bindfs_row(
@@ -1199,6 +1228,61 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             baseline: fsyncs,
             target: 2.5,
             lower_is_better: false,
+        });
+        // The same 8 loops through the null filesystem as concurrent
+        // writers need it: an inode each (walfs's own lookup policy) and a
+        // shared fdatasync, then the same without any fdatasync. What these
+        // miss of the target, the transport misses with the requests that
+        // concurrency on one name costs.
+        let (q0, g0) = (null.requests(), null.spread_syncs());
+        let tg = eight_echo_loops(n, &null.mnt.join("spread"));
+        let (q1, g1) = (null.requests(), null.spread_syncs());
+        let ts = eight_echo_loops(n, &null.mnt.join("spread-nosync"));
+        rows.push(Row {
+            name: "ceiling: null FUSE fs, 8 processes, an inode each, a shared fdatasync".into(),
+            unit: "appends/s",
+            walfs: 8.0 * n as f64 / tg,
+            baseline_name: "fdatasync/s",
+            baseline: fsyncs,
+            target: 2.5,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: "mount: strict echo >> append, 8 processes".into(),
+            unit: "appends/s",
+            walfs: 8.0 * n as f64 / t,
+            baseline_name: "null FUSE fs, an inode each, a shared fdatasync",
+            baseline: 8.0 * n as f64 / tg,
+            target: 0.0,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: "ceiling: null FUSE fs, 8 processes, an inode each, no fdatasync at all".into(),
+            unit: "appends/s",
+            walfs: 8.0 * n as f64 / ts,
+            baseline_name: "fdatasync/s",
+            baseline: fsyncs,
+            target: 2.5,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: "ceiling: null FUSE fs, 8 processes, an inode each: appends per fdatasync".into(),
+            unit: "entries",
+            walfs: (8 * n) as f64 / (g1 - g0).max(1) as f64,
+            baseline_name: "writers",
+            baseline: 8.0,
+            target: 0.0,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: "ceiling: null FUSE fs, 8 processes, an inode each: FUSE requests per append"
+                .into(),
+            unit: "requests",
+            walfs: (q1 - q0) as f64 / (8 * n) as f64,
+            baseline_name: "one request",
+            baseline: 1.0,
+            target: 0.0,
+            lower_is_better: true,
         });
         if let Some(b) = &bind {
             let cmds: Vec<String> = (1..=8)

@@ -12,6 +12,12 @@
 //!   segments, each frame's crc checked before any of its bytes is served
 //!   (`framed`) or, as for frames checked once while mounted, not again
 //!   (`framed-checked`);
+//! - `spread` and `spread-nosync`: `durable` and `append` as concurrent
+//!   writers need them: a lookup names an inode no writer holds (walfs's
+//!   own `AppendSlots`, so the kernel's per-inode O_APPEND lock does not
+//!   serialize them), and `spread`'s writers share an fdatasync (a group
+//!   commit in its simplest form: a writer that finds a sync running waits
+//!   for it, then one writer syncs for all who wrote meanwhile);
 //! - `framing`: the least work the contract leaves for an async append:
 //!   every complete line of a WRITE an entry of one frame (walfs's own
 //!   encoder: the copy behind length prefixes and the crc), written by a
@@ -33,6 +39,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+#[path = "spread.rs"]
+mod spread;
+use spread::{Spread, SPREAD, SPREAD_NOSYNC};
+
 const ROOT: u64 = 1;
 const FILE: u64 = 2;
 const APPEND: u64 = 3;
@@ -47,9 +57,17 @@ struct NullFs {
     sink: File,
     started: SystemTime,
     floor: Floor,
+    spread: Spread,
+    /// Every request handled (a FORGET counts once per inode it names).
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl NullFs {
+    fn count(&self, n: u64) {
+        self.requests
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn attr(&self, ino: u64) -> Option<FileAttr> {
         let (kind, size, perm) = match ino {
             ROOT => (FileType::Directory, 0, 0o755),
@@ -58,7 +76,7 @@ impl NullFs {
                 self.file.metadata().ok()?.len(),
                 0o644,
             ),
-            APPEND | DURABLE | FRAMING => (FileType::RegularFile, 0, 0o644),
+            APPEND | DURABLE | FRAMING | SPREAD.. => (FileType::RegularFile, 0, 0o644),
             FRAMED | FRAMED_CHECKED => (FileType::RegularFile, self.floor.size, 0o644),
             _ => return None,
         };
@@ -92,7 +110,10 @@ impl Filesystem for NullFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.count(1);
         let ino = match (parent.0, name.to_str()) {
+            (ROOT, Some("spread")) => SPREAD + self.spread.synced.lookup(),
+            (ROOT, Some("spread-nosync")) => SPREAD_NOSYNC + self.spread.nosync.lookup(),
             (ROOT, Some("file")) => FILE,
             (ROOT, Some("append")) => APPEND,
             (ROOT, Some("durable")) => DURABLE,
@@ -101,13 +122,25 @@ impl Filesystem for NullFs {
             (ROOT, Some("framing")) => FRAMING,
             _ => return reply.error(Errno::from_i32(libc::ENOENT)),
         };
+        // `spread`'s name is looked up at every open, its attributes kept
+        // (walfs's TTLs for `append`), so that each open can be named an
+        // inode no writer holds.
+        let entry_ttl = if ino >= SPREAD { Duration::ZERO } else { TTL };
         match self.attr(ino) {
-            Some(a) => reply.entry(&TTL, &a, Generation(0)),
+            Some(a) => reply.entry_with_ttls(&TTL, &entry_ttl, &a, Generation(0)),
             None => reply.error(Errno::from_i32(libc::EIO)),
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.count(1);
+        if let Some((slots, slot)) = self.spread.slot(ino.0) {
+            slots.forgot(slot, nlookup);
+        }
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count(1);
         match self.attr(ino.0) {
             Some(a) => reply.attr(&TTL, &a),
             None => reply.error(Errno::from_i32(libc::ENOENT)),
@@ -115,6 +148,10 @@ impl Filesystem for NullFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.count(1);
+        if let Some((slots, slot)) = self.spread.slot(ino.0) {
+            slots.opened(slot);
+        }
         if matches!(ino.0, FRAMED | FRAMED_CHECKED) {
             *self.floor.at.lock().unwrap() = Scan::default();
         }
@@ -132,6 +169,7 @@ impl Filesystem for NullFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.count(1);
         if matches!(ino.0, FRAMED | FRAMED_CHECKED) {
             return match self.floor.read(offset, size as usize, ino.0 == FRAMED) {
                 Ok(out) => reply.data(&out),
@@ -157,16 +195,21 @@ impl Filesystem for NullFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.count(1);
         if ino.0 == FRAMING {
             return match self.floor.append(data) {
                 Ok(()) => reply.written(data.len() as u32),
                 Err(e) => reply.error(Errno::from_i32(e)),
             };
         }
-        let r = (&self.sink).write_all(data).and_then(|()| match ino.0 {
-            DURABLE => self.sink.sync_data(),
-            _ => Ok(()),
-        });
+        let r = match ino.0 {
+            SPREAD_NOSYNC.. => (&self.sink).write_all(data),
+            SPREAD.. => self.spread.write_durably(&self.sink, data),
+            DURABLE => (&self.sink)
+                .write_all(data)
+                .and_then(|()| self.sink.sync_data()),
+            _ => (&self.sink).write_all(data),
+        };
         match r {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
@@ -181,19 +224,24 @@ impl Filesystem for NullFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.count(1);
         reply.ok()
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.count(1);
+        if let Some((slots, slot)) = self.spread.slot(ino.0) {
+            slots.released(slot);
+        }
         reply.ok()
     }
 
@@ -227,6 +275,8 @@ impl Filesystem for NullFs {
 pub struct NullMount {
     pub mnt: PathBuf,
     thread: Option<std::thread::JoinHandle<()>>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    spread_syncs: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl NullMount {
@@ -251,7 +301,11 @@ impl NullMount {
                 .unwrap(),
             started: SystemTime::now(),
             floor: Floor::new(stream, &root.join("framed-sink")),
+            spread: Spread::default(),
+            requests: Default::default(),
         };
+        let requests = fs.requests.clone();
+        let spread_syncs = fs.spread.syncs.clone();
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName("nullfs".into()),
@@ -273,7 +327,19 @@ impl NullMount {
         NullMount {
             mnt,
             thread: Some(thread),
+            requests,
+            spread_syncs,
         }
+    }
+
+    /// The fdatasyncs `spread`'s writers have shared so far.
+    pub fn spread_syncs(&self) -> u64 {
+        self.spread_syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The requests handled so far (a FORGET counts once per inode).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

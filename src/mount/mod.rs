@@ -20,7 +20,7 @@ mod invalidate;
 pub mod names;
 mod passthrough;
 mod retain;
-mod slots;
+pub mod slots;
 /// The seam below the mount and the replica layer (`crate::source`).
 pub use crate::source;
 pub mod tree;
