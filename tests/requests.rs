@@ -11,12 +11,17 @@ use common::mount::{sh, Mounted};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 
+/// The tests here count what the kernel asks, and one drops the kernel's
+/// dentry cache: they run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn requests(port: u16, op: &str) -> u64 {
     common::metric(port, &format!("walfs_fuse_requests_total{{op=\"{op}\"}}"))
 }
 
 #[test]
 fn a_lone_echo_costs_one_lookup_and_writers_open_at_once_get_an_inode_each() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let port = common::metrics_port();
     let mut m = Mounted::start(&["--sync", "async", "--metrics", &port.to_string()]);
     let append = m.path("append");
@@ -87,6 +92,7 @@ fn a_lone_echo_costs_one_lookup_and_writers_open_at_once_get_an_inode_each() {
 /// invalidate it, and `stat` read again shows the new entry.
 #[test]
 fn commits_invalidate_only_the_growing_files_the_kernel_holds() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let port = common::metrics_port();
     let mut m = Mounted::start(&["--sync", "async", "--metrics", &port.to_string()]);
     let append = m.path("append");

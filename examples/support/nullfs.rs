@@ -63,9 +63,9 @@ struct NullFs {
 }
 
 impl NullFs {
-    fn count(&self, n: u64) {
+    fn count(&self) {
         self.requests
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
@@ -110,7 +110,7 @@ impl Filesystem for NullFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.count(1);
+        self.count();
         let ino = match (parent.0, name.to_str()) {
             (ROOT, Some("spread")) => SPREAD + self.spread.synced.lookup(),
             (ROOT, Some("spread-nosync")) => SPREAD_NOSYNC + self.spread.nosync.lookup(),
@@ -122,9 +122,9 @@ impl Filesystem for NullFs {
             (ROOT, Some("framing")) => FRAMING,
             _ => return reply.error(Errno::from_i32(libc::ENOENT)),
         };
-        // `spread`'s name is looked up at every open, its attributes kept
-        // (walfs's TTLs for `append`), so that each open can be named an
-        // inode no writer holds.
+        // `spread`'s name is looked up at every open (its attributes are
+        // cached, as `append`'s are by walfs), so that each open can be
+        // named an inode no writer holds.
         let entry_ttl = if ino >= SPREAD { Duration::ZERO } else { TTL };
         match self.attr(ino) {
             Some(a) => reply.entry_with_ttls(&TTL, &entry_ttl, &a, Generation(0)),
@@ -133,14 +133,14 @@ impl Filesystem for NullFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.count(1);
+        self.count();
         if let Some((slots, slot)) = self.spread.slot(ino.0) {
             slots.forgot(slot, nlookup);
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.count(1);
+        self.count();
         match self.attr(ino.0) {
             Some(a) => reply.attr(&TTL, &a),
             None => reply.error(Errno::from_i32(libc::ENOENT)),
@@ -148,7 +148,7 @@ impl Filesystem for NullFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.count(1);
+        self.count();
         if let Some((slots, slot)) = self.spread.slot(ino.0) {
             slots.opened(slot);
         }
@@ -169,7 +169,7 @@ impl Filesystem for NullFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.count(1);
+        self.count();
         if matches!(ino.0, FRAMED | FRAMED_CHECKED) {
             return match self.floor.read(offset, size as usize, ino.0 == FRAMED) {
                 Ok(out) => reply.data(&out),
@@ -195,7 +195,7 @@ impl Filesystem for NullFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.count(1);
+        self.count();
         if ino.0 == FRAMING {
             return match self.floor.append(data) {
                 Ok(()) => reply.written(data.len() as u32),
@@ -224,7 +224,7 @@ impl Filesystem for NullFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.count(1);
+        self.count();
         reply.ok()
     }
 
@@ -238,7 +238,7 @@ impl Filesystem for NullFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.count(1);
+        self.count();
         if let Some((slots, slot)) = self.spread.slot(ino.0) {
             slots.released(slot);
         }
