@@ -15,6 +15,23 @@ use std::os::unix::fs::MetadataExt;
 /// dentry cache: they run one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Context switches of the daemon's invalidation thread so far.
+fn invalidator_switches(pid: u32) -> u64 {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        if comm.trim_end() == "walfs-invalidat" {
+            let status = std::fs::read_to_string(t.join("status")).unwrap();
+            return status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+                .sum();
+        }
+    }
+    panic!("no invalidation thread in the daemon");
+}
+
 fn requests(port: u16, op: &str) -> u64 {
     common::metric(port, &format!("walfs_fuse_requests_total{{op=\"{op}\"}}"))
 }
@@ -86,15 +103,15 @@ fn a_lone_echo_costs_one_lookup_and_writers_open_at_once_get_an_inode_each() {
 }
 
 /// A commit notifies the kernel of the growing files it holds and of no
-/// others: with nothing looked up but `append`, 100 echos send no
+/// others: with nothing looked up but `append`, 300 echos send no
 /// invalidation (each would fail with ENOENT, a system call per file per
-/// commit: 8 per echo before). Once a reader has looked up `stat`, commits
+/// commit: 8 per echo before), and do not wake the thread that sends them. Once a reader has looked up `stat`, commits
 /// invalidate it, and `stat` read again shows the new entry.
 #[test]
 fn commits_invalidate_only_the_growing_files_the_kernel_holds() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let port = common::metrics_port();
-    let mut m = Mounted::start(&["--sync", "async", "--metrics", &port.to_string()]);
+    let mut m = Mounted::start(&["--metrics", &port.to_string()]);
     let append = m.path("append");
     let sent = || common::metric(port, "walfs_invalidations_total");
     // The invalidation thread looks at least every 250 ms.
@@ -102,17 +119,27 @@ fn commits_invalidate_only_the_growing_files_the_kernel_holds() {
     sh(&format!("echo first >> {}", append.display()));
     settle();
     let i0 = sent();
+    // Nor is the invalidation thread woken by each commit: only every
+    // 250 ms for the directories (its context switches, from /proc).
+    let wakes = || invalidator_switches(m.pid());
+    let (w0, t0) = (wakes(), std::time::Instant::now());
     let (code, _, e) = sh(&format!(
-        "i=0; while [ $i -lt 100 ]; do echo \"line $i\" >> {}; i=$((i+1)); done",
+        "i=0; while [ $i -lt 300 ]; do echo \"line $i\" >> {}; i=$((i+1)); done",
         append.display()
     ));
     assert_eq!(code, 0, "{e}");
+    let (woken, secs) = (wakes() - w0, t0.elapsed().as_secs_f64());
+    println!("300 commits in {secs:.2} s woke the invalidation thread {woken} times");
+    assert!(
+        (woken as f64) < 8.0 * secs + 10.0 && woken < 150,
+        "300 commits woke the invalidation thread {woken} times in {secs:.2} s"
+    );
     settle();
     assert_eq!(sent() - i0, 0, "invalidations of files no one looked up");
 
     let stat = m.path("stat");
     let before = std::fs::read_to_string(&stat).unwrap();
-    assert!(before.contains("next_id: 101\n"), "{before}");
+    assert!(before.contains("next_id: 301\n"), "{before}");
     let i1 = sent();
     sh(&format!("echo last >> {}", append.display()));
     settle();
@@ -121,7 +148,7 @@ fn commits_invalidate_only_the_growing_files_the_kernel_holds() {
         "no invalidation of the `stat` the kernel holds"
     );
     let after = std::fs::read_to_string(&stat).unwrap();
-    assert!(after.contains("next_id: 102\n"), "{after}");
+    assert!(after.contains("next_id: 302\n"), "{after}");
 
     // Once the kernel forgets its inodes (dentries and inodes dropped, as
     // under memory pressure), commits notify nothing again.

@@ -6,7 +6,7 @@
 use super::config::MountError;
 use super::view::View;
 use fuser::INodeNo;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,15 @@ pub(super) fn spawn(
             // asks for its attributes again.
             let mut dirs: HashMap<u32, (bool, std::time::Instant)> = HashMap::new();
             while !stop.load(Ordering::Acquire) {
-                epoch = view.source().wait_any(epoch, Duration::from_millis(250));
+                // While the kernel holds no growing file, commits have no
+                // cache to invalidate: the thread is not woken by each
+                // one (a wake-up per commit, on another core), only by
+                // the first lookup of one, or every 250 ms for the
+                // directories.
+                let tick = Duration::from_millis(250);
+                if view.held.wait_any(tick) {
+                    epoch = view.source().wait_any(epoch, tick);
+                }
                 for (sno, name) in view.streams_of_interest() {
                     // What readers may have seen; never a flush from
                     // here (it would undo Async mode's batching).
@@ -39,7 +47,7 @@ pub(super) fn spawn(
                         // an inode it never looked up fails (ENOENT) and
                         // costs a system call per file per commit.
                         for node in view.growing_nodes(sno) {
-                            if view.kernel_holds(node) {
+                            if view.held.holds(node.ino()) {
                                 let _ = notifier.inval_inode(INodeNo(node.ino()), 0, 0);
                                 crate::metrics::global().invalidations.inc();
                             }
@@ -67,11 +75,22 @@ pub(super) fn spawn(
 /// LOOKUP answered, dropped by FORGET. An inode it does not hold has no
 /// cache to invalidate, and a notification for it fails with ENOENT.
 #[derive(Default)]
-pub(super) struct Held(Mutex<HashMap<u64, u64>>);
+pub(super) struct Held(Mutex<HashMap<u64, u64>>, Condvar);
 
 impl Held {
     pub(super) fn looked_up(&self, ino: u64) {
         *self.0.lock().entry(ino).or_default() += 1;
+        self.1.notify_all();
+    }
+
+    /// Whether the kernel holds any of them, waiting up to `timeout` for
+    /// it to look one up if it holds none.
+    pub(super) fn wait_any(&self, timeout: Duration) -> bool {
+        let mut held = self.0.lock();
+        if held.is_empty() {
+            self.1.wait_for(&mut held, timeout);
+        }
+        !held.is_empty()
     }
 
     pub(super) fn forgot(&self, ino: u64, n: u64) {

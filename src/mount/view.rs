@@ -65,7 +65,7 @@ pub struct View {
     append_slots: super::slots::AppendSlots,
     /// The growing files' inodes the kernel holds: only these have caches
     /// to invalidate after a commit.
-    held: super::invalidate::Held,
+    pub(super) held: super::invalidate::Held,
     /// The checkpoints of a sharded log, for `checkpoints/`.
     sharded: Option<Arc<dyn crate::sharded::CheckpointSource>>,
 }
@@ -158,12 +158,6 @@ impl View {
         if grows(node) {
             self.held.forgot(node.ino(), n);
         }
-    }
-
-    /// Whether the kernel holds `node` (a growing file's): looked up and
-    /// not forgotten, so that it may cache its size and pages.
-    pub fn kernel_holds(&self, node: Node) -> bool {
-        self.held.holds(node.ino())
     }
 
     pub(super) fn read_only(&self) -> bool {
