@@ -152,7 +152,8 @@ fn commits_invalidate_only_the_growing_files_the_kernel_holds() {
 
     // Once the kernel forgets its inodes (dentries and inodes dropped, as
     // under memory pressure), commits notify nothing again.
-    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    std::fs::write("/proc/sys/vm/drop_caches", "2")
+        .expect("dropping the kernel's dentry cache needs root: run the tests as root");
     settle();
     let i2 = sent();
     sh(&format!("echo again >> {}", append.display()));
