@@ -75,26 +75,30 @@ pub(super) fn spawn(
 /// LOOKUP answered, dropped by FORGET. An inode it does not hold has no
 /// cache to invalidate, and a notification for it fails with ENOENT.
 #[derive(Default)]
-pub(super) struct Held(Mutex<HashMap<u64, u64>>, Condvar);
+pub(super) struct Held {
+    counts: Mutex<HashMap<u64, u64>>,
+    /// Notified at each lookup counted.
+    looked_up: Condvar,
+}
 
 impl Held {
     pub(super) fn looked_up(&self, ino: u64) {
-        *self.0.lock().entry(ino).or_default() += 1;
-        self.1.notify_all();
+        *self.counts.lock().entry(ino).or_default() += 1;
+        self.looked_up.notify_all();
     }
 
     /// Whether the kernel holds any of them, waiting up to `timeout` for
     /// it to look one up if it holds none.
     pub(super) fn wait_any(&self, timeout: Duration) -> bool {
-        let mut held = self.0.lock();
+        let mut held = self.counts.lock();
         if held.is_empty() {
-            self.1.wait_for(&mut held, timeout);
+            self.looked_up.wait_for(&mut held, timeout);
         }
         !held.is_empty()
     }
 
     pub(super) fn forgot(&self, ino: u64, n: u64) {
-        let mut held = self.0.lock();
+        let mut held = self.counts.lock();
         if let Some(c) = held.get_mut(&ino) {
             *c = c.saturating_sub(n);
             if *c == 0 {
@@ -104,6 +108,6 @@ impl Held {
     }
 
     pub(super) fn holds(&self, ino: u64) -> bool {
-        self.0.lock().contains_key(&ino)
+        self.counts.lock().contains_key(&ino)
     }
 }
