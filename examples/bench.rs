@@ -1224,28 +1224,36 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             8.0 * n as f64 / tn,
             false,
         );
+        // Appends/s of 8 loops that took `secs`; a null-fs ceiling against
+        // the fdatasync rate (the strict target); walfs against a null row.
+        let rate = |secs: f64| 8.0 * n as f64 / secs;
+        let ceiling = |rows: &mut Vec<Row>, what: &str, secs: f64| {
+            rows.push(Row {
+                name: format!("ceiling: null FUSE fs, {what}"),
+                unit: "appends/s",
+                walfs: rate(secs),
+                baseline_name: "fdatasync/s",
+                baseline: fsyncs,
+                target: 2.5,
+                lower_is_better: false,
+            })
+        };
+        let against = |rows: &mut Vec<Row>, baseline_name: &'static str, secs: f64| {
+            rows.push(Row {
+                name: "mount: strict echo >> append, 8 processes".into(),
+                unit: "appends/s",
+                walfs: rate(t),
+                baseline_name,
+                baseline: rate(secs),
+                target: 0.0,
+                lower_is_better: false,
+            })
+        };
         // What 8 echo loops reach on this machine with no fdatasync at
-        // all (the null fs's plain append): the most the strict row could
-        // reach whatever its group commit does.
+        // all (the null fs's plain append, one inode: writers take turns).
         let tc = eight_echo_loops(n, &null.mnt.join("append"));
-        rows.push(Row {
-            name: "mount: strict echo >> append, 8 processes".into(),
-            unit: "appends/s",
-            walfs: 8.0 * n as f64 / t,
-            baseline_name: "null FUSE fs, no fdatasync at all",
-            baseline: 8.0 * n as f64 / tc,
-            target: 0.0,
-            lower_is_better: false,
-        });
-        rows.push(Row {
-            name: "ceiling: null FUSE fs, echo >> append, 8 processes, no fdatasync at all".into(),
-            unit: "appends/s",
-            walfs: 8.0 * n as f64 / tc,
-            baseline_name: "fdatasync/s",
-            baseline: fsyncs,
-            target: 2.5,
-            lower_is_better: false,
-        });
+        against(rows, "null FUSE fs, no fdatasync at all", tc);
+        ceiling(rows, "echo >> append, 8 processes, no fdatasync at all", tc);
         // The same 8 loops through the null filesystem as concurrent
         // writers need it: an inode each (walfs's own lookup policy) and a
         // shared fdatasync, then the same without any fdatasync. What these
@@ -1255,33 +1263,9 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
         let tg = eight_echo_loops(n, &null.mnt.join("spread"));
         let (q1, g1) = (null.requests(), null.spread_syncs());
         let ts = eight_echo_loops(n, &null.mnt.join("spread-nosync"));
-        rows.push(Row {
-            name: "ceiling: null FUSE fs, 8 processes, an inode each, a shared fdatasync".into(),
-            unit: "appends/s",
-            walfs: 8.0 * n as f64 / tg,
-            baseline_name: "fdatasync/s",
-            baseline: fsyncs,
-            target: 2.5,
-            lower_is_better: false,
-        });
-        rows.push(Row {
-            name: "mount: strict echo >> append, 8 processes".into(),
-            unit: "appends/s",
-            walfs: 8.0 * n as f64 / t,
-            baseline_name: "null FUSE fs, an inode each, a shared fdatasync",
-            baseline: 8.0 * n as f64 / tg,
-            target: 0.0,
-            lower_is_better: false,
-        });
-        rows.push(Row {
-            name: "ceiling: null FUSE fs, 8 processes, an inode each, no fdatasync at all".into(),
-            unit: "appends/s",
-            walfs: 8.0 * n as f64 / ts,
-            baseline_name: "fdatasync/s",
-            baseline: fsyncs,
-            target: 2.5,
-            lower_is_better: false,
-        });
+        ceiling(rows, "8 processes, an inode each, a shared fdatasync", tg);
+        against(rows, "null FUSE fs, an inode each, a shared fdatasync", tg);
+        ceiling(rows, "8 processes, an inode each, no fdatasync at all", ts);
         rows.push(Row {
             name: "ceiling: null FUSE fs, 8 processes, an inode each: appends per fdatasync".into(),
             unit: "entries",
