@@ -82,6 +82,11 @@ pub struct Metrics {
     pub retention_bytes: Counter,
     /// Segments removed from the bucket by its retention policy.
     pub retention_bucket_segments: Counter,
+    /// Truncations (by policy or asked) that freed files.
+    pub truncations: Counter,
+    /// The time those truncations held their stream's writer lock (appends
+    /// wait for it), in all.
+    pub truncation_lock_seconds: Counter<f64, AtomicU64>,
     /// This process's role on its prefix: 0 none, 1 primary, 2 standby,
     /// 3 fenced.
     pub role: Gauge,
@@ -128,6 +133,8 @@ impl Metrics {
             retention_segments: Counter::default(),
             retention_bytes: Counter::default(),
             retention_bucket_segments: Counter::default(),
+            truncations: Counter::default(),
+            truncation_lock_seconds: Counter::default(),
             role: Gauge::default(),
             failovers: Counter::default(),
             lease_lapsed: Gauge::default(),
@@ -204,6 +211,16 @@ impl Metrics {
             "retention_bucket_removed_segments",
             "Segments removed from the bucket by its retention policy",
             m.retention_bucket_segments.clone(),
+        );
+        registry.register(
+            "truncations",
+            "Truncations that freed files",
+            m.truncations.clone(),
+        );
+        registry.register(
+            "truncation_lock_seconds",
+            "Time truncations held a stream's writer lock, in all",
+            m.truncation_lock_seconds.clone(),
         );
         registry.register(
             "role",

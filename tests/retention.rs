@@ -9,9 +9,10 @@ mod common;
 use common::mount::Mounted;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use walfs::sharded::ShardedWal;
-use walfs::{Wal, WalOptions};
+use walfs::{SimDisk, Wal, WalOptions};
 
 fn entry(i: u64) -> Vec<u8> {
     format!("entry {i:06} {}\n", "r".repeat(1000)).into_bytes()
@@ -140,6 +141,115 @@ fn retention_keeps_every_id_from_the_floor_on() {
     // Held again: nothing freed, the same hold.
     let again = wal.apply_retention("s", floor).unwrap().unwrap();
     assert_eq!((again.segments, again.held.map(|h| h.0)), (0, Some(at)));
+}
+
+/// A stream `s` of `n` strict entries in 16 KiB segments on a simulated
+/// disk, archiving what it frees when `archive` is set.
+fn filled_sim(d: &SimDisk, n: u64, archive: bool) -> Wal {
+    let mut o = WalOptions::new("/sim/data");
+    o.max_segment_size = 16 << 10;
+    if archive {
+        o.archive_path = Some("/sim/archive".into());
+    }
+    let wal = Wal::with_storage(o, Arc::new(d.clone())).unwrap();
+    for i in 0..n {
+        wal.append("s", &entry(i)).unwrap();
+    }
+    wal
+}
+
+/// Runs `f` on a thread of its own and says whether it is done within 10 s.
+fn done_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10)).ok()
+}
+
+fn await_removals(d: &SimDisk) {
+    let t0 = Instant::now();
+    while d.removals_waiting() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no removal started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A truncation holds the writer's lock only while it moves the index:
+/// strict appends, reads and rotations go on while it removes the freed
+/// files and syncs the directory. Each removal is held at the disk.
+#[test]
+fn appends_go_on_while_a_truncation_removes_the_freed_files() {
+    let d = SimDisk::with_root(Path::new("/sim"));
+    let wal = filled_sim(&d, 200, false);
+    let keep = wal.segments("s")[5].start_id;
+    let hold = d.hold_removals();
+    let truncating = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.truncate("s", keep))
+    };
+    await_removals(&d);
+    assert_eq!(wal.first_id("s"), keep, "the index moved before any file");
+    // Enough to rotate twice while the files wait at the disk.
+    let appended = done_soon({
+        let wal = wal.clone();
+        move || {
+            let segments = wal.segments("s").len();
+            let mut last = 0;
+            for i in 200..240 {
+                last = wal.append("s", &entry(i)).unwrap();
+            }
+            (last, wal.segments("s").len() - segments)
+        }
+    });
+    drop(hold);
+    assert_eq!(appended, Some((239, 2)), "appends waited for the removals");
+    assert_eq!(truncating.join().unwrap().unwrap(), 5);
+    check_kept(&wal, 240);
+    let left: Vec<_> = d
+        .files()
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    assert_eq!(left.len(), wal.segments("s").len(), "{left:?}");
+    // Nothing lost across a crash right after.
+    drop(wal);
+    let wal = Wal::with_storage(
+        WalOptions::new("/sim/data"),
+        Arc::new(d.crash(walfs::CrashMode::DropUnsynced)),
+    )
+    .unwrap();
+    assert_eq!(wal.first_id("s"), keep);
+    check_kept(&wal, 240);
+}
+
+/// A restore asked while a truncation archives waits for it, and brings
+/// back every segment it archived: the stream is whole again.
+#[test]
+fn a_restore_during_a_truncation_waits_and_brings_everything_back() {
+    let d = SimDisk::with_root(Path::new("/sim"));
+    let wal = filled_sim(&d, 200, true);
+    let keep = wal.segments("s")[5].start_id;
+    let hold = d.hold_removals();
+    let truncating = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.truncate("s", keep))
+    };
+    await_removals(&d);
+    let restoring = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.restore_archived("s"))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    drop(hold);
+    assert_eq!(truncating.join().unwrap().unwrap(), 5);
+    assert_eq!(
+        restoring.join().unwrap().unwrap(),
+        5,
+        "restored what was archived"
+    );
+    assert_eq!(wal.first_id("s"), 0);
+    check_kept(&wal, 200);
 }
 
 fn stat(m: &Mounted) -> String {

@@ -91,22 +91,48 @@ struct State {
 #[derive(Clone, Default)]
 pub struct SimDisk {
     state: Arc<Mutex<State>>,
+    /// Where file syncs wait (see [`SimDisk::hold_syncs`]).
     gate: Arc<Gate>,
+    /// Where files leaving a directory wait (see [`SimDisk::hold_removals`]).
+    removals: Arc<Gate>,
 }
 
-/// Holds file syncs back (see [`SimDisk::hold_syncs`]).
+/// Holds one kind of operation back while a [`Hold`] on it is alive.
 #[derive(Default)]
 struct Gate {
-    /// (syncs held, syncs waiting at the gate)
+    /// (operations held, operations waiting at the gate)
     held: Mutex<(bool, usize)>,
     cv: parking_lot::Condvar,
 }
 
-/// While alive, every file sync waits before it happens; dropping it lets
-/// them go.
-pub struct SyncHold(Arc<Gate>);
+impl Gate {
+    /// Returns at once, or when the hold on the gate is dropped.
+    fn pass(&self) {
+        let mut g = self.held.lock();
+        if g.0 {
+            g.1 += 1;
+            while g.0 {
+                self.cv.wait(&mut g);
+            }
+            g.1 -= 1;
+        }
+    }
 
-impl Drop for SyncHold {
+    fn hold(self: &Arc<Self>) -> Hold {
+        self.held.lock().0 = true;
+        Hold(self.clone())
+    }
+
+    fn waiting(&self) -> usize {
+        self.held.lock().1
+    }
+}
+
+/// While alive, every operation of the kind held waits before it happens;
+/// dropping it lets them go.
+pub struct Hold(Arc<Gate>);
+
+impl Drop for Hold {
     fn drop(&mut self) {
         self.0.held.lock().0 = false;
         self.0.cv.notify_all();
@@ -170,14 +196,25 @@ impl SimDisk {
 
     /// Makes every file sync wait until the returned hold is dropped (to
     /// line several writers up behind one sync).
-    pub fn hold_syncs(&self) -> SyncHold {
-        self.gate.held.lock().0 = true;
-        SyncHold(self.gate.clone())
+    pub fn hold_syncs(&self) -> Hold {
+        self.gate.hold()
     }
 
-    /// File syncs waiting behind a [`SyncHold`].
+    /// File syncs waiting behind [`SimDisk::hold_syncs`].
     pub fn syncs_waiting(&self) -> usize {
-        self.gate.held.lock().1
+        self.gate.waiting()
+    }
+
+    /// Makes every file removal, and every move of a file to another
+    /// directory, wait until the returned hold is dropped (to see what goes
+    /// on while a truncation frees segments).
+    pub fn hold_removals(&self) -> Hold {
+        self.removals.hold()
+    }
+
+    /// Removals and moves waiting behind [`SimDisk::hold_removals`].
+    pub fn removals_waiting(&self) -> usize {
+        self.removals.waiting()
     }
 
     /// Writes made so far.
@@ -243,6 +280,7 @@ impl SimDisk {
         SimDisk {
             state: Arc::new(Mutex::new(out)),
             gate: Arc::default(),
+            removals: Arc::default(),
         }
     }
 

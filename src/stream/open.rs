@@ -178,6 +178,7 @@ impl Stream {
                 pending: Vec::new(),
                 written_back: rec.valid_len,
             }),
+            retention: Mutex::new(()),
             segs: RwLock::new(segs),
             appended: AtomicU64::new(rec.end_id),
             time_mark: AtomicU64::new(0),

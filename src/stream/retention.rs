@@ -20,7 +20,11 @@ impl Stream {
         archive: Option<&Path>,
     ) -> Result<usize> {
         let st = &*ctx.storage;
+        // One truncation or restore at a time: their files move outside
+        // the writer's lock.
+        let _one = self.retention.lock();
         let mut w = self.writer.lock();
+        let locked = std::time::Instant::now();
         self.check_writable(&mut w)?;
         let keep_from = self
             .segment_for(safe_id)
@@ -45,6 +49,12 @@ impl Stream {
                 segs.remove(s);
             }
         }
+        // Appends go on while the files go: only the index is the writer's.
+        drop(w);
+        let m = crate::metrics::global();
+        m.truncations.inc();
+        m.truncation_lock_seconds
+            .inc_by(locked.elapsed().as_secs_f64());
         if let Some(dir) = archive {
             st.create_dir(dir)?;
         }
@@ -81,6 +91,7 @@ impl Stream {
     /// Moves archived segments back and re-reads the stream's layout.
     pub fn restore(self: &Arc<Self>, ctx: &Ctx, archive: &Path) -> Result<usize> {
         let st = &*ctx.storage;
+        let _one = self.retention.lock();
         let mut w = self.writer.lock();
         self.check_writable(&mut w)?;
         let mut found: Vec<u64> = match st.read_dir(archive) {
@@ -123,6 +134,8 @@ impl Stream {
 
     /// The stream was deleted: its handles stop writing and waiting.
     pub(crate) fn mark_deleted(&self) {
+        // A truncation under way finishes with its files first.
+        let _one = self.retention.lock();
         let mut w = self.writer.lock();
         w.deleted = true;
         w.file = None;

@@ -73,17 +73,7 @@ impl StorageFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        {
-            let gate = &self.disk.gate;
-            let mut g = gate.held.lock();
-            if g.0 {
-                g.1 += 1;
-                while g.0 {
-                    gate.cv.wait(&mut g);
-                }
-                g.1 -= 1;
-            }
-        }
+        self.disk.gate.pass();
         let mut st = self.disk.state.lock();
         st.sync_point()?;
         let f = st.file(self.id)?;
@@ -164,6 +154,9 @@ impl Storage for SimDisk {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if from.parent() != to.parent() {
+            self.removals.pass();
+        }
         let mut st = self.state.lock();
         st.check()?;
         let node = st.names.remove(from).ok_or_else(not_found)?;
@@ -184,6 +177,7 @@ impl Storage for SimDisk {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.removals.pass();
         let mut st = self.state.lock();
         st.check()?;
         match st.names.get(path) {
