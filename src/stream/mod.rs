@@ -98,8 +98,9 @@ pub struct Stream {
     /// serves what it has and refuses writes. Fixed for the stream's life.
     pub damaged: Option<String>,
     pub writer: Mutex<Writer>,
-    /// Held through a truncation or a restore: one at a time, as segment
-    /// files move while the writer's lock is free.
+    /// Held through a truncation, a restore and the stream's deletion:
+    /// one at a time, as a truncation moves segment files while the
+    /// writer's lock is free.
     retention: Mutex<()>,
     segs: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub commit: Commit,
