@@ -143,21 +143,6 @@ fn retention_keeps_every_id_from_the_floor_on() {
     assert_eq!((again.segments, again.held.map(|h| h.0)), (0, Some(at)));
 }
 
-/// A stream `s` of `n` strict entries in 16 KiB segments on a simulated
-/// disk, archiving what it frees when `archive` is set.
-fn filled_sim(d: &SimDisk, n: u64, archive: bool) -> Wal {
-    let mut o = WalOptions::new("/sim/data");
-    o.max_segment_size = 16 << 10;
-    if archive {
-        o.archive_path = Some("/sim/archive".into());
-    }
-    let wal = Wal::with_storage(o, Arc::new(d.clone())).unwrap();
-    for i in 0..n {
-        wal.append("s", &entry(i)).unwrap();
-    }
-    wal
-}
-
 /// Runs `f` on a thread of its own and says whether it is done within 10 s.
 fn done_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -167,11 +152,46 @@ fn done_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Optio
     rx.recv_timeout(Duration::from_secs(10)).ok()
 }
 
-fn await_removals(d: &SimDisk) {
+/// A truncation of a stream `s` of 200 strict entries in 16 KiB segments
+/// on a simulated disk (archiving what it frees when `archive` is set) to
+/// its sixth segment, stopped at its first removal, which the disk holds.
+struct HeldTruncation {
+    disk: SimDisk,
+    wal: Wal,
+    /// The first id kept.
+    keep: u64,
+    hold: walfs::storage::sim::Hold,
+    truncating: std::thread::JoinHandle<walfs::Result<usize>>,
+}
+
+fn held_truncation(archive: bool) -> HeldTruncation {
+    let disk = SimDisk::with_root(Path::new("/sim"));
+    let mut o = WalOptions::new("/sim/data");
+    o.max_segment_size = 16 << 10;
+    if archive {
+        o.archive_path = Some("/sim/archive".into());
+    }
+    let wal = Wal::with_storage(o, Arc::new(disk.clone())).unwrap();
+    for i in 0..200 {
+        wal.append("s", &entry(i)).unwrap();
+    }
+    let keep = wal.segments("s")[5].start_id;
+    let hold = disk.hold_removals();
+    let truncating = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.truncate("s", keep))
+    };
     let t0 = Instant::now();
-    while d.removals_waiting() == 0 {
+    while disk.removals_waiting() == 0 {
         assert!(t0.elapsed() < Duration::from_secs(10), "no removal started");
         std::thread::sleep(Duration::from_millis(1));
+    }
+    HeldTruncation {
+        disk,
+        wal,
+        keep,
+        hold,
+        truncating,
     }
 }
 
@@ -180,15 +200,13 @@ fn await_removals(d: &SimDisk) {
 /// files and syncs the directory. Each removal is held at the disk.
 #[test]
 fn appends_go_on_while_a_truncation_removes_the_freed_files() {
-    let d = SimDisk::with_root(Path::new("/sim"));
-    let wal = filled_sim(&d, 200, false);
-    let keep = wal.segments("s")[5].start_id;
-    let hold = d.hold_removals();
-    let truncating = {
-        let wal = wal.clone();
-        std::thread::spawn(move || wal.truncate("s", keep))
-    };
-    await_removals(&d);
+    let HeldTruncation {
+        disk: d,
+        wal,
+        keep,
+        hold,
+        truncating,
+    } = held_truncation(false);
     assert_eq!(wal.first_id("s"), keep, "the index moved before any file");
     // Enough to rotate twice while the files wait at the disk.
     let appended = done_soon({
@@ -227,15 +245,12 @@ fn appends_go_on_while_a_truncation_removes_the_freed_files() {
 /// back every segment it archived: the stream is whole again.
 #[test]
 fn a_restore_during_a_truncation_waits_and_brings_everything_back() {
-    let d = SimDisk::with_root(Path::new("/sim"));
-    let wal = filled_sim(&d, 200, true);
-    let keep = wal.segments("s")[5].start_id;
-    let hold = d.hold_removals();
-    let truncating = {
-        let wal = wal.clone();
-        std::thread::spawn(move || wal.truncate("s", keep))
-    };
-    await_removals(&d);
+    let HeldTruncation {
+        wal,
+        hold,
+        truncating,
+        ..
+    } = held_truncation(true);
     let restoring = {
         let wal = wal.clone();
         std::thread::spawn(move || wal.restore_archived("s"))
