@@ -1,7 +1,8 @@
 //! The writeback of a growing segment is started every 8 MiB handed to
 //! the kernel (sync_file_range), so the fdatasync that seals a full segment
 //! waits for little. A hint only: every byte is still made durable by the
-//! syncs the contract names, and a crash ignores hints.
+//! syncs the contract names, and a crash ignores hints. A start is made
+//! after the stream's writer lock is let go: appends never wait for one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -111,4 +112,65 @@ fn a_real_file_starts_its_writeback_and_counts_it() {
     f.start_writeback(0, MIB);
     assert_eq!(started(), before + 1, "sync_file_range did not succeed");
     f.sync_data().unwrap();
+}
+
+/// Runs `f` on a thread of its own; None if it has not returned in 10 s.
+fn done_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)).ok()
+}
+
+#[test]
+fn appends_go_on_while_a_writeback_start_waits() {
+    // Starting the writeback of a step takes milliseconds on a real disk;
+    // here the disk holds every start, and appends must not wait for it.
+    for mode in [SyncMode::Async, SyncMode::BatchOnly] {
+        let d = SimDisk::with_root(Path::new("/sim"));
+        let wal = open(&d, mode);
+        let hold = d.hold_writebacks();
+        // 1 MiB batches until a writeback start is due and waits (in this
+        // thread or in the flush thread, whichever hands the step over).
+        let bulk = {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let big = vec![b'b'; MIB as usize - 64];
+                for _ in 0..12 {
+                    wal.append_batch("s", &[&big[..]]).unwrap();
+                }
+            })
+        };
+        let waiting = std::time::Instant::now();
+        while d.writebacks_waiting() == 0 {
+            assert!(
+                waiting.elapsed().as_secs() < 10,
+                "{mode:?}: no writeback start reached the disk"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let small = {
+            let wal = wal.clone();
+            done_soon(move || {
+                for i in 0..200u32 {
+                    wal.append("s", &i.to_le_bytes()).unwrap();
+                }
+                wal.next_id("s")
+            })
+        };
+        assert!(
+            small.is_some(),
+            "{mode:?}: appends waited for a held writeback start"
+        );
+        drop(hold);
+        bulk.join().unwrap();
+        wal.sync("s").unwrap();
+        let n = wal.stream_info("s").unwrap().next_id;
+        assert_eq!(n, 212, "{mode:?}");
+        drop(wal);
+        let after = d.crash(CrashMode::DropUnsynced);
+        let wal = open(&after, mode);
+        assert_eq!(wal.stream_info("s").unwrap().next_id, n, "{mode:?}");
+    }
 }

@@ -95,6 +95,8 @@ pub struct SimDisk {
     gate: Arc<Gate>,
     /// Where files leaving a directory wait (see [`SimDisk::hold_removals`]).
     removals: Arc<Gate>,
+    /// Where writeback starts wait (see [`SimDisk::hold_writebacks`]).
+    writebacks: Arc<Gate>,
 }
 
 /// Holds one kind of operation back while a [`Hold`] on it is alive.
@@ -217,6 +219,17 @@ impl SimDisk {
         self.removals.waiting()
     }
 
+    /// Makes every writeback start wait until the returned hold is dropped
+    /// (to see what waits for one).
+    pub fn hold_writebacks(&self) -> Hold {
+        self.writebacks.hold()
+    }
+
+    /// Writeback starts waiting behind [`SimDisk::hold_writebacks`].
+    pub fn writebacks_waiting(&self) -> usize {
+        self.writebacks.waiting()
+    }
+
     /// Writes made so far.
     pub fn write_count(&self) -> u64 {
         self.state.lock().writes
@@ -281,6 +294,7 @@ impl SimDisk {
             state: Arc::new(Mutex::new(out)),
             gate: Arc::default(),
             removals: Arc::default(),
+            writebacks: Arc::default(),
         }
     }
 

@@ -21,17 +21,38 @@ use std::sync::Arc;
 /// an append waits.
 pub(super) const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// Starts the writeback of the bytes handed to the kernel since the last
-/// start, once they reach [`WRITEBACK_STEP`]. Called when nothing waits in
-/// the buffer: all `w.len` bytes are the kernel's.
-fn start_writeback(w: &mut Writer) {
-    debug_assert!(w.pending.is_empty());
-    if w.len >= w.written_back + WRITEBACK_STEP {
-        if let Some(f) = &w.file {
-            f.start_writeback(w.written_back, w.len - w.written_back);
-        }
-        w.written_back = w.len;
+/// A writeback start that is due: the bytes `from..from + len` of `file`,
+/// handed to the kernel and not yet on their way to the device.
+#[must_use = "a writeback due is started with `start`"]
+pub(super) struct Writeback {
+    file: Arc<dyn StorageFile>,
+    from: u64,
+    len: u64,
+}
+
+impl Writeback {
+    /// Starts it (sync_file_range, without waiting). It needs no lock: the
+    /// file stays open while `file` is held, and a start on bytes already
+    /// written back, or of a segment sealed since, does nothing harmful.
+    pub(super) fn start(self) {
+        self.file.start_writeback(self.from, self.len);
     }
+}
+
+/// The writeback of the bytes handed to the kernel since the last start,
+/// once they reach [`WRITEBACK_STEP`]. Called when nothing waits in the
+/// buffer: all `w.len` bytes are the kernel's.
+fn writeback_due(w: &mut Writer) -> Option<Writeback> {
+    debug_assert!(w.pending.is_empty());
+    if w.len < w.written_back + WRITEBACK_STEP {
+        return None;
+    }
+    let from = std::mem::replace(&mut w.written_back, w.len);
+    w.file.clone().map(|file| Writeback {
+        file,
+        from,
+        len: w.len - from,
+    })
 }
 
 impl Stream {
@@ -115,6 +136,8 @@ impl Stream {
         buffer: bool,
     ) -> Result<Range<u64>> {
         let n = frame.entry_count as u64;
+        // Writeback starts due, made once the writer's lock is let go.
+        let mut due = Vec::new();
         let range = {
             let mut w = self.writer.lock();
             self.check_writable(&mut w)?;
@@ -137,12 +160,12 @@ impl Stream {
             let behind = buffer && large && ctx.flusher.get().is_some();
             let buffer = buffer && (behind || !(w.pending.is_empty() && large));
             if behind {
-                self.flush_locked(ctx, &mut w)?;
+                due.extend(self.hand_to_kernel(ctx, &mut w)?);
                 w.pending = std::mem::take(&mut frame.bytes);
             } else if buffer {
                 w.pending.extend_from_slice(&frame.bytes);
             } else {
-                self.flush_locked(ctx, &mut w)?;
+                due.extend(self.hand_to_kernel(ctx, &mut w)?);
                 let file = self.write_file(ctx, &mut w)?;
                 if let Err(e) = file.write_all_at(&frame.bytes, off) {
                     // Undo whatever part of the frame reached the file, so it
@@ -160,7 +183,7 @@ impl Stream {
             }
             w.len += flen;
             if !buffer {
-                start_writeback(&mut w);
+                due.extend(writeback_due(&mut w));
             }
             w.next_id += n;
             w.payload += frame.payload;
@@ -175,10 +198,13 @@ impl Stream {
                     t.unpark();
                 }
             } else if w.pending.len() >= ctx.opts.write_buffer_size {
-                self.flush_locked(ctx, &mut w)?;
+                due.extend(self.hand_to_kernel(ctx, &mut w)?);
             }
             start..w.next_id
         };
+        for wb in due {
+            wb.start();
+        }
         if sync {
             self.sync_to(ctx, range.end)?;
         }
@@ -188,8 +214,19 @@ impl Stream {
     /// Hands buffered frames to the kernel. Their ids were already given
     /// out, so a failure poisons the stream rather than reuse them.
     pub(super) fn flush_locked(self: &Arc<Self>, ctx: &Ctx, w: &mut Writer) -> Result<()> {
+        if let Some(wb) = self.hand_to_kernel(ctx, w)? {
+            wb.start();
+        }
+        Ok(())
+    }
+
+    /// Hands buffered frames to the kernel, as [`Stream::flush_locked`],
+    /// and returns the writeback start that is due for the caller to issue
+    /// once it has let the writer's lock go: starting the writeback of 8 MiB
+    /// takes milliseconds, which appends must not wait for.
+    fn hand_to_kernel(self: &Arc<Self>, ctx: &Ctx, w: &mut Writer) -> Result<Option<Writeback>> {
         if w.pending.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let from = w.len - w.pending.len() as u64;
         let r = self
@@ -198,10 +235,10 @@ impl Stream {
         w.pending.clear();
         match r {
             Ok(()) => {
-                start_writeback(w);
+                let due = writeback_due(w);
                 w.active.set_written(w.len, w.next_id, w.payload);
                 self.commit.wrote(w.next_id, w.len);
-                Ok(())
+                Ok(due)
             }
             Err(e) => {
                 if let Some(f) = &w.file {
@@ -223,7 +260,12 @@ impl Stream {
             return Ok(());
         }
         let mut w = self.writer.lock();
-        self.flush_locked(ctx, &mut w)
+        let due = self.hand_to_kernel(ctx, &mut w)?;
+        drop(w);
+        if let Some(wb) = due {
+            wb.start();
+        }
+        Ok(())
     }
 
     /// Makes buffered entries visible before a read of the stream's extent.

@@ -65,6 +65,7 @@ impl StorageFile for SimFile {
     }
 
     fn start_writeback(&self, offset: u64, len: u64) {
+        self.disk.writebacks.pass();
         self.disk
             .state
             .lock()
