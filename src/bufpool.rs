@@ -54,6 +54,51 @@ pub(crate) fn give(buf: Vec<u8>) {
     }
 }
 
+/// Empty buffers with room, kept for the frames appends encode: a frame of
+/// a MiB encoded into a fresh buffer pays the same page faults.
+static ROOMY: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// How many times [`take_empty`] gave out a kept buffer.
+static EMPTY_REUSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times [`take_empty`] gave out a kept buffer, in all.
+#[cfg(test)]
+pub(crate) fn empty_reuses() -> u64 {
+    EMPTY_REUSES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An empty buffer with room for at least `cap` bytes: a kept one with no
+/// more than twice that, or a new one.
+pub(crate) fn take_empty(cap: usize) -> Vec<u8> {
+    if cap >= MIN_LEN {
+        let mut kept = ROOMY.lock();
+        let best = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= cap && b.capacity() <= cap.saturating_mul(2))
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            EMPTY_REUSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return kept.swap_remove(i);
+        }
+    }
+    Vec::with_capacity(cap)
+}
+
+/// Keeps `buf`'s room (emptied) for [`take_empty`] if there is room.
+pub(crate) fn give_empty(mut buf: Vec<u8>) {
+    if buf.capacity() < MIN_LEN {
+        return;
+    }
+    buf.clear();
+    let mut kept = ROOMY.lock();
+    let held: usize = kept.iter().map(Vec::capacity).sum();
+    if kept.len() < MAX_COUNT && held + buf.capacity() <= MAX_KEPT {
+        kept.push(buf);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +118,23 @@ mod tests {
         give(again);
         give(vec![0u8; MAX_KEPT]);
         assert!(KEPT.lock().iter().map(Vec::len).sum::<usize>() <= MAX_KEPT);
+    }
+
+    #[test]
+    fn keeps_the_room_of_an_emptied_buffer() {
+        let mut a = take_empty(3 << 20);
+        a.extend_from_slice(&[7; 100]);
+        let p = a.as_ptr();
+        give_empty(a);
+        // Too roomy for a small request: a new one.
+        let small = take_empty(1 << 20);
+        assert_ne!(small.as_ptr(), p);
+        let again = take_empty(2 << 20);
+        assert_eq!(again.as_ptr(), p, "kept and given back");
+        assert!(again.is_empty() && again.capacity() >= 2 << 20);
+        give_empty(small);
+        give_empty(again);
+        give_empty(Vec::with_capacity(MAX_KEPT));
+        assert!(ROOMY.lock().iter().map(Vec::capacity).sum::<usize>() <= MAX_KEPT);
     }
 }

@@ -243,7 +243,7 @@ pub fn encode_frame(entries: &[&[u8]], lz4_min: Option<usize>) -> Result<Encoded
         return Err(raw_len);
     }
     let raw_len = raw_len as usize;
-    let mut bytes = Vec::with_capacity(HEADER_SIZE + raw_len);
+    let mut bytes = crate::bufpool::take_empty(HEADER_SIZE + raw_len);
     bytes.resize(HEADER_SIZE, 0);
     for e in entries {
         bytes.extend_from_slice(&(e.len() as u32).to_le_bytes());

@@ -30,6 +30,7 @@ mod read;
 mod retention;
 mod times;
 mod write;
+mod writeback;
 
 pub use read::ShipView;
 
@@ -82,7 +83,7 @@ pub struct Writer {
     pub poisoned: Option<(i32, String)>,
     pub deleted: bool,
     /// Bytes of the active segment whose writeback was started (see
-    /// [`WRITEBACK_STEP`]).
+    /// [`writeback::WRITEBACK_STEP`]).
     written_back: u64,
     /// Async mode: frames appended but not yet handed to the kernel; they
     /// start at byte `len - pending.len()` of the active segment.

@@ -1,6 +1,7 @@
 //! The write path: append, the Async buffer, group-commit sync, rotation
 //! and poisoning.
 
+use super::writeback::{writeback_due, Writeback};
 use super::{Ctx, Stream, Writer};
 use crate::commit::SyncFailure;
 use crate::error::{Error, Result};
@@ -13,47 +14,6 @@ use std::io;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// Every this many bytes handed to the kernel, their writeback to the
-/// device is started (sync_file_range, without waiting), so that the
-/// fdatasync sealing a full segment, or an asked-for sync, finds most of
-/// its bytes already on their way instead of writing a whole segment while
-/// an append waits.
-pub(super) const WRITEBACK_STEP: u64 = 8 << 20;
-
-/// A writeback start that is due: the bytes `from..from + len` of `file`,
-/// handed to the kernel and not yet on their way to the device.
-#[must_use = "a writeback due is started with `start`"]
-pub(super) struct Writeback {
-    file: Arc<dyn StorageFile>,
-    from: u64,
-    len: u64,
-}
-
-impl Writeback {
-    /// Starts it (sync_file_range, without waiting). It needs no lock: the
-    /// file stays open while `file` is held, and a start on bytes already
-    /// written back, or of a segment sealed since, does nothing harmful.
-    pub(super) fn start(self) {
-        self.file.start_writeback(self.from, self.len);
-    }
-}
-
-/// The writeback of the bytes handed to the kernel since the last start,
-/// once they reach [`WRITEBACK_STEP`]. Called when nothing waits in the
-/// buffer: all `w.len` bytes are the kernel's.
-fn writeback_due(w: &mut Writer) -> Option<Writeback> {
-    debug_assert!(w.pending.is_empty());
-    if w.len < w.written_back + WRITEBACK_STEP {
-        return None;
-    }
-    let from = std::mem::replace(&mut w.written_back, w.len);
-    w.file.clone().map(|file| Writeback {
-        file,
-        from,
-        len: w.len - from,
-    })
-}
 
 impl Stream {
     pub(super) fn adopt_write_file(
@@ -161,7 +121,8 @@ impl Stream {
             let buffer = buffer && (behind || !(w.pending.is_empty() && large));
             if behind {
                 due.extend(self.hand_to_kernel(ctx, &mut w)?);
-                w.pending = std::mem::take(&mut frame.bytes);
+                let written = std::mem::replace(&mut w.pending, std::mem::take(&mut frame.bytes));
+                crate::bufpool::give_empty(written);
             } else if buffer {
                 w.pending.extend_from_slice(&frame.bytes);
             } else {
@@ -205,6 +166,7 @@ impl Stream {
         for wb in due {
             wb.start();
         }
+        crate::bufpool::give_empty(frame.bytes);
         if sync {
             self.sync_to(ctx, range.end)?;
         }
@@ -608,3 +570,7 @@ impl Stream {
         self.sync_to(ctx, target)
     }
 }
+
+#[cfg(test)]
+#[path = "write_tests.rs"]
+mod tests;
