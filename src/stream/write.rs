@@ -184,8 +184,8 @@ impl Stream {
 
     /// Hands buffered frames to the kernel, as [`Stream::flush_locked`],
     /// and returns the writeback start that is due for the caller to issue
-    /// once it has let the writer's lock go: starting the writeback of 8 MiB
-    /// takes milliseconds, which appends must not wait for.
+    /// once it has let the writer's lock go: starting a writeback submits
+    /// pages to the device, which appends must not wait for.
     fn hand_to_kernel(self: &Arc<Self>, ctx: &Ctx, w: &mut Writer) -> Result<Option<Writeback>> {
         if w.pending.is_empty() {
             return Ok(None);
