@@ -126,6 +126,89 @@ fn a_failed_write_behind_is_reported_and_poisons() {
     );
 }
 
+/// Runs `f` on a thread of its own; None if it has not returned in 10 s.
+fn done_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)).ok()
+}
+
+#[test]
+fn a_sync_after_the_flush_thread_failed_a_write_behind_reports_it() {
+    // The flush thread, not the sync, meets the failure: the disk holds its
+    // write (with the writer's lock) until the sync is asked. The frame is
+    // lost, so the sync fails; it returned Ok when nothing was left to
+    // write.
+    let d = disk();
+    let wal = open(&d, SyncMode::Async);
+    wal.append("s", b"one").unwrap();
+    wal.sync("s").unwrap();
+    let big = vec![b'x'; WalOptions::default().write_buffer_size];
+    let hold = d.hold_writes();
+    let range = {
+        let (wal, big) = (wal.clone(), big.clone());
+        done_soon(move || wal.append_batch("s", &[&big[..]]).unwrap())
+    };
+    assert_eq!(range, Some(1..2), "an append waited for a write");
+    let waiting = std::time::Instant::now();
+    while d.writes_waiting() == 0 {
+        assert!(
+            waiting.elapsed().as_secs() < 10,
+            "the flush thread never wrote"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    d.fail_write(1, libc::ENOSPC);
+    drop(hold);
+    let e = wal.sync("s").unwrap_err();
+    assert!(matches!(e, Error::Poisoned { .. }), "{e}");
+    assert!(e.to_string().contains("No space left"), "{e}");
+    drop(wal);
+    let wal = open(&d, SyncMode::Async);
+    assert_eq!(entries(&wal), vec![b"one".to_vec()]);
+}
+
+#[test]
+fn a_read_of_an_entry_the_flush_thread_is_writing_waits_for_it() {
+    // Acknowledged async entries are readable at once: one whose frame
+    // the flush thread is writing (the disk holds the write) is served
+    // once that write ends, never reported missing.
+    let d = disk();
+    let wal = open(&d, SyncMode::Async);
+    // The stream's files made (and its first time mark written) before the
+    // disk holds writes.
+    wal.append("s", b"one").unwrap();
+    wal.sync("s").unwrap();
+    let big = vec![b'r'; WalOptions::default().write_buffer_size];
+    let hold = d.hold_writes();
+    let id = {
+        let (wal, big) = (wal.clone(), big.clone());
+        done_soon(move || wal.append_batch("s", &[&big[..]]).unwrap().start)
+    }
+    .expect("an append waited for a write");
+    let waiting = std::time::Instant::now();
+    while d.writes_waiting() == 0 {
+        assert!(
+            waiting.elapsed().as_secs() < 10,
+            "the flush thread never wrote"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let read = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.get("s", id).unwrap())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !read.is_finished(),
+        "a read did not wait for the write in flight"
+    );
+    drop(hold);
+    assert_eq!(read.join().unwrap(), Some(big));
+}
+
 #[test]
 fn small_async_appends_are_gathered_into_few_writes() {
     // 1,000 appends of 46 bytes each fit in the 64 KiB buffer: what writes

@@ -97,6 +97,8 @@ pub struct SimDisk {
     removals: Arc<Gate>,
     /// Where writeback starts wait (see [`SimDisk::hold_writebacks`]).
     writebacks: Arc<Gate>,
+    /// Where file writes wait (see [`SimDisk::hold_writes`]).
+    writes: Arc<Gate>,
 }
 
 /// Holds one kind of operation back while a [`Hold`] on it is alive.
@@ -230,6 +232,17 @@ impl SimDisk {
         self.writebacks.waiting()
     }
 
+    /// Makes every file write wait until the returned hold is dropped (to
+    /// see what waits for one).
+    pub fn hold_writes(&self) -> Hold {
+        self.writes.hold()
+    }
+
+    /// File writes waiting behind [`SimDisk::hold_writes`].
+    pub fn writes_waiting(&self) -> usize {
+        self.writes.waiting()
+    }
+
     /// Writes made so far.
     pub fn write_count(&self) -> u64 {
         self.state.lock().writes
@@ -295,6 +308,7 @@ impl SimDisk {
             gate: Arc::default(),
             removals: Arc::default(),
             writebacks: Arc::default(),
+            writes: Arc::default(),
         }
     }
 

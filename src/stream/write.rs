@@ -566,6 +566,17 @@ impl Stream {
     /// Syncs the active segment (for `Wal::sync` and a clean close).
     pub fn sync(self: &Arc<Self>, ctx: &Ctx) -> Result<()> {
         self.flush(ctx)?;
+        if self.appended() > self.commit.visible() {
+            // Appended and never made visible: dropped after a failed
+            // write (the flush thread's, of a frame written behind), which
+            // poisoned the stream. Not durable, so not a success.
+            if let Some((_, cause)) = self.commit.failed() {
+                return Err(Error::Poisoned {
+                    stream: self.name.clone(),
+                    cause,
+                });
+            }
+        }
         let target = self.commit.state.lock().written;
         self.sync_to(ctx, target)
     }

@@ -10,8 +10,10 @@ fn an_async_bulk_append_encodes_into_the_buffers_it_wrote_before() {
     let wal = Wal::new(o).unwrap();
     let big = vec![b'b'; 1 << 20];
     let before = crate::bufpool::empty_reuses();
-    for _ in 0..20 {
+    for i in 0..20 {
         wal.append_batch("s", &[&big[..]]).unwrap();
+        // Written (by the flush thread, or here) before the next is made.
+        assert_eq!(wal.next_id("s"), i + 1);
     }
     let reused = crate::bufpool::empty_reuses() - before;
     assert!(

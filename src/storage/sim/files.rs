@@ -22,6 +22,7 @@ impl StorageFile for SimFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.disk.writes.pass();
         let mut st = self.disk.state.lock();
         st.check()?;
         st.writes += 1;
