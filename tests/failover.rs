@@ -791,8 +791,8 @@ fn a_clean_stop_releases_the_prefix_to_the_standby_at_once() {
     sargs.push("--standby");
     let b = Mounted::start_env(None, &sargs, &env);
     let log = std::fs::read_to_string(a.path("log")).unwrap();
-    a.stop();
-    assert!(manifest(&s3, "release").released);
+    let out = a.stop_capturing();
+    assert!(manifest(&s3, "release").released, "{out}");
     let stopped = Instant::now();
     eventually("the standby to take the released prefix", 20, || {
         role(&b) == "primary"

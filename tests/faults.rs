@@ -2,6 +2,8 @@
 //! EIO. A failed append is reported, never persisted later, does not burn
 //! its id; after a failed sync the stream refuses writes until reopened.
 
+mod common;
+use common::done_soon;
 use std::path::Path;
 use std::sync::Arc;
 use walfs::{CrashMode, Error, SimDisk, SyncMode, Wal, WalOptions};
@@ -124,15 +126,6 @@ fn a_failed_write_behind_is_reported_and_poisons() {
         entries(&wal),
         vec![b"one".to_vec(), b"two".to_vec(), big, b"four".to_vec()]
     );
-}
-
-/// Runs `f` on a thread of its own; None if it has not returned in 10 s.
-fn done_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(10)).ok()
 }
 
 #[test]

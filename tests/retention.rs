@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::done_soon;
 use common::mount::Mounted;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -141,15 +142,6 @@ fn retention_keeps_every_id_from_the_floor_on() {
     // Held again: nothing freed, the same hold.
     let again = wal.apply_retention("s", floor).unwrap().unwrap();
     assert_eq!((again.segments, again.held.map(|h| h.0)), (0, Some(at)));
-}
-
-/// Runs `f` on a thread of its own and says whether it is done within 10 s.
-fn done_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(10)).ok()
 }
 
 /// A truncation of a stream `s` of 200 strict entries in 16 KiB segments

@@ -4,6 +4,8 @@
 //! syncs the contract names, and a crash ignores hints. A start is made
 //! after the stream's writer lock is let go: appends never wait for one.
 
+mod common;
+use common::done_soon;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -112,15 +114,6 @@ fn a_real_file_starts_its_writeback_and_counts_it() {
     f.start_writeback(0, MIB);
     assert_eq!(started(), before + 1, "sync_file_range did not succeed");
     f.sync_data().unwrap();
-}
-
-/// Runs `f` on a thread of its own; None if it has not returned in 10 s.
-fn done_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(10)).ok()
 }
 
 #[test]

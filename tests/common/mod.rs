@@ -4,6 +4,16 @@
 pub mod mount;
 pub mod provision;
 
+/// Runs `f` on a thread of its own; None if it has not returned in 10 s
+/// (what waits on a held operation does not return).
+pub fn done_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)).ok()
+}
+
 /// Writes stream `s` in `dir` in `cat big >> append`'s shape: 256 frames
 /// of 1,310 lines of 100 bytes (128 KiB each, 32 MiB), in 8 MiB segments,
 /// async. Returns the entry bytes, as `log` serves them.
