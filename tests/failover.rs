@@ -791,8 +791,18 @@ fn a_clean_stop_releases_the_prefix_to_the_standby_at_once() {
     sargs.push("--standby");
     let b = Mounted::start_env(None, &sargs, &env);
     let log = std::fs::read_to_string(a.path("log")).unwrap();
+    let epoch = manifest(&s3, "release").epoch;
     let out = a.stop_capturing();
-    assert!(manifest(&s3, "release").released, "{out}");
+    assert!(out.contains("replication: released"), "{out}");
+    // Released; the standby may have taken it already (a later epoch, not
+    // released), before this read.
+    let m = manifest(&s3, "release");
+    assert!(
+        (m.released && m.epoch == epoch) || m.epoch > epoch,
+        "epoch {} (the primary's {epoch}), released {}: {out}",
+        m.epoch,
+        m.released
+    );
     let stopped = Instant::now();
     eventually("the standby to take the released prefix", 20, || {
         role(&b) == "primary"
