@@ -62,51 +62,6 @@ fn files_show_the_log() {
 }
 
 #[test]
-fn one_write_is_one_frame_and_partial_lines_wait_for_close() {
-    let m = Mounted::start(&[]);
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(m.path("append"))
-        .unwrap();
-    assert_eq!(f.write(b"one\ntwo\nthree\npart").unwrap(), 18);
-    // Read-back on an O_RDWR handle tells the ids the write received
-    // (each line once, whatever the file position).
-    let mut ids = String::new();
-    f.read_to_string(&mut ids).unwrap();
-    assert_eq!(ids, "0-2\n");
-    let mut again = String::new();
-    f.read_to_string(&mut again).unwrap();
-    assert_eq!(again, "", "already read");
-    assert_eq!(
-        std::fs::read_to_string(m.path("log")).unwrap(),
-        "one\ntwo\nthree\n",
-        "partial line not yet committed"
-    );
-    f.write_all(b"ial\nx").unwrap();
-    drop(f);
-    assert_eq!(
-        std::fs::read_to_string(m.path("log")).unwrap(),
-        "one\ntwo\nthree\npartial\nx"
-    );
-    assert_eq!(std::fs::read(m.path("entries/3")).unwrap(), b"partial\n");
-    assert_eq!(
-        std::fs::read(m.path("entries/4")).unwrap(),
-        b"x",
-        "close commits the trailing partial line"
-    );
-    // One frame for the first write: the segment holds 3 frames.
-    let seg = std::fs::read(m.path("segments/00000000000000000000.wal")).unwrap();
-    let mut frames = 0;
-    let mut at = 0;
-    while at + 32 <= seg.len() {
-        frames += 1;
-        at += 32 + u32::from_le_bytes(seg[at + 21..at + 25].try_into().unwrap()) as usize;
-    }
-    assert_eq!(frames, 3);
-}
-
-#[test]
 fn large_writes_keep_lines_whole() {
     let m = Mounted::start(&["--sync", "async"]);
     let lines: Vec<String> = (0..100_000)
@@ -661,30 +616,6 @@ fn daemon_refuses_bad_setups_with_one_line() {
     assert_eq!(code, Some(1));
     assert!(err.contains("in use by another walfs process"), "{err}");
     assert!(!is_mounted(&other));
-}
-
-#[test]
-fn close_reports_the_failure_of_the_commit_it_triggers() {
-    let m = Mounted::start(&[]);
-    std::fs::create_dir(m.path("streams/tmp")).unwrap();
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(m.path("streams/tmp/append"))
-        .unwrap();
-    // A partial line waits in the handle for close(2) to commit it...
-    f.write_all(b"no newline yet").unwrap();
-    // ...but its stream is deleted first.
-    std::fs::remove_dir(m.path("streams/tmp")).unwrap();
-    use std::os::unix::io::IntoRawFd;
-    let fd = f.into_raw_fd();
-    // SAFETY: closing a descriptor we own, once.
-    let rc = unsafe { libc::close(fd) };
-    let err = std::io::Error::last_os_error().raw_os_error();
-    assert_eq!(rc, -1, "close(2) must fail when its commit fails");
-    assert!(err.is_some_and(|e| e != 0), "{err:?}");
-    // The daemon is fine.
-    sh(&format!("echo ok >> {}", m.path("append").display()));
-    assert_eq!(std::fs::read(m.path("entries/0")).unwrap(), b"ok\n");
 }
 
 #[test]
