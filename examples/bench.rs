@@ -615,6 +615,15 @@ fn sync_and_warm(dir: &Path) {
     std::fs::remove_file(&scratch).unwrap();
 }
 
+/// The baseline of every bulk append: `cat big >> plain` into a fresh
+/// file, from pages just freed (see [`sync_and_warm`]), in the directory of
+/// `plain`. Seconds.
+fn plain_append(big: &Path, plain: &Path) -> f64 {
+    let _ = std::fs::remove_file(plain);
+    sync_and_warm(plain.parent().expect("a file in a directory"));
+    sh_time(&format!("cat {} >> {}", big.display(), plain.display()))
+}
+
 /// `big` written in 1 MiB writes into 64 MiB files in `dir` (walfs's
 /// segment size), the writeback of each MiB started as walfs starts it,
 /// and each file that is full fdatasync'ed before the next is begun, as
@@ -715,11 +724,7 @@ fn floor_rows(rows: &mut Vec<Row>, root: &Path, big: &Path, stream: &Path, w: &F
     let ms_per_gib = 1000.0 * f64::from(1u32 << 30) / size;
     let plain = root.join("plain");
     let (plain_t, floor_t) = medians_of_3(
-        |_| {
-            let _ = std::fs::remove_file(&plain);
-            sync_and_warm(root);
-            sh_time(&format!("cat {} >> {}", big.display(), plain.display()))
-        },
+        |_| plain_append(big, &plain),
         |_| {
             // Emptied, not removed: the floor's writer holds it open, and
             // an unlinked file it keeps appending to grew slower each run
@@ -939,11 +944,7 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
         let metrics = walfs::metrics::global();
         let (seal_s0, seal_n0) = (metrics.seal_sync_seconds.get(), metrics.seal_syncs.get());
         let (base, t) = medians_of_3(
-            |_| {
-                let _ = std::fs::remove_file(&plain);
-                sync_and_warm(&root);
-                sh_time(&format!("cat {} >> {}", big.display(), plain.display()))
-            },
+            |_| plain_append(&big, &plain),
             |round| {
                 let m = BenchMount::start(&root.join(format!("a{round}")), walfs::SyncMode::Async);
                 sync_and_warm(&root);
@@ -988,11 +989,7 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
         // framing: the same bytes into 64 MiB files, each full one sealed
         // with an fdatasync on the way (as walfs seals a segment).
         let (base2, sealed) = medians_of_3(
-            |_| {
-                let _ = std::fs::remove_file(&plain);
-                sync_and_warm(&root);
-                sh_time(&format!("cat {} >> {}", big.display(), plain.display()))
-            },
+            |_| plain_append(&big, &plain),
             |_| sealed_segments_append(&big, &root.join("sealed")),
         );
         rows.push(Row {

@@ -15,17 +15,21 @@ const MIN_LEN: usize = 64 << 10;
 
 static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
+/// The smallest of `kept` whose `size` is at least `n` and at most twice
+/// that: a larger one would hold memory the request does not use.
+fn best_fit(kept: &[Vec<u8>], n: usize, size: fn(&Vec<u8>) -> usize) -> Option<usize> {
+    kept.iter()
+        .enumerate()
+        .filter(|(_, b)| size(b) >= n && size(b) <= n.saturating_mul(2))
+        .min_by_key(|(_, b)| size(b))
+        .map(|(i, _)| i)
+}
+
 /// A buffer of at least `len` bytes (contents unspecified): a kept one no
 /// more than twice as large, or a new zeroed one.
 pub(crate) fn take(len: usize) -> Vec<u8> {
     let mut kept = KEPT.lock();
-    let best = kept
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| b.len() >= len && b.len() <= len.saturating_mul(2))
-        .min_by_key(|(_, b)| b.len())
-        .map(|(i, _)| i);
-    match best {
+    match best_fit(&kept, len, Vec::len) {
         Some(i) => kept.swap_remove(i),
         None => {
             drop(kept);
@@ -72,13 +76,7 @@ pub(crate) fn empty_reuses() -> u64 {
 pub(crate) fn take_empty(cap: usize) -> Vec<u8> {
     if cap >= MIN_LEN {
         let mut kept = ROOMY.lock();
-        let best = kept
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.capacity() >= cap && b.capacity() <= cap.saturating_mul(2))
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i);
-        if let Some(i) = best {
+        if let Some(i) = best_fit(&kept, cap, Vec::capacity) {
             EMPTY_REUSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return kept.swap_remove(i);
         }

@@ -3,7 +3,7 @@
 //! its id; after a failed sync the stream refuses writes until reopened.
 
 mod common;
-use common::done_soon;
+use common::{done_soon, eventually};
 use std::path::Path;
 use std::sync::Arc;
 use walfs::{CrashMode, Error, SimDisk, SyncMode, Wal, WalOptions};
@@ -128,31 +128,35 @@ fn a_failed_write_behind_is_reported_and_poisons() {
     );
 }
 
+/// An async stream `s` holding "one" (synced: its files made and its first
+/// time mark written before the disk holds writes), then a frame of
+/// `fill` bytes appended while the disk holds every write. Returned once
+/// the flush thread's write of that frame waits at the disk, with the
+/// frame's entry and id.
+fn held_write_behind(fill: u8) -> (SimDisk, Wal, walfs::storage::sim::Hold, Vec<u8>, u64) {
+    let d = disk();
+    let wal = open(&d, SyncMode::Async);
+    wal.append("s", b"one").unwrap();
+    wal.sync("s").unwrap();
+    let big = vec![fill; WalOptions::default().write_buffer_size];
+    let hold = d.hold_writes();
+    let id = {
+        let (wal, big) = (wal.clone(), big.clone());
+        done_soon(move || wal.append_batch("s", &[&big[..]]).unwrap().start)
+    }
+    .expect("an append waited for a write");
+    eventually("the flush thread's write", 10, || d.writes_waiting() > 0);
+    (d, wal, hold, big, id)
+}
+
 #[test]
 fn a_sync_after_the_flush_thread_failed_a_write_behind_reports_it() {
     // The flush thread, not the sync, meets the failure: the disk holds its
     // write (with the writer's lock) until the sync is asked. The frame is
     // lost, so the sync fails; it returned Ok when nothing was left to
     // write.
-    let d = disk();
-    let wal = open(&d, SyncMode::Async);
-    wal.append("s", b"one").unwrap();
-    wal.sync("s").unwrap();
-    let big = vec![b'x'; WalOptions::default().write_buffer_size];
-    let hold = d.hold_writes();
-    let range = {
-        let (wal, big) = (wal.clone(), big.clone());
-        done_soon(move || wal.append_batch("s", &[&big[..]]).unwrap())
-    };
-    assert_eq!(range, Some(1..2), "an append waited for a write");
-    let waiting = std::time::Instant::now();
-    while d.writes_waiting() == 0 {
-        assert!(
-            waiting.elapsed().as_secs() < 10,
-            "the flush thread never wrote"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let (d, wal, hold, _, id) = held_write_behind(b'x');
+    assert_eq!(id, 1);
     d.fail_write(1, libc::ENOSPC);
     drop(hold);
     let e = wal.sync("s").unwrap_err();
@@ -168,27 +172,7 @@ fn a_read_of_an_entry_the_flush_thread_is_writing_waits_for_it() {
     // Acknowledged async entries are readable at once: one whose frame
     // the flush thread is writing (the disk holds the write) is served
     // once that write ends, never reported missing.
-    let d = disk();
-    let wal = open(&d, SyncMode::Async);
-    // The stream's files made (and its first time mark written) before the
-    // disk holds writes.
-    wal.append("s", b"one").unwrap();
-    wal.sync("s").unwrap();
-    let big = vec![b'r'; WalOptions::default().write_buffer_size];
-    let hold = d.hold_writes();
-    let id = {
-        let (wal, big) = (wal.clone(), big.clone());
-        done_soon(move || wal.append_batch("s", &[&big[..]]).unwrap().start)
-    }
-    .expect("an append waited for a write");
-    let waiting = std::time::Instant::now();
-    while d.writes_waiting() == 0 {
-        assert!(
-            waiting.elapsed().as_secs() < 10,
-            "the flush thread never wrote"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let (_d, wal, hold, big, id) = held_write_behind(b'r');
     let read = {
         let wal = wal.clone();
         std::thread::spawn(move || wal.get("s", id).unwrap())

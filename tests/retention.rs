@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::done_soon;
 use common::mount::Mounted;
+use common::{done_soon, eventually};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -173,11 +173,7 @@ fn held_truncation(archive: bool) -> HeldTruncation {
         let wal = wal.clone();
         std::thread::spawn(move || wal.truncate("s", keep))
     };
-    let t0 = Instant::now();
-    while disk.removals_waiting() == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no removal started");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    eventually("a removal at the disk", 10, || disk.removals_waiting() > 0);
     HeldTruncation {
         disk,
         wal,

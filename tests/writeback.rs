@@ -5,7 +5,7 @@
 //! after the stream's writer lock is let go: appends never wait for one.
 
 mod common;
-use common::done_soon;
+use common::{done_soon, eventually};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -133,14 +133,9 @@ fn appends_go_on_while_a_writeback_start_waits() {
                 wal.append_batch("s", &[&big[..]]).unwrap();
             })
         };
-        let waiting = std::time::Instant::now();
-        while d.writebacks_waiting() == 0 {
-            assert!(
-                waiting.elapsed().as_secs() < 10,
-                "{mode:?}: no writeback start reached the disk"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        eventually("a writeback start at the disk", 10, || {
+            d.writebacks_waiting() > 0
+        });
         let small = {
             let wal = wal.clone();
             done_soon(move || {
