@@ -90,3 +90,28 @@ fn close_reports_the_failure_of_the_commit_it_triggers() {
     sh(&format!("echo ok >> {}", m.path("append").display()));
     assert_eq!(std::fs::read(m.path("entries/0")).unwrap(), b"ok\n");
 }
+
+#[test]
+fn a_fork_and_exec_while_a_line_is_held_commits_it() {
+    // What the README says of a writer that spawns a process: the child's
+    // copy of the descriptor is closed at exec, that close commits the held
+    // line, and what follows is an entry of its own. Nothing is lost.
+    let _one = one_at_a_time();
+    let m = Mounted::start(&[]);
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(m.path("append"))
+        .unwrap();
+    f.write_all(b"part").unwrap();
+    assert!(
+        std::fs::read(m.path("entries/0")).is_err(),
+        "held until a close"
+    );
+    let s = std::process::Command::new("true").status().unwrap();
+    assert!(s.success());
+    assert_eq!(std::fs::read(m.path("entries/0")).unwrap(), b"part");
+    f.write_all(b"ial\n").unwrap();
+    drop(f);
+    assert_eq!(std::fs::read(m.path("entries/1")).unwrap(), b"ial\n");
+    assert_eq!(std::fs::read_to_string(m.path("log")).unwrap(), "partial\n");
+}
