@@ -255,6 +255,45 @@ fn a_restore_during_a_truncation_waits_and_brings_everything_back() {
     check_kept(&wal, 200);
 }
 
+/// A stream deleted while a truncation archives its segments waits for
+/// the truncation: every segment it freed reaches the archive, though the
+/// stream is then gone (the archive outlives it, for a restore by hand).
+#[test]
+fn a_delete_during_a_truncation_waits_and_the_archive_keeps_every_segment() {
+    let HeldTruncation {
+        disk,
+        wal,
+        hold,
+        truncating,
+        ..
+    } = held_truncation(true);
+    let deleting = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.delete_stream("s"))
+    };
+    // Time for the delete to overtake the held truncation, if it can.
+    std::thread::sleep(Duration::from_millis(300));
+    let overtook = deleting.is_finished();
+    drop(hold);
+    let truncated = truncating.join().unwrap();
+    deleting.join().unwrap().unwrap();
+    let archived: Vec<_> = disk
+        .files()
+        .into_iter()
+        .filter(|(p, _)| {
+            p.starts_with("/sim/archive/s") && p.extension().is_some_and(|e| e == "wal")
+        })
+        .collect();
+    assert!(
+        !overtook,
+        "the delete finished while the truncation's moves waited (archived: {archived:?}, truncation: {truncated:?})"
+    );
+    assert_eq!(truncated.unwrap(), 5);
+    assert_eq!(archived.len(), 5, "{archived:?}");
+    assert!(archived.iter().all(|(_, len)| *len > 0), "{archived:?}");
+    assert!(wal.segments("s").is_empty(), "the stream is gone");
+}
+
 fn stat(m: &Mounted) -> String {
     std::fs::read_to_string(m.path("stat")).unwrap()
 }
