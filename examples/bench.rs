@@ -1010,6 +1010,42 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
             target: 0.0,
             lower_is_better: false,
         });
+        // The same durability through the transport: the null filesystem's
+        // `sealing` (a write(2) per WRITE into 64 MiB files, writeback
+        // every MiB, an fdatasync of each full one; nothing else).
+        let null_sealed = root.join("null").join("sealed");
+        let (base3, null_sealing) = medians_of_3(
+            |_| plain_append(&big, &plain),
+            |_| {
+                for e in std::fs::read_dir(&null_sealed).unwrap() {
+                    std::fs::remove_file(e.unwrap().path()).unwrap();
+                }
+                sync_and_warm(&root);
+                sh_time(&format!(
+                    "cat {} >> {}",
+                    big.display(),
+                    null.mnt.join("sealing").display()
+                ))
+            },
+        );
+        rows.push(Row {
+            name: "ceiling: null FUSE fs, cat 256 MiB >> a file sealed as walfs seals (64 MiB files, writeback every MiB, fdatasync each full one; median of 3)".into(),
+            unit: "MB/s",
+            walfs: size / 1e6 / null_sealing,
+            baseline_name: "cat >> plain file",
+            baseline: size / 1e6 / base3,
+            target: 0.5,
+            lower_is_better: false,
+        });
+        rows.push(Row {
+            name: "mount: cat 256 MiB >> append (async)".into(),
+            unit: "MB/s",
+            walfs: size / 1e6 / t,
+            baseline_name: "null FUSE fs, sealing as walfs",
+            baseline: size / 1e6 / null_sealing,
+            target: 0.0,
+            lower_is_better: false,
+        });
         let append_t = t;
         let base = sh_time(&format!("cat {} > /dev/null", plain.display()));
         // The daemon runs in this process: its segment reads are this

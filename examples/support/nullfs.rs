@@ -22,6 +22,10 @@
 //!   every complete line of a WRITE an entry of one frame (walfs's own
 //!   encoder: the copy behind length prefixes and the crc), written by a
 //!   thread of its own while the reply goes (write-behind, as walfs does).
+//! - `sealing`: the durability the contract asks of an async append and
+//!   nothing else: every WRITE is one write(2) into a 64 MiB file, whose
+//!   writeback is started every MiB and which is fdatasync'ed once full
+//!   (as walfs seals a segment); no lines, frames or crc.
 //!
 //! The mount options and worker threads are walfs's (`max_write` and
 //! read-ahead 1 MiB, 8 threads, cloned descriptors). Used by
@@ -50,6 +54,7 @@ const DURABLE: u64 = 4;
 const FRAMED: u64 = 5;
 const FRAMED_CHECKED: u64 = 6;
 const FRAMING: u64 = 7;
+const SEALING: u64 = 8;
 const TTL: Duration = Duration::from_secs(1);
 
 struct NullFs {
@@ -58,6 +63,7 @@ struct NullFs {
     started: SystemTime,
     floor: Floor,
     spread: Spread,
+    sealer: Sealer,
     /// Every request handled (a FORGET counts once per inode it names).
     requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -76,7 +82,7 @@ impl NullFs {
                 self.file.metadata().ok()?.len(),
                 0o644,
             ),
-            APPEND | DURABLE | FRAMING | SPREAD.. => (FileType::RegularFile, 0, 0o644),
+            APPEND | DURABLE | FRAMING | SEALING | SPREAD.. => (FileType::RegularFile, 0, 0o644),
             FRAMED | FRAMED_CHECKED => (FileType::RegularFile, self.floor.size, 0o644),
             _ => return None,
         };
@@ -120,6 +126,7 @@ impl Filesystem for NullFs {
             (ROOT, Some("framed")) => FRAMED,
             (ROOT, Some("framed-checked")) => FRAMED_CHECKED,
             (ROOT, Some("framing")) => FRAMING,
+            (ROOT, Some("sealing")) => SEALING,
             _ => return reply.error(Errno::from_i32(libc::ENOENT)),
         };
         // `spread`'s name is looked up at every open (its attributes are
@@ -154,6 +161,10 @@ impl Filesystem for NullFs {
         }
         if matches!(ino.0, FRAMED | FRAMED_CHECKED) {
             *self.floor.at.lock().unwrap() = Scan::default();
+        }
+        if ino.0 == SEALING {
+            // Each writer starts a file of its own.
+            self.sealer.state.lock().unwrap().file = None;
         }
         reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
     }
@@ -203,6 +214,7 @@ impl Filesystem for NullFs {
             };
         }
         let r = match ino.0 {
+            SEALING => self.sealer.append(data),
             SPREAD_NOSYNC.. => (&self.sink).write_all(data),
             SPREAD.. => self.spread.write_durably(&self.sink, data),
             DURABLE => (&self.sink)
@@ -261,6 +273,7 @@ impl Filesystem for NullFs {
             (FRAMED, FileType::RegularFile, "framed"),
             (FRAMED_CHECKED, FileType::RegularFile, "framed-checked"),
             (FRAMING, FileType::RegularFile, "framing"),
+            (SEALING, FileType::RegularFile, "sealing"),
         ];
         for (i, (ino, kind, name)) in names.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
@@ -282,7 +295,7 @@ pub struct NullMount {
 impl NullMount {
     /// Mounts on `root/mnt`, serving `file` as `file` and appending what is
     /// written to `append` or `durable` to `root/sink` (`framing`: to
-    /// `root/framed-sink`).
+    /// `root/framed-sink`; `sealing`: to files in `root/sealed`).
     pub fn start(root: &Path, file: &Path) -> NullMount {
         NullMount::with_segments(root, file, None)
     }
@@ -302,6 +315,7 @@ impl NullMount {
             started: SystemTime::now(),
             floor: Floor::new(stream, &root.join("framed-sink")),
             spread: Spread::default(),
+            sealer: Sealer::new(&root.join("sealed")),
             requests: Default::default(),
         };
         let requests = fs.requests.clone();
@@ -539,5 +553,68 @@ impl Floor {
         frame.seal(id);
         let tx = self.behind.lock().unwrap();
         tx.send(frame.bytes).map_err(|_| libc::EIO)
+    }
+}
+
+/// `sealing`'s files: the one being written, and how far.
+struct Sealer {
+    dir: PathBuf,
+    state: std::sync::Mutex<Sealing>,
+}
+
+#[derive(Default)]
+struct Sealing {
+    file: Option<File>,
+    /// Files made so far (the next one's name).
+    made: usize,
+    len: u64,
+    /// Bytes whose writeback was started.
+    started: u64,
+}
+
+impl Sealer {
+    /// As walfs's segment size and writeback step.
+    const FULL: u64 = 64 << 20;
+    const STEP: u64 = 1 << 20;
+
+    fn new(dir: &Path) -> Sealer {
+        std::fs::create_dir_all(dir).unwrap();
+        Sealer {
+            dir: dir.to_path_buf(),
+            state: Default::default(),
+        }
+    }
+
+    fn append(&self, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let mut s = self.state.lock().unwrap();
+        let file = match s.file.take() {
+            Some(f) => f,
+            None => {
+                s.made += 1;
+                (s.len, s.started) = (0, 0);
+                File::create(self.dir.join(format!("{}.seg", s.made)))?
+            }
+        };
+        file.write_all_at(data, s.len)?;
+        s.len += data.len() as u64;
+        if s.len - s.started >= Self::STEP {
+            // SAFETY: a plain syscall on a descriptor held here.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    s.started as libc::off64_t,
+                    (s.len - s.started) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            s.started = s.len;
+        }
+        if s.len >= Self::FULL {
+            file.sync_data()?;
+        } else {
+            s.file = Some(file);
+        }
+        Ok(())
     }
 }
