@@ -40,11 +40,17 @@ struct Row {
     lower_is_better: bool,
 }
 
-fn dir(name: &str) -> PathBuf {
+/// Where the bench's directory `name` goes (see [`dir`]).
+fn bench_path(name: &str) -> PathBuf {
     let base = std::env::var_os("WALFS_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let d = base.join(format!("walfs-bench-{}-{name}", std::process::id()));
+    base.join(format!("walfs-bench-{}-{name}", std::process::id()))
+}
+
+/// The bench's directory `name`, empty.
+fn dir(name: &str) -> PathBuf {
+    let d = bench_path(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -631,33 +637,15 @@ fn plain_append(big: &Path, plain: &Path) -> f64 {
 /// disk with no FUSE transport and no framing. The bytes are read first
 /// (not timed). Seconds.
 fn sealed_segments_append(big: &Path, dir: &Path) -> f64 {
-    use std::os::unix::io::AsRawFd;
     let data = std::fs::read(big).unwrap();
-    std::fs::create_dir_all(dir).unwrap();
+    let sealer = nullfs::Sealer::new(dir);
     sync_and_warm(dir);
-    let seg = 64usize << 20;
     let start = Instant::now();
-    for (i, part) in data.chunks(seg).enumerate() {
-        let f = std::fs::File::create(dir.join(format!("{i}.seg"))).unwrap();
-        let mut at = 0u64;
-        for c in part.chunks(1 << 20) {
-            f.write_all_at(c, at).unwrap();
-            // SAFETY: a plain syscall on a descriptor this function owns.
-            unsafe {
-                libc::sync_file_range(
-                    f.as_raw_fd(),
-                    at as libc::off64_t,
-                    c.len() as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-            at += c.len() as u64;
-        }
-        if part.len() == seg {
-            f.sync_data().unwrap();
-        }
+    for c in data.chunks(1 << 20) {
+        sealer.append(c).unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
+    drop(sealer);
     std::fs::remove_dir_all(dir).unwrap();
     secs
 }
@@ -1028,6 +1016,9 @@ fn mount_rows(rows: &mut Vec<Row>, fsyncs: f64) {
                 ))
             },
         );
+        for e in std::fs::read_dir(&null_sealed).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
         rows.push(Row {
             name: "ceiling: null FUSE fs, cat 256 MiB >> a file sealed as walfs seals (64 MiB files, writeback every MiB, fdatasync each full one; median of 3)".into(),
             unit: "MB/s",
@@ -2200,9 +2191,10 @@ fn follow_rows(rows: &mut Vec<Row>, server: &s3::S3Server) {
         lower_is_better: false,
     });
     let _ = std::fs::remove_dir_all(d);
+    // The followers' block cache (see `follower`).
+    let _ = std::fs::remove_dir_all(bench_path("follow-cache"));
 }
 
-/// Bytes this process has read (`rchar` in /proc/self/io).
 /// This process's anonymous resident memory, in KiB.
 fn rss_anon_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -2226,6 +2218,7 @@ fn self_cpu() -> f64 {
     s(u.ru_utime) + s(u.ru_stime)
 }
 
+/// Bytes this process has read (`rchar` in /proc/self/io).
 fn rchar() -> u64 {
     std::fs::read_to_string("/proc/self/io")
         .ok()

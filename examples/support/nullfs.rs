@@ -556,8 +556,9 @@ impl Floor {
     }
 }
 
-/// `sealing`'s files: the one being written, and how far.
-struct Sealer {
+/// `sealing`'s files: the one being written, and how far. The bench's
+/// sealed-files ceiling (no FUSE) writes through one too.
+pub struct Sealer {
     dir: PathBuf,
     state: std::sync::Mutex<Sealing>,
 }
@@ -577,7 +578,8 @@ impl Sealer {
     const FULL: u64 = 64 << 20;
     const STEP: u64 = 1 << 20;
 
-    fn new(dir: &Path) -> Sealer {
+    /// Files go to `dir`, created if missing.
+    pub fn new(dir: &Path) -> Sealer {
         std::fs::create_dir_all(dir).unwrap();
         Sealer {
             dir: dir.to_path_buf(),
@@ -585,7 +587,10 @@ impl Sealer {
         }
     }
 
-    fn append(&self, data: &[u8]) -> std::io::Result<()> {
+    /// Writes `data` at the end of the current file (a new one after a
+    /// full one), starts the writeback of every MiB, and fdatasyncs the
+    /// file once it holds 64 MiB.
+    pub fn append(&self, data: &[u8]) -> std::io::Result<()> {
         use std::os::unix::io::AsRawFd;
         let mut s = self.state.lock().unwrap();
         let file = match s.file.take() {
