@@ -22,6 +22,10 @@ fn moto_server() -> PathBuf {
 pub struct S3Server {
     child: Child,
     pub port: u16,
+    /// The server's TMPDIR: with `-s` it writes its made-up certificate
+    /// and key there and removes them only at a clean exit, which a killed
+    /// server never reaches. Removed after the server (field order).
+    _tmp: tempfile::TempDir,
 }
 
 impl S3Server {
@@ -62,7 +66,9 @@ impl S3Server {
         // Port 0: the server binds a free port itself and says which (a
         // port found free here and handed over could be taken meanwhile by
         // a test running beside this one).
+        let tmp = tempfile::tempdir().expect("a temporary directory for moto_server");
         let mut cmd = Command::new(moto_server());
+        cmd.env("TMPDIR", tmp.path());
         cmd.args(["-H", "127.0.0.1", "-p", "0"])
             .args(args)
             .stdin(Stdio::null())
@@ -111,7 +117,11 @@ impl S3Server {
                 panic!("moto_server did not say which port it bound ({status:?})");
             }
         };
-        S3Server { child, port }
+        S3Server {
+            child,
+            port,
+            _tmp: tmp,
+        }
     }
 
     pub fn endpoint(&self) -> String {
